@@ -1,0 +1,111 @@
+"""Image and pixel AUROC per subclass, with means over seen and over unseen subclasses.
+
+The Texture AD protocol (paper Sec. 3.1): one model per category, trained on the
+seen subclasses, tested on seen and unseen ones. Pixel AUROC is computed at the
+resolution the predictions come in (anomalib's: the input image size), pooled
+over all pixels of a subclass.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from anomalib.data import Batch
+from torchmetrics.functional.classification import binary_auroc
+
+
+@dataclass
+class SubclassScores:
+    """Everything needed to compute one subclass's AUROCs."""
+
+    image_scores: list[torch.Tensor] = field(default_factory=list)
+    image_labels: list[torch.Tensor] = field(default_factory=list)
+    pixel_scores: list[torch.Tensor] = field(default_factory=list)
+    pixel_labels: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, score: torch.Tensor, label: torch.Tensor, anomaly_map: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+        """Add one image's prediction and ground truth."""
+        self.image_scores.append(score.reshape(1).float().cpu())
+        self.image_labels.append(label.reshape(1).long().cpu())
+        if anomaly_map is not None and mask is not None:
+            self.pixel_scores.append(anomaly_map.reshape(-1).float().cpu())
+            self.pixel_labels.append((mask.reshape(-1) > 0).long().cpu())
+
+    def image_auroc(self) -> float:
+        """Image AUROC; NaN when the subclass lacks normal or anomalous images."""
+        return _auroc(torch.cat(self.image_scores), torch.cat(self.image_labels))
+
+    def pixel_auroc(self) -> float:
+        """Pixel AUROC pooled over the subclass's images; NaN without masks or defect pixels."""
+        if not self.pixel_scores:
+            return float("nan")
+        return _auroc(torch.cat(self.pixel_scores), torch.cat(self.pixel_labels))
+
+
+def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(binary_auroc(scores, labels))
+
+
+def per_subclass_table(batches: Iterable[Batch], seen: Iterable[str]) -> list[dict]:
+    """Rows ``{subclass, split, images, image_auroc, pixel_auroc}`` per subclass, then the seen and unseen means.
+
+    Args:
+        batches: predicted batches carrying ``subclass_name``, ``pred_score``,
+            ``gt_label`` and (for pixel AUROC) ``anomaly_map`` and ``gt_mask``.
+        seen: names of the subclasses the model was trained on.
+
+    Raises:
+        ValueError: a batch without ``subclass_name`` (the datamodule must be
+            ``TextureAD`` or ``SyntheticTextureAD``).
+    """
+    seen = set(seen)
+    groups: dict[str, SubclassScores] = defaultdict(SubclassScores)
+    for batch in batches:
+        names = getattr(batch, "subclass_name", None)
+        if names is None:
+            msg = "Predictions carry no subclass_name: evaluate on a TextureAD or SyntheticTextureAD datamodule."
+            raise ValueError(msg)
+        for i, name in enumerate(names):
+            anomaly_map = batch.anomaly_map[i] if batch.anomaly_map is not None else None
+            mask = batch.gt_mask[i] if batch.gt_mask is not None else None
+            groups[name].add(batch.pred_score[i], batch.gt_label[i], anomaly_map, mask)
+    rows = [
+        {
+            "subclass": name,
+            "split": "seen" if name in seen else "unseen",
+            "images": len(group.image_scores),
+            "image_auroc": group.image_auroc(),
+            "pixel_auroc": group.pixel_auroc(),
+        }
+        for name, group in sorted(groups.items(), key=lambda item: (item[0] not in seen, item[0]))
+    ]
+    for split in ("seen", "unseen"):
+        members = [row for row in rows if row["split"] == split]
+        if members:
+            rows.append({
+                "subclass": f"mean {split}",
+                "split": split,
+                "images": sum(row["images"] for row in members),
+                "image_auroc": _nanmean(row["image_auroc"] for row in members),
+                "pixel_auroc": _nanmean(row["pixel_auroc"] for row in members),
+            })
+    return rows
+
+
+def _nanmean(values: Iterable[float]) -> float:
+    finite = [value for value in values if value == value]  # noqa: PLR0124 (NaN check)
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table with AUROCs in percent."""
+    lines = ["| subclass | split | images | image AUROC % | pixel AUROC % |", "|---|---|---:|---:|---:|"]
+    for row in rows:
+        name = f"**{row['subclass']}**" if row["subclass"].startswith("mean ") else row["subclass"]
+        lines.append(
+            f"| {name} | {row['split']} | {row['images']} | {100 * row['image_auroc']:.2f} | {100 * row['pixel_auroc']:.2f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""The experts: one SimpleNet discriminator per subclass, stored stacked and applied in one batched op."""
+
+import math
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+
+class ExpertBank(nn.Module):
+    """``E`` SimpleNet discriminators ``Linear -> BatchNorm -> LeakyReLU(0.2) -> Linear`` with stacked weights.
+
+    Only the selected experts' weights are gathered and applied (``einsum``), so the
+    cost follows ``top_k``, not the number of experts, and the forward pass is plain
+    tensor code that ``torch.export``/ONNX/OpenVINO take. BatchNorm keeps one set
+    of statistics per expert; in training each expert normalises over the patches
+    routed to it in the batch.
+
+    Args:
+        num_experts: number of experts.
+        in_dim: feature channels.
+        hidden_dim: hidden width of each discriminator.
+        momentum: BatchNorm running-statistics momentum.
+        eps: BatchNorm epsilon.
+    """
+
+    def __init__(self, num_experts: int, in_dim: int, hidden_dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self.weight1 = nn.Parameter(torch.empty(num_experts, in_dim, hidden_dim))
+        self.bias1 = nn.Parameter(torch.zeros(num_experts, hidden_dim))
+        self.bn_weight = nn.Parameter(torch.ones(num_experts, hidden_dim))
+        self.bn_bias = nn.Parameter(torch.zeros(num_experts, hidden_dim))
+        self.weight2 = nn.Parameter(torch.empty(num_experts, hidden_dim))
+        self.register_buffer("running_mean", torch.zeros(num_experts, hidden_dim))
+        self.register_buffer("running_var", torch.ones(num_experts, hidden_dim))
+        for expert in range(num_experts):  # SimpleNet initialises its linear layers with xavier_normal
+            nn.init.xavier_normal_(self.weight1.data[expert].T)
+        nn.init.normal_(self.weight2, std=math.sqrt(2.0 / (hidden_dim + 1)))
+
+    @property
+    def num_experts(self) -> int:
+        """Number of experts in the bank."""
+        return self.weight1.shape[0]
+
+    def forward(self, features: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+        """Score patches with their selected experts; higher means more normal.
+
+        Args:
+            features: ``(B, K, P, C)`` patch features, one copy per selected expert.
+            expert_index: ``(B, K)`` expert of each copy.
+
+        Returns:
+            ``(B, K, P)`` discriminator outputs.
+        """
+        hidden = torch.einsum("bkpc,bkch->bkph", features, self.weight1[expert_index])
+        hidden = hidden + self.bias1[expert_index][:, :, None]
+        if self.training:
+            mean, var = self._batch_statistics(hidden, expert_index)
+        else:
+            mean, var = self.running_mean[expert_index], self.running_var[expert_index]
+        hidden = (hidden - mean[:, :, None]) * torch.rsqrt(var[:, :, None] + self.eps)
+        hidden = hidden * self.bn_weight[expert_index][:, :, None] + self.bn_bias[expert_index][:, :, None]
+        hidden = F.leaky_relu(hidden, negative_slope=0.2)
+        return torch.einsum("bkph,bkh->bkp", hidden, self.weight2[expert_index])
+
+    def _batch_statistics(self, hidden: torch.Tensor, expert_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-expert BatchNorm statistics over the patches routed to each expert; updates running stats."""
+        patches = hidden.shape[2]
+        one_hot = F.one_hot(expert_index.reshape(-1), self.num_experts).to(hidden.dtype)  # (B*K, E)
+        count = one_hot.sum(dim=0) * patches  # (E,)
+        flat = hidden.reshape(-1, patches, hidden.shape[-1])
+        sums = one_hot.T @ flat.sum(dim=1)  # (E, H)
+        squares = one_hot.T @ flat.pow(2).sum(dim=1)
+        safe = count.clamp(min=1)[:, None]
+        mean = sums / safe
+        var = (squares / safe - mean.pow(2)).clamp(min=0)
+        with torch.no_grad():
+            seen = (count > 0)[:, None]
+            unbiased = var * (safe / (safe - 1).clamp(min=1))
+            m = self.momentum
+            self.running_mean.copy_(torch.where(seen, (1 - m) * self.running_mean + m * mean, self.running_mean))
+            self.running_var.copy_(torch.where(seen, (1 - m) * self.running_var + m * unbiased, self.running_var))
+        return mean[expert_index], var[expert_index]

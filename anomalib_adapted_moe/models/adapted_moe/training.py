@@ -1,0 +1,127 @@
+"""Training of adaptor, router and experts from cached patch features.
+
+The backbone is frozen and the data carry no pixel-level augmentation, so its
+features are computed once per training image and every epoch of the paper's
+schedule runs from that cache: 160 epochs cost little more than one backbone pass.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from .loss import noise_scale, truncated_l1_loss
+from .torch_model import AdaptedMoEModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSchedule:
+    """Optimisation settings (paper Sec. 3.2; SimpleNet's optimisers).
+
+    Optimisers, stepped in this order every step: adaptor AdamW(``adaptor_lr``),
+    experts Adam(``expert_lr``), router Adam(``router_lr``).
+    """
+
+    epochs: int = 160
+    batch_size: int = 8
+    adaptor_lr: float = 1e-4
+    expert_lr: float = 2e-4
+    router_lr: float = 2e-4
+    weight_decay: float = 1e-5
+    noise_std: float = 0.015
+    margin: float = 0.5
+
+
+def training_step(
+    model: AdaptedMoEModel,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    schedule: TrainingSchedule,
+) -> dict[str, torch.Tensor]:
+    """Losses of one mini-batch: routing loss (eq. 2) and the experts' truncated L1 on Gaussian-noise anomalies."""
+    raw = model.adaptor(features)
+    noisy = raw + torch.randn_like(raw) * noise_scale(raw, schedule.noise_std)
+    if model.normalize:  # noise is added before the L2 norm, so a fake patch cannot be told by its norm alone
+        raw, noisy = F.normalize(raw, dim=1), F.normalize(noisy, dim=1)
+    patches = raw.shape[-2] * raw.shape[-1]
+    both = torch.cat([raw.flatten(2), noisy.flatten(2)], dim=2).transpose(1, 2)[:, None]  # (B, 1, 2P, C)
+    scores = model.experts(both, labels[:, None])[:, 0]  # (B, 2P)
+    losses = {"expert_loss": truncated_l1_loss(scores[:, :patches], scores[:, patches:], schedule.margin)}
+    if model.num_experts > 1:
+        embedding = model.router.embed(raw)
+        losses["routing_loss"] = model.router.loss(embedding, labels)
+        model.router.update_centers(embedding.detach(), labels)
+    losses["loss"] = sum(losses.values())
+    return losses
+
+
+def train_from_cache(
+    model: AdaptedMoEModel,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    schedule: TrainingSchedule,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
+    """Train adaptor, router and experts for ``schedule.epochs`` passes over cached patch features.
+
+    Args:
+        model: the model; its ``num_experts`` must cover ``labels``.
+        features: ``(N, C, H, W)`` cached patch features (any float dtype; batches are cast to float32).
+        labels: ``(N,)`` expert of each training image.
+        schedule: optimisation settings.
+        on_epoch_end: called with the epoch index and its mean losses.
+
+    Returns:
+        The mean losses of the last epoch.
+    """
+    device = model.adaptor.linear.weight.device
+    labels = labels.to(device)
+    optimizers = [
+        torch.optim.AdamW(model.adaptor.parameters(), lr=schedule.adaptor_lr, weight_decay=schedule.weight_decay),
+        torch.optim.Adam(model.experts.parameters(), lr=schedule.expert_lr, weight_decay=schedule.weight_decay),
+    ]
+    if model.num_experts > 1:
+        optimizers.append(torch.optim.Adam(model.router.parameters(), lr=schedule.router_lr))
+    model.train()
+    means: dict[str, float] = {}
+    for epoch in range(schedule.epochs):
+        totals: dict[str, float] = {}
+        order = torch.randperm(len(features))
+        steps = 0
+        for start in range(0, len(order), schedule.batch_size):
+            index = order[start : start + schedule.batch_size]
+            losses = training_step(model, features[index].to(device, torch.float32), labels[index], schedule)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            for optimizer in optimizers:
+                optimizer.step()
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+            steps += 1
+        means = {name: total / steps for name, total in totals.items()}
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, means)
+    model.eval()
+    return means
+
+
+@torch.no_grad()
+def fit_expert_statistics(model: AdaptedMoEModel, features: torch.Tensor, labels: torch.Tensor, chunk: int = 32) -> None:
+    """Fill the TTA statistics of every expert from its training images, with the final adaptor (eval mode).
+
+    Streams over the cache in chunks, so memory stays at one chunk of float32 features.
+    """
+    model.eval()
+    device = model.adaptor.linear.weight.device
+    means, variances = [], []
+    for start in range(0, len(features), chunk):
+        adapted = model.adapt(features[start : start + chunk].to(device, torch.float32))
+        mean, variance = model.adaptation.image_statistics(adapted)
+        means.append(mean)
+        variances.append(variance)
+    model.adaptation.fit(torch.cat(means), torch.cat(variances), labels.to(device))

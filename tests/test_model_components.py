@@ -1,0 +1,147 @@
+"""Unit tests of the Adapted-MoE parts: router, TTA, experts, top-k mixing, features."""
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from anomalib_adapted_moe.models.adapted_moe.experts import ExpertBank
+from anomalib_adapted_moe.models.adapted_moe.features import channel_pooling_matrix
+from anomalib_adapted_moe.models.adapted_moe.loss import noise_scale, truncated_l1_loss
+from anomalib_adapted_moe.models.adapted_moe.router import RoutingNetwork
+from anomalib_adapted_moe.models.adapted_moe.subclass_discovery import discover_subclasses
+from anomalib_adapted_moe.models.adapted_moe.tta import TestTimeAdaptation
+
+
+def test_center_loss_gradient_pulls_embeddings_towards_their_centre() -> None:
+    router = RoutingNetwork(in_dim=4, embed_dim=3, num_experts=2, normalize=False, alpha=1.0)
+    router.centers.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    embedding = torch.tensor([[0.0, 0.0, 2.0], [0.5, 0.5, 0.5]], requires_grad=True)
+    labels = torch.tensor([0, 1])
+    router.loss(embedding, labels).backward()
+    moved = embedding.detach() - 0.1 * embedding.grad
+    before = (embedding.detach() - router.centers[labels]).norm(dim=1)
+    after = (moved - router.centers[labels]).norm(dim=1)
+    assert torch.all(after < before)
+    # alpha=1: pure centre loss, d/dx mean ||x - c||^2 = 2 (x - c) / B
+    assert torch.allclose(embedding.grad, (embedding.detach() - router.centers[labels]))
+
+
+def test_centre_update_follows_wen_et_al() -> None:
+    router = RoutingNetwork(in_dim=4, embed_dim=2, num_experts=3, normalize=False, center_lr=0.5)
+    embedding = torch.tensor([[2.0, 0.0], [4.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 1])
+    router.update_centers(embedding, labels)
+    # c0: delta = (2 * 0 - (2 + 4)) / (1 + 2) = -2, so c0 = 0 - 0.5 * -2 = 1; c1: delta = -3 / 2, c1 = 0.75
+    assert torch.allclose(router.centers[0], torch.tensor([1.0, 0.0]))
+    assert torch.allclose(router.centers[1], torch.tensor([0.0, 0.75]))
+    assert torch.equal(router.centers[2], torch.zeros(2))  # no member, no move
+
+
+def test_routing_probabilities_follow_cosine_similarity_to_centres() -> None:
+    router = RoutingNetwork(in_dim=4, embed_dim=2, num_experts=2, temperature=0.1)
+    router.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    probabilities = router.probabilities(torch.tensor([[0.9, 0.1], [0.2, 5.0]]))
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(2))
+    assert probabilities.argmax(dim=1).tolist() == [0, 1]
+
+
+def test_router_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="routing_loss"):
+        RoutingNetwork(4, 2, 2, routing_loss="triplet")
+    with pytest.raises(ValueError, match="alpha"):
+        RoutingNetwork(4, 2, 2, alpha=1.5)
+
+
+def test_tta_output_has_the_experts_mean_and_std() -> None:
+    torch.manual_seed(0)
+    tta = TestTimeAdaptation(num_experts=3, dim=5)
+    tta.expert_mean.copy_(torch.randn(3, 5))
+    tta.expert_std.copy_(torch.rand(3, 5) + 0.5)
+    features = torch.randn(2, 5, 6, 7) * 3 + 1
+    index = torch.tensor([[2, 0], [1, 2]])
+    adapted = tta(features, index)  # (B, K, C, H, W)
+    assert adapted.shape == (2, 2, 5, 6, 7)
+    mean = adapted.mean(dim=(3, 4))
+    std = adapted.std(dim=(3, 4), unbiased=False)
+    assert torch.allclose(mean, tta.expert_mean[index], atol=1e-5)
+    assert torch.allclose(std, tta.expert_std[index], atol=1e-4)
+
+
+def test_tta_of_a_constant_image_is_finite() -> None:
+    tta = TestTimeAdaptation(num_experts=1, dim=3)
+    tta.expert_mean.fill_(0.7)
+    adapted = tta(torch.full((1, 3, 4, 4), 5.0), torch.zeros(1, 1, dtype=torch.long))
+    assert torch.isfinite(adapted).all()
+    assert torch.allclose(adapted, torch.full_like(adapted, 0.7))
+
+
+def test_tta_statistics_are_within_image_statistics() -> None:
+    tta = TestTimeAdaptation(num_experts=2, dim=1)
+    # expert 0: two images with different offsets but the same spatial spread
+    first = torch.tensor([[[[0.0, 2.0]]]])  # mean 1, std 1
+    second = torch.tensor([[[[10.0, 12.0]]]])  # mean 11, std 1
+    features = torch.cat([first, second])
+    means, variances = tta.image_statistics(features)
+    tta.fit(means, variances, torch.tensor([0, 0]))
+    assert tta.expert_mean[0].item() == pytest.approx(6.0)
+    assert tta.expert_std[0].item() == pytest.approx(1.0)  # not the pooled std (5.1)
+    assert tta.expert_std[1].item() == 1.0 and tta.expert_mean[1].item() == 0.0  # untouched
+
+
+def test_batched_experts_equal_a_per_expert_loop() -> None:
+    torch.manual_seed(0)
+    bank = ExpertBank(num_experts=4, in_dim=6, hidden_dim=5).eval()
+    bank.running_mean.copy_(torch.randn(4, 5))
+    bank.running_var.copy_(torch.rand(4, 5) + 0.5)
+    features = torch.randn(3, 2, 10, 6)
+    index = torch.tensor([[3, 1], [0, 0], [2, 3]])
+    batched = bank(features, index)
+    for b in range(3):
+        for k in range(2):
+            e = int(index[b, k])
+            hidden = features[b, k] @ bank.weight1[e] + bank.bias1[e]
+            hidden = (hidden - bank.running_mean[e]) / torch.sqrt(bank.running_var[e] + bank.eps)
+            hidden = F.leaky_relu(hidden * bank.bn_weight[e] + bank.bn_bias[e], 0.2)
+            assert torch.allclose(batched[b, k], hidden @ bank.weight2[e], atol=1e-5)
+
+
+def test_expert_batchnorm_uses_each_experts_own_patches_in_training() -> None:
+    torch.manual_seed(0)
+    bank = ExpertBank(num_experts=3, in_dim=4, hidden_dim=2).train()
+    features = torch.randn(4, 1, 8, 4)
+    features[2:] += 10.0  # expert 1's images are shifted
+    index = torch.tensor([[0], [0], [1], [1]])
+    bank(features, index)
+    hidden = torch.einsum("bkpc,bkch->bkph", features, bank.weight1[index]) + bank.bias1[index][:, :, None]
+    expected_mean_1 = hidden[2:].reshape(-1, 2).mean(dim=0)
+    assert torch.allclose(bank.running_mean[1], 0.1 * expected_mean_1, atol=1e-5)
+    assert torch.equal(bank.running_mean[2], torch.zeros(2))  # expert 2 got no patch
+
+
+def test_truncated_l1_loss_is_zero_beyond_the_margin() -> None:
+    assert truncated_l1_loss(torch.tensor([0.6, 1.0]), torch.tensor([-0.7, -2.0])).item() == 0.0
+    assert truncated_l1_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(1.0)
+
+
+def test_noise_scale_is_the_papers_sigma_on_unit_norm_1536_dim_features() -> None:
+    features = F.normalize(torch.randn(2, 1536, 4, 4), dim=1)
+    assert noise_scale(features, 0.015).item() == pytest.approx(0.015, rel=1e-4)
+    assert noise_scale(features * 10, 0.015).item() == pytest.approx(0.15, rel=1e-4)
+
+
+def test_channel_pooling_matrix_equals_adaptive_average_pooling() -> None:
+    x = torch.randn(3, 10)
+    pooled = x @ channel_pooling_matrix(10, 4)
+    assert torch.allclose(pooled, F.adaptive_avg_pool1d(x[:, None], 4)[:, 0], atol=1e-6)
+
+
+def test_subclass_discovery_finds_the_requested_number_of_clusters() -> None:
+    rng = torch.Generator().manual_seed(0)
+    centres = torch.eye(3, 8) * 5
+    points = torch.cat([centres[i] + 0.1 * torch.randn(6, 8, generator=rng) for i in range(3)]).numpy()
+    labels = discover_subclasses(points, num_experts=3)
+    assert sorted(set(labels.tolist())) == [0, 1, 2]
+    assert all(len(set(labels[i * 6 : (i + 1) * 6].tolist())) == 1 for i in range(3))
+    assert len(set(discover_subclasses(points, num_experts=None).tolist())) == 3  # silhouette picks 3
+    with pytest.raises(ValueError, match="distinct images"):
+        discover_subclasses(points[:2], num_experts=3)

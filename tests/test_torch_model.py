@@ -1,0 +1,120 @@
+"""AdaptedMoEModel end to end on a tiny random backbone: routing, top-k mixing, TTA, training from a cache."""
+
+import pytest
+import torch
+
+from anomalib_adapted_moe.models.adapted_moe.torch_model import AdaptedMoEModel
+from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, fit_expert_statistics, train_from_cache
+
+
+def tiny_model(**kwargs) -> AdaptedMoEModel:
+    torch.manual_seed(0)
+    args = {"backbone": "resnet18", "layers": ["layer1", "layer2"], "pre_trained": False, "embed_dim": 32,
+            "routing_dim": 16, "num_experts": 3, "top_k": 2}
+    return AdaptedMoEModel(**{**args, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.rand(6, 3, 64, 64)
+
+
+def test_patch_features_have_the_embedding_size_on_the_finest_grid(images: torch.Tensor) -> None:
+    features = tiny_model().patch_features(images)
+    assert features.shape == (6, 32, 16, 16)  # layer1 of resnet18 has stride 4
+
+
+def test_top_k_weights_sum_to_one_and_favour_the_most_probable_expert(images: torch.Tensor) -> None:
+    model = tiny_model(top_k=2).eval()
+    model.router.centers.copy_(torch.randn(3, 16))
+    adapted = model.adapt(model.patch_features(images))
+    probabilities = model.router.probabilities(model.router.embed(adapted))
+    index, weights = model.route(adapted)
+    assert index.shape == weights.shape == (6, 2)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(6))
+    assert torch.equal(index[:, 0], probabilities.argmax(dim=1))
+    assert torch.all(weights[:, 0] >= weights[:, 1])
+    expected = probabilities.gather(1, index)
+    assert torch.allclose(weights, expected / expected.sum(dim=1, keepdim=True))
+
+
+def test_top_1_equals_hard_routing_to_the_most_probable_expert(images: torch.Tensor) -> None:
+    model = tiny_model(top_k=1).eval()
+    model.router.centers.copy_(torch.randn(3, 16))
+    with torch.no_grad():
+        adapted = model.adapt(model.patch_features(images))
+        mixed, index, weights = model.score_patches(adapted)
+        hard = model.router.probabilities(model.router.embed(adapted)).argmax(dim=1)
+        assert torch.equal(index[:, 0], hard) and torch.all(weights == 1)
+        for b in range(len(images)):
+            alone = -model.experts(model.expert_inputs(adapted[b : b + 1], hard[b : b + 1, None]), hard[b : b + 1, None])
+            assert torch.allclose(mixed[b].reshape(-1), alone.reshape(-1), atol=1e-5)
+
+
+def test_top_k_mixes_each_experts_own_adaptation(images: torch.Tensor) -> None:
+    model = tiny_model(top_k=3).eval()
+    model.router.centers.copy_(torch.randn(3, 16))
+    model.adaptation.expert_mean.copy_(torch.randn(3, 32) * 0.1)
+    with torch.no_grad():
+        adapted = model.adapt(model.patch_features(images[:1]))
+        mixed, index, weights = model.score_patches(adapted)
+        expected = torch.zeros_like(mixed.reshape(-1))
+        for k in range(3):
+            e = index[:, k : k + 1]
+            expected += weights[0, k] * -model.experts(model.expert_inputs(adapted, e), e).reshape(-1)
+    assert torch.allclose(mixed.reshape(-1), expected, atol=1e-5)
+
+
+def test_top_k_is_clamped_to_the_number_of_experts(images: torch.Tensor) -> None:
+    model = tiny_model(num_experts=2, top_k=4).eval()
+    index, _ = model.route(model.adapt(model.patch_features(images)))
+    assert index.shape == (6, 2)
+
+
+def test_eval_forward_gives_finite_scores_even_for_constant_images() -> None:
+    model = tiny_model().eval()
+    constant = torch.stack([torch.zeros(3, 64, 64), torch.ones(3, 64, 64), torch.full((3, 64, 64), 0.5)])
+    with torch.no_grad():
+        output = model(constant)
+    assert output.pred_score.shape == (3,)
+    assert output.anomaly_map.shape == (3, 1, 64, 64)
+    assert torch.isfinite(output.pred_score).all() and torch.isfinite(output.anomaly_map).all()
+
+
+def test_training_from_cache_lowers_the_losses_and_fills_tta_statistics() -> None:
+    model = tiny_model()
+    torch.manual_seed(2)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    tints = torch.eye(3)[labels][:, :, None, None]  # one colour per subclass
+    images = 0.3 * torch.rand(6, 3, 64, 64) + 0.6 * tints
+    features = model.patch_features(images).half()
+    history = []
+    train_from_cache(model, features, labels, TrainingSchedule(epochs=20, batch_size=3), lambda e, l: history.append(l))
+    assert history[-1]["expert_loss"] < history[0]["expert_loss"]
+    assert history[-1]["routing_loss"] < history[0]["routing_loss"]
+    fit_expert_statistics(model, features, labels)
+    adapted = model.adapt(features[:2].float())
+    assert torch.allclose(model.adaptation.expert_mean[0], adapted.mean(dim=(0, 2, 3)), atol=1e-4)
+    # the router learnt the subclasses: training images route to their own expert
+    index, _ = model.route(model.adapt(features.float()))
+    assert torch.equal(index[:, 0], labels)
+
+
+def test_simplenet_baseline_switches_give_one_expert_without_tta(images: torch.Tensor) -> None:
+    model = tiny_model(num_experts=1, tta=False, normalize=False).eval()
+    assert model.num_experts == 1 and not model.tta and not model.normalize
+    with torch.no_grad():
+        adapted = model.adapt(model.patch_features(images))
+        index, weights = model.route(adapted)
+        assert torch.equal(index, torch.zeros(6, 1, dtype=torch.long)) and torch.all(weights == 1)
+        # no TTA: the expert sees the adapted features unchanged
+        inputs = model.expert_inputs(adapted, index)
+        assert torch.equal(inputs[:, 0], adapted.flatten(2).transpose(1, 2))
+
+
+def test_eval_forward_exports_with_torch_export(images: torch.Tensor) -> None:
+    model = tiny_model().eval()
+    exported = torch.export.export(model, (images[:2],))
+    with torch.no_grad():
+        assert torch.allclose(exported.module()(images[:2]).pred_score, model(images[:2]).pred_score, atol=1e-5)

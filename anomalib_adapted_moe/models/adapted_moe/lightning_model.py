@@ -170,7 +170,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         return torch.tensor(0.0, requires_grad=True, device=self.device)
 
     def fit(self) -> None:
-        """Train adaptor, router and experts from the feature cache, then fill the TTA statistics."""
+        """Train adaptor, router and experts from the feature cache, then fill the TTA statistics.
+
+        Lightning calls this from ``on_validation_start``, under inference mode; training needs autograd back.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            self._fit()
+
+    def _fit(self) -> None:
         features, labels = self.cache.tensors()
         labels, names = self._expert_labels(features, labels)
         self.model.set_num_experts(len(names))

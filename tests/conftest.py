@@ -1,0 +1,111 @@
+"""Fixtures that write tiny Texture AD layouts (32x32 images) into ``tmp_path``; nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SIZE = 32
+
+
+def write_image(path: Path, value: int = 128, size: tuple[int, int] = (SIZE, SIZE)) -> Path:
+    """Write a small RGB image whose pixels depend on ``value`` (so images differ)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    rng = np.random.default_rng(value)
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def write_mask(path: Path, kind: str = "L", size: tuple[int, int] = (SIZE, SIZE)) -> Path:
+    """Write a mask whose defect is the top-left 8x8 square, stored in the format ``kind``.
+
+    The defect values are deliberately faint (1, pure blue 1, 16-bit 256, a dark
+    palette colour) so that a reader treating only bright pixels as defect fails.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    if kind == "L":
+        array = np.zeros((height, width), np.uint8)
+        array[:8, :8] = 255
+        image = Image.fromarray(array)
+    elif kind == "L1":
+        array = np.zeros((height, width), np.uint8)
+        array[:8, :8] = 1
+        image = Image.fromarray(array)
+    elif kind == "RGB":
+        array = np.zeros((height, width, 3), np.uint8)
+        array[:8, :8] = (0, 0, 1)  # grey conversion rounds this to 0
+        image = Image.fromarray(array)
+    elif kind == "RGBA":
+        array = np.zeros((height, width, 4), np.uint8)
+        array[..., 3] = 255  # opaque everywhere: alpha must not count as defect
+        array[:8, :8, 0] = 200
+        image = Image.fromarray(array, mode="RGBA")
+    elif kind == "I;16":
+        array = np.zeros((height, width), np.uint16)
+        array[:8, :8] = 256  # low byte is 0
+        image = Image.fromarray(array)
+    elif kind == "P":
+        array = np.zeros((height, width), np.uint8)
+        array[:8, :8] = 1
+        image = Image.fromarray(array, mode="P")
+        image.putpalette([0, 0, 0, 0, 0, 1] + [0, 0, 0] * 254)  # index 1 is an almost-black colour
+    else:
+        raise ValueError(kind)
+    image.save(path)
+    return path
+
+
+def make_subclass(
+    category_root: Path,
+    name: str,
+    train: int | None = 3,
+    test_good: int = 1,
+    defects: dict[str, int] | None = None,
+    mask_naming: str = "suffix",
+    mask_kind: str = "L",
+    ext: str = ".png",
+) -> Path:
+    """Write one subclass; ``train=None`` leaves out ``train/good`` (a test-only subclass)."""
+    folder = category_root / name
+    seed = sum(map(ord, name)) * 100
+    if train is not None:
+        (folder / "train" / "good").mkdir(parents=True, exist_ok=True)
+        for i in range(train):
+            write_image(folder / "train" / "good" / f"{i:03d}{ext}", seed + i)
+    for i in range(test_good):
+        write_image(folder / "test" / "good" / f"{i:03d}{ext}", seed + 50 + i)
+    for defect, count in (defects if defects is not None else {"hole": 1}).items():
+        for i in range(count):
+            write_image(folder / "test" / defect / f"{i:03d}{ext}", seed + 80 + i)
+            mask_name = f"{i:03d}_mask.png" if mask_naming == "suffix" else f"{i:03d}.png"
+            write_mask(folder / "ground_truth" / defect / mask_name, mask_kind)
+    return folder
+
+
+@pytest.fixture
+def texture_ad_root(tmp_path: Path) -> Path:
+    """``root/cloth`` with two trained subclasses (different mask namings/formats) and one test-only."""
+    root = tmp_path / "TextureAD"
+    category = root / "cloth"
+    make_subclass(category, "fabric_a", train=3, mask_naming="suffix", mask_kind="RGB")
+    make_subclass(category, "fabric_b", train=3, mask_naming="same", mask_kind="I;16", ext=".JPG")
+    make_subclass(category, "fabric_c", train=None, mask_naming="suffix", mask_kind="P")
+    return root
+
+
+@pytest.fixture
+def split_json_root(tmp_path: Path) -> Path:
+    """``root/wafer`` with a ``split.json``: the unseen subclass has a train folder that must not be used."""
+    root = tmp_path / "TextureAD"
+    category = root / "wafer"
+    for name in ("wafer_1", "wafer_2", "wafer_3"):
+        make_subclass(category, name, train=2)
+    (category / "split.json").write_text(json.dumps({"seen": ["wafer_1", "wafer_2"], "unseen": ["wafer_3"]}))
+    return root

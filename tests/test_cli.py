@@ -1,0 +1,71 @@
+"""The stock `anomalib` command resolves the bare names AdaptedMoE and SyntheticTextureAD (subprocess)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ANOMALIB = Path(sys.executable).with_name("anomalib")
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(ANOMALIB), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+MODEL_ARGS = [
+    "--model", "AdaptedMoE",
+    "--model.backbone", "resnet18",
+    "--model.layers", "[layer1, layer2]",
+    "--model.pre_trained", "false",
+    "--model.embed_dim", "32",
+    "--model.routing_dim", "16",
+]
+
+
+def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
+    data_args = [
+        "--data", "SyntheticTextureAD",
+        "--data.root", str(tmp_path / "data"),
+        "--data.image_size", "64",
+        "--data.num_train", "3",
+        "--data.num_test_good", "2",
+        "--data.num_test_defect", "5",
+        "--data.num_subclasses", "3",
+        "--data.num_unseen", "1",
+        "--data.train_batch_size", "4",
+        "--data.eval_batch_size", "8",
+        "--data.num_workers", "0",
+    ]
+    train = run(["train", *MODEL_ARGS, "--model.epochs", "2", *data_args,
+                 "--default_root_dir", str(tmp_path / "results"), "--trainer.accelerator", "cpu",
+                 "--trainer.logger", "false"], tmp_path)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-5000:]
+    checkpoints = sorted((tmp_path / "results").rglob("*.ckpt"))
+    assert checkpoints, "anomalib train wrote no checkpoint"
+    assert "image_AUROC" in train.stdout + train.stderr
+
+    export = run(["export", *MODEL_ARGS, "--export_type", "openvino", "--ckpt_path", str(checkpoints[-1]),
+                  "--export_root", str(tmp_path / "export"), "--onnx_kwargs", "{opset_version: 18}"], tmp_path)
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]
+    assert list((tmp_path / "export").rglob("model.xml"))
+
+
+def test_full_class_paths_work_too(tmp_path: Path) -> None:
+    result = run(["fit", "--model", "anomalib_adapted_moe.AdaptedMoE", "--model.top_k", "2",
+                  "--data", "anomalib_adapted_moe.SyntheticTextureAD", "--print_config"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "class_path: anomalib_adapted_moe.AdaptedMoE" in result.stdout
+    assert "class_path: anomalib_adapted_moe.SyntheticTextureAD" in result.stdout
+    assert "top_k: 2" in result.stdout and "data_seed: 0" in result.stdout
+
+
+def test_importing_the_package_is_not_triggered_for_other_programs(tmp_path: Path) -> None:
+    """The .pth hook imports the plugin only under the `anomalib` command, so plain Python stays fast."""
+    probe = "import sys; print('anomalib_adapted_moe' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

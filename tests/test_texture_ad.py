@@ -1,0 +1,362 @@
+"""TextureAD: layout parsing, subclass ids through the dataloader, validation split, bad input, ``--check``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data.utils import ValSplitMode
+from conftest import make_subclass, write_image, write_mask
+from PIL import Image
+
+from anomalib_adapted_moe.data import SubclassImageBatch, SubclassImageItem, TextureAD, TextureADDataset
+from anomalib_adapted_moe.data.texture_ad import main as check_main
+from anomalib_adapted_moe.data.texture_ad_layout import (
+    CorruptImageError,
+    EmptyTrainingSetError,
+    MaskSizeMismatchError,
+    MissingMaskError,
+    OrphanMaskError,
+    TextureADLayoutError,
+    UnknownSubclassError,
+    read_binary_mask,
+    read_image_tensor,
+)
+
+HF_DATASET = "texture-ad/Texture-AD-Benchmark"
+
+
+def _datamodule(root: Path, category: str = "cloth", **kwargs) -> TextureAD:
+    kwargs = {"train_batch_size": 16, "eval_batch_size": 16, "num_workers": 0, "seed": 0, **kwargs}
+    return TextureAD(root=root, category=category, **kwargs)
+
+
+def _item_for(dataset: TextureADDataset, path: Path) -> SubclassImageItem:
+    index = dataset.samples.index[dataset.samples.image_path == str(path)][0]
+    return dataset[int(index)]
+
+
+# --------------------------------------------------------------------------- layout parsing
+
+
+def test_samples_table_has_anomalib_columns_subclass_and_both_mask_namings(texture_ad_root: Path) -> None:
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="test")
+    samples = dataset.samples
+    for column in ("image_path", "split", "label", "label_index", "mask_path", "subclass", "subclass_id"):
+        assert column in samples.columns
+    assert samples.attrs["task"] == "segmentation"
+    assert set(samples.split) == {"test"}
+    assert len(samples) == 6  # 3 subclasses x (1 good + 1 hole)
+
+    defects = samples[samples.label_index == 1].set_index("subclass")
+    assert defects.loc["fabric_a", "mask_path"].endswith("fabric_a/ground_truth/hole/000_mask.png")
+    assert defects.loc["fabric_b", "mask_path"].endswith("fabric_b/ground_truth/hole/000.png")  # same-name mask
+    assert defects.loc["fabric_b", "image_path"].endswith("000.JPG")  # upper-case extension accepted
+    assert (samples[samples.label_index == 0].mask_path == "").all()
+
+
+@pytest.mark.parametrize("kind", ["L", "L1", "RGB", "RGBA", "I;16", "P"])
+def test_mask_of_any_format_reaches_the_item_as_binary(tmp_path: Path, kind: str) -> None:
+    category = tmp_path / "root" / "cloth"
+    make_subclass(category, "fabric_a", train=1, mask_kind=kind)
+    dataset = TextureADDataset(root=tmp_path / "root", category="cloth", split="test")
+    item = _item_for(dataset, category / "fabric_a" / "test" / "hole" / "000.png")
+
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[:8, :8] = True
+    assert item.gt_mask is not None
+    assert set(torch.unique(item.gt_mask.to(torch.uint8)).tolist()) <= {0, 1}
+    assert torch.equal(item.gt_mask.bool(), expected)
+
+
+def test_read_binary_mask_keeps_values_grey_conversion_loses(tmp_path: Path) -> None:
+    rgb = write_mask(tmp_path / "rgb.png", "RGB")
+    assert np.asarray(Image.open(rgb).convert("L")).max() == 0  # what a plain grey read would see
+    assert read_binary_mask(rgb).sum() == 64
+
+
+def test_sixteen_bit_image_is_scaled_not_clipped(tmp_path: Path) -> None:
+    array = np.full((4, 4), 32768, np.uint16)
+    Image.fromarray(array).save(tmp_path / "img16.png")
+    image = read_image_tensor(tmp_path / "img16.png")
+    assert image.shape == (3, 4, 4)
+    assert torch.allclose(image, torch.full_like(image, 32768 / 65535))
+
+
+def test_unseen_subclass_is_test_only_with_id_minus_one(texture_ad_root: Path) -> None:
+    datamodule = _datamodule(texture_ad_root)
+    datamodule.setup()
+    assert datamodule.train_subclasses == ["fabric_a", "fabric_b"]
+    assert datamodule.unseen_subclasses == ["fabric_c"]
+
+    for subset in (datamodule.train_data, datamodule.val_data):
+        assert "fabric_c" not in set(subset.samples.subclass)
+        assert (subset.samples.subclass_id >= 0).all()
+    test = datamodule.test_data.samples
+    assert set(test[test.subclass == "fabric_c"].subclass_id) == {-1}
+    assert set(test[test.subclass == "fabric_b"].subclass_id) == {1}
+    item = _item_for(datamodule.test_data, texture_ad_root / "cloth" / "fabric_c" / "test" / "good" / "000.png")
+    assert item.subclass_id.dtype == torch.long
+    assert int(item.subclass_id) == -1
+    assert item.subclass_name == "fabric_c"
+
+
+def test_subclass_id_survives_the_dataloader_into_the_training_batch(texture_ad_root: Path) -> None:
+    datamodule = _datamodule(texture_ad_root, val_split_mode="none")
+    datamodule.setup()
+    batches = list(datamodule.train_dataloader())
+    assert all(isinstance(batch, SubclassImageBatch) for batch in batches)
+    ids = torch.cat([batch.subclass_id for batch in batches])
+    names = [name for batch in batches for name in batch.subclass_name]
+    assert ids.dtype == torch.long
+    assert ids.shape == (6,)
+    assert sorted(ids.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert names == [datamodule.train_subclasses[i] for i in ids.tolist()]
+
+    test_batch = next(iter(datamodule.test_dataloader()))
+    assert isinstance(test_batch, SubclassImageBatch)
+    assert -1 in test_batch.subclass_id.tolist()
+
+
+def test_split_json_trains_seen_and_tests_unseen_only(split_json_root: Path) -> None:
+    datamodule = _datamodule(split_json_root, category="wafer")
+    datamodule.setup()
+    assert datamodule.train_subclasses == ["wafer_1", "wafer_2"]
+    train_and_val = set(datamodule.train_data.samples.subclass) | set(datamodule.val_data.samples.subclass)
+    assert train_and_val == {"wafer_1", "wafer_2"}  # wafer_3 has train/good, but is unseen
+    test = datamodule.test_data.samples
+    assert set(test[test.subclass == "wafer_3"].subclass_id) == {-1}
+
+
+def test_explicit_lists_override_split_json(split_json_root: Path) -> None:
+    datamodule = _datamodule(
+        split_json_root, category="wafer", train_subclasses=["wafer_3"], test_subclasses=["wafer_1", "wafer_3"]
+    )
+    datamodule.setup()
+    assert datamodule.train_subclasses == ["wafer_3"]
+    assert set(datamodule.train_data.samples.subclass) == {"wafer_3"}
+    test = datamodule.test_data.samples
+    assert set(test.subclass) == {"wafer_1", "wafer_3"}
+    assert set(test[test.subclass == "wafer_1"].subclass_id) == {-1}
+    assert set(test[test.subclass == "wafer_3"].subclass_id) == {0}
+
+
+def test_category_folder_case_is_forgiven(texture_ad_root: Path) -> None:
+    (texture_ad_root / "cloth").rename(texture_ad_root / "Cloth")  # as in the Cloth.zip archive
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
+    assert len(dataset) == 6
+
+
+def test_datamodule_parses_from_anomalib_cli_arguments(texture_ad_root: Path) -> None:
+    from anomalib.data import AnomalibDataModule
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(AnomalibDataModule, "data")
+    args = ["--data", "TextureAD", "--data.root", str(texture_ad_root), "--data.category", "cloth"]
+    args += ["--data.train_subclasses", "[fabric_b]"]
+    datamodule = parser.instantiate_classes(parser.parse_args(args)).data
+    assert isinstance(datamodule, TextureAD)
+    assert datamodule.num_workers == 2
+    assert datamodule.val_split_mode == ValSplitMode.SYNTHETIC
+    datamodule.setup()
+    assert datamodule.train_subclasses == ["fabric_b"]
+
+
+# --------------------------------------------------------------------------- validation split
+
+
+def test_synthetic_validation_uses_train_images_of_every_subclass_and_never_test(tmp_path: Path) -> None:
+    category = tmp_path / "root" / "cloth"
+    for name in ("s1", "s2", "s3"):
+        make_subclass(category, name, train=2)
+    datamodule = _datamodule(tmp_path / "root", val_split_ratio=0.2)
+    datamodule.setup()
+
+    train = datamodule.train_data.samples
+    val = datamodule.val_data.samples
+    assert sorted(train.subclass) == ["s1", "s2", "s3"]  # each kept one training image
+    assert sorted(val.subclass) == ["s1", "s2", "s3"]
+    assert not any("/test/" in path for path in val.image_path)
+    assert set(val.split) == {"val"}
+    assert val.label_index.sum() >= 1  # synthetic anomalies, with masks
+    assert (val[val.label_index == 1].mask_path != "").all()
+
+    batches = list(datamodule.val_dataloader())
+    assert all(isinstance(batch, SubclassImageBatch) for batch in batches)
+    ids = torch.cat([batch.subclass_id for batch in batches]).tolist()
+    assert sorted(ids) == [0, 1, 2]
+    masks = torch.cat([batch.gt_mask for batch in batches])
+    labels = torch.cat([batch.gt_label for batch in batches])
+    assert all(bool(masks[i].any()) == bool(labels[i]) for i in range(len(labels)))
+
+
+def test_validation_split_is_reproducible_with_a_seed(texture_ad_root: Path) -> None:
+    first = _datamodule(texture_ad_root, seed=3)
+    first.setup()
+    second = _datamodule(texture_ad_root, seed=3)
+    second.setup()
+    assert list(first.train_data.samples.image_path) == list(second.train_data.samples.image_path)
+    assert list(first.val_data.samples.label_index) == list(second.val_data.samples.label_index)
+
+
+def test_from_dir_validation_is_refused(texture_ad_root: Path) -> None:
+    with pytest.raises(ValueError, match="no validation folder"):
+        _datamodule(texture_ad_root, val_split_mode="from_dir")
+
+
+# --------------------------------------------------------------------------- missing data
+
+
+def test_missing_root_explains_where_the_data_comes_from(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        _datamodule(tmp_path / "nowhere").prepare_data()
+    message = str(info.value)
+    assert HF_DATASET in message
+    assert str(tmp_path / "nowhere") in message
+    assert "ground_truth/<defect>" in message  # the expected layout
+    assert "root" in message
+
+
+def test_missing_category_lists_what_is_there(texture_ad_root: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        TextureADDataset(root=texture_ad_root, category="metal")
+    assert HF_DATASET in str(info.value)
+    assert "cloth" in str(info.value)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random_bytes", "zero_bytes"])
+def test_unreadable_image_raises_naming_the_file(texture_ad_root: Path, damage: str) -> None:
+    path = texture_ad_root / "cloth" / "fabric_a" / "train" / "good" / "001.png"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    else:
+        path.write_bytes(b"")
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
+    with pytest.raises(CorruptImageError) as info:
+        _item_for(dataset, path)
+    assert str(path) in str(info.value)
+    assert "Fix:" in str(info.value)
+
+
+def test_defect_image_without_mask_raises_naming_it(texture_ad_root: Path) -> None:
+    image = write_image(texture_ad_root / "cloth" / "fabric_a" / "test" / "hole" / "007.png")
+    with pytest.raises(MissingMaskError) as info:
+        TextureADDataset(root=texture_ad_root, category="cloth")
+    assert str(image) in str(info.value)
+    assert "007_mask" in str(info.value)
+
+
+def test_mask_without_image_raises_naming_it(texture_ad_root: Path) -> None:
+    mask = write_mask(texture_ad_root / "cloth" / "fabric_b" / "ground_truth" / "hole" / "042_mask.png")
+    with pytest.raises(OrphanMaskError) as info:
+        TextureADDataset(root=texture_ad_root, category="cloth")
+    assert str(mask) in str(info.value)
+
+
+def test_mask_of_another_size_raises_naming_both_files(texture_ad_root: Path) -> None:
+    mask = write_mask(texture_ad_root / "cloth" / "fabric_a" / "ground_truth" / "hole" / "000_mask.png", size=(16, 32))
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="test")
+    image = texture_ad_root / "cloth" / "fabric_a" / "test" / "hole" / "000.png"
+    with pytest.raises(MaskSizeMismatchError) as info:
+        _item_for(dataset, image)
+    assert str(mask) in str(info.value)
+    assert str(image) in str(info.value)
+    assert "16x32" in str(info.value)
+
+
+@pytest.mark.parametrize("argument", ["train_subclasses", "test_subclasses"])
+def test_unknown_subclass_argument_lists_the_available_ones(texture_ad_root: Path, argument: str) -> None:
+    with pytest.raises(UnknownSubclassError) as info:
+        TextureADDataset(root=texture_ad_root, category="cloth", **{argument: ["fabric_a", "fabrik_z"]})
+    message = str(info.value)
+    assert "fabrik_z" in message
+    assert argument in message
+    assert "['fabric_a', 'fabric_b', 'fabric_c']" in message
+
+
+def test_unknown_subclass_in_split_json_names_the_file(split_json_root: Path) -> None:
+    split_file = split_json_root / "wafer" / "split.json"
+    split_file.write_text(json.dumps({"seen": ["wafer_1", "wafer_9"], "unseen": ["wafer_3"]}))
+    with pytest.raises(UnknownSubclassError) as info:
+        TextureADDataset(root=split_json_root, category="wafer")
+    assert str(split_file) in str(info.value)
+    assert "wafer_9" in str(info.value)
+    assert "wafer_2" in str(info.value)  # available names are listed
+
+
+def test_seen_subclass_with_empty_train_folder_raises(split_json_root: Path) -> None:
+    train_dir = split_json_root / "wafer" / "wafer_2" / "train" / "good"
+    for image in train_dir.iterdir():
+        image.unlink()
+    with pytest.raises(EmptyTrainingSetError) as info:
+        TextureADDataset(root=split_json_root, category="wafer")
+    assert str(train_dir) in str(info.value)
+    assert "wafer_2" in str(info.value)
+
+
+def test_no_training_subclass_at_all_raises(tmp_path: Path) -> None:
+    make_subclass(tmp_path / "root" / "cloth", "fabric_x", train=None)
+    with pytest.raises(EmptyTrainingSetError, match="no training subclass"):
+        TextureADDataset(root=tmp_path / "root", category="cloth")
+
+
+def test_layout_errors_are_value_errors() -> None:
+    assert issubclass(MissingMaskError, TextureADLayoutError)
+    assert issubclass(TextureADLayoutError, ValueError)
+
+
+# --------------------------------------------------------------------------- --check
+
+
+def test_check_reports_every_planted_problem_in_one_run(texture_ad_root: Path) -> None:
+    cloth = texture_ad_root / "cloth"
+    corrupt = cloth / "fabric_a" / "train" / "good" / "002.png"
+    corrupt.write_bytes(corrupt.read_bytes()[:150])  # truncated PNG
+    no_mask = write_image(cloth / "fabric_b" / "test" / "hole" / "009.JPG")
+    wrong_size = write_mask(cloth / "fabric_c" / "ground_truth" / "hole" / "000_mask.png", size=(20, 20))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalib_adapted_moe.data.texture_ad", "--check", str(texture_ad_root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert len(lines) == 3, result.stdout
+    assert any(str(corrupt) in line and "cannot be read as an image" in line for line in lines)
+    assert any(str(no_mask) in line and "no mask" in line for line in lines)
+    assert any(str(wrong_size) in line and "20x20" in line for line in lines)
+    assert all("Fix:" in line for line in lines)
+    assert "3 problems found" in result.stdout
+    assert "RuntimeWarning" not in result.stderr
+
+
+def test_check_on_a_clean_copy_exits_zero_with_a_summary(
+    texture_ad_root: Path, split_json_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert texture_ad_root == split_json_root  # one root, two categories
+    assert check_main(["--check", str(texture_ad_root), "--category", "cloth"]) == 0
+    assert "1 category, 3 subclasses, 12 images, no problems" in capsys.readouterr().out
+    assert check_main(["--check", str(texture_ad_root)]) == 0
+    assert "2 categories, 6 subclasses, 24 images, no problems" in capsys.readouterr().out
+
+
+def test_check_on_a_missing_root_exits_two_with_instructions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert check_main(["--check", str(tmp_path / "nowhere")]) == 2
+    assert HF_DATASET in capsys.readouterr().err

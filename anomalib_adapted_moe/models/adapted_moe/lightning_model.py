@@ -93,7 +93,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         backbone_weights: str | None = None,
         embed_dim: int | None = 1536,
         expert_hidden_dim: int | None = None,
-        routing_dim: int = 256,
+        routing_dim: int = 64,
         num_experts: int | None = None,
         moe: bool = True,
         tta: bool = True,

@@ -49,7 +49,7 @@ class AdaptedMoEModel(nn.Module):
         backbone_weights: str | None = None,
         embed_dim: int | None = 1536,
         expert_hidden_dim: int | None = None,
-        routing_dim: int = 256,
+        routing_dim: int = 64,
         num_experts: int = 1,
         tta: bool = True,
         normalize: bool = True,

@@ -76,6 +76,9 @@ def test_test_validate_predict_from_checkpoint(fitted) -> None:
     engine, _, datamodule, checkpoint = fitted
     results = engine.test(model=tiny_model(), datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
     assert 0.0 <= results[0]["image_AUROC"] <= 1.0 and 0.0 <= results[0]["pixel_AUROC"] <= 1.0
+    # one visualisation per test image: subclasses share file names and must not overwrite each other
+    saved = [p for p in checkpoint.parents[2].rglob("images/**/*.png")]
+    assert len(saved) == len(datamodule.test_data)
     validation = engine.validate(model=tiny_model(), datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
     assert validation and all(np.isfinite(v) for v in validation[0].values())
     predictions = engine.predict(model=tiny_model(), dataloaders=datamodule.test_dataloader(), ckpt_path=checkpoint)

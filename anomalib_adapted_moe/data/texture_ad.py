@@ -422,6 +422,17 @@ class TextureAD(AnomalibDataModule):
         self.test_subclasses: list[str] | None = sorted(set(test_subclasses)) if test_subclasses is not None else None
         self.unseen_subclasses: list[str] | None = None
 
+    @property
+    def name(self) -> str:
+        """The dataset folder's name (results go under ``<model>/<name>/<category>``).
+
+        anomalib's visualizer looks for this name, then the category, in each image
+        path and keeps the folders below them (``<subclass>/test/<defect>``), so the
+        test images of different subclasses, which share file names, do not
+        overwrite each other's visualisations.
+        """
+        return self.root.name
+
     def prepare_data(self) -> None:
         """Fail early, with download instructions, if the category folder is missing."""
         find_category_dir(self.root, self.category)

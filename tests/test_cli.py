@@ -49,6 +49,15 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     assert checkpoints, "anomalib train wrote no checkpoint"
     assert "image_AUROC" in train.stdout + train.stderr
 
+    images = tmp_path / "to_predict"
+    images.mkdir()
+    for index, source in enumerate(sorted((tmp_path / "data").rglob("test/*/*.png"))[:3]):
+        (images / f"{index}.png").write_bytes(source.read_bytes())
+    predict = run(["predict", *MODEL_ARGS, "--data", str(images), "--ckpt_path", str(checkpoints[-1]),
+                   "--default_root_dir", str(tmp_path / "predictions"), "--trainer.accelerator", "cpu"], tmp_path)
+    assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-5000:]
+    assert len(list((tmp_path / "predictions").rglob("*.png"))) == 3
+
     export = run(["export", *MODEL_ARGS, "--export_type", "openvino", "--ckpt_path", str(checkpoints[-1]),
                   "--export_root", str(tmp_path / "export"), "--onnx_kwargs", "{opset_version: 18}"], tmp_path)
     assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lightning.pytorch import seed_everything
 
     from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
-    from anomalib_adapted_moe.evaluation import format_table, per_subclass_table
+    from anomalib_adapted_moe.evaluation import format_table, per_subclass_table, predict_raw
 
     seed_everything(args.seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     _stage(start, "testing on seen and unseen subclasses (visualisations are saved by anomalib)")
     engine.test(model=model, datamodule=datamodule, verbose=False)
-    predictions = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
+    predictions = predict_raw(engine, model, datamodule.test_dataloader())  # AUROC on un-clamped scores
     rows = per_subclass_table(predictions, seen=datamodule.train_subclasses)
     table = format_table(rows)
     print(table)

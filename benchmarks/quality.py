@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lightning.pytorch import seed_everything
 
     from anomalib_adapted_moe import SyntheticTextureAD
-    from anomalib_adapted_moe.evaluation import format_table, per_subclass_table
+    from anomalib_adapted_moe.evaluation import format_table, per_subclass_table, predict_raw
 
     args.output.mkdir(parents=True, exist_ok=True)
     results: dict = {"command": "python benchmarks/quality.py " + " ".join(argv or []), "seed": args.seed,
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.monotonic()
             engine.fit(model=model, datamodule=datamodule)
             train_seconds = time.monotonic() - start
-            predictions = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
+            predictions = predict_raw(engine, model, datamodule.test_dataloader())
             rows = per_subclass_table(predictions, seen=datamodule.train_subclasses)
             print(f"\n### {category} / {name}  (training {train_seconds:.0f} s)\n{format_table(rows)}", flush=True)
             results["runs"].append({"category": category, "model": name, "train_seconds": train_seconds, "rows": rows})

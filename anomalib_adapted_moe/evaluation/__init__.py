@@ -1,5 +1,6 @@
 """Per-subclass evaluation: the paper's protocol of seen and unseen subclasses."""
 
-from .per_subclass import SubclassScores, per_subclass_table, format_table
+from .per_subclass import SubclassScores, format_table, per_subclass_table
+from .raw_predictions import normalization_disabled, predict_raw
 
-__all__ = ["SubclassScores", "format_table", "per_subclass_table"]
+__all__ = ["SubclassScores", "format_table", "normalization_disabled", "per_subclass_table", "predict_raw"]

@@ -1,0 +1,60 @@
+"""Per-subclass evaluation: grouping, seen/unseen means, raw scores."""
+
+import math
+
+import pytest
+import torch
+from anomalib.data import ImageBatch
+from anomalib.post_processing import PostProcessor
+
+from anomalib_adapted_moe.data import SubclassImageBatch
+from anomalib_adapted_moe.evaluation import format_table, normalization_disabled, per_subclass_table
+
+
+def batch(names: list[str], scores: list[float], labels: list[int]) -> SubclassImageBatch:
+    n = len(names)
+    maps = torch.zeros(n, 1, 4, 4)
+    masks = torch.zeros(n, 4, 4, dtype=torch.bool)
+    for i, label in enumerate(labels):
+        if label:
+            masks[i, 0, 0] = True
+            maps[i, 0, 0, 0] = 1.0  # perfect localisation
+    return SubclassImageBatch(
+        image=torch.zeros(n, 3, 4, 4), gt_label=torch.tensor(labels), gt_mask=masks, pred_score=torch.tensor(scores),
+        anomaly_map=maps, subclass_name=names, subclass_id=torch.zeros(n, dtype=torch.long),
+    )
+
+
+def test_rows_per_subclass_with_seen_and_unseen_means() -> None:
+    batches = [
+        batch(["a", "a", "b", "b"], [0.1, 0.9, 0.8, 0.2], [0, 1, 0, 1]),  # a perfect, b inverted
+        batch(["u", "u", "u"], [0.2, 0.4, 0.3], [0, 1, 0]),  # unseen, perfect
+    ]
+    rows = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a", "b"])}
+    assert rows["a"]["image_auroc"] == 1.0 and rows["b"]["image_auroc"] == 0.0
+    assert rows["u"]["split"] == "unseen" and rows["u"]["images"] == 3
+    assert rows["mean seen"]["image_auroc"] == pytest.approx(0.5)
+    assert rows["mean unseen"]["image_auroc"] == 1.0
+    assert rows["a"]["pixel_auroc"] == 1.0
+    assert "| **mean unseen** | unseen | 3 | 100.00 | 100.00 |" in format_table(list(rows.values()))
+
+
+def test_a_subclass_without_anomalies_gets_nan_not_a_made_up_number() -> None:
+    rows = per_subclass_table([batch(["a", "a"], [0.1, 0.2], [0, 0])], seen=["a"])
+    assert math.isnan(rows[0]["image_auroc"])
+
+
+def test_batches_without_subclass_names_are_refused() -> None:
+    plain = ImageBatch(image=torch.zeros(1, 3, 4, 4), gt_label=torch.tensor([0]), pred_score=torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="subclass_name"):
+        per_subclass_table([plain], seen=[])
+
+
+def test_normalization_disabled_keeps_raw_scores_and_restores_the_post_processor() -> None:
+    class Holder:
+        post_processor = PostProcessor()
+
+    model = Holder()
+    with normalization_disabled(model):
+        assert not model.post_processor.enable_normalization and not model.post_processor.enable_thresholding
+    assert model.post_processor.enable_normalization and model.post_processor.enable_thresholding

@@ -78,3 +78,19 @@ def test_importing_the_package_is_not_triggered_for_other_programs(tmp_path: Pat
     probe = "import sys; print('anomalib_adapted_moe' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("model_config", "data_config"),
+    [
+        ("adapted_moe.yaml", "texture_ad.yaml"),
+        ("adapted_moe_cpu_demo.yaml", "synthetic_texture_ad.yaml"),
+    ],
+)
+def test_shipped_configs_parse_on_the_stock_command(tmp_path: Path, model_config: str, data_config: str) -> None:
+    configs = Path(__file__).parents[1] / "configs"
+    result = run(["fit", "--config", str(configs / "model" / model_config),
+                  "--data", str(configs / "data" / data_config), "--print_config"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "class_path: AdaptedMoE" in result.stdout or "AdaptedMoE" in result.stdout
+    assert "epochs:" in result.stdout and "category: cloth" in result.stdout

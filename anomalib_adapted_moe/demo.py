@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             reference = model(image[None])
         score_diffs.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score.reshape(-1)[0])))
-        map_diffs.append(float((torch.as_tensor(result.anomaly_map).reshape(-1) - reference.anomaly_map.reshape(-1)).abs().max()))
+        map_diffs.append(
+            float((torch.as_tensor(result.anomaly_map).reshape(-1) - reference.anomaly_map.reshape(-1)).abs().max())
+        )
     print(f"max |score(OpenVINO) - score(torch)| = {max(score_diffs):.2e}, max map difference = {max(map_diffs):.2e}")
 
     wall = time.monotonic() - start

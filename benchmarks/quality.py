@@ -38,14 +38,20 @@ def build_models(epochs: int) -> dict:
         # Same frozen weights; Padim's pre-processor normalises the way these weights expect.
         mean, std = input_normalization(BACKBONE, WEIGHTS)
         pre_processor = PreProcessor(transform=Compose([Resize((256, 256), antialias=True), Normalize(mean, std)]))
-        return Padim(backbone=build_backbone(BACKBONE, WEIGHTS), layers=LAYERS, pre_trained=False, n_features=100,
-                     pre_processor=pre_processor)
+        return Padim(
+            backbone=build_backbone(BACKBONE, WEIGHTS),
+            layers=LAYERS,
+            pre_trained=False,
+            n_features=100,
+            pre_processor=pre_processor,
+        )
 
     common = {"backbone": BACKBONE, "layers": LAYERS, "backbone_weights": WEIGHTS, "epochs": epochs}
     return {
         "AdaptedMoE": lambda: AdaptedMoE(**common),
         "AdaptedMoE SimpleNet-baseline (1 expert, no TTA, no norm)": lambda: AdaptedMoE(
-            **common, num_experts=1, tta=False, normalize=False),
+            **common, num_experts=1, tta=False, normalize=False
+        ),
         "Padim": padim,
     }
 
@@ -67,17 +73,27 @@ def main(argv: list[str] | None = None) -> dict:
     from anomalib_adapted_moe.evaluation import format_table, per_subclass_table, predict_raw
 
     args.output.mkdir(parents=True, exist_ok=True)
-    results: dict = {"command": "python benchmarks/quality.py " + " ".join(argv or []), "seed": args.seed,
-                     "epochs": args.epochs, "machine": f"{platform.processor() or platform.machine()}, "
-                     f"{os.cpu_count()} cores, {platform.python_version()}", "runs": []}
+    results: dict = {
+        "command": "python benchmarks/quality.py " + " ".join(argv or []),
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "runs": [],
+    }
     for category in args.categories:
         for name, factory in build_models(args.epochs).items():
             seed_everything(args.seed, workers=True)
-            datamodule = SyntheticTextureAD(category=category, train_batch_size=8, eval_batch_size=16,
-                                            num_workers=2, seed=args.seed)
+            datamodule = SyntheticTextureAD(
+                category=category, train_batch_size=8, eval_batch_size=16, num_workers=2, seed=args.seed
+            )
             model = factory()
-            engine = Engine(default_root_dir=args.output / "runs", accelerator="cpu", devices=1, logger=False,
-                            enable_progress_bar=False)
+            engine = Engine(
+                default_root_dir=args.output / "runs",
+                accelerator="cpu",
+                devices=1,
+                logger=False,
+                enable_progress_bar=False,
+            )
             start = time.monotonic()
             engine.fit(model=model, datamodule=datamodule)
             train_seconds = time.monotonic() - start
@@ -87,13 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
             results["runs"].append({"category": category, "model": name, "train_seconds": train_seconds, "rows": rows})
             (args.output / "quality.json").write_text(json.dumps(results, indent=2))
 
-    print("\n| category | model | seen image | seen pixel | unseen image | unseen pixel |\n|---|---|---:|---:|---:|---:|")
+    print(
+        "\n| category | model | seen image | seen pixel | unseen image | unseen pixel |\n|---|---|---:|---:|---:|---:|"
+    )
     for run in results["runs"]:
         means = {row["subclass"]: row for row in run["rows"] if row["subclass"].startswith("mean ")}
         seen, unseen = means.get("mean seen", {}), means.get("mean unseen", {})
-        print(f"| {run['category']} | {run['model']} | {100 * seen.get('image_auroc', float('nan')):.2f} | "
-              f"{100 * seen.get('pixel_auroc', float('nan')):.2f} | {100 * unseen.get('image_auroc', float('nan')):.2f} | "
-              f"{100 * unseen.get('pixel_auroc', float('nan')):.2f} |")
+        keys = ("image_auroc", "pixel_auroc")
+        figures = [100 * split.get(key, float("nan")) for split in (seen, unseen) for key in keys]
+        print(f"| {run['category']} | {run['model']} | " + " | ".join(f"{value:.2f}" for value in figures) + " |")
     return results
 
 

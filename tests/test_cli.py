@@ -18,32 +18,62 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 MODEL_ARGS = [
-    "--model", "AdaptedMoE",
-    "--model.backbone", "resnet18",
-    "--model.layers", "[layer1, layer2]",
-    "--model.pre_trained", "false",
-    "--model.embed_dim", "32",
-    "--model.routing_dim", "16",
+    "--model",
+    "AdaptedMoE",
+    "--model.backbone",
+    "resnet18",
+    "--model.layers",
+    "[layer1, layer2]",
+    "--model.pre_trained",
+    "false",
+    "--model.embed_dim",
+    "32",
+    "--model.routing_dim",
+    "16",
 ]
 
 
 def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     data_args = [
-        "--data", "SyntheticTextureAD",
-        "--data.root", str(tmp_path / "data"),
-        "--data.image_size", "64",
-        "--data.num_train", "3",
-        "--data.num_test_good", "2",
-        "--data.num_test_defect", "5",
-        "--data.num_subclasses", "3",
-        "--data.num_unseen", "1",
-        "--data.train_batch_size", "4",
-        "--data.eval_batch_size", "8",
-        "--data.num_workers", "0",
+        "--data",
+        "SyntheticTextureAD",
+        "--data.root",
+        str(tmp_path / "data"),
+        "--data.image_size",
+        "64",
+        "--data.num_train",
+        "3",
+        "--data.num_test_good",
+        "2",
+        "--data.num_test_defect",
+        "5",
+        "--data.num_subclasses",
+        "3",
+        "--data.num_unseen",
+        "1",
+        "--data.train_batch_size",
+        "4",
+        "--data.eval_batch_size",
+        "8",
+        "--data.num_workers",
+        "0",
     ]
-    train = run(["train", *MODEL_ARGS, "--model.epochs", "2", *data_args,
-                 "--default_root_dir", str(tmp_path / "results"), "--trainer.accelerator", "cpu",
-                 "--trainer.logger", "false"], tmp_path)
+    train = run(
+        [
+            "train",
+            *MODEL_ARGS,
+            "--model.epochs",
+            "2",
+            *data_args,
+            "--default_root_dir",
+            str(tmp_path / "results"),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.logger",
+            "false",
+        ],
+        tmp_path,
+    )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-5000:]
     checkpoints = sorted((tmp_path / "results").rglob("*.ckpt"))
     assert checkpoints, "anomalib train wrote no checkpoint"
@@ -53,20 +83,57 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     images.mkdir()
     for index, source in enumerate(sorted((tmp_path / "data").rglob("test/*/*.png"))[:3]):
         (images / f"{index}.png").write_bytes(source.read_bytes())
-    predict = run(["predict", *MODEL_ARGS, "--data", str(images), "--ckpt_path", str(checkpoints[-1]),
-                   "--default_root_dir", str(tmp_path / "predictions"), "--trainer.accelerator", "cpu"], tmp_path)
+    predict = run(
+        [
+            "predict",
+            *MODEL_ARGS,
+            "--data",
+            str(images),
+            "--ckpt_path",
+            str(checkpoints[-1]),
+            "--default_root_dir",
+            str(tmp_path / "predictions"),
+            "--trainer.accelerator",
+            "cpu",
+        ],
+        tmp_path,
+    )
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-5000:]
     assert len(list((tmp_path / "predictions").rglob("*.png"))) == 3
 
-    export = run(["export", *MODEL_ARGS, "--export_type", "openvino", "--ckpt_path", str(checkpoints[-1]),
-                  "--export_root", str(tmp_path / "export"), "--onnx_kwargs", "{opset_version: 18}"], tmp_path)
+    export = run(
+        [
+            "export",
+            *MODEL_ARGS,
+            "--export_type",
+            "openvino",
+            "--ckpt_path",
+            str(checkpoints[-1]),
+            "--export_root",
+            str(tmp_path / "export"),
+            "--onnx_kwargs",
+            "{opset_version: 18}",
+        ],
+        tmp_path,
+    )
     assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]
     assert list((tmp_path / "export").rglob("model.xml"))
 
 
 def test_full_class_paths_work_too(tmp_path: Path) -> None:
-    result = run(["fit", "--model", "anomalib_adapted_moe.AdaptedMoE", "--model.top_k", "2",
-                  "--data", "anomalib_adapted_moe.SyntheticTextureAD", "--print_config"], tmp_path)
+    result = run(
+        [
+            "fit",
+            "--model",
+            "anomalib_adapted_moe.AdaptedMoE",
+            "--model.top_k",
+            "2",
+            "--data",
+            "anomalib_adapted_moe.SyntheticTextureAD",
+            "--print_config",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "class_path: anomalib_adapted_moe.AdaptedMoE" in result.stdout
     assert "class_path: anomalib_adapted_moe.SyntheticTextureAD" in result.stdout
@@ -89,8 +156,17 @@ def test_importing_the_package_is_not_triggered_for_other_programs(tmp_path: Pat
 )
 def test_shipped_configs_parse_on_the_stock_command(tmp_path: Path, model_config: str, data_config: str) -> None:
     configs = Path(__file__).parents[1] / "configs"
-    result = run(["fit", "--config", str(configs / "model" / model_config),
-                  "--data", str(configs / "data" / data_config), "--print_config"], tmp_path)
+    result = run(
+        [
+            "fit",
+            "--config",
+            str(configs / "model" / model_config),
+            "--data",
+            str(configs / "data" / data_config),
+            "--print_config",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "class_path: AdaptedMoE" in result.stdout or "AdaptedMoE" in result.stdout
     assert "epochs:" in result.stdout and "category: cloth" in result.stdout

@@ -20,8 +20,13 @@ def batch(names: list[str], scores: list[float], labels: list[int]) -> SubclassI
             masks[i, 0, 0] = True
             maps[i, 0, 0, 0] = 1.0  # perfect localisation
     return SubclassImageBatch(
-        image=torch.zeros(n, 3, 4, 4), gt_label=torch.tensor(labels), gt_mask=masks, pred_score=torch.tensor(scores),
-        anomaly_map=maps, subclass_name=names, subclass_id=torch.zeros(n, dtype=torch.long),
+        image=torch.zeros(n, 3, 4, 4),
+        gt_label=torch.tensor(labels),
+        gt_mask=masks,
+        pred_score=torch.tensor(scores),
+        anomaly_map=maps,
+        subclass_name=names,
+        subclass_id=torch.zeros(n, dtype=torch.long),
     )
 
 

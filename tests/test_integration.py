@@ -60,7 +60,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, AdaptedMoE
     model = tiny_model()
     engine = Engine(default_root_dir=root / "results", accelerator="cpu", devices=1, logger=False)
     engine.fit(model=model, datamodule=datamodule)
-    checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path or engine.trainer.checkpoint_callback.last_model_path)
+    checkpoint = Path(
+        engine.trainer.checkpoint_callback.best_model_path or engine.trainer.checkpoint_callback.last_model_path
+    )
     return engine, model, datamodule, checkpoint
 
 
@@ -111,7 +113,10 @@ def test_checkpoint_loads_weights_only_and_scores_exactly_like_the_fitted_model(
 def test_export(tmp_path: Path, fitted, export_type: str) -> None:
     engine, model, _, checkpoint = fitted
     path = engine.export(
-        model=model, export_type=export_type, export_root=tmp_path, ckpt_path=checkpoint,
+        model=model,
+        export_type=export_type,
+        export_root=tmp_path,
+        ckpt_path=checkpoint,
         onnx_kwargs={"opset_version": 18},
     )
     assert path is not None and Path(path).exists()
@@ -121,7 +126,10 @@ def test_openvino_matches_torch_on_eight_images(tmp_path: Path, fitted, monkeypa
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     engine, model, datamodule, checkpoint = fitted
     path = engine.export(
-        model=model, export_type="openvino", export_root=tmp_path, ckpt_path=checkpoint,
+        model=model,
+        export_type="openvino",
+        export_root=tmp_path,
+        ckpt_path=checkpoint,
         onnx_kwargs={"opset_version": 18},
     )
     inferencer = OpenVINOInferencer(path=path, device="CPU")
@@ -145,8 +153,15 @@ def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: 
     category_root = Path(datamodule.train_data.samples.image_path[0]).parents[3]
     normal_dirs = sorted({str(p.parent.relative_to(category_root)) for p in category_root.glob("*/train/good/*.png")})
     folder = Folder(
-        name="unlabelled", root=category_root, normal_dir=normal_dirs, train_batch_size=4, eval_batch_size=4,
-        num_workers=0, test_split_mode="synthetic", test_split_ratio=0.25, val_split_mode="same_as_test",
+        name="unlabelled",
+        root=category_root,
+        normal_dir=normal_dirs,
+        train_batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        test_split_mode="synthetic",
+        test_split_ratio=0.25,
+        val_split_mode="same_as_test",
     )
     model = tiny_model(num_experts=2, epochs=1)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from anomalib_adapted_moe.models.adapted_moe.experts import ExpertBank
 from anomalib_adapted_moe.models.adapted_moe.features import channel_pooling_matrix
@@ -145,3 +145,22 @@ def test_subclass_discovery_finds_the_requested_number_of_clusters() -> None:
     assert len(set(discover_subclasses(points, num_experts=None).tolist())) == 3  # silhouette picks 3
     with pytest.raises(ValueError, match="distinct images"):
         discover_subclasses(points[:2], num_experts=3)
+
+
+def test_feature_cache_spills_to_a_memory_mapped_file_past_its_budget(tmp_path) -> None:
+    from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
+
+    features = torch.randn(5, 3, 4, 4)
+    in_ram, on_disk = FeatureCache(budget_bytes=10**9), FeatureCache(budget_bytes=200, directory=tmp_path)
+    for cache in (in_ram, on_disk):
+        cache.append(features[:2], torch.tensor([0, 1]))
+        cache.append(features[2:], torch.tensor([1, 0, 1]))
+    assert not in_ram.on_disk and on_disk.on_disk
+    assert "memory-mapped" in on_disk.describe()
+    for cache in (in_ram, on_disk):
+        cached, labels = cache.tensors()
+        assert torch.equal(cached, features.half()) and labels.tolist() == [0, 1, 1, 0, 1]
+    with pytest.raises(ValueError, match="one size"):
+        in_ram.append(torch.randn(1, 3, 5, 5), torch.tensor([0]))
+    on_disk.clear()
+    assert not list(tmp_path.iterdir())  # spill file deleted

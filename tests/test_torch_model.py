@@ -9,8 +9,15 @@ from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, f
 
 def tiny_model(**kwargs) -> AdaptedMoEModel:
     torch.manual_seed(0)
-    args = {"backbone": "resnet18", "layers": ["layer1", "layer2"], "pre_trained": False, "embed_dim": 32,
-            "routing_dim": 16, "num_experts": 3, "top_k": 2}
+    args = {
+        "backbone": "resnet18",
+        "layers": ["layer1", "layer2"],
+        "pre_trained": False,
+        "embed_dim": 32,
+        "routing_dim": 16,
+        "num_experts": 3,
+        "top_k": 2,
+    }
     return AdaptedMoEModel(**{**args, **kwargs})
 
 
@@ -48,7 +55,9 @@ def test_top_1_equals_hard_routing_to_the_most_probable_expert(images: torch.Ten
         hard = model.router.probabilities(model.router.embed(adapted)).argmax(dim=1)
         assert torch.equal(index[:, 0], hard) and torch.all(weights == 1)
         for b in range(len(images)):
-            alone = -model.experts(model.expert_inputs(adapted[b : b + 1], hard[b : b + 1, None]), hard[b : b + 1, None])
+            alone = -model.experts(
+                model.expert_inputs(adapted[b : b + 1], hard[b : b + 1, None]), hard[b : b + 1, None]
+            )
             assert torch.allclose(mixed[b].reshape(-1), alone.reshape(-1), atol=1e-5)
 
 
@@ -90,7 +99,8 @@ def test_training_from_cache_lowers_the_losses_and_fills_tta_statistics() -> Non
     images = 0.3 * torch.rand(6, 3, 64, 64) + 0.6 * tints
     features = model.patch_features(images).half()
     history = []
-    train_from_cache(model, features, labels, TrainingSchedule(epochs=20, batch_size=3), lambda e, l: history.append(l))
+    schedule = TrainingSchedule(epochs=20, batch_size=3)
+    train_from_cache(model, features, labels, schedule, lambda _, losses: history.append(losses))
     assert history[-1]["expert_loss"] < history[0]["expert_loss"]
     assert history[-1]["routing_loss"] < history[0]["routing_loss"]
     fit_expert_statistics(model, features, labels)

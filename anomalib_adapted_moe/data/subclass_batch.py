@@ -10,7 +10,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
 from anomalib.data.dataclasses import ImageBatch, ImageItem, NumpyImageBatch, NumpyImageItem
 
 

@@ -24,7 +24,9 @@ class SubclassScores:
     pixel_scores: list[torch.Tensor] = field(default_factory=list)
     pixel_labels: list[torch.Tensor] = field(default_factory=list)
 
-    def add(self, score: torch.Tensor, label: torch.Tensor, anomaly_map: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+    def add(
+        self, score: torch.Tensor, label: torch.Tensor, anomaly_map: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> None:
         """Add one image's prediction and ground truth."""
         self.image_scores.append(score.reshape(1).float().cpu())
         self.image_labels.append(label.reshape(1).long().cpu())
@@ -85,18 +87,20 @@ def per_subclass_table(batches: Iterable[Batch], seen: Iterable[str]) -> list[di
     for split in ("seen", "unseen"):
         members = [row for row in rows if row["split"] == split]
         if members:
-            rows.append({
-                "subclass": f"mean {split}",
-                "split": split,
-                "images": sum(row["images"] for row in members),
-                "image_auroc": _nanmean(row["image_auroc"] for row in members),
-                "pixel_auroc": _nanmean(row["pixel_auroc"] for row in members),
-            })
+            rows.append(
+                {
+                    "subclass": f"mean {split}",
+                    "split": split,
+                    "images": sum(row["images"] for row in members),
+                    "image_auroc": _nanmean(row["image_auroc"] for row in members),
+                    "pixel_auroc": _nanmean(row["pixel_auroc"] for row in members),
+                }
+            )
     return rows
 
 
 def _nanmean(values: Iterable[float]) -> float:
-    finite = [value for value in values if value == value]  # noqa: PLR0124 (NaN check)
+    finite = [value for value in values if value == value]
     return sum(finite) / len(finite) if finite else float("nan")
 
 
@@ -105,7 +109,6 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| subclass | split | images | image AUROC % | pixel AUROC % |", "|---|---|---:|---:|---:|"]
     for row in rows:
         name = f"**{row['subclass']}**" if row["subclass"].startswith("mean ") else row["subclass"]
-        lines.append(
-            f"| {name} | {row['split']} | {row['images']} | {100 * row['image_auroc']:.2f} | {100 * row['pixel_auroc']:.2f} |"
-        )
+        image, pixel = 100 * row["image_auroc"], 100 * row["pixel_auroc"]
+        lines.append(f"| {name} | {row['split']} | {row['images']} | {image:.2f} | {pixel:.2f} |")
     return "\n".join(lines)

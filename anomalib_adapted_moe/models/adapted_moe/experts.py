@@ -3,7 +3,7 @@
 import math
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -24,7 +24,9 @@ class ExpertBank(nn.Module):
         eps: BatchNorm epsilon.
     """
 
-    def __init__(self, num_experts: int, in_dim: int, hidden_dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(
+        self, num_experts: int, in_dim: int, hidden_dim: int, momentum: float = 0.1, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.momentum = momentum
         self.eps = eps

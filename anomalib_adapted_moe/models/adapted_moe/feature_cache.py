@@ -30,6 +30,8 @@ class FeatureCache:
 
     def clear(self) -> None:
         """Forget every cached feature (and delete the spill file)."""
+        if getattr(self, "_spill", None) is not None:
+            self._spill.close()
         self._chunks: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._bytes = 0
@@ -60,10 +62,12 @@ class FeatureCache:
         self._count += len(chunk)
         self._bytes += chunk.numel() * chunk.element_size()
         if self._spill is None and self._bytes > self.budget_bytes:
-            self._spill = tempfile.NamedTemporaryFile(dir=self.directory, prefix="adapted_moe_cache_", suffix=".f16")
+            # closed (and deleted) by clear(), when the cache is dropped after training
+            self._spill = tempfile.NamedTemporaryFile(dir=self.directory, prefix="adapted_moe_cache_", suffix=".f16")  # noqa: SIM115
             logger.info(
                 "Feature cache passed its RAM budget of %.2f GiB: spilling to the memory-mapped file %s.",
-                self.budget_bytes / 2**30, self._spill.name,
+                self.budget_bytes / 2**30,
+                self._spill.name,
             )
             for old in self._chunks:
                 self._spill.write(old.numpy().tobytes())

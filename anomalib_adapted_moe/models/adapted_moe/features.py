@@ -8,7 +8,7 @@ pass per training image).
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from anomalib.models.components import TimmFeatureExtractor
 from torch import nn
 

@@ -184,7 +184,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.expert_names = names
         logger.info(
             "Training %d expert(s) on %d cached images (%s) for %d epochs.",
-            len(names), len(features), self.cache.describe(), self.schedule.epochs,
+            len(names),
+            len(features),
+            self.cache.describe(),
+            self.schedule.epochs,
         )
 
         def report(epoch: int, losses: dict[str, float]) -> None:
@@ -217,7 +220,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if labelled:
             logger.info(
                 "num_experts=%s differs from the %d labelled training subclasses: clustering instead.",
-                self.requested_experts, len(names),
+                self.requested_experts,
+                len(names),
             )
         seed = torch.initial_seed() % 2**32
         clusters = discover_subclasses(image_descriptors(features), self.requested_experts, seed=seed)

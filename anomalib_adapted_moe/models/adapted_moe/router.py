@@ -1,7 +1,7 @@
 """Routing network (paper eq. 1-2): image embedding, centre loss + softmax, cosine routing."""
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 ROUTING_LOSSES = ("center", "softmax")

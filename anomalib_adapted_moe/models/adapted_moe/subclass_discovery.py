@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 

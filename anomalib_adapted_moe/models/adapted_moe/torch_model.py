@@ -8,7 +8,7 @@ anomaly map and image score.
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from anomalib.models.components import GaussianBlur2d
 from torch import nn

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from .loss import noise_scale, truncated_l1_loss
 from .torch_model import AdaptedMoEModel
@@ -111,7 +111,9 @@ def train_from_cache(
 
 
 @torch.no_grad()
-def fit_expert_statistics(model: AdaptedMoEModel, features: torch.Tensor, labels: torch.Tensor, chunk: int = 32) -> None:
+def fit_expert_statistics(
+    model: AdaptedMoEModel, features: torch.Tensor, labels: torch.Tensor, chunk: int = 32
+) -> None:
     """Fill the TTA statistics of every expert from its training images, with the final adaptor (eval mode).
 
     Streams over the cache in chunks, so memory stays at one chunk of float32 features.

@@ -44,6 +44,12 @@ def test_rows_per_subclass_with_seen_and_unseen_means() -> None:
     assert "| **mean unseen** | unseen | 3 | 100.00 | 100.00 |" in format_table(list(rows.values()))
 
 
+def test_raw_scores_far_outside_0_1_keep_their_ranking() -> None:
+    """Raw scores such as Padim's (hundreds) must not be squashed (a sigmoid would tie them all at 1)."""
+    rows = per_subclass_table([batch(["a"] * 4, [400.0, 900.0, 420.0, 800.0], [0, 1, 0, 1])], seen=["a"])
+    assert rows[0]["image_auroc"] == 1.0
+
+
 def test_a_subclass_without_anomalies_gets_nan_not_a_made_up_number() -> None:
     rows = per_subclass_table([batch(["a", "a"], [0.1, 0.2], [0, 0])], seen=["a"])
     assert math.isnan(rows[0]["image_auroc"])

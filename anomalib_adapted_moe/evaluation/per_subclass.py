@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from anomalib.data import Batch
-from torchmetrics.functional.classification import binary_auroc
+from sklearn.metrics import roc_auc_score
 
 
 @dataclass
@@ -46,9 +46,10 @@ class SubclassScores:
 
 
 def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Rank-based AUROC of raw scores (torchmetrics would take scores outside [0, 1] for logits and squash them)."""
     if labels.min() == labels.max():
         return float("nan")
-    return float(binary_auroc(scores, labels))
+    return float(roc_auc_score(labels.numpy(), scores.double().numpy()))
 
 
 def per_subclass_table(batches: Iterable[Batch], seen: Iterable[str]) -> list[dict]:

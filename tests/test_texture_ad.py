@@ -16,7 +16,7 @@ from conftest import make_subclass, write_image, write_mask
 from PIL import Image
 
 from anomalib_adapted_moe.data import SubclassImageBatch, SubclassImageItem, TextureAD, TextureADDataset
-from anomalib_adapted_moe.data.texture_ad import main as check_main
+from anomalib_adapted_moe.data.texture_ad_check import main as check_main
 from anomalib_adapted_moe.data.texture_ad_layout import (
     CorruptImageError,
     EmptyTrainingSetError,

@@ -16,14 +16,9 @@ Data source: the Hugging Face dataset ``texture-ad/Texture-AD-Benchmark``.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,31 +28,23 @@ from anomalib import TaskType
 from anomalib.data.datamodules.base.image import AnomalibDataModule
 from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import LabelName, Split, TestSplitMode, ValSplitMode
-from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from anomalib.utils.path import resolve_dataset_root
-from pandas import DataFrame, Series
-from PIL import Image
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
 from anomalib_adapted_moe.data.texture_ad_layout import (
-    LAYOUT_TEXT,
     CategoryLayout,
-    LayoutProblem,
-    TextureADLayoutError,
-    TextureADNotFoundError,
-    check_category,
     find_category_dir,
     make_texture_ad_samples,
     mask_size_problem,
-    not_found_message,
     raise_first,
     read_binary_mask,
     read_image_tensor,
     resolve_subclasses,
     scan_category,
 )
+from anomalib_adapted_moe.data.validation_split import make_synthetic_validation, split_train_per_subclass
 
 logger = logging.getLogger(__name__)
 
@@ -186,129 +173,6 @@ class TextureADDataset(AnomalibDataset):
 
 
 # --------------------------------------------------------------------------- validation split
-
-
-def split_train_per_subclass(
-    dataset: TextureADDataset,
-    ratio: float,
-    seed: int | None = None,
-) -> tuple[TextureADDataset, TextureADDataset]:
-    """Hold out ``ratio`` of every training subclass's images, never all of them.
-
-    anomalib's ``random_split`` ignores subclasses and can strip a small subclass
-    of every training image (its expert would then never train). Here each
-    subclass with ``n >= 2`` images gives ``min(n - 1, max(1, round(n * ratio)))``
-    to validation; a subclass with one image keeps it for training.
-    ``seed=None`` follows torch's global RNG (so ``seed_everything`` applies).
-    """
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    for name, group in dataset.samples.groupby("subclass", sort=True):
-        indices = group.index.to_numpy()
-        n = len(indices)
-        n_val = min(n - 1, max(1, round(n * ratio))) if n >= 2 else 0
-        if n_val == 0:
-            logger.warning("Subclass %r has %d training image(s); none is held out for validation.", name, n)
-        order = torch.randperm(n, generator=generator).numpy()
-        val_idx += indices[order[:n_val]].tolist()
-        train_idx += indices[order[n_val:]].tolist()
-    if not val_idx:
-        logger.warning("The validation split is empty: no training subclass has two images or more.")
-    return dataset.subsample(train_idx), dataset.subsample(val_idx)
-
-
-class _TempDir:
-    """A folder deleted when the last dataset referring to it is collected (or at exit).
-
-    Copies share it (``subsample`` and ``+`` deep-copy datasets); an unpickled copy,
-    e.g. in a spawned dataloader worker, never deletes it.
-    """
-
-    def __init__(self, path: Path, owner: bool = True) -> None:
-        self.path = path
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(path), ignore_errors=True) if owner else None
-
-    def __copy__(self) -> _TempDir:
-        return self
-
-    def __deepcopy__(self, _memo: dict) -> _TempDir:
-        return self
-
-    def __reduce__(self) -> tuple:
-        return (_TempDir, (self.path, False))
-
-
-def make_synthetic_validation(normal: TextureADDataset, seed: int | None = None) -> TextureADDataset:
-    """Turn about half of ``normal`` into synthetic anomalies, keeping every image's subclass.
-
-    Same anomalies as anomalib's ``ValSplitMode.SYNTHETIC`` (its
-    ``PerlinAnomalyGenerator`` with ``probability=1.0, blend_factor=(0.01, 0.2)``,
-    50/50 normal/anomalous), but anomalib's ``SyntheticAnomalyDataset`` drops the
-    ``subclass`` columns and yields plain ``ImageItem`` batches, so the images are
-    made here. Images are taken subclass by subclass in random order and every
-    second one becomes anomalous (the turn carries over between subclasses), so
-    about half of each subclass and of the whole set is anomalous and a subclass
-    with two validation images or more gets both kinds. An anomaly whose Perlin
-    mask comes out empty stays a normal image. The files go to a temporary folder
-    removed with the dataset.
-    """
-    samples = normal.samples.copy()
-    val = normal.subsample(list(range(len(samples))))
-    if samples.empty:
-        val.samples.attrs["task"] = "segmentation"
-        return val
-    folder = Path(tempfile.mkdtemp(prefix="texture_ad_val_", dir=_synthetic_val_base()))
-    val._synthetic_dir = _TempDir(folder)  # keeps the folder alive as long as the dataset
-
-    generator = PerlinAnomalyGenerator(anomaly_source_path=None, probability=1.0, blend_factor=(0.01, 0.2))
-    rows = []
-    anomalous_turn = False
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        for _, group in samples.groupby("subclass", sort=True):
-            order = torch.randperm(len(group)).tolist()
-            for position in order:
-                row = group.iloc[position].copy()
-                row["split"] = Split.VAL.value
-                if anomalous_turn:
-                    row = _make_anomalous(row, generator, folder, len(rows))
-                rows.append(row)
-                anomalous_turn = not anomalous_turn
-    frame = DataFrame(rows).reset_index(drop=True)
-    frame["label_index"] = frame["label_index"].astype(int)
-    frame["subclass_id"] = frame["subclass_id"].astype(int)
-    val.samples = frame
-    val.samples.attrs["task"] = "segmentation"
-    return val
-
-
-def _synthetic_val_base() -> Path:
-    base = Path(tempfile.gettempdir()) / "anomalib_adapted_moe" / "synthetic_val"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
-
-def _make_anomalous(row: Series, generator: PerlinAnomalyGenerator, folder: Path, number: int) -> Series:
-    """Write a perturbed copy of ``row``'s image and its mask; keep it normal if the mask came out empty."""
-    image = read_image_tensor(row.image_path)
-    perturbed, mask = generator(image)
-    mask = mask.squeeze() > 0.5
-    if not mask.any():
-        return row
-    stem = f"{number:05d}_{Path(row.image_path).stem}"
-    image_path = folder / f"{stem}.png"
-    mask_path = folder / f"{stem}_mask.png"
-    pixels = (perturbed.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(pixels).save(image_path)
-    Image.fromarray(mask.numpy().astype(np.uint8) * 255).save(mask_path)
-    row["image_path"], row["mask_path"] = str(image_path), str(mask_path)
-    row["label"], row["label_index"] = "synthetic", int(LabelName.ABNORMAL)
-    return row
-
-
-# --------------------------------------------------------------------------- datamodule
 
 
 class TextureAD(AnomalibDataModule):
@@ -482,94 +346,7 @@ class TextureAD(AnomalibDataModule):
             super()._create_val_split()
 
 
-# --------------------------------------------------------------------------- --check
-
-
-def _plural(count: int, singular: str, plural: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else plural or singular + 's'}"
-
-
-def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[LayoutProblem]]:
-    if category is not None:
-        return [find_category_dir(root, category)], []
-    if not root.is_dir():
-        raise TextureADNotFoundError(not_found_message(root))
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    problems = []
-    looks_like_category = [p for p in dirs if (p / "train").is_dir() or (p / "test").is_dir()]
-    if looks_like_category:
-        problems.append(
-            LayoutProblem(
-                TextureADLayoutError,
-                root,
-                f"looks like a category folder (its subfolders {[p.name for p in looks_like_category]} "
-                "hold train/ or test/), not the dataset root.",
-                f"pass its parent as ROOT and add --category {root.name}.",
-            )
-        )
-        dirs = []
-    elif not dirs:
-        problems.append(
-            LayoutProblem(
-                TextureADLayoutError,
-                root,
-                "holds no category folder.",
-                "extract the Texture AD archives here (one folder per category).",
-            )
-        )
-    return dirs, problems
-
-
-def run_check(root: Path, category: str | None = None, workers: int = 4) -> int:
-    """Report every layout problem under ``root``; return the exit code (0 clean, 1 problems, 2 not found)."""
-    try:
-        categories, problems = _category_dirs(root, category)
-    except FileNotFoundError as err:
-        print(err, file=sys.stderr)
-        return 2
-    warnings: list[str] = []
-    subclasses = images = masks = 0
-    for category_dir in categories:
-        print(f"Checking {category_dir} ...", file=sys.stderr)
-        report = check_category(category_dir, workers=workers)
-        problems += report.problems
-        warnings += report.warnings
-        subclasses += report.subclasses
-        images += report.images
-        masks += report.masks
-    for warning in warnings:
-        print(f"WARNING {warning}")
-    for problem in problems:
-        print(f"PROBLEM {problem}")
-    counts = (
-        f"{_plural(len(categories), 'category', 'categories')}, {_plural(subclasses, 'subclass', 'subclasses')}, "
-        f"{_plural(images, 'image')}"
-    )
-    if problems:
-        print(f"{_plural(len(problems), 'problem')} found ({counts}, {_plural(masks, 'mask')}).")
-        print(f"Expected layout:\n{LAYOUT_TEXT}")
-        return 1
-    print(f"{counts}, no problems ({_plural(masks, 'mask')} checked).")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m anomalib_adapted_moe.data.texture_ad``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m anomalib_adapted_moe.data.texture_ad",
-        description="Validate a downloaded copy of Texture AD: lists every layout problem with its file and fix.",
-    )
-    parser.add_argument("--check", metavar="ROOT", type=Path, required=True, help="folder holding the categories")
-    parser.add_argument("--category", default=None, help="check one category only (default: all)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=min(8, os.cpu_count() or 1),
-        help="threads decoding images (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    return run_check(args.check, args.category, args.workers)
-
-
 if __name__ == "__main__":
+    from anomalib_adapted_moe.data.texture_ad_check import main
+
     sys.exit(main())

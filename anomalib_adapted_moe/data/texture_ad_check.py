@@ -1,0 +1,108 @@
+"""``python -m anomalib_adapted_moe.data.texture_ad --check ROOT``: every layout problem of a copy, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from anomalib_adapted_moe.data.texture_ad_layout import (
+    LAYOUT_TEXT,
+    LayoutProblem,
+    TextureADLayoutError,
+    TextureADNotFoundError,
+    check_category,
+    find_category_dir,
+    not_found_message,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _plural(count: int, singular: str, plural: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
+def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[LayoutProblem]]:
+    if category is not None:
+        return [find_category_dir(root, category)], []
+    if not root.is_dir():
+        raise TextureADNotFoundError(not_found_message(root))
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    problems = []
+    looks_like_category = [p for p in dirs if (p / "train").is_dir() or (p / "test").is_dir()]
+    if looks_like_category:
+        problems.append(
+            LayoutProblem(
+                TextureADLayoutError,
+                root,
+                f"looks like a category folder (its subfolders {[p.name for p in looks_like_category]} "
+                "hold train/ or test/), not the dataset root.",
+                f"pass its parent as ROOT and add --category {root.name}.",
+            )
+        )
+        dirs = []
+    elif not dirs:
+        problems.append(
+            LayoutProblem(
+                TextureADLayoutError,
+                root,
+                "holds no category folder.",
+                "extract the Texture AD archives here (one folder per category).",
+            )
+        )
+    return dirs, problems
+
+
+def run_check(root: Path, category: str | None = None, workers: int = 4) -> int:
+    """Report every layout problem under ``root``; return the exit code (0 clean, 1 problems, 2 not found)."""
+    try:
+        categories, problems = _category_dirs(root, category)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    warnings: list[str] = []
+    subclasses = images = masks = 0
+    for category_dir in categories:
+        print(f"Checking {category_dir} ...", file=sys.stderr)
+        report = check_category(category_dir, workers=workers)
+        problems += report.problems
+        warnings += report.warnings
+        subclasses += report.subclasses
+        images += report.images
+        masks += report.masks
+    for warning in warnings:
+        print(f"WARNING {warning}")
+    for problem in problems:
+        print(f"PROBLEM {problem}")
+    counts = (
+        f"{_plural(len(categories), 'category', 'categories')}, {_plural(subclasses, 'subclass', 'subclasses')}, "
+        f"{_plural(images, 'image')}"
+    )
+    if problems:
+        print(f"{_plural(len(problems), 'problem')} found ({counts}, {_plural(masks, 'mask')}).")
+        print(f"Expected layout:\n{LAYOUT_TEXT}")
+        return 1
+    print(f"{counts}, no problems ({_plural(masks, 'mask')} checked).")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m anomalib_adapted_moe.data.texture_ad``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.data.texture_ad",
+        description="Validate a downloaded copy of Texture AD: lists every layout problem with its file and fix.",
+    )
+    parser.add_argument("--check", metavar="ROOT", type=Path, required=True, help="folder holding the categories")
+    parser.add_argument("--category", default=None, help="check one category only (default: all)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="threads decoding images (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    return run_check(args.check, args.category, args.workers)

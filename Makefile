@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-fast demo quality lint clean
+.PHONY: install test test-fast demo quality figures lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ demo: $(STAMP)
 # AdaptedMoE vs its SimpleNet-baseline setting vs anomalib's Padim, unseen-subclass means.
 quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
+
+# The README's figures (docs/*.png): trains the demo model, then plots routing, TTA and per-expert maps.
+figures: $(STAMP)
+	$(BIN)/python -m anomalib_adapted_moe.viz.make_figures --output docs/
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check anomalib_adapted_moe tests benchmarks

@@ -91,7 +91,7 @@ def test_plot_routing_embeddings_draws_every_point_in_its_subclass_group() -> No
     groups = [distinct_colours(c) for c in ax.collections[:3]]
     assert all(len(group) == 1 for group in groups) and len(set.union(*groups)) == 3
     assert groups[0] == {palette(3)[0]} and groups[1] == {palette(3)[1]}  # a seen subclass wears its expert's colour
-    assert distinct_colours(ax.collections[3]) == {"#000000"}  # centres are black stars
+    assert {to_hex(c) for c in ax.collections[3].get_edgecolors()} == {"#000000"}  # centres are black stars
     assert [t.get_text() for t in ax.texts] == ["a", "b"]  # ... labelled with their expert
     # PC 1 separates the two seen clusters, and each centre sits with its own cluster
     a, b, _, stars = (np.asarray(c.get_offsets()) for c in ax.collections)
@@ -142,7 +142,15 @@ def test_plot_tta_shift_bars_and_patch_panels() -> None:
     np.testing.assert_allclose([r.get_height() for r in bars.containers[1]], [0.5, 0.25, 1.5])  # after TTA
     assert [t.get_text() for t in bars.get_legend().get_texts()] == ["before TTA", "after TTA"]
     # one panel for the unseen subclass: expert a's and b's training patches, then u's 2 images x 4 patches
-    assert [len(c.get_offsets()) for c in panel.collections] == [18, 12, 8, 8]
+    assert [len(c.get_offsets()) for c in panel.collections] == [18, 12, 8, 8, 1, 1]
+    names = np.array(hand_made_shift()["subclass_names"])
+    member = names == "u"
+    means = [np.asarray(c.get_offsets())[0] for c in panel.collections[4:]]
+    # the two large markers are the means of u's projected patches, before then after TTA
+    before_xy, after_xy = (np.asarray(c.get_offsets()) for c in panel.collections[2:4])
+    np.testing.assert_allclose(means, [before_xy.mean(axis=0), after_xy.mean(axis=0)])
+    assert member.sum() * 4 == len(before_xy)
+    assert len(panel.texts) == 1  # the arrow from one to the other
     assert panel.get_title().startswith("u\nmostly routed to a")
     assert "before TTA" in [t.get_text() for t in figure.legends[0].get_texts()]
 

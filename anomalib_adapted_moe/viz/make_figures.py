@@ -67,7 +67,7 @@ def defect_example(datamodule: Any) -> int:
     return candidates[max(range(len(candidates)), key=areas.__getitem__)]
 
 
-def write_figures(model: Any, datamodule: Any, output: Path, dpi: int = 100) -> dict[str, Path]:
+def write_figures(model: Any, datamodule: Any, output: Path, dpi: int = 120) -> dict[str, Path]:
     """Draw the four figures of a fitted model on its datamodule's test (and training) images into ``output``."""
     from torch.utils.data import DataLoader
 
@@ -83,6 +83,7 @@ def write_figures(model: Any, datamodule: Any, output: Path, dpi: int = 100) -> 
         routing_probabilities,
         tta_shift,
     )
+    from .style import save_png
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def write_figures(model: Any, datamodule: Any, output: Path, dpi: int = 100) -> 
     paths = {}
     for name, figure in figures.items():
         paths[name] = output / f"{name}.png"
-        figure.savefig(paths[name], dpi=dpi)
+        save_png(figure, paths[name], dpi)
     return paths
 
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--category", default="cloth", help="synthetic category: cloth, wafer or metal")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dpi", type=int, default=100)
+    parser.add_argument("--dpi", type=int, default=120)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("lightning", "lightning.pytorch", "anomalib", "torch"):

@@ -134,7 +134,7 @@ def plot_per_expert_maps(
     panels = 1 + (mixed is not None) + len(expert_names)
     columns = min(panels, 4)
     rows = math.ceil(panels / columns)
-    figure = new_figure(3.1 * columns + 0.8, 3.2 * rows + 0.5, layout="constrained")
+    figure = new_figure(2.7 * columns + 0.9, 2.85 * rows + 0.5, layout="constrained")
     axes = [figure.add_subplot(rows, columns, i + 1) for i in range(panels)]
     axes[0].imshow(_image_hwc(image, size))
     _outline(axes[0], mask, "red")

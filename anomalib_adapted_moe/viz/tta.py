@@ -147,7 +147,8 @@ def plot_tta_shift(shift: dict[str, Any], subclasses: Sequence[str] | None = Non
     Top axes: two bar series (``ax.containers[0]`` before, ``[1]`` after), one group per subclass,
     seen first. Below, when ``shift`` has reference patches, one PCA panel per subclass of
     ``subclasses`` (default: the unseen ones, at most four): the experts' training patches in their
-    colours, the subclass's test patches before TTA (grey circles) and after TTA (black crosses).
+    colours, the subclass's test patches before TTA (grey circles) and after TTA (black crosses),
+    then their means (large circle, large cross) joined by an arrow.
     """
     order, before, after = mean_distances(shift)
     experts = shift["expert_names"]
@@ -204,6 +205,11 @@ def plot_tta_shift(shift: dict[str, Any], subclasses: Sequence[str] | None = Non
             label="before TTA",
         )
         ax.scatter(after_xy[:, 0], after_xy[:, 1], s=14, c="black", marker="x", linewidths=0.7, label="after TTA")
+        if len(before_xy):  # where the subclass's patches sit on average, and where TTA moves them
+            start, end = before_xy.mean(axis=0), after_xy.mean(axis=0)
+            ax.scatter(*start, s=160, facecolors="white", edgecolors="black", linewidths=2.0, zorder=5)
+            ax.scatter(*end, s=160, c="black", marker="X", edgecolors="white", linewidths=1.0, zorder=5)
+            ax.annotate("", end, xytext=start, zorder=6, arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.8})
         routed = np.bincount(shift["expert_index"][member], minlength=len(experts))
         target = experts[int(routed.argmax())] if routed.sum() else "-"
         ax.set_title(
@@ -221,6 +227,18 @@ def plot_tta_shift(shift: dict[str, Any], subclasses: Sequence[str] | None = Non
     handles += [
         Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="0.35", label="before TTA"),
         Line2D([], [], marker="x", linestyle="", color="black", label="after TTA (onto the routed expert)"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor="white",
+            markeredgecolor="black",
+            markersize=9,
+            markeredgewidth=2,
+            label="mean before TTA",
+        ),
+        Line2D([], [], marker="X", linestyle="", color="black", markersize=9, label="mean after TTA"),
     ]
     figure.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     return figure

@@ -109,3 +109,44 @@ def split_json_root(tmp_path: Path) -> Path:
         make_subclass(category, name, train=2)
     (category / "split.json").write_text(json.dumps({"seen": ["wafer_1", "wafer_2"], "unseen": ["wafer_3"]}))
     return root
+
+
+TINY_IMAGE_SIZE = 64
+
+
+def tiny_synthetic_datamodule(root: Path, **kwargs):
+    """A synthetic Texture AD small enough to train through anomalib's Engine in seconds (2 seen, 1 unseen)."""
+    from anomalib_adapted_moe import SyntheticTextureAD
+
+    args = {
+        "root": str(root),
+        "category": "cloth",
+        "image_size": TINY_IMAGE_SIZE,
+        "num_train": 4,
+        "num_test_good": 2,
+        "num_test_defect": 5,
+        "num_subclasses": 3,
+        "num_unseen": 1,
+        "train_batch_size": 4,
+        "eval_batch_size": 8,
+        "num_workers": 0,
+        "seed": 0,
+    }
+    return SyntheticTextureAD(**{**args, **kwargs})
+
+
+def tiny_adapted_moe(**kwargs):
+    """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input."""
+    from anomalib_adapted_moe import AdaptedMoE
+
+    args = {
+        "backbone": "resnet18",
+        "layers": ["layer1", "layer2"],
+        "pre_trained": False,
+        "embed_dim": 32,
+        "routing_dim": 16,
+        "epochs": 3,
+        "batch_size": 4,
+        "pre_processor": AdaptedMoE.configure_pre_processor(image_size=(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)),
+    }
+    return AdaptedMoE(**{**args, **kwargs})

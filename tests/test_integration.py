@@ -13,51 +13,19 @@ import pytest
 import torch
 from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
+from conftest import tiny_adapted_moe, tiny_synthetic_datamodule
 
 from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
 
 pytestmark = pytest.mark.slow
-
-IMAGE_SIZE = 64
-
-
-def tiny_datamodule(root: Path) -> SyntheticTextureAD:
-    return SyntheticTextureAD(
-        root=str(root),
-        category="cloth",
-        image_size=IMAGE_SIZE,
-        num_train=4,
-        num_test_good=2,
-        num_test_defect=5,
-        num_subclasses=3,
-        num_unseen=1,
-        train_batch_size=4,
-        eval_batch_size=8,
-        num_workers=0,
-        seed=0,
-    )
-
-
-def tiny_model(**kwargs) -> AdaptedMoE:
-    args = {
-        "backbone": "resnet18",
-        "layers": ["layer1", "layer2"],
-        "pre_trained": False,
-        "embed_dim": 32,
-        "routing_dim": 16,
-        "epochs": 3,
-        "batch_size": 4,
-        "pre_processor": AdaptedMoE.configure_pre_processor(image_size=(IMAGE_SIZE, IMAGE_SIZE)),
-    }
-    return AdaptedMoE(**{**args, **kwargs})
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, AdaptedMoE, SyntheticTextureAD, Path]:
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("integration")
-    datamodule = tiny_datamodule(root / "data")
-    model = tiny_model()
+    datamodule = tiny_synthetic_datamodule(root / "data")
+    model = tiny_adapted_moe()
     engine = Engine(default_root_dir=root / "results", accelerator="cpu", devices=1, logger=False)
     engine.fit(model=model, datamodule=datamodule)
     checkpoint = Path(
@@ -76,14 +44,16 @@ def test_fit_trains_one_expert_per_seen_subclass(fitted) -> None:
 
 def test_test_validate_predict_from_checkpoint(fitted) -> None:
     engine, _, datamodule, checkpoint = fitted
-    results = engine.test(model=tiny_model(), datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+    results = engine.test(model=tiny_adapted_moe(), datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
     assert 0.0 <= results[0]["image_AUROC"] <= 1.0 and 0.0 <= results[0]["pixel_AUROC"] <= 1.0
     # one visualisation per test image: subclasses share file names and must not overwrite each other
     saved = [p for p in checkpoint.parents[2].rglob("images/**/*.png")]
     assert len(saved) == len(datamodule.test_data)
-    validation = engine.validate(model=tiny_model(), datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
+    validation = engine.validate(model=tiny_adapted_moe(), datamodule=datamodule, ckpt_path=checkpoint, verbose=False)
     assert validation and all(np.isfinite(v) for v in validation[0].values())
-    predictions = engine.predict(model=tiny_model(), dataloaders=datamodule.test_dataloader(), ckpt_path=checkpoint)
+    predictions = engine.predict(
+        model=tiny_adapted_moe(), dataloaders=datamodule.test_dataloader(), ckpt_path=checkpoint
+    )
     scores = torch.cat([batch.pred_score for batch in predictions])
     assert len(scores) == len(datamodule.test_data) and torch.isfinite(scores).all()
     assert {name for batch in predictions for name in batch.subclass_name} == set(datamodule.test_data.samples.subclass)
@@ -92,7 +62,7 @@ def test_test_validate_predict_from_checkpoint(fitted) -> None:
 def test_train_runs_fit_and_test(tmp_path: Path, fitted) -> None:
     _, _, datamodule, _ = fitted
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
-    engine.train(model=tiny_model(epochs=1), datamodule=datamodule)
+    engine.train(model=tiny_adapted_moe(epochs=1), datamodule=datamodule)
     assert engine.trainer.state.finished
 
 
@@ -163,7 +133,7 @@ def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: 
         test_split_ratio=0.25,
         val_split_mode="same_as_test",
     )
-    model = tiny_model(num_experts=2, epochs=1)
+    model = tiny_adapted_moe(num_experts=2, epochs=1)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
     engine.fit(model=model, datamodule=folder)
     assert model.model.num_experts == 2

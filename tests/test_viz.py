@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_IMAGE_SIZE, tiny_adapted_moe, tiny_synthetic_datamodule
 from matplotlib.colors import to_hex
 from PIL import Image
 
@@ -30,7 +31,7 @@ from anomalib_adapted_moe.viz import (
 )
 from anomalib_adapted_moe.viz.style import palette
 
-IMAGE_SIZE = 64
+IMAGE_SIZE = TINY_IMAGE_SIZE
 
 
 def distinct_colours(collection) -> set[str]:
@@ -213,34 +214,10 @@ def test_plot_anomaly_overlay_accepts_inferencer_shapes() -> None:
 def fitted(tmp_path_factory: pytest.TempPathFactory):
     from anomalib.engine import Engine
 
-    from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
-
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("viz")
-    datamodule = SyntheticTextureAD(
-        root=str(root / "data"),
-        category="cloth",
-        image_size=IMAGE_SIZE,
-        num_train=4,
-        num_test_good=2,
-        num_test_defect=5,
-        num_subclasses=3,
-        num_unseen=1,
-        train_batch_size=4,
-        eval_batch_size=8,
-        num_workers=0,
-        seed=0,
-    )
-    model = AdaptedMoE(
-        backbone="resnet18",
-        layers=["layer1", "layer2"],
-        pre_trained=False,
-        embed_dim=32,
-        routing_dim=16,
-        epochs=2,
-        batch_size=4,
-        pre_processor=AdaptedMoE.configure_pre_processor(image_size=(IMAGE_SIZE, IMAGE_SIZE)),
-    )
+    datamodule = tiny_synthetic_datamodule(root / "data")
+    model = tiny_adapted_moe(epochs=2)
     engine = Engine(
         default_root_dir=root / "results",
         accelerator="cpu",

@@ -33,8 +33,8 @@ class TestTimeAdaptation(nn.Module):
 
     def forward(self, features: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
         """Adapt ``(B, C, H, W)`` features to each of the ``(B, K)`` selected experts: ``(B, K, C, H, W)``."""
-        mean = features.mean(dim=(2, 3), keepdim=True)
-        std = (features - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
+        mean, variance = self.image_statistics(features)
+        mean, std = mean[..., None, None], variance.sqrt()[..., None, None]
         standardised = (features - mean) / (std + self.eps)
         target_mean = self.expert_mean[expert_index][..., None, None]  # (B, K, C, 1, 1)
         target_std = self.expert_std[expert_index][..., None, None]

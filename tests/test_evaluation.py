@@ -41,7 +41,26 @@ def test_rows_per_subclass_with_seen_and_unseen_means() -> None:
     assert rows["mean seen"]["image_auroc"] == pytest.approx(0.5)
     assert rows["mean unseen"]["image_auroc"] == 1.0
     assert rows["a"]["pixel_auroc"] == 1.0
-    assert "| **mean unseen** | unseen | 3 | 100.00 | 100.00 |" in format_table(list(rows.values()))
+    assert rows["a"]["pixel_aupro"] == pytest.approx(1.0)
+    assert "| **mean unseen** | unseen | 3 | 100.00 | 100.00 | 100.00 |" in format_table(list(rows.values()))
+
+
+def test_aupro_falls_when_the_map_misses_the_defect_region() -> None:
+    """The map is lowest on the defect: the defect region is found only once every normal pixel is flagged."""
+    missed = batch(["a", "a"], [0.1, 0.9], [0, 1])
+    missed.anomaly_map[:] = 1.0
+    missed.anomaly_map[1, 0, 0] = 0.0
+    rows = per_subclass_table([missed], seen=["a"])
+    assert rows[0]["pixel_aupro"] < 0.05 and rows[0]["pixel_auroc"] < 0.5
+
+
+def test_datasets_without_subclass_names_can_be_grouped_under_one_name() -> None:
+    plain = ImageBatch(
+        image=torch.zeros(2, 3, 4, 4), gt_label=torch.tensor([0, 1]), pred_score=torch.tensor([0.1, 0.7])
+    )
+    rows = per_subclass_table([plain], seen=["bottle"], default_subclass="bottle")
+    assert rows[0]["subclass"] == "bottle" and rows[0]["image_auroc"] == 1.0
+    assert math.isnan(rows[0]["pixel_aupro"])  # no maps, no masks: no made-up figure
 
 
 def test_raw_scores_far_outside_0_1_keep_their_ranking() -> None:

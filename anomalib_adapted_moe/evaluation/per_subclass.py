@@ -1,17 +1,20 @@
-"""Image and pixel AUROC per subclass, with means over seen and over unseen subclasses.
+"""Image AUROC, pixel AUROC and pixel AUPRO per subclass, with means over seen and over unseen subclasses.
 
 The Texture AD protocol (paper Sec. 3.1): one model per category, trained on the
 seen subclasses, tested on seen and unseen ones. Pixel AUROC is computed at the
 resolution the predictions come in (anomalib's: the input image size), pooled
-over all pixels of a subclass.
+over all pixels of a subclass; AUPRO (FPR limit 0.3) is anomalib's, over the
+subclass's defect regions.
 """
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from anomalib.data import Batch
+from anomalib.metrics import AUPRO
 from sklearn.metrics import roc_auc_score
 
 
@@ -31,8 +34,8 @@ class SubclassScores:
         self.image_scores.append(score.reshape(1).float().cpu())
         self.image_labels.append(label.reshape(1).long().cpu())
         if anomaly_map is not None and mask is not None:
-            self.pixel_scores.append(anomaly_map.reshape(-1).float().cpu())
-            self.pixel_labels.append((mask.reshape(-1) > 0).long().cpu())
+            self.pixel_scores.append(anomaly_map.reshape(anomaly_map.shape[-2:]).float().cpu())
+            self.pixel_labels.append((mask.reshape(mask.shape[-2:]) > 0).long().cpu())
 
     def image_auroc(self) -> float:
         """Image AUROC; NaN when the subclass lacks normal or anomalous images."""
@@ -42,7 +45,23 @@ class SubclassScores:
         """Pixel AUROC pooled over the subclass's images; NaN without masks or defect pixels."""
         if not self.pixel_scores:
             return float("nan")
-        return _auroc(torch.cat(self.pixel_scores), torch.cat(self.pixel_labels))
+        return _auroc(torch.cat([s.reshape(-1) for s in self.pixel_scores]), torch.cat(self.pixel_labels).reshape(-1))
+
+    def pixel_aupro(self) -> float:
+        """Per-region overlap AUC up to 30 % FPR (anomalib's AUPRO); NaN without defect pixels.
+
+        Maps are min-max scaled over the subclass first: a monotone change that keeps every
+        threshold's region overlap, so raw scores of any range can be compared.
+        """
+        if not self.pixel_scores:
+            return float("nan")
+        maps, masks = torch.stack(self.pixel_scores).double(), torch.stack(self.pixel_labels)
+        if masks.max() == 0 or masks.min() == 1:
+            return float("nan")
+        maps = ((maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)).float()
+        metric = AUPRO(fields=("anomaly_map", "gt_mask"), fpr_limit=0.3)
+        metric.update(SimpleNamespace(anomaly_map=maps, gt_mask=masks))
+        return float(metric.compute())
 
 
 def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -52,22 +71,27 @@ def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(roc_auc_score(labels.numpy(), scores.double().numpy()))
 
 
-def per_subclass_table(batches: Iterable[Batch], seen: Iterable[str]) -> list[dict]:
-    """Rows ``{subclass, split, images, image_auroc, pixel_auroc}`` per subclass, then the seen and unseen means.
+def per_subclass_table(
+    batches: Iterable[Batch], seen: Iterable[str], default_subclass: str | None = None
+) -> list[dict]:
+    """Rows ``{subclass, split, images, image_auroc, pixel_auroc, pixel_aupro}`` per subclass, then the means.
 
     Args:
         batches: predicted batches carrying ``subclass_name``, ``pred_score``,
             ``gt_label`` and (for pixel AUROC) ``anomaly_map`` and ``gt_mask``.
         seen: names of the subclasses the model was trained on.
+        default_subclass: name for images without ``subclass_name`` (datasets such as
+            MVTecAD or Folder); ``None`` makes them an error.
 
     Raises:
-        ValueError: a batch without ``subclass_name`` (the datamodule must be
-            ``TextureAD`` or ``SyntheticTextureAD``).
+        ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
     """
     seen = set(seen)
     groups: dict[str, SubclassScores] = defaultdict(SubclassScores)
     for batch in batches:
         names = getattr(batch, "subclass_name", None)
+        if names is None and default_subclass is not None:
+            names = [default_subclass] * len(batch.pred_score)
         if names is None:
             msg = "Predictions carry no subclass_name: evaluate on a TextureAD or SyntheticTextureAD datamodule."
             raise ValueError(msg)
@@ -82,6 +106,7 @@ def per_subclass_table(batches: Iterable[Batch], seen: Iterable[str]) -> list[di
             "images": len(group.image_scores),
             "image_auroc": group.image_auroc(),
             "pixel_auroc": group.pixel_auroc(),
+            "pixel_aupro": group.pixel_aupro(),
         }
         for name, group in sorted(groups.items(), key=lambda item: (item[0] not in seen, item[0]))
     ]
@@ -95,6 +120,7 @@ def per_subclass_table(batches: Iterable[Batch], seen: Iterable[str]) -> list[di
                     "images": sum(row["images"] for row in members),
                     "image_auroc": _nanmean(row["image_auroc"] for row in members),
                     "pixel_auroc": _nanmean(row["pixel_auroc"] for row in members),
+                    "pixel_aupro": _nanmean(row["pixel_aupro"] for row in members),
                 }
             )
     return rows
@@ -107,9 +133,14 @@ def _nanmean(values: Iterable[float]) -> float:
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table with AUROCs in percent."""
-    lines = ["| subclass | split | images | image AUROC % | pixel AUROC % |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "| subclass | split | images | image AUROC % | pixel AUROC % | pixel AUPRO % |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for row in rows:
         name = f"**{row['subclass']}**" if row["subclass"].startswith("mean ") else row["subclass"]
-        image, pixel = 100 * row["image_auroc"], 100 * row["pixel_auroc"]
-        lines.append(f"| {name} | {row['split']} | {row['images']} | {image:.2f} | {pixel:.2f} |")
+        figures = " | ".join(
+            f"{100 * row.get(key, float('nan')):.2f}" for key in ("image_auroc", "pixel_auroc", "pixel_aupro")
+        )
+        lines.append(f"| {name} | {row['split']} | {row['images']} | {figures} |")
     return "\n".join(lines)

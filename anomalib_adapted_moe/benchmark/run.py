@@ -1,0 +1,145 @@
+"""One benchmark run: train one model on one category, test it on every subclass, write one JSON file.
+
+The driver starts each run in a fresh process (``python -m anomalib_adapted_moe.benchmark.run SPEC OUT``),
+so peak memory is the run's own and a crash loses one run, not the benchmark.
+For our model, every value of the inference-only switches (``tta``, ``top_k``) is
+tested on the same trained weights: they do not change training.
+"""
+
+import importlib
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .zoo import BATCH_SIZE_ONE, BUDGETED, MODELS, RECOMMENDED_EPOCHS, Settings
+
+
+def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one: bool):
+    """The datamodule named by an anomalib-style ``{class_path, init_args}`` config, for one category."""
+    module_name, _, class_name = data["class_path"].rpartition(".")
+    datamodule_class = getattr(importlib.import_module(module_name), class_name)
+    init_args = dict(data.get("init_args", {}))
+    if category is not None:
+        init_args["category"] = category
+    if "seed" in datamodule_class.__init__.__code__.co_varnames:
+        init_args.setdefault("seed", seed)
+    if batch_size_one:
+        init_args["train_batch_size"] = 1
+    return datamodule_class(**init_args)
+
+
+def _variants(model) -> dict[str, dict]:
+    """Inference-only settings to test: ``default`` (as built), both TTA states, and top-k 1..experts."""
+    if not hasattr(model.model, "tta"):
+        return {"default": {}}
+    variants = {"default": {}, "tta=on": {"tta": True}, "tta=off": {"tta": False}}
+    if model.model.num_experts > 1:
+        variants |= {f"top_k={k}": {"top_k": k} for k in range(1, model.model.num_experts + 1)}
+    return variants
+
+
+def _effective_switches(model) -> tuple:
+    """The inference switches as they act: ``top_k`` is clamped to the expert count."""
+    inner = model.model
+    if not hasattr(inner, "tta"):
+        return ()
+    return (("tta", bool(inner.tta)), ("top_k", min(inner.top_k, inner.num_experts)))
+
+
+def _inference_ms(model, datamodule, repeats: int = 3) -> float:
+    """Median ms per image of the full module forward (pre-processing, model, post-processing) on one test batch."""
+    images = next(iter(datamodule.test_dataloader())).image
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(images)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(images)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times) / len(images)
+
+
+def execute(spec: dict) -> dict:
+    """Train, time and test the run ``spec`` describes; return every figure."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_adapted_moe.evaluation import per_subclass_table, predict_raw
+
+    settings = Settings(**spec["settings"])
+    name, category = spec["model"], spec["category"]
+    load_before = os.getloadavg()
+    seed_everything(spec["seed"], workers=True)
+    datamodule = build_datamodule(spec["data"], category, spec["seed"], name in BATCH_SIZE_ONE)
+    model, note = MODELS[name](settings, **spec.get("switches", {}))
+    trainer_args: dict = {}
+    if name in BUDGETED:
+        trainer_args["max_epochs"] = RECOMMENDED_EPOCHS[name]
+        if spec.get("budget_seconds"):
+            trainer_args["max_time"] = {"seconds": spec["budget_seconds"]}
+    engine = Engine(
+        default_root_dir=Path(spec["work_dir"]),
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        **trainer_args,
+    )
+    start = time.perf_counter()
+    engine.fit(model=model, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+    if hasattr(model, "schedule"):  # ours: one Lightning epoch of feature extraction, then `epochs` cached passes
+        epochs = float(model.schedule.epochs)
+    else:
+        batches = max(1, engine.trainer.num_training_batches)
+        epochs = round(engine.trainer.global_step / batches, 2) if engine.trainer.global_step else 1.0
+
+    seen = list(getattr(datamodule, "train_subclasses", None) or [category or "all"])
+    results, tested = {}, {}
+    for variant, switches in _variants(model).items():
+        saved = {key: getattr(model.model, key) for key in switches}
+        for key, value in switches.items():
+            setattr(model.model, key, value)
+        effective = _effective_switches(model)
+        if effective not in tested:  # e.g. "default" and "tta=on" are one setting: test it once
+            predictions = predict_raw(engine, model, datamodule.test_dataloader())
+            tested[effective] = per_subclass_table(predictions, seen=seen, default_subclass=category or "all")
+            print(f"tested {variant}", flush=True)
+        results[variant] = tested[effective]
+        for key, value in saved.items():
+            setattr(model.model, key, value)
+    return {
+        "status": "ok",
+        "note": note,
+        "train_seconds": train_seconds,
+        "epochs": epochs,
+        "inference_ms_per_image": _inference_ms(model, datamodule),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "load_average": [load_before[0], os.getloadavg()[0]],
+        "variants": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m anomalib_adapted_moe.benchmark.run SPEC.json OUT.json``: a failure is written to OUT too."""
+    spec_path, out_path = (argv if argv is not None else sys.argv[1:])[:2]
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        result = execute(spec)
+    except Exception as error:
+        traceback.print_exc()
+        result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    Path(out_path).write_text(json.dumps({"spec": spec, **result}, indent=1))
+    sys.exit(0 if result["status"] == "ok" else 1)
+
+
+if __name__ == "__main__":
+    main()

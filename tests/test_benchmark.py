@@ -1,0 +1,90 @@
+"""Benchmark harness: studies share trainings; end to end on a tiny set, resumable, not-run models reported."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from anomalib_adapted_moe.benchmark.__main__ import main
+from anomalib_adapted_moe.benchmark.studies import rows
+from anomalib_adapted_moe.benchmark.zoo import Settings, unavailable_reason
+
+
+def test_table2_has_all_eight_switch_combinations_from_four_trainings() -> None:
+    table2 = rows("table2", ["cloth"])
+    combos = {(r.label, r.variant) for r in table2}
+    assert len(combos) == 8
+    assert len({r.key for r in table2}) == 4  # TTA acts at inference: each training serves TTA on and off
+
+
+def test_ablations_reuse_the_comparison_runs() -> None:
+    compare = {r.label: r for r in rows("compare", ["cloth"])}
+    table2 = {r.label: r for r in rows("table2", ["cloth"])}
+    full, baseline = table2["moe=on tta=on norm=on"], table2["moe=off tta=off norm=off"]
+    assert full.key == compare["AdaptedMoE"].key == rows("table3", ["cloth"])[0].key == rows("topk", ["cloth"])[0].key
+    assert baseline.key == compare["AdaptedMoE SimpleNet-baseline"].key
+    assert (baseline.variant, full.variant) == ("tta=off", "tta=on")
+    assert rows("table3", ["cloth"])[1].key != full.key  # the softmax loss is a training of its own
+
+
+def test_a_model_without_its_files_is_reported_with_the_reason() -> None:
+    reason = unavailable_reason("EfficientAd", Settings(imagenette=None))
+    assert reason is not None and "imagenette" in reason
+    assert "unknown model" in unavailable_reason("SimpleNet", Settings())
+    assert unavailable_reason("Padim", Settings()) is None
+
+
+TINY_DATA = {
+    "image_size": 64,
+    "num_train": 4,
+    "num_test_good": 2,
+    "num_test_defect": 4,
+    "num_subclasses": 3,
+    "num_unseen": 1,
+    "train_batch_size": 4,
+    "eval_batch_size": 8,
+    "num_workers": 0,
+}
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    output = tmp_path / "bench"
+    data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data")})
+    common = ["--output", str(output), "--categories", "cloth", "--weights", "none", "--epochs", "1"]
+    common += ["--image-size", "64", "--data-init-args", data_args]
+    main(["compare", *common, "--models", "AdaptedMoE", "Padim", "EfficientAd"])
+
+    results = json.loads((output / "results.json").read_text())
+    by_label = {entry["label"]: entry for entry in results["rows"]}
+    for label in ("AdaptedMoE", "Padim"):
+        entry = by_label[label]
+        assert entry["status"] == "ok", entry
+        splits = {line["subclass"]: line["split"] for line in entry["subclasses"]}
+        assert splits["mean seen"] == "seen" and splits["mean unseen"] == "unseen" and len(splits) == 5
+        assert entry["train_seconds"] > 0 and entry["inference_ms_per_image"] > 0 and entry["peak_rss_mib"] > 100
+        assert all(0 <= line["image_auroc"] <= 1 for line in entry["subclasses"])
+    assert by_label["EfficientAd"]["status"] == "not run" and "teacher" in by_label["EfficientAd"]["reason"]
+
+    report = (output / "benchmarks.md").read_text()
+    assert "| cloth | AdaptedMoE | 1 |" in report and "| cloth | Padim | 1 |" in report
+    assert "| cloth | EfficientAd | not run: offline" in report
+    assert (output / "benchmarks" / "per_subclass_cloth.png").stat().st_size > 1000
+    with (output / "results.csv").open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert {line["model"] for line in lines} == {"AdaptedMoE", "Padim", "EfficientAd"}
+
+    # Resume: the top-k study reads the comparison's AdaptedMoE run instead of training again.
+    finished = output / "runs" / "cloth__AdaptedMoE.json"
+    stamp = finished.stat().st_mtime_ns
+    capsys.readouterr()
+    main(["ablate", "topk", *common])
+    assert "cloth__AdaptedMoE: finished earlier (ok), kept" in capsys.readouterr().out
+    assert finished.stat().st_mtime_ns == stamp
+    topk = [e for e in json.loads((output / "results.json").read_text())["rows"] if e["study"] == "topk"]
+    assert [e["variant"] for e in topk] == ["top_k=1", "top_k=2"]  # two seen subclasses: two experts
+    assert (output / "benchmarks" / "topk.png").is_file()
+
+    with pytest.raises(SystemExit, match="seed=0, not 1"):
+        main(["compare", *common, "--seed", "1", "--models", "Padim"])

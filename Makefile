@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-fast demo quality figures lint clean
+.PHONY: install test test-fast demo quality speed figures lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,16 @@ demo: $(STAMP)
 # AdaptedMoE vs its SimpleNet-baseline setting vs anomalib's Padim, unseen-subclass means.
 quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
+
+# Latency (torch, OpenVINO, Supersimplenet, Glass), training time and peak RSS against issue 5's targets;
+# writes results/speed/speed.json and docs/performance.md. SPEED_ARGS=--quick for a smoke run.
+speed: $(STAMP)
+	$(BIN)/python benchmarks/speed.py $(SPEED_ARGS)
+
+# AdaptedMoE vs anomalib's built-in models and the paper's ablations; resumable; writes docs/benchmarks.md.
+benchmark: $(STAMP)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark compare --report-dir docs $(BENCHMARK_ARGS)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark ablate all --report-dir docs $(BENCHMARK_ARGS)
 
 # The README's figures (docs/*.png): trains the demo model, then plots routing, TTA and per-expert maps.
 figures: $(STAMP)

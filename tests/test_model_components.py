@@ -1,5 +1,7 @@
 """Unit tests of the Adapted-MoE parts: router, TTA, experts, top-k mixing, features."""
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,6 +107,29 @@ def test_batched_experts_equal_a_per_expert_loop() -> None:
             assert torch.allclose(batched[b, k], hidden @ bank.weight2[e], atol=1e-5)
 
 
+def test_batched_experts_equal_a_per_expert_loop_in_training() -> None:
+    """Training mode: each expert's BatchNorm normalises over all patches routed to it, across the batch."""
+    torch.manual_seed(0)
+    bank = ExpertBank(num_experts=4, in_dim=6, hidden_dim=5).train()
+    features = torch.randn(3, 2, 10, 6, requires_grad=True)
+    index = torch.tensor([[3, 1], [0, 3], [2, 3]])  # expert 3 takes three copies, expert 1 one
+    batched = bank(features, index)
+    batched.square().sum().backward()
+    batched_grad, features.grad = features.grad.clone(), None
+    looped = torch.zeros_like(batched)
+    for e in index.unique().tolist():
+        rows = (index == e).nonzero().tolist()
+        hidden = torch.stack([features[b, k] @ bank.weight1[e] + bank.bias1[e] for b, k in rows])  # (n, P, H)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        hidden = (hidden - flat.mean(dim=0)) / torch.sqrt(flat.var(dim=0, unbiased=False) + bank.eps)
+        hidden = F.leaky_relu(hidden * bank.bn_weight[e] + bank.bn_bias[e], 0.2)
+        for (b, k), out in zip(rows, hidden @ bank.weight2[e], strict=True):
+            looped[b, k] = out
+    assert torch.allclose(batched, looped, atol=1e-5)
+    looped.square().sum().backward()
+    assert torch.allclose(batched_grad, features.grad, atol=1e-5)
+
+
 def test_expert_batchnorm_uses_each_experts_own_patches_in_training() -> None:
     torch.manual_seed(0)
     bank = ExpertBank(num_experts=3, in_dim=4, hidden_dim=2).train()
@@ -164,3 +189,24 @@ def test_feature_cache_spills_to_a_memory_mapped_file_past_its_budget(tmp_path) 
         in_ram.append(torch.randn(1, 3, 5, 5), torch.tensor([0]))
     on_disk.clear()
     assert not list(tmp_path.iterdir())  # spill file deleted
+
+
+def test_feature_cache_never_holds_more_than_its_budget_in_ram_and_logs_the_spill_file(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
+
+    chunk = torch.randn(2, 4, 8, 8)  # 2 x 512 bytes in float16
+    cache = FeatureCache(budget_bytes=2500, directory=tmp_path)
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        for step in range(6):
+            cache.append(chunk + step, torch.tensor([0, 1]))
+            assert cache.ram_bytes <= cache.budget_bytes
+            assert cache.on_disk == (step >= 2)  # the third chunk would pass 2500 bytes
+    assert cache.ram_bytes == 0
+    features, _ = cache.tensors()
+    assert torch.equal(features[-2:], (chunk + 5).half())
+    (spill,) = tmp_path.iterdir()
+    assert spill.stat().st_size == 6 * chunk.numel() * 2  # every feature went to the file
+    assert f"passed its RAM budget of {2500 / 2**30:.2f} GiB: spilling to the memory-mapped file {spill}" in caplog.text
+    assert caplog.text.count("spilling") == 1

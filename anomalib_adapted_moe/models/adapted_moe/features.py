@@ -25,6 +25,28 @@ def channel_pooling_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
     return matrix
 
 
+def prune_after_last_layer(extractor: nn.Module) -> None:
+    """Stop a traced backbone at its last returned layer.
+
+    An ``nn.Module`` backbone (local weights) is traced whole by torchvision's
+    ``create_feature_extractor``, and timm's traced shape checks (``torch._assert``)
+    keep every later layer alive: EfficientNet-Lite0 would still run ``blocks.5``
+    to ``conv_head`` for nothing. Dropping the checks lets dead-code elimination
+    remove those layers from the graph. Their weights stay, so checkpoints keep
+    their keys. timm's own ``features_only`` models (backbone by name) are
+    truncated already and left alone.
+    """
+    if not isinstance(extractor, torch.fx.GraphModule):
+        return
+    graphs = [extractor.graph, getattr(extractor, "train_graph", None), getattr(extractor, "eval_graph", None)]
+    for graph in {id(graph): graph for graph in graphs if graph is not None}.values():  # torchvision's DualGraphModule
+        for node in list(graph.nodes):
+            if node.op == "call_function" and node.target is torch._assert:
+                graph.erase_node(node)
+        graph.eliminate_dead_code()
+    extractor.recompile()
+
+
 class PatchFeatureExtractor(nn.Module):
     """Frozen CNN features from several layers, locally aggregated (3x3) on the finest layer's grid.
 
@@ -61,6 +83,7 @@ class PatchFeatureExtractor(nn.Module):
             layers=list(layers),
             pre_trained=pre_trained and backbone_weights is None,
         ).eval()
+        prune_after_last_layer(self.feature_extractor.feature_extractor)
         self.layers = list(layers)
         total = int(sum(self.feature_extractor.out_dims))
         self.out_dim = total if embed_dim is None or embed_dim >= total else int(embed_dim)

@@ -18,9 +18,14 @@ MAX_AUTO_EXPERTS = 8
 MIN_SILHOUETTE = 0.1
 
 
-def image_descriptors(features: torch.Tensor) -> np.ndarray:
-    """One L2-normalised descriptor per image: the spatial mean of its patch features ``(N, C, H, W)``."""
-    return F.normalize(features.float().mean(dim=(2, 3)), dim=1).cpu().numpy()
+def image_descriptors(features: torch.Tensor, chunk: int = 64) -> np.ndarray:
+    """One L2-normalised descriptor per image: the spatial mean of its patch features ``(N, C, H, W)``.
+
+    ``features`` may be any source sliced like a tensor (a memory-mapped cache, live
+    features); it is read ``chunk`` images at a time.
+    """
+    means = [features[start : start + chunk].float().mean(dim=(2, 3)).cpu() for start in range(0, len(features), chunk)]
+    return F.normalize(torch.cat(means), dim=1).numpy()
 
 
 def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: int = 0) -> np.ndarray:

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
-from anomalib.models.components import GaussianBlur2d
 from torch import nn
 
+from .blur import SeparableGaussianBlur2d
 from .experts import ExpertBank
 from .features import FeatureAdaptor, PatchFeatureExtractor
 from .router import RoutingNetwork
@@ -82,7 +82,10 @@ class AdaptedMoEModel(nn.Module):
         self._hidden_dim = expert_hidden_dim or dim
         self.set_num_experts(num_experts)
         kernel = 2 * int(4.0 * blur_sigma + 0.5) + 1
-        self.blur = GaussianBlur2d(kernel_size=(kernel, kernel), sigma=(blur_sigma, blur_sigma), channels=1)
+        self.blur = SeparableGaussianBlur2d(kernel_size=(kernel, kernel), sigma=(blur_sigma, blur_sigma), channels=1)
+        #: smallest image side: the blur reflect-pads the map by kernel // 2, which must be less than the side
+        self.min_image_size = kernel // 2 + 1
+        self.blur_sigma = blur_sigma
 
     def set_num_experts(self, num_experts: int) -> None:
         """(Re)build the router, the experts and the TTA statistics for ``num_experts`` experts."""
@@ -135,6 +138,14 @@ class AdaptedMoEModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval forward: image score = max patch score; map = patch scores upsampled and smoothed."""
+        if min(images.shape[-2:]) < self.min_image_size:  # static shapes: no graph break when exported
+            msg = (
+                f"AdaptedMoE needs images of at least {self.min_image_size}x{self.min_image_size} pixels (the anomaly "
+                f"map's Gaussian blur, blur_sigma={self.blur_sigma}, reaches {self.min_image_size - 1} pixels), got "
+                f"{images.shape[-2]}x{images.shape[-1]}. Fix: let the pre-processor resize them (its image_size, "
+                "e.g. 256), or lower blur_sigma."
+            )
+            raise ValueError(msg)
         patch_scores, _, _ = self.score_patches(self.adapt(self.patch_features(images)))
         anomaly_map = F.interpolate(patch_scores[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
         anomaly_map = self.blur(anomaly_map)

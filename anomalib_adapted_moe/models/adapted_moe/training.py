@@ -1,8 +1,10 @@
 """Training of adaptor, router and experts from cached patch features.
 
-The backbone is frozen and the data carry no pixel-level augmentation, so its
-features are computed once per training image and every epoch of the paper's
-schedule runs from that cache: 160 epochs cost little more than one backbone pass.
+The backbone is frozen, so without random pixel augmentation its features are
+computed once per training image and every epoch of the paper's schedule runs
+from that cache: 160 epochs cost little more than one backbone pass. With such
+an augmentation the same loop runs over a :class:`~.feature_cache.LiveFeatures`
+source, which recomputes the features of freshly augmented images every epoch.
 """
 
 import logging
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .feature_cache import LiveFeatures
 from .loss import noise_scale, truncated_l1_loss
 from .torch_model import AdaptedMoEModel
 
@@ -61,7 +64,7 @@ def training_step(
 
 def train_from_cache(
     model: AdaptedMoEModel,
-    features: torch.Tensor,
+    features: torch.Tensor | LiveFeatures,
     labels: torch.Tensor,
     schedule: TrainingSchedule,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -70,7 +73,8 @@ def train_from_cache(
 
     Args:
         model: the model; its ``num_experts`` must cover ``labels``.
-        features: ``(N, C, H, W)`` cached patch features (any float dtype; batches are cast to float32).
+        features: ``(N, C, H, W)`` cached patch features (any float dtype; batches are cast to float32),
+            or a :class:`~.feature_cache.LiveFeatures` source indexed the same way (same batches, same order).
         labels: ``(N,)`` expert of each training image.
         schedule: optimisation settings.
         on_epoch_end: called with the epoch index and its mean losses.
@@ -112,7 +116,7 @@ def train_from_cache(
 
 @torch.no_grad()
 def fit_expert_statistics(
-    model: AdaptedMoEModel, features: torch.Tensor, labels: torch.Tensor, chunk: int = 32
+    model: AdaptedMoEModel, features: torch.Tensor | LiveFeatures, labels: torch.Tensor, chunk: int = 32
 ) -> None:
     """Fill the TTA statistics of every expert from its training images, with the final adaptor (eval mode).
 

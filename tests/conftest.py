@@ -150,3 +150,23 @@ def tiny_adapted_moe(**kwargs):
         "pre_processor": AdaptedMoE.configure_pre_processor(image_size=(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)),
     }
     return AdaptedMoE(**{**args, **kwargs})
+
+
+@pytest.fixture(scope="session")
+def fitted_tiny(tmp_path_factory: pytest.TempPathFactory):
+    """``(engine, model, datamodule, checkpoint)``: one tiny AdaptedMoE fitted through anomalib's Engine (seed 0).
+
+    Shared by the end-to-end test files so the suite pays for this fit once; a
+    test that writes results uses its own Engine and folder.
+    """
+    import torch
+    from anomalib.engine import Engine
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("fitted_tiny")
+    datamodule = tiny_synthetic_datamodule(root / "data")
+    model = tiny_adapted_moe()
+    engine = Engine(default_root_dir=root / "results", accelerator="cpu", devices=1, logger=False)
+    engine.fit(model=model, datamodule=datamodule)
+    callback = engine.trainer.checkpoint_callback
+    return engine, model, datamodule, Path(callback.best_model_path or callback.last_model_path)

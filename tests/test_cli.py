@@ -83,6 +83,7 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     images.mkdir()
     for index, source in enumerate(sorted((tmp_path / "data").rglob("test/*/*.png"))[:3]):
         (images / f"{index}.png").write_bytes(source.read_bytes())
+    (images / "notes.txt").write_text("shift 2")  # skipped, and named in a warning
     predict = run(
         [
             "predict",
@@ -100,6 +101,7 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     )
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-5000:]
     assert len(list((tmp_path / "predictions").rglob("*.png"))) == 3
+    assert f"{images / 'notes.txt'}: skipped, not an image" in predict.stdout + predict.stderr
 
     export = run(
         [

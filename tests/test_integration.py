@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.deploy import OpenVINOInferencer
+from anomalib.deploy import CompressionType, OpenVINOInferencer
 from anomalib.engine import Engine
-from conftest import tiny_adapted_moe, tiny_synthetic_datamodule
+from conftest import tiny_adapted_moe
 
 from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
 
@@ -21,17 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, AdaptedMoE, SyntheticTextureAD, Path]:
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("integration")
-    datamodule = tiny_synthetic_datamodule(root / "data")
-    model = tiny_adapted_moe()
-    engine = Engine(default_root_dir=root / "results", accelerator="cpu", devices=1, logger=False)
-    engine.fit(model=model, datamodule=datamodule)
-    checkpoint = Path(
-        engine.trainer.checkpoint_callback.best_model_path or engine.trainer.checkpoint_callback.last_model_path
-    )
-    return engine, model, datamodule, checkpoint
+def fitted(fitted_tiny) -> tuple[Engine, AdaptedMoE, SyntheticTextureAD, Path]:
+    return fitted_tiny
 
 
 def test_fit_trains_one_expert_per_seen_subclass(fitted) -> None:
@@ -79,7 +70,7 @@ def test_checkpoint_loads_weights_only_and_scores_exactly_like_the_fitted_model(
     assert torch.equal(original.anomaly_map, restored.anomaly_map)
 
 
-@pytest.mark.parametrize("export_type", ["torch", "onnx", "openvino"])
+@pytest.mark.parametrize("export_type", ["torch", "onnx"])  # openvino: the parity tests below export it
 def test_export(tmp_path: Path, fitted, export_type: str) -> None:
     engine, model, _, checkpoint = fitted
     path = engine.export(
@@ -92,7 +83,16 @@ def test_export(tmp_path: Path, fitted, export_type: str) -> None:
     assert path is not None and Path(path).exists()
 
 
-def test_openvino_matches_torch_on_eight_images(tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch) -> None:
+#: largest |OpenVINO - torch| difference allowed on the post-processed pred_score and anomaly_map (both in [0, 1]).
+#: FP16 weights (``compression_type=FP16``): measured 8.0e-3 (score) and 5.7e-3 (map) on this model, asserted
+#: with 2.5x headroom; the model README gives the figures.
+OPENVINO_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_openvino_matches_torch_on_sixteen_images(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     engine, model, datamodule, checkpoint = fitted
     path = engine.export(
@@ -101,18 +101,24 @@ def test_openvino_matches_torch_on_eight_images(tmp_path: Path, fitted, monkeypa
         export_root=tmp_path,
         ckpt_path=checkpoint,
         onnx_kwargs={"opset_version": 18},
+        compression_type=CompressionType.FP16 if precision == "fp16" else None,
     )
+    assert ('element_type="f16"' in Path(path).read_text()) == (precision == "fp16")  # weights really compressed
     inferencer = OpenVINOInferencer(path=path, device="CPU")
     model.eval()
-    paths = list(datamodule.test_data.samples.image_path)[:8]
-    assert len(paths) == 8
+    paths = list(datamodule.test_data.samples.image_path)[:16]
+    assert len(paths) == 16
+    score_errors, map_errors = [], []
     for index, image_path in enumerate(paths):
         result = inferencer.predict(image_path)
         with torch.no_grad():
             reference = model(datamodule.test_data[index].image[None])
-        assert float(result.pred_score.reshape(-1)[0]) == pytest.approx(float(reference.pred_score[0]), abs=1e-3)
+        score_errors.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score[0])))
         ov_map = torch.as_tensor(np.asarray(result.anomaly_map)).reshape(-1)
-        assert torch.allclose(ov_map, reference.anomaly_map.reshape(-1), atol=1e-3)
+        map_errors.append(float((ov_map - reference.anomaly_map.reshape(-1)).abs().max()))
+    print(f"OpenVINO {precision}: max score error {max(score_errors):.2e}, max map error {max(map_errors):.2e}")
+    assert max(score_errors) <= OPENVINO_TOLERANCE[precision]
+    assert max(map_errors) <= OPENVINO_TOLERANCE[precision]
 
 
 def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: Path, fitted) -> None:

@@ -514,14 +514,14 @@ def make_texture_ad_samples(
 # --------------------------------------------------------------------------- reading files
 
 
-def _corrupt(path: Path | str, err: BaseException) -> TextureADLayoutError:
-    problem = LayoutProblem(
-        CorruptImageError,
-        path,
-        f"cannot be read as an image ({type(err).__name__}: {err}).",
-        "the file is damaged or incomplete (e.g. an interrupted download or extraction); extract it again from "
-        f"the Hugging Face dataset {HF_DATASET}, or delete it (and its mask) if you accept losing it.",
-    )
+CORRUPT_FIX = (
+    "the file is damaged or incomplete (e.g. an interrupted download or extraction); extract it again from "
+    f"the Hugging Face dataset {HF_DATASET}, or delete it (and its mask) if you accept losing it."
+)
+
+
+def _corrupt(path: Path | str, err: BaseException, fix: str = CORRUPT_FIX) -> TextureADLayoutError:
+    problem = LayoutProblem(CorruptImageError, path, f"cannot be read as an image ({type(err).__name__}: {err}).", fix)
     return problem.to_error()
 
 
@@ -596,8 +596,10 @@ def mask_size_problem(
     )
 
 
-def verify_image_file(path: Path) -> tuple[int, int]:
+def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
     """Fully decode ``path`` (``verify()`` then ``load()``); return ``(width, height)``.
+
+    ``fix`` is the advice the error gives (the default suits a Texture AD copy).
 
     Raises:
         CorruptImageError: if the file is empty, not an image, or truncated.
@@ -611,7 +613,7 @@ def verify_image_file(path: Path) -> tuple[int, int]:
             image.load()
             return image.size
     except Exception as err:
-        raise _corrupt(path, err) from err
+        raise _corrupt(path, err, fix) from err
 
 
 # --------------------------------------------------------------------------- full check

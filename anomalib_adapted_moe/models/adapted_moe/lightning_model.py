@@ -7,16 +7,19 @@ Training runs as one Lightning epoch, like anomalib's Patchcore: the epoch
 passes every training image once through the frozen backbone and caches the
 patch features; :meth:`AdaptedMoE.fit` then trains adaptor, router and experts
 for ``epochs`` passes over that cache, and fills the test-time-adaptation
-statistics, before validation and before the checkpoint is written.
+statistics, before validation and before the checkpoint is written. When the
+training data carry a random pixel augmentation, the cache is bypassed and every
+epoch recomputes the features of freshly augmented images.
 """
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import Batch, PredictDataset
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 from anomalib.post_processing import PostProcessor
@@ -24,7 +27,10 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
-from .feature_cache import FeatureCache
+from anomalib_adapted_moe.data.predict_check import check_predict_images
+
+from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
+from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
 from .subclass_discovery import discover_subclasses, image_descriptors
 from .torch_model import AdaptedMoEModel
 from .training import TrainingSchedule, fit_expert_statistics, train_from_cache
@@ -71,6 +77,11 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         blur_sigma: smoothing of the anomaly map (SimpleNet: 4).
         cache_budget_gb: RAM for the training feature cache; above it the cache is
             memory-mapped to a temporary file.
+        feature_cache: ``None`` (auto) caches the backbone features of the training images
+            unless the training data carry a random pixel augmentation (then every epoch
+            recomputes the features of freshly augmented images); ``True`` always caches
+            (an augmentation is then drawn once); ``False`` never caches.
+        cache_dtype: ``"float16"`` (half the memory) or ``"float32"`` (features kept exactly).
         pre_processor: pre-processor instance or flag.
         post_processor: post-processor instance or flag.
         evaluator: evaluator instance or flag.
@@ -112,6 +123,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         margin: float = 0.5,
         blur_sigma: float = 4.0,
         cache_budget_gb: float = 8.0,
+        feature_cache: bool | None = None,
+        cache_dtype: str = "float16",
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -154,14 +167,50 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             noise_std=noise_std,
             margin=margin,
         )
-        self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30))
+        if cache_dtype not in ("float16", "float32"):
+            msg = f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}."
+            raise ValueError(msg)
+        self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30), dtype=getattr(torch, cache_dtype))
+        self.feature_cache = feature_cache
+        self._live: LiveFeatures | None = None
+        #: seconds of each training epoch of the last fit; the first includes the pass that extracts the features
+        self.epoch_seconds: list[float] = []
+        self._epoch_clock = 0.0
         #: name of the subclass each expert was trained on (cluster names when discovered)
         self.expert_names: list[str] = []
         self.last_losses: dict[str, float] = {}
 
+    def on_train_start(self) -> None:
+        """Choose between the feature cache and live features (random pixel augmentation), and log which."""
+        super().on_train_start()
+        disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
+        self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        reason = cache_bypass_reason(dataset, getattr(self.trainer, "datamodule", None))
+        if self.feature_cache is False:
+            reason = "feature_cache=False"
+        self._live = None
+        if reason is None or self.feature_cache:
+            if reason is not None:
+                logger.warning("feature_cache=True: %s, but each image's features are computed once.", reason)
+            logger.info(
+                "Feature cache on: %s in RAM up to %.2f GiB, memory-mapped to a temporary file beyond.",
+                str(self.cache.dtype)[6:],
+                self.cache.budget_bytes / 2**30,
+            )
+            return
+        if dataset is None:
+            msg = f"The feature cache must be bypassed ({reason}), but the training dataloader has no dataset."
+            raise ValueError(msg)
+        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor else None
+        self._live = LiveFeatures(dataset, self.model.patch_features, transform, reason)
+        logger.info("Feature cache bypassed: %s.", reason)
+
     def training_step(self, batch: Batch, *args, **kwargs) -> torch.Tensor:
         """Pass the batch through the frozen backbone once and cache its patch features and subclass ids."""
         del args, kwargs
+        if self._live is not None:  # features are recomputed every epoch in fit()
+            return torch.tensor(0.0, requires_grad=True, device=self.device)
         features = self.model.patch_features(batch.image)
         subclass_id = getattr(batch, "subclass_id", None)
         if subclass_id is None:
@@ -178,26 +227,32 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self._fit()
 
     def _fit(self) -> None:
-        features, labels = self.cache.tensors()
+        distributed = is_distributed(self._trainer)
+        if distributed and self._live is None:  # each rank cached its sampler share: train every rank on all
+            self.cache = gather_feature_cache(self.cache, self.trainer)
+        features, labels = self.cache.tensors() if self._live is None else (self._live, self._live.labels())
+        source = self.cache.describe() if self._live is None else self._live.describe()
         labels, names = self._expert_labels(features, labels)
+        if distributed:  # k-means may differ between ranks: every rank takes rank 0's experts
+            labels, names = self.trainer.strategy.broadcast((labels, names), src=0)
         self.model.set_num_experts(len(names))
         self.expert_names = names
-        logger.info(
-            "Training %d expert(s) on %d cached images (%s) for %d epochs.",
-            len(names),
-            len(features),
-            self.cache.describe(),
-            self.schedule.epochs,
-        )
+        logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
 
         def report(epoch: int, losses: dict[str, float]) -> None:
+            now = time.perf_counter()
+            self.epoch_seconds.append(now - self._epoch_clock)
+            self._epoch_clock = now
             if epoch == 0 or (epoch + 1) % max(1, self.schedule.epochs // 10) == 0:
                 text = ", ".join(f"{name} {value:.4f}" for name, value in losses.items())
                 logger.info("AdaptedMoE epoch %d/%d: %s", epoch + 1, self.schedule.epochs, text)
 
         self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
         fit_expert_statistics(self.model, features, labels)
+        if distributed:  # bit-identical ranks, whatever floating point did on each
+            broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
+        self._live = None
 
     def on_train_epoch_end(self) -> None:
         """Fit if validation did not already, then log the last training epoch's losses."""
@@ -234,14 +289,41 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         predictions = self.model(batch.image)
         return batch.update(**predictions._asdict())
 
+    def on_predict_start(self) -> None:
+        """Check the files of anomalib's ``PredictDataset`` (``anomalib predict --data <folder>``) before predicting.
+
+        Names every skipped non-image file, and stops on a damaged or 16-bit image
+        before any prediction (see :mod:`anomalib_adapted_moe.data.predict_check`).
+        """
+        super().on_predict_start()
+        loaders = self.trainer.predict_dataloaders
+        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+            dataset = getattr(loader, "dataset", None)
+            if isinstance(dataset, PredictDataset):
+                check_predict_images(dataset.image_filenames)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store which subclass each expert stands for (plain strings: safe for ``weights_only`` loading)."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["adapted_moe_expert_names"] = list(self.expert_names)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild the experts with the checkpoint's count before its weights are loaded."""
+        """Rebuild the experts with the checkpoint's count before its weights are loaded.
+
+        A checkpoint written before :meth:`fit` ran (in the middle of the feature
+        pass) holds untrained experts, and resuming from it would train on the
+        remaining batches only: refused, rather than silently scoring with it.
+        """
         super().on_load_checkpoint(checkpoint)
+        fitted = checkpoint["state_dict"].get("_is_fitted")
+        if fitted is not None and not bool(fitted.all()):
+            msg = (
+                "This AdaptedMoE checkpoint was written before training finished (during the feature pass of its "
+                "single Lightning epoch), so its experts are untrained; resuming would train on the remaining "
+                "batches only. Fix: train again without ckpt_path, and use the checkpoint written after the epoch "
+                "(weights/lightning/model.ckpt)."
+            )
+            raise ValueError(msg)
         weight = checkpoint["state_dict"].get("model.experts.weight1")
         if weight is not None and weight.shape[0] != self.model.num_experts:
             self.model.set_num_experts(int(weight.shape[0]))

@@ -1,0 +1,74 @@
+"""Checks of the files anomalib's ``PredictDataset`` reads (``anomalib predict --data <folder>``), before predicting.
+
+``PredictDataset`` reads with ``PIL.Image.open(path).convert("RGB")``. Left alone,
+it passes over a non-image file without a word, fails deep inside the
+dataloader on a damaged file, and clips a 16-bit grey image to 8 bits (every
+value above 255 turns white), so the scores are silently wrong. This module
+turns each into a warning or an error that names the file and the fix.
+Grey and RGBA images are converted to RGB by that reader (alpha dropped): a
+recovery, documented in the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from anomalib.data.utils.image import is_image_file
+from PIL import Image
+
+from anomalib_adapted_moe.data.texture_ad_layout import verify_image_file
+
+logger = logging.getLogger(__name__)
+
+PREDICT_FIX = (
+    "the file is damaged or incomplete (e.g. an interrupted copy or camera transfer); replace it with a good "
+    "copy, or move it out of the folder being predicted."
+)
+
+#: modes ``convert("RGB")`` clips to 8 bits instead of scaling
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+class HighBitDepthImageError(ValueError):
+    """A 16-bit (or 32-bit) grey image that anomalib's image reader would clip to 8 bits."""
+
+
+def skipped_files(image_files: Sequence[Path | str]) -> list[Path]:
+    """Files under the predicted folder that ``PredictDataset`` passes over (not an image extension).
+
+    The folder is the deepest one holding every image; with a single image it is
+    unknown (a file or a folder of one may have been given), so nothing is listed.
+    """
+    if len(image_files) < 2:
+        return []
+    root = Path(os.path.commonpath([Path(path).parent for path in image_files]))
+    return sorted(path for path in root.rglob("*") if path.is_file() and not is_image_file(path))
+
+
+def check_predict_images(image_files: Sequence[Path | str]) -> None:
+    """Warn about every file that will not be predicted; raise on the first image that would be misread.
+
+    Every image is decoded once, so a damaged file stops the run before any
+    prediction rather than in the middle of it.
+
+    Raises:
+        CorruptImageError: an empty, truncated or undecodable file (the message names it and the fix).
+        HighBitDepthImageError: a 16-bit or 32-bit grey image, which would be clipped to 8 bits.
+    """
+    for path in skipped_files(image_files):
+        logger.warning("%s: skipped, not an image (anomalib predicts image files only).", path)
+    for path in map(Path, image_files):
+        verify_image_file(path, fix=PREDICT_FIX)
+        with Image.open(path) as image:
+            mode = image.mode
+        if mode in HIGH_BIT_DEPTH_MODES:
+            msg = (
+                f"{path}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
+                "(every value above 255 becomes white), so its scores would be wrong. Fix: convert it to 8-bit grey "
+                "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit), "
+                "or predict through TextureAD, which scales 16-bit images."
+            )
+            raise HighBitDepthImageError(msg)

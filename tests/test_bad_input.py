@@ -1,0 +1,126 @@
+"""Bad files on the two ways images come in: a Texture AD folder, and a folder given to ``anomalib predict``.
+
+Each bad input gets an error naming the file and the fix, or a documented
+recovery (README, "Bad input"). The Texture AD errors for damaged files and
+wrong-size masks are in ``test_texture_ad.py``; here are the image modes and the
+predict path (anomalib's ``PredictDataset``, checked by the model before predicting).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.engine import Engine
+from conftest import tiny_adapted_moe, write_image
+from PIL import Image
+
+from anomalib_adapted_moe.data import TextureADDataset
+from anomalib_adapted_moe.data.predict_check import HighBitDepthImageError, check_predict_images, skipped_files
+from anomalib_adapted_moe.data.texture_ad_layout import CorruptImageError, read_image_tensor
+
+
+def damage(path: Path, kind: str) -> Path:
+    """Turn the image at ``path`` into one of the bad files a line produces."""
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    elif kind == "zero_bytes":
+        path.write_bytes(b"")
+    elif kind == "sixteen_bit":
+        Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(path)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+def write_mode(path: Path, mode: str) -> Path:
+    """A 32x32 image in PIL ``mode`` (grey ``L`` or ``RGBA``, half transparent), pixel values 0..255 known."""
+    rgb = np.asarray(Image.open(write_image(path)).convert("RGB"))
+    if mode == "L":
+        Image.fromarray(rgb[..., 0]).save(path)
+    else:
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), mode="RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_grey_and_rgba_images_are_read_as_rgb(tmp_path: Path, mode: str) -> None:
+    """Recovery: grey is repeated on the three channels; RGBA keeps its colour and drops alpha (no compositing)."""
+    path = write_mode(tmp_path / "image.png", mode)
+    pixels = np.asarray(Image.open(path), dtype=np.float32) / 255
+    image = read_image_tensor(path)
+    assert image.shape == (3, 32, 32)
+    if mode == "L":
+        assert all(torch.equal(image[c], torch.from_numpy(pixels)) for c in range(3))
+    else:
+        assert torch.equal(image, torch.from_numpy(pixels[..., :3]).permute(2, 0, 1))
+
+
+def test_texture_ad_trains_on_grey_and_rgba_images(texture_ad_root: Path) -> None:
+    train = texture_ad_root / "cloth" / "fabric_a" / "train" / "good"
+    write_mode(train / "000.png", "L")
+    write_mode(train / "001.png", "RGBA")
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
+    batch = dataset.collate_fn([dataset[i] for i in range(len(dataset))])  # mixed modes stack into one batch
+    assert batch.image.shape == (6, 3, 32, 32)
+
+
+# --------------------------------------------------------------------------- the predict path
+
+
+@pytest.fixture
+def predict_folder(tmp_path: Path) -> Path:
+    """Three good images (RGB, grey, RGBA) and a stray text file."""
+    folder = tmp_path / "to_predict"
+    write_image(folder / "rgb.png", 1)
+    write_mode(folder / "grey.png", "L")
+    write_mode(folder / "rgba.png", "RGBA")
+    (folder / "notes.txt").write_text("shift 2, camera 3")
+    return folder
+
+
+def test_predict_skips_a_non_image_file_with_a_warning_and_reads_grey_and_rgba(
+    tmp_path: Path, predict_folder: Path, fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoint = fitted_tiny[3]
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        predictions = engine.predict(model=tiny_adapted_moe(), data_path=predict_folder, ckpt_path=checkpoint)
+    assert f"{predict_folder / 'notes.txt'}: skipped, not an image" in caplog.text
+    paths = sorted(Path(p).name for batch in predictions for p in batch.image_path)
+    assert paths == ["grey.png", "rgb.png", "rgba.png"]
+    for batch in predictions:
+        assert torch.isfinite(batch.pred_score).all() and torch.isfinite(batch.anomaly_map).all()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random_bytes", "zero_bytes", "sixteen_bit"])
+def test_a_bad_image_in_a_predict_folder_is_named_with_its_fix(predict_folder: Path, kind: str) -> None:
+    bad = damage(predict_folder / "rgb.png", kind)
+    error = HighBitDepthImageError if kind == "sixteen_bit" else CorruptImageError
+    with pytest.raises(error) as info:
+        check_predict_images(sorted(predict_folder.glob("*.png")))
+    message = str(info.value)
+    assert str(bad) in message
+    assert "Fix:" in message
+    assert ("8 bits" if kind == "sixteen_bit" else "move it out of the folder") in message
+
+
+def test_engine_predict_stops_on_a_damaged_image_before_predicting(
+    tmp_path: Path, predict_folder: Path, fitted_tiny
+) -> None:
+    """The check runs in the model's ``on_predict_start``, so stock ``anomalib predict --data <folder>`` gets it."""
+    bad = damage(predict_folder / "rgba.png", "random_bytes")
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
+        engine.predict(model=tiny_adapted_moe(), data_path=predict_folder, ckpt_path=fitted_tiny[3])
+    assert str(bad) in str(info.value)
+    assert not list((tmp_path / "results").rglob("images/**/*.png"))  # nothing was predicted
+
+
+def test_skipped_files_are_only_listed_for_a_folder(predict_folder: Path) -> None:
+    images = sorted(predict_folder.glob("*.png"))
+    assert skipped_files(images) == [predict_folder / "notes.txt"]
+    assert skipped_files(images[:1]) == []  # one image: it may have been given alone, so its neighbours are not ours

@@ -1,0 +1,71 @@
+"""Checkpoint round trips: resuming, refusing a half-written checkpoint, and the exported torch model in a new process.
+
+Saving, ``weights_only=True`` loading and identical predictions after the reload
+are in ``test_integration.py``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.engine import Engine
+from conftest import tiny_adapted_moe
+
+from anomalib_adapted_moe import AdaptedMoE
+
+pytestmark = pytest.mark.slow
+
+
+def test_resuming_from_the_checkpoint_restores_the_trained_model_untouched(tmp_path: Path, fitted_tiny) -> None:
+    """The checkpoint is written after fit(): Lightning finds the one epoch done, so nothing is trained again."""
+    _, fitted, datamodule, checkpoint = fitted_tiny
+    resumed = tiny_adapted_moe(num_experts=3)  # a different expert count: the checkpoint's must win
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    engine.fit(model=resumed, datamodule=datamodule, ckpt_path=checkpoint)
+    assert bool(resumed._is_fitted) and len(resumed.cache) == 0  # no new feature pass
+    assert resumed.expert_names == fitted.expert_names and resumed.model.num_experts == fitted.model.num_experts
+    images = next(iter(datamodule.test_dataloader())).image
+    with torch.no_grad():
+        before, after = fitted.eval()(images), resumed.eval()(images)
+    assert torch.equal(before.pred_score, after.pred_score)
+    assert torch.equal(before.anomaly_map, after.anomaly_map)
+
+
+def test_a_checkpoint_written_before_training_finished_is_refused(tmp_path: Path, fitted_tiny) -> None:
+    _, _, datamodule, checkpoint = fitted_tiny
+    state = torch.load(checkpoint, weights_only=True)
+    state["state_dict"]["_is_fitted"] = torch.tensor([False])  # as if saved in the middle of the feature pass
+    early = tmp_path / "early.ckpt"
+    torch.save(state, early)
+    with pytest.raises(ValueError, match=r"written before training finished .* Fix: train again without ckpt_path"):
+        AdaptedMoE.load_from_checkpoint(early, weights_only=True)
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="written before training finished"):
+        engine.fit(model=tiny_adapted_moe(), datamodule=datamodule, ckpt_path=early)
+
+
+PREDICT_IN_A_NEW_PROCESS = """
+import json, sys
+from anomalib.deploy import TorchInferencer
+result = TorchInferencer(path=sys.argv[1], device="cpu").predict(sys.argv[2])
+print(json.dumps({"score": float(result.pred_score.reshape(-1)[0]), "map": result.anomaly_map.reshape(-1).tolist()}))
+"""
+
+
+def test_the_exported_torch_model_predicts_the_same_in_a_fresh_process(tmp_path: Path, fitted_tiny) -> None:
+    engine, model, datamodule, checkpoint = fitted_tiny
+    path = engine.export(model=model, export_type="torch", export_root=tmp_path, ckpt_path=checkpoint)
+    image_path = datamodule.test_data.samples.image_path[0]
+    env = {**os.environ, "TRUST_REMOTE_CODE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-c", PREDICT_IN_A_NEW_PROCESS, str(path), image_path]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    fresh = json.loads(result.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        reference = model.eval()(datamodule.test_data[0].image[None])
+    assert fresh["score"] == pytest.approx(float(reference.pred_score[0]), abs=1e-6)
+    assert torch.allclose(torch.tensor(fresh["map"]), reference.anomaly_map.reshape(-1), atol=1e-6)

@@ -1,0 +1,106 @@
+"""Lightning DDP on CPU (gloo): every rank trains on all training images and ends with the same model.
+
+``tests/ddp_train.py`` runs in a subprocess (the ``ddp`` strategy re-launches the
+running script for rank 1). The reference is the same script on one process:
+``strategy="ddp", devices=1`` shuffles the training images with the same
+``DistributedSampler`` order that the 2-rank run reassembles, so the two runs
+must train on the same images in the same order and agree exactly. (Lightning's
+default single-device sampler shuffles in another order: that run is another
+draw of the same training, like another seed.) The reassembly of the ranks' caches
+is also unit-tested without processes, against a simulated second rank.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from anomalib_adapted_moe.models.adapted_moe.distributed import gather_feature_cache
+from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
+
+SCRIPT = Path(__file__).with_name("ddp_train.py")
+
+
+def train(out: Path, data: Path, devices: int) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(SCRIPT), str(out), str(data), "--devices", str(devices), "--strategy", "ddp"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    train(tmp_path / "out", data, devices=1)  # also generates the data, so the 2 ranks do not race to
+    train(tmp_path / "out", data, devices=2)
+    single = torch.load(tmp_path / "out" / "ddp_1_rank0.pt")
+    ranks = [torch.load(tmp_path / "out" / f"ddp_2_rank{rank}.pt") for rank in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and single["world_size"] == 1
+
+    # every rank trained on all 9 training images, the sampler's padding repeat dropped, in single-process order
+    assert single["train_images"] == 9
+    for rank in ranks:
+        assert torch.equal(rank["trained_on"]["checksums"], single["trained_on"]["checksums"])
+        assert torch.equal(rank["trained_on"]["labels"], single["trained_on"]["labels"])  # same k-means clusters
+
+    # identical router centres, TTA statistics, weights and expert names on both ranks, and as on one process
+    for key in ("centers", "expert_mean", "expert_std", "adaptor", "experts"):
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        assert torch.allclose(ranks[0][key], single[key], atol=1e-5), key
+    assert ranks[0]["expert_names"] == ranks[1]["expert_names"] == single["expert_names"] == ["cluster_0", "cluster_1"]
+    assert not torch.equal(ranks[0]["expert_std"], torch.ones_like(ranks[0]["expert_std"]))  # statistics were fitted
+
+    for metric in ("image_AUROC", "pixel_AUROC"):
+        assert ranks[0]["metrics"][metric] == ranks[1]["metrics"][metric]
+        assert abs(ranks[0]["metrics"][metric] - single["metrics"][metric]) <= 0.005, metric
+
+
+class TwoRanks:
+    """Rank 0's view of a 2-rank ``all_gather``: rank 1's tensors are replayed in the order rank 0 asks."""
+
+    root_device = torch.device("cpu")
+
+    def __init__(self, other: list[torch.Tensor]) -> None:
+        self.other = list(other)
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.stack([tensor, self.other.pop(0)])
+
+
+def rank_cache(indices: list[int]) -> FeatureCache:
+    """A cache holding image ``i`` as a feature map filled with ``i`` and label ``i``."""
+    cache = FeatureCache()
+    cache.append(
+        torch.tensor(indices, dtype=torch.float)[:, None, None, None].expand(-1, 1, 2, 2), torch.tensor(indices)
+    )
+    return cache
+
+
+def test_gathering_reassembles_the_sampler_order_and_drops_its_padding() -> None:
+    """5 images on 2 ranks: rank 0 holds [0, 2, 4], rank 1 [1, 3, 0] (0 repeated as padding), gathered 2 at a time."""
+    sampler = DistributedSampler(list(range(5)), num_replicas=2, rank=0, shuffle=False)
+    assert list(sampler) == [0, 2, 4]
+    other = [torch.tensor(3)]  # rank 1's count, then per chunk its features and labels
+    for chunk in ([1, 3], [0]):
+        other += [
+            torch.tensor(chunk, dtype=torch.float16)[:, None, None, None].expand(-1, 1, 2, 2),
+            torch.tensor(chunk),
+        ]
+    trainer = SimpleNamespace(train_dataloader=SimpleNamespace(sampler=sampler), strategy=TwoRanks(other))
+    features, labels = gather_feature_cache(rank_cache([0, 2, 4]), trainer, chunk=2).tensors()
+    assert labels.tolist() == [0, 1, 2, 3, 4]
+    assert features[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_gathering_refuses_a_rank_that_skipped_part_of_its_share() -> None:
+    sampler = DistributedSampler(list(range(6)), num_replicas=2, rank=0, shuffle=False)
+    trainer = SimpleNamespace(train_dataloader=SimpleNamespace(sampler=sampler), strategy=TwoRanks([torch.tensor(2)]))
+    with pytest.raises(
+        ValueError, match=r"whole DistributedSampler share of 3 .* cached \[3, 2\]\. .*limit_train_batches"
+    ):
+        gather_feature_cache(rank_cache([0, 2, 4]), trainer)

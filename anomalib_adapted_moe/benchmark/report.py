@@ -45,7 +45,8 @@ def collect(output: Path, manifest: dict) -> dict:
             if result["status"] != "ok":
                 collected.append({**entry, "variant": row.variant, "subclasses": []})
                 continue
-            figures = {k: result[k] for k in ("train_seconds", "epochs", "inference_ms_per_image", "peak_rss_mib")}
+            costs = ("train_seconds", "epochs", "inference_ms_per_image", "peak_rss_mib", "load_average")
+            figures = {k: result[k] for k in costs}
             for variant, table in _variant_rows(result, row.variant):
                 collected.append({**entry, **figures, "note": result["note"], "variant": variant, "subclasses": table})
     return {**manifest, "rows": collected}
@@ -96,18 +97,20 @@ def _comparison_section(results: dict, plots: dict[str, str]) -> list[str]:
         "training set the model got (trained baselines stop at AdaptedMoE's wall-clock training time of the same "
         "category, or at their paper's epoch count if that comes first); *train s*: wall time of `Engine.fit`; "
         "*ms/img*: median full forward (pre-processing, model, post-processing) on a 16-image test batch; "
-        "*peak MiB*: peak RSS of the run's process.",
+        "*peak MiB*: peak RSS of the run's process; *load*: the machine's 1-minute load average when the run "
+        "started and ended (above the core count, other jobs shared the CPU and the times are inflated).",
         "",
         "| category | model | epochs | seen image | seen pixel | seen AUPRO | unseen image | unseen pixel "
-        "| unseen AUPRO | train s | ms/img | peak MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| unseen AUPRO | train s | ms/img | peak MiB | load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in entries:
         if e["status"] != "ok":
-            lines.append(f"| {e['category']} | {e['label']} | {e['status']}: {e['reason']} |" + " |" * 9)
+            lines.append(f"| {e['category']} | {e['label']} | {e['status']}: {e['reason']} |" + " |" * 10)
             continue
         cells = [_pct(mean(e, split, metric)) for split in ("seen", "unseen") for metric in METRICS]
-        cost = f"{e['train_seconds']:.0f} | {e['inference_ms_per_image']:.1f} | {e['peak_rss_mib']:.0f}"
+        load = "/".join(f"{value:.1f}" for value in e["load_average"])
+        cost = f"{e['train_seconds']:.0f} | {e['inference_ms_per_image']:.1f} | {e['peak_rss_mib']:.0f} | {load}"
         lines.append(f"| {e['category']} | {e['label']} | {e['epochs']:g} | {' | '.join(cells)} | {cost} |")
     labels = list(dict.fromkeys(e["label"] for e in entries))
     lines += [
@@ -254,13 +257,14 @@ def plot_topk(results: dict, path: Path) -> Path | None:
 
 
 def render(output: Path, report_dir: Path) -> dict:
-    """Write ``results.json`` and ``results.csv`` to ``output`` and ``benchmarks.md`` plus plots to ``report_dir``."""
+    """Write ``results.json`` and ``.csv`` (to ``output`` and ``report_dir/benchmarks``), ``benchmarks.md``, plots."""
     manifest = json.loads((output / "manifest.json").read_text())
     results = collect(output, manifest)
-    (output / "results.json").write_text(json.dumps(results, indent=1))
-    write_csv(results, output / "results.csv")
     plot_dir = report_dir / "benchmarks"
     plot_dir.mkdir(parents=True, exist_ok=True)
+    for folder in {output, plot_dir}:  # the report's own copy of every figure sits beside its plots
+        (folder / "results.json").write_text(json.dumps(results, indent=1))
+        write_csv(results, folder / "results.csv")
     plots: dict[str, str] = {}
     categories = dict.fromkeys(e["category"] for e in _study(results, "compare"))
     for category in categories:
@@ -281,7 +285,8 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Generated from `results.json` by `python -m anomalib_adapted_moe.benchmark render`; do not edit by hand.",
+        "Generated from [`benchmarks/results.json`](benchmarks/results.json) (also as CSV) by "
+        "`python -m anomalib_adapted_moe.benchmark render`; do not edit by hand.",
         "",
         f"- Machine: {results['machine']}",
         f"- Seed {results['seed']}; image size {settings['image_size']}; backbone weights "

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .studies import Row
-from .zoo import BUDGETED, INFERENCE_SWITCHES, Settings, unavailable_reason
+from .zoo import BUDGETED, Settings, unavailable_reason
 
 FINISHED = ("ok", "not run")
 
@@ -69,7 +69,7 @@ def execute(
             "key": row.key,
             "model": row.model,
             "category": row.category,
-            "switches": {k: v for k, v in row.switches.items() if k not in INFERENCE_SWITCHES},
+            "switches": row.training_switches,
             "settings": asdict(settings),
             "data": data,
             "seed": seed,

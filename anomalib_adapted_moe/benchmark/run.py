@@ -7,6 +7,7 @@ tested on the same trained weights: they do not change training.
 """
 
 import importlib
+import inspect
 import json
 import os
 import resource
@@ -28,7 +29,7 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
     init_args = dict(data.get("init_args", {}))
     if category is not None:
         init_args["category"] = category
-    if "seed" in datamodule_class.__init__.__code__.co_varnames:
+    if "seed" in inspect.signature(datamodule_class).parameters:
         init_args.setdefault("seed", seed)
     if batch_size_one:
         init_args["train_batch_size"] = 1

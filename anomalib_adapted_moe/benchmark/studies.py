@@ -36,10 +36,14 @@ class Row:
     variant: str = "default"
 
     @property
+    def training_switches(self) -> dict:
+        """The switches that change training (inference switches are tested on every run's weights)."""
+        return {k: v for k, v in sorted(self.switches.items()) if k not in INFERENCE_SWITCHES}
+
+    @property
     def key(self) -> str:
-        """The run this row reads: category, model and training switches (inference switches left out)."""
-        training = {k: v for k, v in sorted(self.switches.items()) if k not in INFERENCE_SWITCHES}
-        suffix = ",".join(f"{k}={v}" for k, v in training.items())
+        """The run this row reads: category, model and training switches."""
+        suffix = ",".join(f"{k}={v}" for k, v in self.training_switches.items())
         return f"{self.category}__{self.model}" + (f"__{suffix}" if suffix else "")
 
 

@@ -95,6 +95,9 @@ def test_batched_experts_equal_a_per_expert_loop() -> None:
     bank = ExpertBank(num_experts=4, in_dim=6, hidden_dim=5).eval()
     bank.running_mean.copy_(torch.randn(4, 5))
     bank.running_var.copy_(torch.rand(4, 5) + 0.5)
+    with torch.no_grad():  # non-trivial bias and affine terms: the forward folds them into one scale and shift
+        for parameter in (bank.bias1, bank.bn_weight, bank.bn_bias):
+            parameter.copy_(torch.randn_like(parameter))
     features = torch.randn(3, 2, 10, 6)
     index = torch.tensor([[3, 1], [0, 0], [2, 3]])
     batched = bank(features, index)
@@ -111,6 +114,9 @@ def test_batched_experts_equal_a_per_expert_loop_in_training() -> None:
     """Training mode: each expert's BatchNorm normalises over all patches routed to it, across the batch."""
     torch.manual_seed(0)
     bank = ExpertBank(num_experts=4, in_dim=6, hidden_dim=5).train()
+    with torch.no_grad():
+        for parameter in (bank.bias1, bank.bn_weight, bank.bn_bias):
+            parameter.copy_(torch.randn_like(parameter))
     features = torch.randn(3, 2, 10, 6, requires_grad=True)
     index = torch.tensor([[3, 1], [0, 3], [2, 3]])  # expert 3 takes three copies, expert 1 one
     batched = bank(features, index)
@@ -133,6 +139,8 @@ def test_batched_experts_equal_a_per_expert_loop_in_training() -> None:
 def test_expert_batchnorm_uses_each_experts_own_patches_in_training() -> None:
     torch.manual_seed(0)
     bank = ExpertBank(num_experts=3, in_dim=4, hidden_dim=2).train()
+    with torch.no_grad():  # the running mean is that of Linear's output, bias included
+        bank.bias1.copy_(torch.randn_like(bank.bias1))
     features = torch.randn(4, 1, 8, 4)
     features[2:] += 10.0  # expert 1's images are shifted
     index = torch.tensor([[0], [0], [1], [1]])

@@ -57,24 +57,30 @@ class ExpertBank(nn.Module):
             ``(B, K, P)`` discriminator outputs.
         """
         hidden = torch.einsum("bkpc,bkch->bkph", features, self.weight1[expert_index])
-        hidden = hidden + self.bias1[expert_index][:, :, None]
+        # BatchNorm folded into one scale and shift per expert: (h + b1 - mean) * g / std + beta. In training
+        # the batch mean of h + b1 cancels b1, so only the running mean carries it.
         if self.training:
             mean, var = self._batch_statistics(hidden, expert_index)
         else:
-            mean, var = self.running_mean[expert_index], self.running_var[expert_index]
-        hidden = (hidden - mean[:, :, None]) * torch.rsqrt(var[:, :, None] + self.eps)
-        hidden = hidden * self.bn_weight[expert_index][:, :, None] + self.bn_bias[expert_index][:, :, None]
+            mean = self.running_mean[expert_index] - self.bias1[expert_index]
+            var = self.running_var[expert_index]
+        scale = self.bn_weight[expert_index] * torch.rsqrt(var + self.eps)
+        shift = self.bn_bias[expert_index] - mean * scale
+        hidden = torch.addcmul(shift[:, :, None], hidden, scale[:, :, None])
         hidden = F.leaky_relu(hidden, negative_slope=0.2)
-        return torch.einsum("bkph,bkh->bkp", hidden, self.weight2[expert_index])
+        return (hidden @ self.weight2[expert_index][..., None])[..., 0]  # matmul: its gradient stays contiguous
 
     def _batch_statistics(self, hidden: torch.Tensor, expert_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-expert BatchNorm statistics over the patches routed to each expert; updates running stats."""
+        """Per-expert mean and variance of ``hidden`` (before ``bias1``) over the patches routed to each expert.
+
+        Updates the running statistics, whose mean includes ``bias1`` as a BatchNorm after ``Linear`` would.
+        """
         patches = hidden.shape[2]
         one_hot = F.one_hot(expert_index.reshape(-1), self.num_experts).to(hidden.dtype)  # (B*K, E)
         count = one_hot.sum(dim=0) * patches  # (E,)
         flat = hidden.reshape(-1, patches, hidden.shape[-1])
         sums = one_hot.T @ flat.sum(dim=1)  # (E, H)
-        squares = one_hot.T @ flat.pow(2).sum(dim=1)
+        squares = one_hot.T @ (flat * flat).sum(dim=1)  # x * x: half the backward of pow(2)
         safe = count.clamp(min=1)[:, None]
         mean = sums / safe
         var = (squares / safe - mean.pow(2)).clamp(min=0)
@@ -82,6 +88,7 @@ class ExpertBank(nn.Module):
             seen = (count > 0)[:, None]
             unbiased = var * (safe / (safe - 1).clamp(min=1))
             m = self.momentum
-            self.running_mean.copy_(torch.where(seen, (1 - m) * self.running_mean + m * mean, self.running_mean))
+            linear_mean = mean + self.bias1
+            self.running_mean.copy_(torch.where(seen, (1 - m) * self.running_mean + m * linear_mean, self.running_mean))
             self.running_var.copy_(torch.where(seen, (1 - m) * self.running_var + m * unbiased, self.running_var))
         return mean[expert_index], var[expert_index]

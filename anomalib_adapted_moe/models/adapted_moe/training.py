@@ -47,11 +47,16 @@ def training_step(
 ) -> dict[str, torch.Tensor]:
     """Losses of one mini-batch: routing loss (eq. 2) and the experts' truncated L1 on Gaussian-noise anomalies."""
     raw = model.adaptor(features)
-    noisy = raw + torch.randn_like(raw) * noise_scale(raw, schedule.noise_std)
+    # drawn into a contiguous (B, H, W, C) tensor, the adaptor's channels-last layout: torch fills a strided
+    # tensor one element at a time (8x slower; it was a quarter of a cached epoch)
+    batch, channels, height, width = raw.shape
+    noise = torch.randn(batch, height, width, channels, dtype=raw.dtype, device=raw.device).permute(0, 3, 1, 2)
+    noisy = raw + noise * noise_scale(raw, schedule.noise_std)
     if model.normalize:  # noise is added before the L2 norm, so a fake patch cannot be told by its norm alone
         raw, noisy = F.normalize(raw, dim=1), F.normalize(noisy, dim=1)
-    patches = raw.shape[-2] * raw.shape[-1]
-    both = torch.cat([raw.flatten(2), noisy.flatten(2)], dim=2).transpose(1, 2)[:, None]  # (B, 1, 2P, C)
+    patches = height * width
+    # (B, 1, 2P, C) in one copy: the adaptor's output is channels-last, so the permute is free
+    both = torch.cat([x.permute(0, 2, 3, 1).reshape(batch, patches, channels) for x in (raw, noisy)], dim=1)[:, None]
     scores = model.experts(both, labels[:, None])[:, 0]  # (B, 2P)
     losses = {"expert_loss": truncated_l1_loss(scores[:, :patches], scores[:, patches:], schedule.margin)}
     if model.num_experts > 1:
@@ -98,7 +103,8 @@ def train_from_cache(
         steps = 0
         for start in range(0, len(order), schedule.batch_size):
             index = order[start : start + schedule.batch_size]
-            losses = training_step(model, features[index].to(device, torch.float32), labels[index], schedule)
+            batch = features[index].to(device, torch.float32, memory_format=torch.channels_last)  # the adaptor's layout
+            losses = training_step(model, batch, labels[index], schedule)
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()

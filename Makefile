@@ -33,9 +33,11 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m anomalib_adapted_moe.demo $(DEMO_ARGS)
 
-# AdaptedMoE vs its SimpleNet-baseline setting vs anomalib's Padim, unseen-subclass means.
+# The quick comparison: AdaptedMoE vs its SimpleNet-baseline setting vs anomalib's Padim, through the benchmark
+# harness (results/quality/benchmarks.md); `make benchmark` runs all seven models and the ablations.
 quality: $(STAMP)
-	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark compare --models AdaptedMoE "AdaptedMoE SimpleNet-baseline" Padim \
+		--output results/quality $(QUALITY_ARGS)
 
 # Latency (torch, OpenVINO, Supersimplenet, Glass), training time and peak RSS against issue 5's targets;
 # writes results/speed/speed.json and docs/performance.md. SPEED_ARGS=--quick for a smoke run.

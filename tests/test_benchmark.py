@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from anomalib_adapted_moe.benchmark.__main__ import main
+from anomalib_adapted_moe.benchmark.report import _target_lines
 from anomalib_adapted_moe.benchmark.studies import rows
 from anomalib_adapted_moe.benchmark.zoo import Settings, unavailable_reason
 
@@ -33,6 +34,29 @@ def test_a_model_without_its_files_is_reported_with_the_reason() -> None:
     assert reason is not None and "imagenette" in reason
     assert "unknown model" in unavailable_reason("SimpleNet", Settings())
     assert unavailable_reason("Padim", Settings()) is None
+
+
+def _entry(label: str, model: str, category: str, seen: float, unseen: float) -> dict:
+    means = [{"subclass": "mean seen", "pixel_auroc": seen}, {"subclass": "mean unseen", "pixel_auroc": unseen}]
+    return {"label": label, "model": model, "category": category, "status": "ok", "subclasses": means}
+
+
+def test_target_verdicts_are_computed_over_the_category_means_and_per_category() -> None:
+    entries = [  # no difference sits on a threshold
+        _entry("AdaptedMoE", "AdaptedMoE", "cloth", 0.90, 0.96),
+        _entry("AdaptedMoE SimpleNet-baseline", "AdaptedMoE", "cloth", 0.92, 0.89),
+        _entry("Padim", "Padim", "cloth", 0.90, 0.97),
+        _entry("AdaptedMoE", "AdaptedMoE", "metal", 0.90, 0.96),
+        _entry("AdaptedMoE SimpleNet-baseline", "AdaptedMoE", "metal", 0.895, 0.92),
+        _entry("Padim", "Padim", "metal", 0.90, 0.90),
+    ]
+    mean, cloth, metal = (line for line in _target_lines(entries) if line.startswith("- "))
+    assert mean.startswith("- mean over categories: unseen +5.50 vs our SimpleNet-baseline setting (target +5.00: met)")
+    assert "seen -0.75 vs that baseline (may lose at most 1.00: met)" in mean
+    assert "unseen +2.50 vs the best built-in model, Padim (target > 0: met)" in mean
+    assert "unseen +7.00 vs our" in cloth and "seen -2.00 vs that baseline (may lose at most 1.00: missed)" in cloth
+    assert "unseen -1.00 vs the best built-in model, Padim (target > 0: missed)" in cloth
+    assert "unseen +4.00 vs our SimpleNet-baseline setting (target +5.00: missed)" in metal
 
 
 TINY_DATA = {

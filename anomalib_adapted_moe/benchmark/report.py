@@ -6,6 +6,7 @@ Every figure in the report is read from the runs' JSON files: nothing is typed b
 import csv
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 from anomalib_adapted_moe.viz.style import new_figure, save_png
@@ -131,32 +132,51 @@ def _comparison_section(results: dict, plots: dict[str, str]) -> list[str]:
 
 
 def _target_lines(entries: list[dict]) -> list[str]:
-    """The issue's target, computed: unseen pixel AUROC +5 over our baseline and above the best built-in model."""
+    """The issue's target, computed over the category means and per category.
 
-    def unseen(label: str) -> float:
-        return _over_categories(entries, label, "unseen", "pixel_auroc")
-
+    Unseen pixel AUROC at least 5 points above our SimpleNet-baseline setting and above the best built-in model,
+    losing at most 1 point of seen pixel AUROC to that baseline.
+    """
     ours, baseline = "AdaptedMoE", "AdaptedMoE SimpleNet-baseline"
+    labels = {e["label"] for e in entries}
     builtin = {e["label"] for e in entries if e["model"] != "AdaptedMoE" and e["status"] == "ok"}
-    if ours not in {e["label"] for e in entries}:
+    if ours not in labels:
         return []
-    lines = ["Target (means over categories, percentage points):", ""]
-    if baseline in {e["label"] for e in entries}:
-        gain = 100 * (unseen(ours) - unseen(baseline))
-        verdict = "met" if gain >= 5 else "missed"
-        lines.append(f"- unseen pixel AUROC vs our SimpleNet-baseline setting: {gain:+.2f} (target +5.00: {verdict})")
-        seen_loss = 100 * (
-            _over_categories(entries, baseline, "seen", "pixel_auroc")
-            - _over_categories(entries, ours, "seen", "pixel_auroc")
-        )
-        verdict = "met" if seen_loss <= 1 else "missed"
-        lines.append(f"- seen pixel AUROC lost vs that baseline: {seen_loss:.2f} (limit 1.00: {verdict})")
-    if builtin:
-        best = max(builtin, key=unseen)
-        gap = 100 * (unseen(ours) - unseen(best))
-        verdict = "met" if gap > 0 else "missed"
-        lines.append(f"- unseen pixel AUROC vs the best built-in model ({best}): {gap:+.2f} (target > 0: {verdict})")
+    scopes = [("mean over categories", entries)]
+    scopes += [(category, [e for e in entries if e["category"] == category]) for category in _categories(entries)]
+    lines = ["Target (percentage points of pixel AUROC; differences under ~2 points are within run-to-run spread):", ""]
+    for scope, chosen in scopes:
+        pixel = partial(_pixel_auroc, chosen)
+        checks = []
+        if baseline in labels:
+            gain = pixel(ours, "unseen") - pixel(baseline, "unseen")
+            checks.append(
+                f"unseen {gain:+.2f} vs our SimpleNet-baseline setting (target +5.00: "
+                f"{'met' if gain >= 5 else 'missed'})"
+            )
+            change = pixel(ours, "seen") - pixel(baseline, "seen")
+            checks.append(
+                f"seen {change:+.2f} vs that baseline (may lose at most 1.00: {'met' if change >= -1 else 'missed'})"
+            )
+        present = [label for label in builtin if not math.isnan(pixel(label, "unseen"))]
+        if present:
+            best = max(present, key=lambda label: pixel(label, "unseen"))
+            gap = pixel(ours, "unseen") - pixel(best, "unseen")
+            checks.append(
+                f"unseen {gap:+.2f} vs the best built-in model, {best} (target > 0: {'met' if gap > 0 else 'missed'})"
+            )
+        lines.append(f"- {scope}: " + "; ".join(checks))
     return lines
+
+
+def _pixel_auroc(entries: list[dict], label: str, split: str) -> float:
+    """Pixel AUROC (%) of ``label`` on ``split``, averaged over the categories in ``entries``."""
+    return 100 * _over_categories(entries, label, split, "pixel_auroc")
+
+
+def _categories(entries: list[dict]) -> list[str]:
+    """Categories in the order they were run."""
+    return list(dict.fromkeys(e["category"] for e in entries))
 
 
 def _ablation_section(results: dict, study: str, title: str, plots: dict[str, str]) -> list[str]:
@@ -231,7 +251,7 @@ def plot_ablation(results: dict, study: str, path: Path) -> Path | None:
     axis.set_ylim(0, 101)
     axis.axhline(50, color="0.5", linestyle=":", linewidth=1)  # chance
     axis.set_ylabel("% (mean over categories)")
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)  # clear of the bars
     figure.tight_layout()
     return save_png(figure, path)
 
@@ -293,7 +313,7 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
         f"`{settings['weights']}`; AdaptedMoE epochs {settings['epochs']}; data `{results['data']['class_path']}` "
         f"`{json.dumps(results['data'].get('init_args', {}))}`",
         "- Commands:",
-        *[f"  - `{command}`" for command in results["commands"].values()],
+        *[f"  - `{command}`" for command in dict.fromkeys(results["commands"].values())],
         "- AUROC and AUPRO in %, on raw scores (anomalib's post-processor clamps normalised scores, which ties "
         "unseen subclasses beyond the validation range); pixel figures at the input resolution. One model per "
         "category, trained on its seen subclasses; nothing is selected on test data.",

@@ -75,6 +75,10 @@ QUICK = {
 }
 
 
+#: where peak RSS is read: Linux's own-process peak, or ``ru_maxrss`` elsewhere (see :func:`peak_rss_gib`)
+PEAK_RSS_SOURCE = "VmHWM" if Path("/proc/self/status").is_file() else "ru_maxrss"
+
+
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far.
 
@@ -82,9 +86,8 @@ def peak_rss_gib() -> float:
     (the fallback elsewhere) starts, in a spawned process, from the parent's RSS
     at fork, so it overstates a small child's peak.
     """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
+    if PEAK_RSS_SOURCE == "VmHWM":
+        for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 2**20  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -332,7 +335,7 @@ def train(model_name: str, settings: dict, seed: int, data_root: str, train_imag
         "fit_seconds": fit_seconds,
         "epoch_seconds": epoch_seconds,
         "peak_rss_gib": peak_rss_gib(),
-        "peak_rss_source": "VmHWM" if Path("/proc/self/status").is_file() else "ru_maxrss",
+        "peak_rss_source": PEAK_RSS_SOURCE,
         "log": [message for message in messages if "feature cache" in message.lower()],
     }
 

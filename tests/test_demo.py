@@ -1,0 +1,31 @@
+"""`make demo` end to end on a tiny synthetic set: training, the per-subclass table and both OpenVINO exports."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomalib_adapted_moe.demo import main
+
+pytestmark = pytest.mark.slow
+
+TINY_DATA = {"num_train": 4, "num_test_good": 2, "num_test_defect": 3, "num_subclasses": 3, "num_unseen": 1}
+
+
+def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path) -> None:
+    output = tmp_path / "demo"
+    data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data")})
+    tiny = ["--epochs", "1", "--image-size", "64", "--weights", "none", "--openvino-images", "3"]
+    summary = main([*tiny, "--output", str(output), "--data-init-args", data_args])
+
+    splits = {row["subclass"]: row["split"] for row in summary["rows"]}
+    assert splits["mean seen"] == "seen" and splits["mean unseen"] == "unseen" and len(splits) == 5
+    assert "| **mean unseen** | unseen |" in (output / "per_subclass.md").read_text()
+    assert json.loads((output / "summary.json").read_text())["image_size"] == 64
+    # The tolerances of tests/test_integration.py's export test, on the demo's own two exports.
+    assert summary["openvino_max_score_diff"] < 1e-3 and summary["openvino_max_map_diff"] < 1e-3
+    assert summary["openvino_fp16_max_score_diff"] < 2e-2 and summary["openvino_fp16_max_map_diff"] < 2e-2
+    fp32, fp16 = Path(summary["export_path"]), Path(summary["export_path_fp16"])
+    assert fp32 != fp16 and fp32.exists() and fp16.exists()
+    # FP16 weights take about half the space: the export really compressed them.
+    assert fp16.with_suffix(".bin").stat().st_size < 0.6 * fp32.with_suffix(".bin").stat().st_size

@@ -136,6 +136,33 @@ def test_batched_experts_equal_a_per_expert_loop_in_training() -> None:
     assert torch.allclose(batched_grad, features.grad, atol=1e-5)
 
 
+def test_expert_gradients_are_identical_from_one_backward_to_the_next() -> None:
+    """Several images routed to one expert must not make training depend on thread timing.
+
+    Advanced indexing (``weight[index]``) accumulates the gradient of repeated indices with a parallel
+    ``index_put_``, whose sums come out in a different order from run to run on several CPU threads: two trainings
+    with one seed differed. At this size (the demo's 152 channels) that path was taken: the test failed before.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        bank = ExpertBank(num_experts=5, in_dim=152, hidden_dim=152)
+        features = torch.randn(8, 1, 2048, 152)
+        expert_index = torch.tensor([[3], [0], [4], [0], [1], [3], [2], [0]])  # experts 0 and 3 repeat
+        gradients = []
+        for _ in range(4):
+            bank.zero_grad(set_to_none=True)
+            bank(features, expert_index).square().mean().backward()
+            # bias1 gets none in training: the batch mean cancels it
+            gradients.append([parameter.grad.clone() for parameter in bank.parameters() if parameter.grad is not None])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(gradients[0]) == 4
+    for later in gradients[1:]:
+        assert all(torch.equal(first, again) for first, again in zip(gradients[0], later, strict=True))
+
+
 def test_expert_batchnorm_uses_each_experts_own_patches_in_training() -> None:
     torch.manual_seed(0)
     bank = ExpertBank(num_experts=3, in_dim=4, hidden_dim=2).train()

@@ -7,6 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def select_experts(stacked: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+    """``stacked[expert_index]`` by ``index_select``, whose gradient is the same on every run.
+
+    Advanced indexing's backward sums the gradients of repeated experts (several images routed to one) with a
+    parallel ``index_put_`` that adds in thread-timing order on the CPU: two trainings with one seed differed.
+    """
+    return stacked.index_select(0, expert_index.reshape(-1)).reshape(*expert_index.shape, *stacked.shape[1:])
+
+
 class ExpertBank(nn.Module):
     """``E`` SimpleNet discriminators ``Linear -> BatchNorm -> LeakyReLU(0.2) -> Linear`` with stacked weights.
 
@@ -56,19 +65,21 @@ class ExpertBank(nn.Module):
         Returns:
             ``(B, K, P)`` discriminator outputs.
         """
-        hidden = torch.einsum("bkpc,bkch->bkph", features, self.weight1[expert_index])
+        hidden = torch.einsum("bkpc,bkch->bkph", features, select_experts(self.weight1, expert_index))
         # BatchNorm folded into one scale and shift per expert: (h + b1 - mean) * g / std + beta. In training
         # the batch mean of h + b1 cancels b1, so only the running mean carries it.
         if self.training:
             mean, var = self._batch_statistics(hidden, expert_index)
         else:
-            mean = self.running_mean[expert_index] - self.bias1[expert_index]
-            var = self.running_var[expert_index]
-        scale = self.bn_weight[expert_index] * torch.rsqrt(var + self.eps)
-        shift = self.bn_bias[expert_index] - mean * scale
+            mean = select_experts(self.running_mean, expert_index) - select_experts(self.bias1, expert_index)
+            var = select_experts(self.running_var, expert_index)
+        scale = select_experts(self.bn_weight, expert_index) * torch.rsqrt(var + self.eps)
+        shift = select_experts(self.bn_bias, expert_index) - mean * scale
         hidden = torch.addcmul(shift[:, :, None], hidden, scale[:, :, None])
         hidden = F.leaky_relu(hidden, negative_slope=0.2)
-        return (hidden @ self.weight2[expert_index][..., None])[..., 0]  # matmul: its gradient stays contiguous
+        return (hidden @ select_experts(self.weight2, expert_index)[..., None])[
+            ..., 0
+        ]  # matmul: its gradient stays contiguous
 
     def _batch_statistics(self, hidden: torch.Tensor, expert_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-expert mean and variance of ``hidden`` (before ``bias1``) over the patches routed to each expert.
@@ -91,4 +102,4 @@ class ExpertBank(nn.Module):
             linear_mean = mean + self.bias1
             self.running_mean.copy_(torch.where(seen, (1 - m) * self.running_mean + m * linear_mean, self.running_mean))
             self.running_var.copy_(torch.where(seen, (1 - m) * self.running_var + m * unbiased, self.running_var))
-        return mean[expert_index], var[expert_index]
+        return select_experts(mean, expert_index), select_experts(var, expert_index)

@@ -22,25 +22,6 @@ def _stage(start: float, text: str) -> None:
     print(f"\n[{time.monotonic() - start:6.1f}s] == {text}", flush=True)
 
 
-def openvino_parity(model, export_path: Path, image_paths: list, images: list) -> dict[str, float]:
-    """Largest score and anomaly-map differences between anomalib's ``OpenVINOInferencer`` and the torch model."""
-    import torch
-    from anomalib.deploy import OpenVINOInferencer
-
-    inferencer = OpenVINOInferencer(path=export_path, device="CPU")
-    model.eval()
-    score_diffs, map_diffs = [], []
-    for image_path, image in zip(image_paths, images, strict=True):
-        result = inferencer.predict(image_path)
-        with torch.no_grad():
-            reference = model(image[None])
-        score_diffs.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score.reshape(-1)[0])))
-        map_diffs.append(
-            float((torch.as_tensor(result.anomaly_map).reshape(-1) - reference.anomaly_map.reshape(-1)).abs().max())
-        )
-    return {"max_score_diff": max(score_diffs), "max_map_diff": max(map_diffs)}
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the per-subclass rows and the export parity figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lightning.pytorch import seed_everything
 
     from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
-    from anomalib_adapted_moe.evaluation import format_table, per_subclass_table, predict_raw
+    from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
 
     seed_everything(args.seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))

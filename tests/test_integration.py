@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.deploy import CompressionType, OpenVINOInferencer
+from anomalib.deploy import CompressionType
 from anomalib.engine import Engine
 from conftest import tiny_adapted_moe
 
 from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+from anomalib_adapted_moe.evaluation import openvino_parity
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def test_export(tmp_path: Path, fitted, export_type: str) -> None:
 
 #: largest |OpenVINO - torch| difference allowed on the post-processed pred_score and anomaly_map (both in [0, 1]).
 #: FP16 weights (``compression_type=FP16``): measured 8.0e-3 (score) and 5.7e-3 (map) on this model, asserted
-#: with 2.5x headroom; the model README gives the figures.
+#: with 2.5x headroom (the demo's 40-epoch model: 1.27e-2 / 6.93e-3, in the model README).
 OPENVINO_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 
 
@@ -104,21 +105,12 @@ def test_openvino_matches_torch_on_sixteen_images(
         compression_type=CompressionType.FP16 if precision == "fp16" else None,
     )
     assert ('element_type="f16"' in Path(path).read_text()) == (precision == "fp16")  # weights really compressed
-    inferencer = OpenVINOInferencer(path=path, device="CPU")
-    model.eval()
     paths = list(datamodule.test_data.samples.image_path)[:16]
     assert len(paths) == 16
-    score_errors, map_errors = [], []
-    for index, image_path in enumerate(paths):
-        result = inferencer.predict(image_path)
-        with torch.no_grad():
-            reference = model(datamodule.test_data[index].image[None])
-        score_errors.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score[0])))
-        ov_map = torch.as_tensor(np.asarray(result.anomaly_map)).reshape(-1)
-        map_errors.append(float((ov_map - reference.anomaly_map.reshape(-1)).abs().max()))
-    print(f"OpenVINO {precision}: max score error {max(score_errors):.2e}, max map error {max(map_errors):.2e}")
-    assert max(score_errors) <= OPENVINO_TOLERANCE[precision]
-    assert max(map_errors) <= OPENVINO_TOLERANCE[precision]
+    parity = openvino_parity(model, path, paths, [datamodule.test_data[index].image for index in range(16)])
+    print(f"OpenVINO {precision}: {parity}")
+    assert parity["max_score_diff"] <= OPENVINO_TOLERANCE[precision]
+    assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[precision]
 
 
 def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: Path, fitted) -> None:

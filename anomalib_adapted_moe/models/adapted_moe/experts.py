@@ -77,9 +77,8 @@ class ExpertBank(nn.Module):
         shift = select_experts(self.bn_bias, expert_index) - mean * scale
         hidden = torch.addcmul(shift[:, :, None], hidden, scale[:, :, None])
         hidden = F.leaky_relu(hidden, negative_slope=0.2)
-        return (hidden @ select_experts(self.weight2, expert_index)[..., None])[
-            ..., 0
-        ]  # matmul: its gradient stays contiguous
+        weight2 = select_experts(self.weight2, expert_index)[..., None]
+        return (hidden @ weight2)[..., 0]  # matmul: its gradient stays contiguous
 
     def _batch_statistics(self, hidden: torch.Tensor, expert_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-expert mean and variance of ``hidden`` (before ``bias1``) over the patches routed to each expert.

@@ -1,0 +1,25 @@
+"""How closely an exported OpenVINO model scores like the torch model it came from."""
+
+from pathlib import Path
+
+import torch
+
+
+def openvino_parity(model, export_path: str | Path, image_paths: list, images: list[torch.Tensor]) -> dict[str, float]:
+    """Largest ``pred_score`` and ``anomaly_map`` differences between anomalib's ``OpenVINOInferencer`` and ``model``.
+
+    ``images[i]`` is the model's input tensor for the file ``image_paths[i]`` (which the inferencer reads itself).
+    """
+    from anomalib.deploy import OpenVINOInferencer
+
+    inferencer = OpenVINOInferencer(path=export_path, device="CPU")
+    model.eval()
+    score_diffs, map_diffs = [], []
+    for image_path, image in zip(image_paths, images, strict=True):
+        result = inferencer.predict(image_path)
+        with torch.no_grad():
+            reference = model(image[None])
+        score_diffs.append(abs(float(result.pred_score.reshape(-1)[0]) - float(reference.pred_score.reshape(-1)[0])))
+        openvino_map = torch.as_tensor(result.anomaly_map).reshape(-1)
+        map_diffs.append(float((openvino_map - reference.anomaly_map.reshape(-1)).abs().max()))
+    return {"max_score_diff": max(score_diffs), "max_map_diff": max(map_diffs)}

@@ -3,6 +3,7 @@
     python -m anomalib_adapted_moe.benchmark compare            # 7 models x 3 synthetic categories
     python -m anomalib_adapted_moe.benchmark ablate all         # Table 2, Table 3, Fig. 6 (or one of them)
     python -m anomalib_adapted_moe.benchmark render             # re-write the report from the stored runs
+    python -m anomalib_adapted_moe.benchmark precision          # OpenVINO f32/bf16/f16/FP16/INT8 matrix
 
 Runs are stored under ``--output``; calling a command again resumes: finished runs
 are kept, the rest are run. Other data: ``--data configs/data/texture_ad.yaml``
@@ -96,12 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     ablate = commands.add_parser("ablate", parents=[common, runs], help="the paper's ablations")
     ablate.add_argument("study", choices=["table2", "table3", "topk", "all"])
     commands.add_parser("render", parents=[common], help="re-write results and report from stored runs")
+    commands.add_parser("precision", help="OpenVINO precision matrix (its own options: precision --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse, run what is missing, render."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["precision"]:  # its own options: python -m anomalib_adapted_moe.benchmark precision --help
+        from .precision import main as precision_main
+
+        precision_main(argv[1:])
+        return
     args = _parser().parse_args(argv)
     from .report import render
 

@@ -28,6 +28,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_adapted_moe.data.predict_check import check_predict_images
+from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
@@ -343,6 +344,25 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def learning_type(self) -> LearningType:
         """Trained on normal images only."""
         return LearningType.ONE_CLASS
+
+    @staticmethod
+    def _post_training_quantization_ov(model, datamodule=None):  # noqa: ANN205 (anomalib's signature)
+        """``--compression_type INT8_PTQ``: quantise the backbone only, calibrated on training-derived images.
+
+        See :mod:`anomalib_adapted_moe.deploy.quantization`; raises before anything is written when the
+        validation split is too small or made of test images.
+        """
+        return quantize_backbone(model, datamodule)
+
+    @staticmethod
+    def _accuracy_control_quantization_ov(*args, **kwargs):  # noqa: ANN205 (anomalib's signature)
+        """``INT8_ACQ`` is refused: anomalib validates its accuracy control on the test set."""
+        del args, kwargs
+        msg = (
+            "INT8_ACQ tunes the quantised model against the datamodule's test set, so its test figures would no "
+            "longer be held out. Fix: use --compression_type INT8_PTQ (calibrated on training-derived images only)."
+        )
+        raise ValueError(msg)
 
     @staticmethod
     def configure_post_processor() -> PostProcessor:

@@ -1,0 +1,29 @@
+"""Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
+
+from .inferencer import openvino_inferencer
+from .precision import (
+    PRECISIONS,
+    UnsupportedPrecisionError,
+    available_precisions,
+    compile_config,
+    compiled_precision,
+    cpu_flags,
+    cpu_model,
+    default_precision,
+)
+from .quantization import MIN_CALIBRATION_IMAGES, CalibrationDataError, quantize_backbone
+
+__all__ = [
+    "MIN_CALIBRATION_IMAGES",
+    "PRECISIONS",
+    "CalibrationDataError",
+    "UnsupportedPrecisionError",
+    "available_precisions",
+    "compile_config",
+    "compiled_precision",
+    "cpu_flags",
+    "cpu_model",
+    "default_precision",
+    "openvino_inferencer",
+    "quantize_backbone",
+]

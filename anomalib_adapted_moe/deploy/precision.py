@@ -1,0 +1,118 @@
+"""Which floating-point precision OpenVINO's CPU plugin runs an exported model in, and how to choose it.
+
+OpenVINO runs an FP32 IR in **bfloat16** by default on every CPU with AVX512_BF16
+(Intel Xeon Sapphire Rapids and later): its CPU plugin sets the inference precision
+to bf16 whenever the CPU has the instruction, and f32 elsewhere (AMD EPYC, older
+Xeons). AdaptedMoE's experts are SimpleNet discriminators trained to flag feature
+perturbations of about 1.5 % of the feature scale; bf16 rounding through the
+backbone perturbs the features on that scale, so on such a CPU the scores move by
+up to about 5e-2 (post-processed, in [0, 1]) and image AUROC drops (figures in the
+README, "Deploying to the edge"). Precision is therefore something we choose,
+name and check, never something the CPU picks for us.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Literal
+
+#: inference precisions of OpenVINO's CPU plugin, as ``INFERENCE_PRECISION_HINT`` spells them
+Precision = Literal["f32", "bf16", "f16"]
+PRECISIONS: tuple[str, ...] = ("f32", "bf16", "f16")
+#: what OpenVINO's ``OPTIMIZATION_CAPABILITIES`` calls each precision
+_CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16", "int8": "INT8"}
+#: /proc/cpuinfo flags that decide which precisions run natively (printed beside every figure)
+RELEVANT_CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+
+
+class UnsupportedPrecisionError(ValueError):
+    """A precision was asked for that this CPU does not run."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The :data:`RELEVANT_CPU_FLAGS` this CPU has (empty where ``/proc/cpuinfo`` is missing)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in RELEVANT_CPU_FLAGS if flag in present]
+    return []
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU device, e.g. ``['BF16', 'FP32', 'INT8', ...]``."""
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def available_precisions() -> list[str]:
+    """The inference precisions (:data:`PRECISIONS`) and ``"int8"`` that this CPU runs, f32 first."""
+    capabilities = set(cpu_capabilities())
+    return [name for name in (*PRECISIONS, "int8") if _CAPABILITY[name] in capabilities or name == "f32"]
+
+
+def default_precision() -> str:
+    """The precision OpenVINO's CPU plugin picks for an FP32 IR when nobody says: bf16 where the CPU has it."""
+    import openvino as ov
+
+    return precision_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def check_precision(precision: str) -> None:
+    """Raise :class:`UnsupportedPrecisionError` naming the precision, the CPU and what it offers instead."""
+    if precision not in (*PRECISIONS, "int8"):
+        msg = f"Unknown precision {precision!r}; choose one of {', '.join((*PRECISIONS, 'int8'))}."
+        raise UnsupportedPrecisionError(msg)
+    offered = available_precisions()
+    if precision not in offered:
+        flags = ", ".join(cpu_flags()) or "none of " + ", ".join(RELEVANT_CPU_FLAGS)
+        msg = (
+            f"{precision} inference was asked for, but this CPU ({cpu_model()}; flags: {flags}) does not run it: "
+            f"OpenVINO offers {', '.join(offered)} here. Fix: choose one of those (f32 is exact everywhere), or "
+            f"run on a CPU with {precision} support (bf16: AVX512_BF16 or AMX, e.g. Intel Xeon Sapphire Rapids)."
+        )
+        raise UnsupportedPrecisionError(msg)
+
+
+def compile_config(precision: Precision = "f32") -> dict[str, str]:
+    """``compile_model`` config that makes OpenVINO's CPU plugin run in ``precision``, checked against this CPU."""
+    check_precision(precision)
+    if precision == "int8":
+        msg = "int8 is a property of the IR (anomalib export --compression_type INT8_PTQ), not an inference hint."
+        raise UnsupportedPrecisionError(msg)
+    return {"INFERENCE_PRECISION_HINT": precision}
+
+
+def precision_name(element_type) -> str:
+    """``'f32'``/``'bf16'``/``'f16'`` for an OpenVINO element type (what ``INFERENCE_PRECISION_HINT`` returns)."""
+    return element_type.get_type_name() if hasattr(element_type, "get_type_name") else str(element_type)
+
+
+def compiled_precision(compiled_model) -> str:
+    """The floating-point precision a compiled model actually runs in."""
+    return precision_name(compiled_model.get_property("INFERENCE_PRECISION_HINT"))

@@ -172,3 +172,50 @@ def test_shipped_configs_parse_on_the_stock_command(tmp_path: Path, model_config
     assert result.returncode == 0, result.stderr[-3000:]
     assert "class_path: AdaptedMoE" in result.stdout or "AdaptedMoE" in result.stdout
     assert "epochs:" in result.stdout and "category: cloth" in result.stdout
+
+
+def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: Path) -> None:
+    """`anomalib export --compression_type INT8_PTQ --data ...`: 16 held-out training images calibrate the backbone."""
+    data_args = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data"), "--data.image_size", "64"]
+    data_args += ["--data.num_train", "40", "--data.num_test_good", "1", "--data.num_test_defect", "1"]
+    data_args += ["--data.num_subclasses", "3", "--data.num_unseen", "1", "--data.num_workers", "0"]
+    fit = run(
+        [
+            "fit",
+            *MODEL_ARGS,
+            "--model.epochs",
+            "1",
+            *data_args,
+            "--default_root_dir",
+            str(tmp_path / "results"),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.logger",
+            "false",
+        ],
+        tmp_path,
+    )
+    assert fit.returncode == 0, fit.stdout[-3000:] + fit.stderr[-5000:]
+    checkpoint = sorted((tmp_path / "results").rglob("*.ckpt"))[-1]
+    export = run(
+        [
+            "export",
+            *MODEL_ARGS,
+            *data_args,
+            "--export_type",
+            "openvino",
+            "--compression_type",
+            "INT8_PTQ",
+            "--ckpt_path",
+            str(checkpoint),
+            "--export_root",
+            str(tmp_path / "export"),
+            "--onnx_kwargs",
+            "{opset_version: 18}",
+        ],
+        tmp_path,
+    )
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]
+    assert "INT8 calibration on 16 validation images" in export.stdout + export.stderr
+    (xml,) = (tmp_path / "export").rglob("model.xml")
+    assert 'type="FakeQuantize"' in xml.read_text()

@@ -25,6 +25,19 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path) -> None:
     # The tolerances of tests/test_integration.py's export test, on the demo's own two exports.
     assert summary["openvino_max_score_diff"] < 1e-3 and summary["openvino_max_map_diff"] < 1e-3
     assert summary["openvino_fp16_max_score_diff"] < 2e-2 and summary["openvino_fp16_max_map_diff"] < 2e-2
+    # the precision table: f32 always, exact; every other precision either measured or named with its reason
+    matrix = summary["precision_matrix"]
+    rows = {row["name"]: row for row in matrix["rows"]}
+    assert rows["FP32 IR, f32"]["precision"] == "f32" and rows["FP32 IR, f32"]["max_score_diff"] < 1e-3
+    assert set(rows) | set(matrix["not_run"]) == {
+        "FP32 IR, f32",
+        "FP32 IR, bf16",
+        "FP32 IR, f16",
+        "FP16-weights IR, f32",
+        "INT8 IR, f32 rest",
+        "INT8 IR, bf16 rest",
+    }
+    assert "INT8 calibration has" in matrix["not_run"]["INT8 IR, f32 rest"]  # the tiny set is too small for it
     fp32, fp16 = Path(summary["export_path"]), Path(summary["export_path_fp16"])
     assert fp32 != fp16 and fp32.exists() and fp16.exists()
     # FP16 weights take about half the space: the export really compressed them.

@@ -84,16 +84,29 @@ def test_export(tmp_path: Path, fitted, export_type: str) -> None:
     assert path is not None and Path(path).exists()
 
 
-#: largest |OpenVINO - torch| difference allowed on the post-processed pred_score and anomaly_map (both in [0, 1]).
-#: FP16 weights (``compression_type=FP16``): measured 8.0e-3 (score) and 5.7e-3 (map) on this model, asserted
-#: with 2.5x headroom (the demo's 40-epoch model: 1.27e-2 / 6.93e-3, in the model README).
-OPENVINO_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+#: largest |OpenVINO - torch| difference allowed on the post-processed pred_score and anomaly_map (both in [0, 1]),
+#: per (IR, inference precision). f32 is exact to float rounding on every CPU. FP16 weights in f32: measured up to
+#: 8.0e-3 (score) and 5.7e-3 (map), asserted with 2.5x headroom. bf16 (CPUs with AVX512_BF16 only): measured
+#: 6.3e-2 / 6.1e-2 on an Intel Xeon with AMX, bounded at 2.4x that: a guard against a broken graph, not an
+#: accuracy claim (the precision matrix in docs/performance.md has the trained model's figures).
+OPENVINO_TOLERANCE = {("fp32", "f32"): 1e-3, ("fp16", "f32"): 2e-2, ("fp32", "bf16"): 0.15}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def _requires(precision: str) -> None:
+    """Skip, saying why, where this CPU does not run ``precision``."""
+    from anomalib_adapted_moe.deploy import available_precisions, cpu_model
+
+    offered = available_precisions()
+    if precision not in offered:
+        pytest.skip(f"{cpu_model()} runs {', '.join(offered)} in OpenVINO, not {precision}")
+
+
+@pytest.mark.parametrize(("ir", "precision"), list(OPENVINO_TOLERANCE))
 def test_openvino_matches_torch_on_sixteen_images(
-    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, precision: str
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, ir: str, precision: str
 ) -> None:
+    """Every parity check names the precision it compiles for and checks the compiled model ran in it."""
+    _requires(precision)
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     engine, model, datamodule, checkpoint = fitted
     path = engine.export(
@@ -102,15 +115,80 @@ def test_openvino_matches_torch_on_sixteen_images(
         export_root=tmp_path,
         ckpt_path=checkpoint,
         onnx_kwargs={"opset_version": 18},
-        compression_type=CompressionType.FP16 if precision == "fp16" else None,
+        compression_type=CompressionType.FP16 if ir == "fp16" else None,
     )
-    assert ('element_type="f16"' in Path(path).read_text()) == (precision == "fp16")  # weights really compressed
+    assert ('element_type="f16"' in Path(path).read_text()) == (ir == "fp16")  # weights really compressed
     paths = list(datamodule.test_data.samples.image_path)[:16]
     assert len(paths) == 16
+    parity = openvino_parity(
+        model, path, paths, [datamodule.test_data[index].image for index in range(16)], precision=precision
+    )
+    print(f"OpenVINO {ir} IR in {precision}: {parity}")
+    assert parity["precision"] == precision
+    assert parity["max_score_diff"] <= OPENVINO_TOLERANCE[ir, precision]
+    assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
+
+
+def test_int8_export_quantises_the_backbone_only_and_runs(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """INT8_PTQ from Python: calibrated on the validation split, head left in float, int8 layers really run."""
+    _requires("int8")
+    import openvino as ov
+
+    from anomalib_adapted_moe.deploy import quantization
+
+    monkeypatch.chdir(tmp_path)
+    engine, model, datamodule, checkpoint = fitted
+    # the tiny set's validation split is smaller than the floor meant for real data; the refusal is tested below
+    monkeypatch.setattr(quantization, "MIN_CALIBRATION_IMAGES", 1)
+    path = engine.export(
+        model=model,
+        export_type="openvino",
+        export_root=tmp_path,
+        ckpt_path=checkpoint,
+        compression_type=CompressionType.INT8_PTQ,
+        datamodule=datamodule,
+        onnx_kwargs={"opset_version": 18},
+    )
+    quantized = ov.Core().read_model(path)
+    fake_quantize = [op for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert fake_quantize, "no FakeQuantize: nothing was quantised"
+    head = set(quantization.head_node_names(quantized))
+    assert not {op.get_friendly_name() for op in fake_quantize} & head
+    paths = list(datamodule.test_data.samples.image_path)[:16]
     parity = openvino_parity(model, path, paths, [datamodule.test_data[index].image for index in range(16)])
-    print(f"OpenVINO {precision}: {parity}")
-    assert parity["max_score_diff"] <= OPENVINO_TOLERANCE[precision]
-    assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[precision]
+    print(f"OpenVINO INT8 IR (float layers in f32): {parity}")
+    assert parity["precision"] == "f32"
+    # measured 1.6e-2 (score) and 1.8e-2 (map) on an Intel Xeon with AMX; bounded at about 2.7x
+    assert parity["max_score_diff"] <= 0.05 and parity["max_map_diff"] <= 0.05
+    from anomalib_adapted_moe.benchmark.precision import layer_precisions
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    ran = layer_precisions(openvino_inferencer(path).model)
+    assert ran.get("u8", 0) + ran.get("i8", 0) > 0, ran
+
+
+def test_int8_export_with_too_few_calibration_images_says_so_and_writes_nothing(tmp_path: Path, fitted) -> None:
+    engine, model, datamodule, checkpoint = fitted
+    from anomalib_adapted_moe.deploy import MIN_CALIBRATION_IMAGES, CalibrationDataError
+
+    datamodule.setup("fit")
+    count = len(datamodule.val_data)
+    assert count < MIN_CALIBRATION_IMAGES
+    with pytest.raises(
+        CalibrationDataError, match=rf"has {count} validation image\(s\).*at least {MIN_CALIBRATION_IMAGES}"
+    ):
+        engine.export(
+            model=model,
+            export_type="openvino",
+            export_root=tmp_path,
+            ckpt_path=checkpoint,
+            compression_type=CompressionType.INT8_PTQ,
+            datamodule=datamodule,
+            onnx_kwargs={"opset_version": 18},
+        )
+    assert not list(tmp_path.rglob("*.xml")) and not list(tmp_path.rglob("*.bin"))
 
 
 def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: Path, fitted) -> None:

@@ -11,8 +11,9 @@ routing, test-time adaptation, experts, map upsampling and blur) stays in float:
 quantising it too cost 0.75 point more seen image AUROC on the demo model
 (README, "Deploying to the edge") and saves little time, since the backbone's
 convolutions are where the time goes. The head starts at the patch
-aggregation's 3x3, stride-1 average pools (:class:`~anomalib_adapted_moe.models.adapted_moe.features.PatchFeatureExtractor`),
-everything downstream of which is left out of quantisation.
+aggregation's 3x3, stride-1 average pools (``PatchFeatureExtractor`` in
+``models/adapted_moe/features.py``); everything downstream of them is left out of
+quantisation.
 """
 
 from __future__ import annotations

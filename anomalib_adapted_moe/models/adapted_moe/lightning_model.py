@@ -346,7 +346,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         return LearningType.ONE_CLASS
 
     @staticmethod
-    def _post_training_quantization_ov(model, datamodule=None):  # noqa: ANN205 (anomalib's signature)
+    def _post_training_quantization_ov(model, datamodule=None):
         """``--compression_type INT8_PTQ``: quantise the backbone only, calibrated on training-derived images.
 
         See :mod:`anomalib_adapted_moe.deploy.quantization`; raises before anything is written when the
@@ -355,7 +355,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         return quantize_backbone(model, datamodule)
 
     @staticmethod
-    def _accuracy_control_quantization_ov(*args, **kwargs):  # noqa: ANN205 (anomalib's signature)
+    def _accuracy_control_quantization_ov(*args, **kwargs):
         """``INT8_ACQ`` is refused: anomalib validates its accuracy control on the test set."""
         del args, kwargs
         msg = (

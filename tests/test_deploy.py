@@ -1,0 +1,51 @@
+"""Edge deployment: a precision the CPU lacks is refused by name, INT8 calibration refuses test images."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from anomalib_adapted_moe.deploy import (
+    CalibrationDataError,
+    UnsupportedPrecisionError,
+    available_precisions,
+    compile_config,
+    cpu_model,
+    precision,
+    quantization,
+)
+
+
+def test_f32_is_offered_on_every_cpu_and_compiles_as_asked() -> None:
+    assert available_precisions()[0] == "f32"
+    assert compile_config("f32") == {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def test_a_precision_the_cpu_lacks_names_the_precision_the_cpu_and_what_it_has(monkeypatch) -> None:
+    monkeypatch.setattr(precision, "cpu_capabilities", lambda: ["FP32", "INT8", "EXPORT_IMPORT"])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", "avx512f"])
+    with pytest.raises(UnsupportedPrecisionError) as error:
+        compile_config("bf16")
+    text = str(error.value)
+    assert text.startswith("bf16 inference was asked for")
+    assert cpu_model() in text and "flags: avx2, avx512f" in text
+    assert "OpenVINO offers f32, int8 here" in text
+
+
+def test_unknown_precisions_and_int8_as_a_hint_are_refused() -> None:
+    with pytest.raises(UnsupportedPrecisionError, match="Unknown precision 'fp64'"):
+        compile_config("fp64")
+    if "int8" in available_precisions():
+        with pytest.raises(UnsupportedPrecisionError, match="property of the IR"):
+            compile_config("int8")
+
+
+@pytest.mark.parametrize("mode", ["same_as_test", "from_test"])
+def test_int8_calibration_refuses_a_validation_split_taken_from_the_test_set(mode: str) -> None:
+    datamodule = SimpleNamespace(val_split_mode=mode)
+    with pytest.raises(CalibrationDataError, match=f"val_split_mode='{mode}' takes it from the test set"):
+        quantization.calibration_loader(datamodule)
+
+
+def test_int8_calibration_without_a_datamodule_says_how_to_give_one() -> None:
+    with pytest.raises(CalibrationDataError, match="pass --data"):
+        quantization.calibration_loader(None)

@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-fast demo quality speed figures lint clean
+.PHONY: install test test-fast demo quality speed precision figures lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ quality: $(STAMP)
 # writes results/speed/speed.json and docs/performance.md. SPEED_ARGS=--quick for a smoke run.
 speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py $(SPEED_ARGS)
+
+# OpenVINO at every precision this CPU has (f32, bf16, f16, FP16 weights, INT8): differences to torch, AUROC, speed;
+# writes the precision section of docs/performance.md (and docs/precision.json). Timed: run it alone.
+precision: $(STAMP)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark precision $(PRECISION_ARGS)
 
 # AdaptedMoE vs anomalib's built-in models and the paper's ablations; resumable; writes docs/benchmarks.md.
 benchmark: $(STAMP)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     start = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("lightning", "lightning.pytorch", "anomalib", "openvino", "torch"):
+    for noisy in ("lightning", "lightning.pytorch", "anomalib", "openvino", "torch", "nncf"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("anomalib_adapted_moe").setLevel(logging.INFO)
 

@@ -27,10 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: fewest calibration images accepted: fewer leave each layer's activation range to a handful of samples
-#: (anomalib recommends 300 and NNCF draws up to 300)
+#: (anomalib recommends 300; every validation image is used)
 MIN_CALIBRATION_IMAGES = 16
-#: NNCF's default number of calibration samples
-MAX_CALIBRATION_IMAGES = 300
 #: validation modes that take test images, which must not calibrate a deployed model
 _TEST_SPLIT_MODES = ("same_as_test", "from_test")
 
@@ -58,12 +56,11 @@ def calibration_loader(datamodule: AnomalibDataModule | None):
     if count < MIN_CALIBRATION_IMAGES:
         msg = (
             f"INT8 calibration has {count} validation image(s) from {type(datamodule).__name__}, and wants at least "
-            f"{MIN_CALIBRATION_IMAGES} (up to {MAX_CALIBRATION_IMAGES} are used); no model was written. Fix: add "
+            f"{MIN_CALIBRATION_IMAGES} (anomalib recommends 300); no model was written. Fix: add "
             "training images, raise val_split_ratio, or export in float (no --compression_type, or FP16)."
         )
         raise CalibrationDataError(msg)
-    if count < MAX_CALIBRATION_IMAGES:
-        logger.info("INT8 calibration on %d validation images (NNCF uses up to %d).", count, MAX_CALIBRATION_IMAGES)
+    logger.info("INT8 calibration on %d validation images.", count)
     return loader
 
 
@@ -98,4 +95,5 @@ def quantize_backbone(model, datamodule: AnomalibDataModule | None):
     loader = calibration_loader(datamodule)
     dataset = nncf.Dataset(loader, lambda batch: batch.image.numpy())
     ignored = nncf.IgnoredScope(names=head_node_names(model), validate=False)
-    return nncf.quantize(model, dataset, subset_size=MAX_CALIBRATION_IMAGES, ignored_scope=ignored)
+    # subset_size counts dataset items, here batches: every validation image calibrates
+    return nncf.quantize(model, dataset, subset_size=len(loader), ignored_scope=ignored)

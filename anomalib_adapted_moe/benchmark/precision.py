@@ -440,6 +440,8 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
         "seed": args.seed,
     }
     datamodule = SyntheticTextureAD(**{**data_args, **json.loads(args.data_init_args or "{}")})
+    datamodule.prepare_data()  # in the demo's order, so that the same seed trains the demo's model
+    datamodule.setup()
     weights = None if args.weights.lower() == "none" else args.weights
     model, _ = _adapted_moe(Settings(image_size=args.image_size, weights=weights, epochs=args.epochs))
     rounds = {1: args.rounds_batch1, 16: args.rounds_batch16}

@@ -1,0 +1,82 @@
+"""The real-texture benchmark builder, on a fake package of tiny textures (tests never download)."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalib_adapted_moe.data.real_textures import REAL_CATEGORIES, PackageUnavailableError, build_real_textures
+from anomalib_adapted_moe.data.real_textures import build as build_module
+from anomalib_adapted_moe.data.real_textures.catalog import PACKAGE, PK3
+from anomalib_adapted_moe.data.texture_ad_check import run_check
+
+SMALL = {"image_size": 48, "num_train": 3, "num_test_good": 2, "num_test_defect": 5}
+
+
+def fake_package(folder: Path) -> Path:
+    """The package's layout with a random 32x32 texture (RGBA for .tga) at every path the catalog names."""
+    unpacked = folder / "unpacked"
+    (unpacked / PK3).parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(unpacked / PK3, "w") as archive:
+        for specs in REAL_CATEGORIES.values():
+            for spec in specs:
+                mode = "RGBA" if spec.texture.endswith(".tga") else "RGB"
+                pixels = rng.integers(0, 256, size=(32, 32, len(mode)), dtype=np.uint8)
+                path = folder / Path(spec.texture).name
+                Image.fromarray(pixels, mode=mode).save(path, format="TGA" if mode == "RGBA" else "JPEG")
+                archive.write(path, spec.texture)
+    docs = unpacked / "usr/share/doc" / PACKAGE
+    docs.mkdir(parents=True)
+    (docs / "copyright").write_text("GPL-2+\n")
+    return unpacked
+
+
+@pytest.fixture
+def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(build_module, "fetch_package", lambda folder, deb=None: fake_package(folder))
+    return build_real_textures(tmp_path / "out", seed=3, categories=("metal_sheet",), **SMALL)
+
+
+def test_layout_split_and_licence_are_texture_ad_shaped(built: Path) -> None:
+    category = built / "metal_sheet"
+    split = json.loads((category / "split.json").read_text())
+    assert len(split["seen"]) == 5 and len(split["unseen"]) == 3
+    for name in split["seen"]:
+        assert len(list((category / name / "train" / "good").glob("*.png"))) == 3
+    for name in split["unseen"]:
+        assert not (category / name / "train").exists()
+    defects = sorted(p.name for p in (category / split["seen"][0] / "test").iterdir())
+    assert defects == ["dent", "foreign_material", "good", "hole", "scratch", "stain"]
+    assert (built / f"{PACKAGE}.copyright").read_text() == "GPL-2+\n"
+    assert run_check(built) == 0  # what `python -m anomalib_adapted_moe.data.texture_ad --check` runs
+
+
+def test_masks_are_exactly_the_changed_pixels(built: Path) -> None:
+    for mask_path in (built / "metal_sheet").rglob("ground_truth/*/*_mask.png"):
+        mask = np.asarray(Image.open(mask_path)) > 0
+        assert 0.002 <= mask.mean() <= 0.08, mask_path
+
+
+def test_the_same_seed_builds_the_same_files(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    again = build_real_textures(tmp_path / "again", seed=3, categories=("metal_sheet",), **SMALL)
+    first = sorted(p.relative_to(built) for p in (built / "metal_sheet").rglob("*.png"))
+    assert first == sorted(p.relative_to(again) for p in (again / "metal_sheet").rglob("*.png"))
+    for relative in first[::7]:
+        assert (built / relative).read_bytes() == (again / relative).read_bytes()
+
+
+def test_existing_output_and_unknown_categories_are_refused(built: Path) -> None:
+    with pytest.raises(FileExistsError, match="metal_sheet already exist"):
+        build_real_textures(built, categories=("metal_sheet",))
+    with pytest.raises(ValueError, match="Unknown categories \\['carpet'\\]"):
+        build_real_textures(built, categories=("carpet",))
+
+
+def test_without_apt_get_it_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_module.shutil, "which", lambda name: None)
+    with pytest.raises(PackageUnavailableError, match=f"needs the Debian package {PACKAGE}.*--deb"):
+        build_module.fetch_package(tmp_path)

@@ -112,3 +112,23 @@ def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: p
 
     with pytest.raises(SystemExit, match="seed=0, not 1"):
         main(["compare", *common, "--seed", "1", "--models", "Padim"])
+
+
+def test_shipped_data_configs_resolve_their_bare_class_names() -> None:
+    """`--data configs/data/texture_ad.yaml` once failed with "Empty module name": bare names work as on `anomalib`."""
+    import yaml
+
+    from anomalib_adapted_moe import SyntheticTextureAD, TextureAD
+    from anomalib_adapted_moe.benchmark.run import resolve_class_path
+
+    configs = Path(__file__).parents[1] / "configs" / "data"
+    resolved = {
+        path.name: resolve_class_path(yaml.safe_load(path.read_text())["class_path"]) for path in configs.glob("*.yaml")
+    }
+    assert resolved["texture_ad.yaml"] is TextureAD and resolved["real_textures_dev.yaml"] is TextureAD
+    assert resolved["synthetic_texture_ad.yaml"] is SyntheticTextureAD
+    from anomalib.data import MVTecAD
+
+    assert resolve_class_path("MVTecAD") is MVTecAD and resolve_class_path("anomalib.data.MVTecAD") is MVTecAD
+    with pytest.raises(ValueError, match="no such class in anomalib_adapted_moe or anomalib.data"):
+        resolve_class_path("Carpet")

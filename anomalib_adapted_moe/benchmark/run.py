@@ -22,10 +22,27 @@ import torch
 from .zoo import BATCH_SIZE_ONE, BUDGETED, MODELS, RECOMMENDED_EPOCHS, Settings
 
 
+#: where a bare class name (``class_path: TextureAD``, as the `anomalib` command accepts) is looked up, in order
+BARE_NAME_MODULES = ("anomalib_adapted_moe", "anomalib.data")
+
+
+def resolve_class_path(class_path: str) -> type:
+    """The class of a dotted ``class_path``, or of a bare name from this package or anomalib's datamodules."""
+    module_name, _, class_name = class_path.rpartition(".")
+    for candidate in [module_name] if module_name else BARE_NAME_MODULES:
+        module = importlib.import_module(candidate)
+        if hasattr(module, class_name):
+            return getattr(module, class_name)
+    msg = (
+        f"class_path {class_path!r}: no such class in {module_name or ' or '.join(BARE_NAME_MODULES)}. Fix: give "
+        "the full path (e.g. anomalib_adapted_moe.TextureAD or anomalib.data.MVTecAD)."
+    )
+    raise ValueError(msg)
+
+
 def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one: bool):
     """The datamodule named by an anomalib-style ``{class_path, init_args}`` config, for one category."""
-    module_name, _, class_name = data["class_path"].rpartition(".")
-    datamodule_class = getattr(importlib.import_module(module_name), class_name)
+    datamodule_class = resolve_class_path(data["class_path"])
     init_args = dict(data.get("init_args", {}))
     if category is not None:
         init_args["category"] = category

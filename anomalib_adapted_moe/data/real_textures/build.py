@@ -84,10 +84,13 @@ def camera_view(texture: np.ndarray, rng: np.random.Generator, size: int) -> np.
     tiled = np.tile(texture, (reps_y, reps_x, 1))
     y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
     crop = tiled[y : y + window, x : x + window]
-    view = np.asarray(
-        Image.fromarray((crop * 255).round().astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR),
-        dtype=np.float32,
-    ) / 255.0
+    view = (
+        np.asarray(
+            Image.fromarray((crop * 255).round().astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
     if rng.random() < 0.5:
         view = view[:, ::-1]
     gain = rng.uniform(0.92, 1.08) * rng.uniform(0.97, 1.03, size=3)
@@ -142,8 +145,12 @@ def build_real_textures(
     if existing:
         msg = f"{', '.join(existing)} already exist(s); remove them or build into another --output."
         raise FileExistsError(msg)
-    counts = {"image_size": image_size, "num_train": num_train, "num_test_good": num_test_good,
-              "num_test_defect": num_test_defect}
+    counts = {
+        "image_size": image_size,
+        "num_train": num_train,
+        "num_test_good": num_test_good,
+        "num_test_defect": num_test_defect,
+    }
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="real_textures_") as scratch:
         unpacked = fetch_package(Path(scratch), Path(deb) if deb else None)
@@ -168,8 +175,11 @@ def build_real_textures(
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: build, then say how to check and use it."""
-    parser = argparse.ArgumentParser(prog="python -m anomalib_adapted_moe.data.real_textures", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.data.real_textures",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--output", type=Path, default=Path("datasets/real_textures_dev"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deb", type=Path, default=None, help=f"a downloaded {PACKAGE} .deb (default: apt-get)")

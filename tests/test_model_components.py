@@ -245,3 +245,19 @@ def test_feature_cache_never_holds_more_than_its_budget_in_ram_and_logs_the_spil
     assert spill.stat().st_size == 6 * chunk.numel() * 2  # every feature went to the file
     assert f"passed its RAM budget of {2500 / 2**30:.2f} GiB: spilling to the memory-mapped file {spill}" in caplog.text
     assert caplog.text.count("spilling") == 1
+
+
+def test_routing_rule_is_a_switch_of_its_own() -> None:
+    """Table 3 changes loss and routing together; ``routing_rule`` separates them (default: the loss's rule)."""
+    torch.manual_seed(0)
+    embedding = F.normalize(torch.randn(4, 8), dim=1)
+    for loss, rule in (("center", "cosine"), ("softmax", "classifier")):
+        assert RoutingNetwork(16, 8, 3, routing_loss=loss).routing_rule == rule
+    cosine = RoutingNetwork(16, 8, 3, routing_loss="softmax", routing_rule="cosine")
+    cosine.centers.copy_(F.normalize(torch.randn(3, 8), dim=1))
+    expected = (F.normalize(embedding, dim=1) @ cosine.centers.T / cosine.temperature).softmax(dim=1)
+    assert torch.allclose(cosine.probabilities(embedding), expected)
+    classifier = RoutingNetwork(16, 8, 3, routing_loss="center", routing_rule="classifier")
+    assert torch.allclose(classifier.probabilities(embedding), classifier.classifier(embedding).softmax(dim=1))
+    with pytest.raises(ValueError, match="routing_rule must be one of"):
+        RoutingNetwork(16, 8, 3, routing_rule="nearest")

@@ -15,7 +15,7 @@ epoch recomputes the features of freshly augmented images.
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from anomalib import LearningType
@@ -62,7 +62,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         moe: use the mixture of experts; ``False`` trains a single expert on all images.
         tta: test-time adaptation (eq. 5).
         normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
-        routing_loss: ``"center"`` (centre + softmax loss, cosine routing) or ``"softmax"``.
+        routing_loss: ``"center"`` (centre + softmax loss) or ``"softmax"`` (paper Table 3).
+        routing_rule: ``"cosine"`` (softmax over cosine similarity to the centres), ``"classifier"`` (softmax of
+            the routing classifier) or ``None``: cosine with the centre loss, classifier with the softmax loss.
         alpha: weight of the centre loss, in [0, 1].
         center_lr: centre update rate (Wen et al.).
         temperature: routing softmax temperature over cosine similarities.
@@ -110,7 +112,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         moe: bool = True,
         tta: bool = True,
         normalize: bool = True,
-        routing_loss: str = "center",
+        routing_loss: Literal["center", "softmax"] = "center",
+        routing_rule: Literal["cosine", "classifier"] | None = None,
         alpha: float = 0.5,
         center_lr: float = 0.5,
         temperature: float = 0.1,
@@ -125,7 +128,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         blur_sigma: float = 4.0,
         cache_budget_gb: float = 8.0,
         feature_cache: bool | None = None,
-        cache_dtype: str = "float16",
+        cache_dtype: Literal["float16", "float32"] = "float16",
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -153,6 +156,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             tta=tta,
             normalize=normalize,
             routing_loss=routing_loss,
+            routing_rule=routing_rule,
             alpha=alpha,
             center_lr=center_lr,
             temperature=temperature,

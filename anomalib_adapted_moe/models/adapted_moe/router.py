@@ -5,6 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ROUTING_LOSSES = ("center", "softmax")
+ROUTING_RULES = ("cosine", "classifier")
+#: the routing rule each loss implies when none is given (the paper's Table 3 changes both together)
+DEFAULT_RULE = {"center": "cosine", "softmax": "classifier"}
 
 
 class RoutingNetwork(nn.Module):
@@ -15,10 +18,12 @@ class RoutingNetwork(nn.Module):
     Training (eq. 2): ``alpha * ||x - c_y||^2 + (1 - alpha) * CE(W x, y)``; the
     centres ``c`` follow Wen et al. (2016): they are buffers moved towards the mean
     of their class every step, not optimiser parameters.
-    Routing: softmax over cosine similarity to the centres divided by
-    ``temperature`` (``routing_loss="center"``), or softmax of the trained
-    classifier ``W x`` (``routing_loss="softmax"``, paper Table 3), whose centres
-    carry no loss and so would route on nothing that was trained.
+    Routing (``routing_rule``): softmax over cosine similarity to the centres divided
+    by ``temperature`` (``"cosine"``, the default with ``routing_loss="center"``), or
+    softmax of the trained classifier ``W x`` (``"classifier"``, the default with
+    ``routing_loss="softmax"``, paper Table 3). The two are separate switches: the
+    centres follow their classes (Wen et al.'s update) under either loss, and the
+    classifier trains under either (the softmax term is in both losses).
 
     Args:
         in_dim: channels of the adapted patch features.
@@ -26,6 +31,7 @@ class RoutingNetwork(nn.Module):
         num_experts: number of experts (= subclasses).
         normalize: L2-normalise the embedding.
         routing_loss: ``"center"`` or ``"softmax"``.
+        routing_rule: ``"cosine"``, ``"classifier"`` or ``None`` (the one ``routing_loss`` implies).
         alpha: weight of the centre term, in [0, 1].
         center_lr: Wen et al.'s centre update rate, in (0, 1].
         temperature: softmax temperature on the cosine similarities.
@@ -38,6 +44,7 @@ class RoutingNetwork(nn.Module):
         num_experts: int,
         normalize: bool = True,
         routing_loss: str = "center",
+        routing_rule: str | None = None,
         alpha: float = 0.5,
         center_lr: float = 0.5,
         temperature: float = 0.1,
@@ -45,6 +52,9 @@ class RoutingNetwork(nn.Module):
         super().__init__()
         if routing_loss not in ROUTING_LOSSES:
             msg = f"routing_loss must be one of {ROUTING_LOSSES}, got {routing_loss!r}."
+            raise ValueError(msg)
+        if routing_rule not in (*ROUTING_RULES, None):
+            msg = f"routing_rule must be one of {ROUTING_RULES} or None, got {routing_rule!r}."
             raise ValueError(msg)
         if not 0.0 <= alpha <= 1.0:
             msg = f"alpha weighs the centre loss against the softmax loss and must lie in [0, 1], got {alpha}."
@@ -54,6 +64,7 @@ class RoutingNetwork(nn.Module):
             raise ValueError(msg)
         self.normalize = normalize
         self.routing_loss = routing_loss
+        self.routing_rule = routing_rule or DEFAULT_RULE[routing_loss]
         self.alpha = alpha
         self.center_lr = center_lr
         self.temperature = temperature
@@ -73,7 +84,7 @@ class RoutingNetwork(nn.Module):
 
     def probabilities(self, embedding: torch.Tensor) -> torch.Tensor:
         """Routing probabilities ``(B, E)``; each row sums to 1."""
-        if self.routing_loss == "softmax":
+        if self.routing_rule == "classifier":
             return self.classifier(embedding).softmax(dim=1)
         cosine = F.normalize(embedding, dim=1) @ F.normalize(self.centers, dim=1).T
         return (cosine / self.temperature).softmax(dim=1)

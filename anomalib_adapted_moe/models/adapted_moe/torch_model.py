@@ -6,6 +6,7 @@ anomaly map and image score.
 """
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ class AdaptedMoEModel(nn.Module):
         tta: apply test-time adaptation.
         normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
         routing_loss: ``"center"`` or ``"softmax"``.
+        routing_rule: ``"cosine"`` (centres), ``"classifier"`` or ``None`` (the one ``routing_loss`` implies).
         alpha: centre-loss weight in the routing loss.
         center_lr: centre update rate.
         temperature: routing softmax temperature.
@@ -53,7 +55,8 @@ class AdaptedMoEModel(nn.Module):
         num_experts: int = 1,
         tta: bool = True,
         normalize: bool = True,
-        routing_loss: str = "center",
+        routing_loss: Literal["center", "softmax"] = "center",
+        routing_rule: Literal["cosine", "classifier"] | None = None,
         alpha: float = 0.5,
         center_lr: float = 0.5,
         temperature: float = 0.1,
@@ -75,6 +78,7 @@ class AdaptedMoEModel(nn.Module):
             "embed_dim": routing_dim,
             "normalize": normalize,
             "routing_loss": routing_loss,
+            "routing_rule": routing_rule,
             "alpha": alpha,
             "center_lr": center_lr,
             "temperature": temperature,

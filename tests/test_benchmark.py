@@ -130,5 +130,5 @@ def test_shipped_data_configs_resolve_their_bare_class_names() -> None:
     from anomalib.data import MVTecAD
 
     assert resolve_class_path("MVTecAD") is MVTecAD and resolve_class_path("anomalib.data.MVTecAD") is MVTecAD
-    with pytest.raises(ValueError, match="no such class in anomalib_adapted_moe or anomalib.data"):
+    with pytest.raises(ValueError, match=r"no such class in anomalib_adapted_moe or anomalib\.data"):
         resolve_class_path("Carpet")

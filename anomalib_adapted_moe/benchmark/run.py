@@ -21,7 +21,6 @@ import torch
 
 from .zoo import BATCH_SIZE_ONE, BUDGETED, MODELS, RECOMMENDED_EPOCHS, Settings
 
-
 #: where a bare class name (``class_path: TextureAD``, as the `anomalib` command accepts) is looked up, in order
 BARE_NAME_MODULES = ("anomalib_adapted_moe", "anomalib.data")
 

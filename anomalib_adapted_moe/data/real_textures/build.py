@@ -79,7 +79,7 @@ def load_texture(archive: zipfile.ZipFile, name: str) -> np.ndarray:
 def camera_view(texture: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     """One view of the tiled texture: random position and scale, flip, exposure, white balance, sensor noise."""
     height, width = texture.shape[:2]
-    window = int(round(size * rng.uniform(0.9, 1.1)))
+    window = round(size * rng.uniform(0.9, 1.1))
     reps_y, reps_x = -(-(window + height) // height), -(-(window + width) // width)
     tiled = np.tile(texture, (reps_y, reps_x, 1))
     y, x = int(rng.integers(0, height)), int(rng.integers(0, width))

@@ -360,3 +360,19 @@ def test_check_on_a_clean_copy_exits_zero_with_a_summary(
 def test_check_on_a_missing_root_exits_two_with_instructions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert check_main(["--check", str(tmp_path / "nowhere")]) == 2
     assert HF_DATASET in capsys.readouterr().err
+
+
+def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(
+    texture_ad_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Real downloads carry LICENSES/, __MACOSX/, READMEs and the paper: a warning each, and the check passes."""
+    (texture_ad_root / "LICENSES").mkdir()
+    (texture_ad_root / "LICENSES" / "CC-BY-4.0.txt").write_text("licence text\n")
+    (texture_ad_root / "__MACOSX" / "cloth").mkdir(parents=True)
+    (texture_ad_root / "README.md").write_text("Texture AD\n")
+    (texture_ad_root / "paper.pdf").write_bytes(b"%PDF-1.4\n")
+    assert check_main(["--check", str(texture_ad_root)]) == 0
+    out = capsys.readouterr().out
+    assert f"WARNING {texture_ad_root / 'LICENSES'}: not a category" in out
+    assert f"WARNING {texture_ad_root / '__MACOSX'}: not a category" in out
+    assert "1 category, 3 subclasses, 12 images, no problems" in out

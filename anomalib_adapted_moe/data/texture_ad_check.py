@@ -26,12 +26,22 @@ def _plural(count: int, singular: str, plural: str | None = None) -> str:
     return f"{count} {singular if count == 1 else plural or singular + 's'}"
 
 
-def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[LayoutProblem]]:
+def _holds_subclasses(folder: Path) -> bool:
+    """A category folder holds subclass folders with ``train/`` or ``test/`` in them."""
+    return any((sub / "train").is_dir() or (sub / "test").is_dir() for sub in folder.iterdir() if sub.is_dir())
+
+
+def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[LayoutProblem], list[str]]:
+    """The category folders to check, the root's layout problems, and warnings about folders that are skipped."""
     if category is not None:
-        return [find_category_dir(root, category)], []
+        return [find_category_dir(root, category)], [], []
     if not root.is_dir():
         raise TextureADNotFoundError(not_found_message(root))
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # downloads carry LICENSES/, __MACOSX/ and the like beside the categories: named, then left alone
+    skipped = [p for p in dirs if not _holds_subclasses(p) and any(_holds_subclasses(q) for q in dirs)]
+    warnings = [f"{p}: not a category (no subclass folder with train/ or test/ in it); skipped." for p in skipped]
+    dirs = [p for p in dirs if p not in skipped]
     problems = []
     looks_like_category = [p for p in dirs if (p / "train").is_dir() or (p / "test").is_dir()]
     if looks_like_category:
@@ -54,17 +64,16 @@ def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[L
                 "extract the Texture AD archives here (one folder per category).",
             )
         )
-    return dirs, problems
+    return dirs, problems, warnings
 
 
 def run_check(root: Path, category: str | None = None, workers: int = 4) -> int:
     """Report every layout problem under ``root``; return the exit code (0 clean, 1 problems, 2 not found)."""
     try:
-        categories, problems = _category_dirs(root, category)
+        categories, problems, warnings = _category_dirs(root, category)
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 2
-    warnings: list[str] = []
     subclasses = images = masks = 0
     for category_dir in categories:
         print(f"Checking {category_dir} ...", file=sys.stderr)

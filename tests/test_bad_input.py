@@ -17,7 +17,12 @@ from conftest import tiny_adapted_moe, write_image
 from PIL import Image
 
 from anomalib_adapted_moe.data import TextureADDataset
-from anomalib_adapted_moe.data.predict_check import HighBitDepthImageError, check_predict_images, skipped_files
+from anomalib_adapted_moe.data.predict_check import (
+    BadPredictImagesError,
+    HighBitDepthImageError,
+    check_predict_images,
+    skipped_files,
+)
 from anomalib_adapted_moe.data.texture_ad_layout import CorruptImageError, read_image_tensor
 
 
@@ -124,3 +129,17 @@ def test_skipped_files_are_only_listed_for_a_folder(predict_folder: Path) -> Non
     images = sorted(predict_folder.glob("*.png"))
     assert skipped_files(images) == [predict_folder / "notes.txt"]
     assert skipped_files(images[:1]) == []  # one image: it may have been given alone, so its neighbours are not ours
+
+
+def test_every_bad_image_of_a_predict_folder_is_named_in_one_message(predict_folder: Path) -> None:
+    """Three damaged files: all three named at once (fixing one file per run is no way to clear a folder)."""
+    bad = [
+        damage(predict_folder / name, kind)
+        for name, kind in (("rgb.png", "zero_bytes"), ("grey.png", "random_bytes"), ("rgba.png", "truncated"))
+    ]
+    with pytest.raises(BadPredictImagesError) as info:
+        check_predict_images(sorted(predict_folder.glob("*.png")))
+    message = str(info.value)
+    assert message.startswith("3 of 3 images cannot be predicted")
+    assert all(f"  - {path}: cannot be read as an image" in message for path in bad)
+    assert message.count("Fix:") == 1

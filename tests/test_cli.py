@@ -103,6 +103,33 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     assert len(list((tmp_path / "predictions").rglob("*.png"))) == 3
     assert f"{images / 'notes.txt'}: skipped, not an image" in predict.stdout + predict.stderr
 
+    # three damaged files beside good ones: all three named in one short message, no traceback, nothing predicted
+    (images / "notes.txt").unlink()
+    damaged = [images / "empty.png", images / "random.png", images / "truncated.png"]
+    damaged[0].write_bytes(b"")
+    damaged[1].write_bytes(bytes(range(256)) * 2)
+    damaged[2].write_bytes((images / "0.png").read_bytes()[:200])
+    refused = run(
+        [
+            "predict",
+            *MODEL_ARGS,
+            "--data",
+            str(images),
+            "--ckpt_path",
+            str(checkpoints[-1]),
+            "--default_root_dir",
+            str(tmp_path / "refused"),
+            "--trainer.accelerator",
+            "cpu",
+        ],
+        tmp_path,
+    )
+    assert refused.returncode != 0
+    assert "3 of 6 images cannot be predicted" in refused.stderr, refused.stderr[-3000:]
+    assert all(f"  - {path}: cannot be read as an image" in refused.stderr for path in damaged)
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert not list((tmp_path / "refused").rglob("*.png"))
+
     export = run(
         [
             "export",

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from anomalib.data.utils.image import is_image_file
 from PIL import Image
 
-from anomalib_adapted_moe.data.texture_ad_layout import verify_image_file
+from anomalib_adapted_moe.data.texture_ad_layout import CorruptImageError, verify_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +49,58 @@ def skipped_files(image_files: Sequence[Path | str]) -> list[Path]:
     return sorted(path for path in root.rglob("*") if path.is_file() and not is_image_file(path))
 
 
-def check_predict_images(image_files: Sequence[Path | str]) -> None:
-    """Warn about every file that will not be predicted; raise on the first image that would be misread.
+def running_the_anomalib_command() -> bool:
+    """True inside the stock ``anomalib`` command (the rule the package's ``.pth`` hook uses)."""
+    return os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") in ("anomalib", "anomalib.exe")
 
-    Every image is decoded once, so a damaged file stops the run before any
-    prediction rather than in the middle of it.
+
+class BadPredictImagesError(CorruptImageError):
+    """Several files of a predict folder would be misread: every one is named in one message."""
+
+
+def check_predict_images(image_files: Sequence[Path | str]) -> None:
+    """Warn about every file that will not be predicted; raise, naming every image that would be misread.
+
+    Every image is decoded once, so damaged files stop the run before any
+    prediction rather than in the middle of it, and all of them are named at once:
+    clearing a folder one file per run is no way to work.
 
     Raises:
-        CorruptImageError: an empty, truncated or undecodable file (the message names it and the fix).
-        HighBitDepthImageError: a 16-bit or 32-bit grey image, which would be clipped to 8 bits.
+        CorruptImageError: one empty, truncated or undecodable file (the message names it and the fix).
+        HighBitDepthImageError: one 16-bit or 32-bit grey image, which would be clipped to 8 bits.
+        BadPredictImagesError: several such files, one line each.
     """
     for path in skipped_files(image_files):
         logger.warning("%s: skipped, not an image (anomalib predicts image files only).", path)
+    errors = []
     for path in map(Path, image_files):
-        verify_image_file(path, fix=PREDICT_FIX)
-        with Image.open(path) as image:
-            mode = image.mode
-        if mode in HIGH_BIT_DEPTH_MODES:
-            msg = (
-                f"{path}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
-                "(every value above 255 becomes white), so its scores would be wrong. Fix: convert it to 8-bit grey "
-                "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit), "
-                "or predict through TextureAD, which scales 16-bit images."
-            )
-            raise HighBitDepthImageError(msg)
+        try:
+            _check_one(path)
+        except (CorruptImageError, HighBitDepthImageError) as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        lines = [str(error).split(" Fix: ", 1)[0] for error in errors]
+        fixes = dict.fromkeys(str(error).split(" Fix: ", 1)[-1] for error in errors)
+        msg = (
+            f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was:\n  - "
+            + "\n  - ".join(lines)
+            + "\nFix: "
+            + " ".join(fixes)
+        )
+        raise BadPredictImagesError(msg)
+
+
+def _check_one(path: Path) -> None:
+    verify_image_file(path, fix=PREDICT_FIX)
+    with Image.open(path) as image:
+        mode = image.mode
+    if mode in HIGH_BIT_DEPTH_MODES:
+        msg = (
+            f"{path}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
+            "(every value above 255 becomes white), so its scores would be wrong. Fix: convert it to 8-bit grey "
+            "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit), "
+            "or predict through TextureAD, which scales 16-bit images."
+        )
+        raise HighBitDepthImageError(msg)

@@ -27,7 +27,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
-from anomalib_adapted_moe.data.predict_check import check_predict_images
+from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
 from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
@@ -305,7 +305,12 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             dataset = getattr(loader, "dataset", None)
             if isinstance(dataset, PredictDataset):
-                check_predict_images(dataset.image_filenames)
+                try:
+                    check_predict_images(dataset.image_filenames)
+                except ValueError as error:
+                    if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
+                        raise SystemExit(f"error: {error}") from None
+                    raise
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store which subclass each expert stands for (plain strings: safe for ``weights_only`` loading)."""

@@ -219,10 +219,15 @@ def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: P
             "cpu",
             "--trainer.logger",
             "false",
+            "--trainer.max_epochs",
+            "1",
         ],
         tmp_path,
     )
     assert fit.returncode == 0, fit.stdout[-3000:] + fit.stderr[-5000:]
+    # anomalib users set a training's length with max_epochs: told it is --model.epochs here
+    assert "--trainer.max_epochs does not set how long AdaptedMoE trains" in fit.stderr + fit.stdout
+    assert "--model.epochs passes (now 1)" in fit.stderr + fit.stdout
     checkpoint = sorted((tmp_path / "results").rglob("*.ckpt"))[-1]
     export = run(
         [

@@ -13,6 +13,7 @@ epoch recomputes the features of freshly augmented images.
 """
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -188,6 +189,12 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def on_train_start(self) -> None:
         """Choose between the feature cache and live features (random pixel augmentation), and log which."""
         super().on_train_start()
+        if running_the_anomalib_command() and any(arg.startswith("--trainer.max_epochs") for arg in sys.argv):
+            logger.warning(
+                "--trainer.max_epochs does not set how long AdaptedMoE trains: its single Lightning epoch passes the "
+                "images through the frozen backbone, then it trains for --model.epochs passes (now %d).",
+                self.schedule.epochs,
+            )
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
         self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)

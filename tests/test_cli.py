@@ -251,3 +251,45 @@ def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: P
     assert "INT8 calibration on 16 validation images" in export.stdout + export.stderr
     (xml,) = (tmp_path / "export").rglob("model.xml")
     assert 'type="FakeQuantize"' in xml.read_text()
+
+
+@pytest.mark.parametrize(("name", "exit_code"), [("SIGTERM", 143), ("SIGINT", 1)])
+def test_sigterm_or_ctrl_c_during_the_expert_epochs_stops_the_training_and_saves_nothing(
+    tmp_path: Path, name: str, exit_code: int
+) -> None:
+    """`timeout`, SLURM and Kubernetes stop a job with SIGTERM, a person with Ctrl-C (SIGINT): it stops within an
+    epoch, says so, exits non-zero (143 for SIGTERM, Lightning's 1 for Ctrl-C) and leaves no checkpoint."""
+    import signal
+    import threading
+
+    command = [str(ANOMALIB), "fit", *MODEL_ARGS, "--model.epochs", "100000", "--data", "SyntheticTextureAD"]
+    command += ["--data.root", str(tmp_path / "data"), "--data.image_size", "64", "--data.num_train", "3"]
+    command += ["--data.num_test_good", "1", "--data.num_test_defect", "1", "--data.num_subclasses", "3"]
+    command += ["--data.num_unseen", "1", "--data.num_workers", "0", "--default_root_dir", str(tmp_path / "results")]
+    command += ["--trainer.accelerator", "cpu", "--trainer.logger", "false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    training = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if "AdaptedMoE epoch 1/100000" in line:
+                training.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert training.wait(timeout=600), "".join(lines[-50:])
+        process.send_signal(getattr(signal, name))
+        assert process.wait(timeout=120) == exit_code, "".join(lines[-50:])
+    finally:
+        process.kill()
+    reader.join(timeout=10)
+    output = "".join(lines)
+    said = "SIGTERM" if name == "SIGTERM" else "Ctrl-C"
+    assert f"{said}: AdaptedMoE stopped after expert epoch" in output and "Nothing was saved" in output
+    assert not list((tmp_path / "results").rglob("*.ckpt"))

@@ -13,6 +13,7 @@ epoch recomputes the features of freshly augmented images.
 """
 
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from anomalib.models.components import AnomalibModule, MemoryBankMixin
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
@@ -38,6 +40,12 @@ from .torch_model import AdaptedMoEModel
 from .training import TrainingSchedule, fit_expert_statistics, train_from_cache
 
 logger = logging.getLogger(__name__)
+
+#: what an interrupted training says: the checkpoint is written only after the last epoch, so none looks trained
+STOPPED = (
+    "%s: AdaptedMoE stopped after expert epoch %d of %d. Nothing was saved: its checkpoint is written only when "
+    "training ends. Run the training again to get a model."
+)
 
 
 class AdaptedMoE(MemoryBankMixin, AnomalibModule):
@@ -258,8 +266,16 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             if epoch == 0 or (epoch + 1) % max(1, self.schedule.epochs // 10) == 0:
                 text = ", ".join(f"{name} {value:.4f}" for name, value in losses.items())
                 logger.info("AdaptedMoE epoch %d/%d: %s", epoch + 1, self.schedule.epochs, text)
+            # Lightning's SIGTERM handler (timeout, SLURM, Kubernetes) only sets a flag its own loops read
+            if self._trainer is not None and self.trainer.received_sigterm:
+                logger.warning(STOPPED, "SIGTERM", epoch + 1, self.schedule.epochs)
+                raise SIGTERMException(128 + signal.SIGTERM)
 
-        self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
+        try:
+            self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
+        except KeyboardInterrupt:
+            logger.warning(STOPPED, "Ctrl-C", len(self.epoch_seconds), self.schedule.epochs)
+            raise
         fit_expert_statistics(self.model, features, labels)
         if distributed:  # bit-identical ranks, whatever floating point did on each
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))

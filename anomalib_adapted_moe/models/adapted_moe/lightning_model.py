@@ -35,6 +35,7 @@ from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
+from .progress import EpochProgress
 from .subclass_discovery import discover_subclasses, image_descriptors
 from .torch_model import AdaptedMoEModel
 from .training import TrainingSchedule, fit_expert_statistics, train_from_cache
@@ -257,22 +258,22 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             labels, names = self.trainer.strategy.broadcast((labels, names), src=0)
         self.model.set_num_experts(len(names))
         self.expert_names = names
-        logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
 
         def report(epoch: int, losses: dict[str, float]) -> None:
             now = time.perf_counter()
             self.epoch_seconds.append(now - self._epoch_clock)
             self._epoch_clock = now
-            if epoch == 0 or (epoch + 1) % max(1, self.schedule.epochs // 10) == 0:
-                text = ", ".join(f"{name} {value:.4f}" for name, value in losses.items())
-                logger.info("AdaptedMoE epoch %d/%d: %s", epoch + 1, self.schedule.epochs, text)
+            progress.update(epoch, losses)
             # Lightning's SIGTERM handler (timeout, SLURM, Kubernetes) only sets a flag its own loops read
             if self._trainer is not None and self.trainer.received_sigterm:
                 logger.warning(STOPPED, "SIGTERM", epoch + 1, self.schedule.epochs)
                 raise SIGTERMException(128 + signal.SIGTERM)
 
+        bar = self._trainer is not None and self.trainer.progress_bar_callback is not None
         try:
-            self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
+            logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
+            with EpochProgress(self.schedule.epochs, bar=bar) as progress:
+                self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
         except KeyboardInterrupt:
             logger.warning(STOPPED, "Ctrl-C", len(self.epoch_seconds), self.schedule.epochs)
             raise

@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.14.1 / torchvision 0.29.1 are the releases this project is tested with.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Where torch comes from: PyPI's default wheels carry CUDA (about 2 GB); for a CPU-only machine set
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu (about 200 MB).
+TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -17,7 +20,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 

@@ -97,6 +97,7 @@ def execute(spec: dict) -> dict:
     seed_everything(spec["seed"], workers=True)
     datamodule = build_datamodule(spec["data"], category, spec["seed"], name in BATCH_SIZE_ONE)
     model, note = MODELS[name](settings, **spec.get("switches", {}))
+    model.visualizer = None  # every tested setting predicts the whole test set: saving its pictures took minutes
     trainer_args: dict = {}
     if name in BUDGETED:
         trainer_args["max_epochs"] = RECOMMENDED_EPOCHS[name]

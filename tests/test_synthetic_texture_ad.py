@@ -39,6 +39,11 @@ def test_prepare_and_setup_give_batches_with_subclass_ids(tmp_path: Path, caplog
     assert not (tmp_path / TINY_KEY / "cloth").exists()  # only the requested category
     assert datamodule.generated is True
     assert any("generated" in r.message and str(tmp_path / TINY_KEY) in r.message for r in caplog.records)
+    # a line when generation starts, before the wait: it prints nothing else until it is done
+    messages = [r.message for r in caplog.records]
+    starts = [i for i, m in enumerate(messages) if m.startswith("SyntheticTextureAD: generating the wafer set")]
+    ends = [i for i, m in enumerate(messages) if m.startswith("SyntheticTextureAD: generated the wafer set")]
+    assert starts and ends and starts[0] < ends[0]
 
     assert len(datamodule.train_subclasses) == 2
     assert len(datamodule.unseen_subclasses) == 1

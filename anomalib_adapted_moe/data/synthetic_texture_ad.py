@@ -187,6 +187,17 @@ class SyntheticTextureAD(TextureAD):
             self.generated = False
             logger.info("SyntheticTextureAD: reusing the %s set in %s.", self.category, self.category_dir)
             return
+        kwargs = self.generator_kwargs
+        seen = kwargs["num_subclasses"] - kwargs["num_unseen"]
+        images = seen * kwargs["num_train"] + kwargs["num_subclasses"] * (
+            kwargs["num_test_good"] + kwargs["num_test_defect"]
+        )
+        logger.info(
+            "SyntheticTextureAD: generating the %s set (%d images, first use only; later runs reuse it) into %s ...",
+            self.category,
+            images,
+            self.category_dir,
+        )
         try:
             generate_synthetic_texture_ad(self.root, categories=(self.category,), **self.generator_kwargs)
         except OSError:

@@ -34,7 +34,7 @@ test-fast: $(STAMP)
 
 # The main job: train on the synthetic Texture AD, per-subclass table, OpenVINO export and inference.
 demo: $(STAMP)
-	$(BIN)/python -m anomalib_adapted_moe.demo $(DEMO_ARGS)
+	$(BIN)/python -W ignore::FutureWarning -m anomalib_adapted_moe.demo $(DEMO_ARGS)
 
 # The quick comparison: AdaptedMoE vs its SimpleNet-baseline setting vs anomalib's Padim, through the benchmark
 # harness (results/quality/benchmarks.md); `make benchmark` runs all seven models and the ablations.

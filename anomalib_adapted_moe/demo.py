@@ -11,13 +11,57 @@ f32 against torch, and save visualisations.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+#: messages every run prints by design, which bury the demo's own lines (the README explains each situation)
+EXPECTED_WARNINGS = (
+    r"`LightningModule.configure_optimizers` returned `None`",  # AdaptedMoE trains with its own optimisers
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Found \d+ module\(s\) in eval mode",  # the frozen backbone
+)
+
+
+def quiet_expected_messages() -> None:
+    """Keep the demo to its own lines: expected warnings off, Lightning's and anomalib's info logs off."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for message in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "anomalib", "torch", "nncf"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on every export
+    logging.getLogger("anomalib_adapted_moe").setLevel(logging.WARNING)
+    logging.getLogger("anomalib_adapted_moe.data.synthetic_texture_ad").setLevel(logging.INFO)  # generation
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send everything written to stdout and stderr, by Python or by libraries in C, to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _stage(start: float, text: str) -> None:
@@ -40,19 +84,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     start = time.monotonic()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("lightning", "lightning.pytorch", "anomalib", "openvino", "torch", "nncf"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("anomalib_adapted_moe").setLevel(logging.INFO)
-
     _stage(start, "importing anomalib")
-    import torch
-    from anomalib.engine import Engine
-    from lightning.pytorch import seed_everything
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # timm's and anomalib's deprecation notices, on import
+        import torch
+        from anomalib.engine import Engine
+        from lightning.pytorch import seed_everything
 
-    from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
-    from anomalib_adapted_moe.benchmark.precision import ROWS, measure_precisions, precision_table
-    from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
+        from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+        from anomalib_adapted_moe.benchmark.precision import ROWS, measure_precisions, precision_table
+        from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
+    quiet_expected_messages()
 
     seed_everything(args.seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -86,7 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
         epochs=args.epochs,
         pre_processor=AdaptedMoE.configure_pre_processor(image_size=(size, size)),  # the model sees the data's size
     )
-    engine = Engine(default_root_dir=args.output, accelerator="cpu", devices=1, logger=False)
+    engine = Engine(
+        default_root_dir=args.output, accelerator="cpu", devices=1, logger=False, enable_model_summary=False
+    )
     engine.fit(model=model, datamodule=datamodule)
     print(f"experts: {', '.join(model.expert_names)}")
 
@@ -98,7 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
 
     _stage(start, "exporting to OpenVINO and running it at every precision this CPU has")
-    matrix = measure_precisions(model, datamodule, args.output, rounds={1: 10}, rows=ROWS)
+    export_log = args.output / "export.log"
+    with output_to(export_log):  # the ONNX exporter's and NNCF's own progress, hundreds of lines
+        matrix = measure_precisions(model, datamodule, args.output, rounds={1: 10}, rows=ROWS)
+    print(f"(exporter and quantiser messages: {export_log})")
     export_path, fp16_path = Path(matrix["paths"]["fp32"]), Path(matrix["paths"]["fp16"])
     print(f"exported: {export_path} (FP16 weights: {fp16_path.name}, INT8: {matrix['paths'].get('int8', 'not made')})")
     print(precision_table(matrix))

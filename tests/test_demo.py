@@ -12,11 +12,17 @@ pytestmark = pytest.mark.slow
 TINY_DATA = {"num_train": 4, "num_test_good": 2, "num_test_defect": 3, "num_subclasses": 3, "num_unseen": 1}
 
 
-def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path) -> None:
+def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     output = tmp_path / "demo"
     data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data")})
     tiny = ["--epochs", "1", "--image-size", "64", "--weights", "none", "--openvino-images", "3"]
     summary = main([*tiny, "--output", str(output), "--data-init-args", data_args])
+    # its own lines only: the ONNX exporter's hundreds go to export.log, expected warnings and info logs are off
+    printed = capfd.readouterr()
+    lines = (printed.out + printed.err).splitlines()
+    assert len(lines) <= 45, "\n".join(lines)
+    assert not any("Replaced initializer" in line or "GPU available" in line for line in lines)
+    assert "[torch.onnx]" in (output / "export.log").read_text()
 
     splits = {row["subclass"]: row["split"] for row in summary["rows"]}
     assert splits["mean seen"] == "seen" and splits["mean unseen"] == "unseen" and len(splits) == 5

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
         from anomalib_adapted_moe.benchmark.precision import ROWS, measure_precisions, precision_table
+        from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
         from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
     quiet_expected_messages()
 
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     datamodule = SyntheticTextureAD(**{**data_args, **json.loads(args.data_init_args or "{}")})
     datamodule.prepare_data()
     datamodule.setup()
-    print(f"seen subclasses:   {', '.join(datamodule.train_subclasses)}")
-    unseen = sorted(set(datamodule.test_data.samples.subclass) - set(datamodule.train_subclasses))
+    seen = seen_subclasses(datamodule)
+    print(f"seen subclasses:   {', '.join(seen)}")
+    unseen = sorted(set(datamodule.test_data.samples.subclass) - set(seen))
     print(f"unseen subclasses: {', '.join(unseen)}")
     print(f"train images: {len(datamodule.train_data)}, test images: {len(datamodule.test_data)}")
 
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     _stage(start, "testing on seen and unseen subclasses (visualisations are saved by anomalib)")
     engine.test(model=model, datamodule=datamodule, verbose=False)
     predictions = predict_raw(engine, model, datamodule.test_dataloader())  # AUROC on un-clamped scores
-    rows = per_subclass_table(predictions, seen=datamodule.train_subclasses)
+    rows = per_subclass_table(predictions, seen=seen)
     table = format_table(rows)
     print(table)
 

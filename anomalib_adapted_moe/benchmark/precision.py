@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 logger = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ def measure_precisions(model, datamodule, folder: Path, rounds: dict[int, int], 
     model.eval()
     items = [datamodule.test_data[index] for index in range(len(datamodule.test_data))]
     images = torch.stack([item.image for item in items])
-    seen = list(datamodule.train_subclasses)
+    seen = seen_subclasses(datamodule)
     with torch.no_grad():
         reference = [model(images[i : i + 16]) for i in range(0, len(images), 16)]
         with normalization_disabled(model):
@@ -459,7 +461,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
             "model": f"AdaptedMoE CPU recipe (efficientnet_lite0 blocks.2+blocks.4, weights {weights}, "
             f"{args.epochs} epochs), image size {args.image_size}",
             "data": f"SyntheticTextureAD {args.category}, {len(datamodule.test_data)} test images, "
-            f"seen {', '.join(datamodule.train_subclasses)}",
+            f"seen {', '.join(seen_subclasses(datamodule))}",
             "auroc_step": 100 / pairs if pairs else float("nan"),
         }
     )

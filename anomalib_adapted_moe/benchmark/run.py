@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+
 from .zoo import BATCH_SIZE_ONE, BUDGETED, MODELS, RECOMMENDED_EPOCHS, Settings
 
 #: where a bare class name (``class_path: TextureAD``, as the `anomalib` command accepts) is looked up, in order
@@ -120,7 +122,7 @@ def execute(spec: dict) -> dict:
         batches = max(1, engine.trainer.num_training_batches)
         epochs = round(engine.trainer.global_step / batches, 2) if engine.trainer.global_step else 1.0
 
-    seen = list(getattr(datamodule, "train_subclasses", None) or [category or "all"])
+    seen = seen_subclasses(datamodule) or [category or "all"]
     results, tested = {}, {}
     for variant, switches in _variants(model).items():
         saved = {key: getattr(model.model, key) for key in switches}

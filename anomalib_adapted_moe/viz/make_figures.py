@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIGURES = ("routing_embeddings", "routing_matrix", "tta_shift", "per_expert_maps")
@@ -54,7 +56,7 @@ def defect_example(datamodule: Any) -> int:
     """Index in ``datamodule.test_data`` of the defect image drawn per expert: of the first unseen
     subclass (else the first subclass), the one with the largest defect."""
     samples = datamodule.test_data.samples
-    seen = set(datamodule.train_subclasses)
+    seen = set(seen_subclasses(datamodule))
     subclasses = sorted(set(samples.subclass))
     unseen = [name for name in subclasses if name not in seen]
     subclass = (unseen or subclasses)[0]

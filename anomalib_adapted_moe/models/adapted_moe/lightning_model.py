@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
+from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
@@ -295,7 +296,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             msg = "The training set is empty: AdaptedMoE needs normal training images (train/good)."
             raise ValueError(msg)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = list(getattr(datamodule, "train_subclasses", None) or [])
+        names = seen_subclasses(datamodule)
         labelled = bool((labels >= 0).all()) and len(names) > 0
         if self.requested_experts == 1:
             return torch.zeros_like(labels), ["all"]

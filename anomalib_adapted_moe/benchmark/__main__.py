@@ -20,6 +20,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from .provenance import commit
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SYNTHETIC = {
@@ -149,6 +151,7 @@ def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: l
             )
             raise SystemExit(msg)
     manifest["machine"] = machine()
+    manifest["commit"] = commit()
     command = "python -m anomalib_adapted_moe.benchmark " + shlex.join(argv)
     for study in studies:
         manifest["studies"][study] = {"categories": args.categories, "models": getattr(args, "models", None)}

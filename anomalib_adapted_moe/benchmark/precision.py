@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -402,25 +401,6 @@ def machine() -> dict:
     }
 
 
-def commit() -> str:
-    """The git commit of this checkout (with ``+dirty`` when it has uncommitted changes), or ``unknown``."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
-
-
 def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     """Train the CPU recipe on one synthetic category, then measure every precision."""
     import torch
@@ -429,6 +409,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
 
     from anomalib_adapted_moe import SyntheticTextureAD
 
+    from .provenance import commit
     from .zoo import Settings, _adapted_moe
 
     seed_everything(args.seed, workers=True)

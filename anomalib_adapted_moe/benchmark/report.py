@@ -309,6 +309,7 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
         "`python -m anomalib_adapted_moe.benchmark render`; do not edit by hand.",
         "",
         f"- Machine: {results['machine']}",
+        f"- Commit: {results.get('commit', 'not recorded (runs made before commits were stamped)')}",
         f"- Seed {results['seed']}; image size {settings['image_size']}; backbone weights "
         f"`{settings['weights']}`; AdaptedMoE epochs {settings['epochs']}; data `{results['data']['class_path']}` "
         f"`{json.dumps(results['data'].get('init_args', {}))}`",

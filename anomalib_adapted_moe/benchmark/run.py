@@ -21,6 +21,7 @@ import torch
 
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 
+from .provenance import commit
 from .zoo import BATCH_SIZE_ONE, BUDGETED, MODELS, RECOMMENDED_EPOCHS, Settings
 
 #: where a bare class name (``class_path: TextureAD``, as the `anomalib` command accepts) is looked up, in order
@@ -138,6 +139,7 @@ def execute(spec: dict) -> dict:
             setattr(model.model, key, value)
     return {
         "status": "ok",
+        "commit": commit(),
         "note": note,
         "train_seconds": train_seconds,
         "epochs": epochs,

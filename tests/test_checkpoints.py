@@ -69,3 +69,18 @@ def test_the_exported_torch_model_predicts_the_same_in_a_fresh_process(tmp_path:
         reference = model.eval()(datamodule.test_data[0].image[None])
     assert fresh["score"] == pytest.approx(float(reference.pred_score[0]), abs=1e-6)
     assert torch.allclose(torch.tensor(fresh["map"]), reference.anomaly_map.reshape(-1), atol=1e-6)
+
+
+def test_a_checkpoint_from_before_the_tta_gate_still_loads_with_the_gate_open(tmp_path: Path, fitted_tiny) -> None:
+    """Checkpoints written before ``expert_shift`` existed load (weights_only), and gated TTA then adapts as eq. 5."""
+    _, model, datamodule, checkpoint = fitted_tiny
+    old = torch.load(checkpoint, weights_only=True)
+    del old["state_dict"]["model.adaptation.expert_shift"]
+    torch.save(old, tmp_path / "old.ckpt")
+    reloaded = AdaptedMoE.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True).eval()
+    assert torch.equal(reloaded.model.adaptation.expert_shift, torch.zeros(reloaded.model.num_experts))
+    images = next(iter(datamodule.test_dataloader())).image
+    model.eval()
+    reloaded.model.tta_gate = True
+    with torch.no_grad():
+        assert torch.allclose(reloaded(images).anomaly_map, model(images).anomaly_map, atol=1e-5)

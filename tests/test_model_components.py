@@ -261,3 +261,32 @@ def test_routing_rule_is_a_switch_of_its_own() -> None:
     assert torch.allclose(classifier.probabilities(embedding), classifier.classifier(embedding).softmax(dim=1))
     with pytest.raises(ValueError, match="routing_rule must be one of"):
         RoutingNetwork(16, 8, 3, routing_rule="nearest")
+
+
+def test_tta_gate_leaves_images_within_the_training_range_and_fully_adapts_far_shifted_ones() -> None:
+    torch.manual_seed(0)
+    tta = TestTimeAdaptation(num_experts=1, dim=4)
+    training = torch.randn(6, 4, 5, 5) * 0.5 + 1.0
+    means, variances = TestTimeAdaptation.image_statistics(training)
+    tta.fit(means, variances, torch.zeros(6, dtype=torch.long))
+    shifts = TestTimeAdaptation.shift(means, tta.expert_mean[0], tta.expert_std[0])
+    assert torch.isclose(tta.expert_shift[0], shifts.max())
+    index = torch.zeros(1, 1, dtype=torch.long)
+    seen = training[:1]  # a training image: inside the range, so left as it is
+    assert torch.equal(tta(seen, index, gated=True)[:, 0], seen)
+    far = training[:1] + 10.0  # far beyond twice the range: adapted exactly as without the gate
+    assert torch.allclose(tta(far, index, gated=True), tta(far, index), atol=1e-5)  # x + 1 * (a - x), rounded
+    assert TestTimeAdaptation.gate(torch.tensor([0.5, 1.0, 1.5, 2.0, 3.0]), torch.tensor(1.0)).tolist() == [
+        0.0,
+        0.0,
+        0.5,
+        1.0,
+        1.0,
+    ]
+
+
+def test_an_unfitted_tta_gate_is_open() -> None:
+    """Before fitting (or from a checkpoint older than the gate) gated TTA adapts like eq. 5."""
+    tta = TestTimeAdaptation(num_experts=2, dim=3)
+    features, index = torch.randn(2, 3, 4, 4), torch.tensor([[0], [1]])
+    assert torch.allclose(tta(features, index, gated=True), tta(features, index))

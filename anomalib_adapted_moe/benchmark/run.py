@@ -60,6 +60,8 @@ def _variants(model) -> dict[str, dict]:
     if not hasattr(model.model, "tta"):
         return {"default": {}}
     variants = {"default": {}, "tta=on": {"tta": True}, "tta=off": {"tta": False}}
+    if model.model.tta and model.model.num_experts > 1:
+        variants["tta=gated"] = {"tta_gate": True}
     if model.model.num_experts > 1:
         variants |= {f"top_k={k}": {"top_k": k} for k in range(1, model.model.num_experts + 1)}
     return variants
@@ -70,7 +72,8 @@ def _effective_switches(model) -> tuple:
     inner = model.model
     if not hasattr(inner, "tta"):
         return ()
-    return (("tta", bool(inner.tta)), ("top_k", min(inner.top_k, inner.num_experts)))
+    gate = bool(inner.tta and inner.tta_gate)
+    return (("tta", bool(inner.tta)), ("tta_gate", gate), ("top_k", min(inner.top_k, inner.num_experts)))
 
 
 def _inference_ms(model, datamodule, repeats: int = 3) -> float:

@@ -72,6 +72,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             labelled subclass count clusters the images into that many experts.
         moe: use the mixture of experts; ``False`` trains a single expert on all images.
         tta: test-time adaptation (eq. 5).
+        tta_gate: adapt only images whose feature statistics lie beyond the expert's training images (our
+            addition, off by default; see the model README).
         normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
         routing_loss: ``"center"`` (centre + softmax loss) or ``"softmax"`` (paper Table 3).
         routing_rule: ``"cosine"`` (softmax over cosine similarity to the centres), ``"classifier"`` (softmax of
@@ -122,6 +124,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         num_experts: int | None = None,
         moe: bool = True,
         tta: bool = True,
+        tta_gate: bool = False,
         normalize: bool = True,
         routing_loss: Literal["center", "softmax"] = "center",
         routing_rule: Literal["cosine", "classifier"] | None = None,
@@ -165,6 +168,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             routing_dim=routing_dim,
             num_experts=self.requested_experts or 1,
             tta=tta,
+            tta_gate=tta_gate,
             normalize=normalize,
             routing_loss=routing_loss,
             routing_rule=routing_rule,
@@ -359,6 +363,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "(weights/lightning/model.ckpt)."
             )
             raise ValueError(msg)
+        # checkpoints written before the TTA gate existed: its bound defaults to an open gate (eq. 5 as it was)
+        state = checkpoint["state_dict"]
+        if "model.adaptation.expert_mean" in state:
+            state.setdefault("model.adaptation.expert_shift", torch.zeros(len(state["model.adaptation.expert_mean"])))
         weight = checkpoint["state_dict"].get("model.experts.weight1")
         if weight is not None and weight.shape[0] != self.model.num_experts:
             self.model.set_num_experts(int(weight.shape[0]))

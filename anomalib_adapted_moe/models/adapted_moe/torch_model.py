@@ -33,6 +33,8 @@ class AdaptedMoEModel(nn.Module):
         routing_dim: size of the routing embedding.
         num_experts: number of experts (can be changed later with :meth:`set_num_experts`).
         tta: apply test-time adaptation.
+        tta_gate: adapt an image only as far as its feature statistics lie beyond those of its expert's
+            training images (0 inside that range, full adaptation at twice it); an inference-only switch.
         normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
         routing_loss: ``"center"`` or ``"softmax"``.
         routing_rule: ``"cosine"`` (centres), ``"classifier"`` or ``None`` (the one ``routing_loss`` implies).
@@ -54,6 +56,7 @@ class AdaptedMoEModel(nn.Module):
         routing_dim: int = 64,
         num_experts: int = 1,
         tta: bool = True,
+        tta_gate: bool = False,
         normalize: bool = True,
         routing_loss: Literal["center", "softmax"] = "center",
         routing_rule: Literal["cosine", "classifier"] | None = None,
@@ -71,6 +74,7 @@ class AdaptedMoEModel(nn.Module):
         dim = self.patch_features.out_dim
         self.adaptor = FeatureAdaptor(dim)
         self.tta = tta
+        self.tta_gate = tta_gate
         self.normalize = normalize
         self.top_k = top_k
         self._router_args = {
@@ -125,7 +129,7 @@ class AdaptedMoEModel(nn.Module):
     def expert_inputs(self, adapted: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
         """Features each selected expert scores: ``(B, K, P, C)``, test-time adapted when ``tta``."""
         if self.tta:
-            per_expert = self.adaptation(adapted, expert_index)
+            per_expert = self.adaptation(adapted, expert_index, gated=self.tta_gate)
             if self.normalize:
                 per_expert = F.normalize(per_expert, dim=2)
         else:

@@ -30,15 +30,38 @@ class TestTimeAdaptation(nn.Module):
         self.eps = eps
         self.register_buffer("expert_mean", torch.zeros(num_experts, dim))
         self.register_buffer("expert_std", torch.ones(num_experts, dim))
+        #: largest :meth:`shift` of expert k's own training images (0 before fitting: the gate stays open)
+        self.register_buffer("expert_shift", torch.zeros(num_experts))
 
-    def forward(self, features: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
-        """Adapt ``(B, C, H, W)`` features to each of the ``(B, K)`` selected experts: ``(B, K, C, H, W)``."""
+    def forward(self, features: torch.Tensor, expert_index: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        """Adapt ``(B, C, H, W)`` features to each of the ``(B, K)`` selected experts: ``(B, K, C, H, W)``.
+
+        ``gated``: adapt an image only as far as it lies beyond its expert's training images (:meth:`gate`).
+        """
         mean, variance = self.image_statistics(features)
-        mean, std = mean[..., None, None], variance.sqrt()[..., None, None]
-        standardised = (features - mean) / (std + self.eps)
-        target_mean = self.expert_mean[expert_index][..., None, None]  # (B, K, C, 1, 1)
-        target_std = self.expert_std[expert_index][..., None, None]
-        return standardised[:, None] * target_std + target_mean
+        target_mean = self.expert_mean[expert_index]  # (B, K, C)
+        target_std = self.expert_std[expert_index]
+        standardised = (features - mean[..., None, None]) / (variance.sqrt()[..., None, None] + self.eps)
+        adapted = standardised[:, None] * target_std[..., None, None] + target_mean[..., None, None]
+        if not gated:
+            return adapted
+        weight = self.gate(self.shift(mean[:, None], target_mean, target_std), self.expert_shift[expert_index])
+        return features[:, None] + weight[..., None, None, None] * (adapted - features[:, None])
+
+    @staticmethod
+    def shift(mean: torch.Tensor, target_mean: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:
+        """How far an image's channel means lie from an expert's: RMS over channels of the difference in units
+        of the expert's within-image standard deviation. ``(..., C)`` inputs, ``(...)`` output."""
+        return ((mean - target_mean) / (target_std + 1e-6)).square().mean(dim=-1).sqrt()
+
+    @staticmethod
+    def gate(shift: torch.Tensor, training_shift: torch.Tensor) -> torch.Tensor:
+        """Adaptation weight in [0, 1]: 0 within the expert's training range, rising linearly to 1 at twice it.
+
+        A seen-subclass image keeps its own statistics (per-image standardisation also evens out what a
+        defect does to them); a shifted variant is moved onto the expert's distribution as in eq. 5.
+        """
+        return (shift / training_shift.clamp_min(1e-6) - 1.0).clamp(0.0, 1.0)
 
     @staticmethod
     def image_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +79,8 @@ class TestTimeAdaptation(nn.Module):
 
         ``mean_k`` is the mean of the image means (all images share one grid, so
         this is the mean over all patches); ``std_k`` is the root of the mean
-        within-image variance. An expert without images keeps mean 0 and std 1.
+        within-image variance; the largest :meth:`shift` of its images bounds the
+        gate. An expert without images keeps mean 0, std 1 and an open gate.
         """
         for expert in range(self.expert_mean.shape[0]):
             own = labels == expert
@@ -64,3 +88,5 @@ class TestTimeAdaptation(nn.Module):
                 continue
             self.expert_mean[expert] = image_means[own].double().mean(dim=0).to(self.expert_mean.dtype)
             self.expert_std[expert] = image_variances[own].double().mean(dim=0).sqrt().to(self.expert_std.dtype)
+            shifts = self.shift(image_means[own], self.expert_mean[expert], self.expert_std[expert])
+            self.expert_shift[expert] = shifts.max()

@@ -64,6 +64,17 @@ def output_to(path: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
+def demo_datamodule(category: str, image_size: int, seed: int, overrides: dict | None = None):
+    """The demo's synthetic category, generated if needed and set up (the precision matrix uses the same)."""
+    from anomalib_adapted_moe import SyntheticTextureAD
+
+    data_args = {"category": category, "image_size": image_size, "train_batch_size": 8, "eval_batch_size": 16}
+    datamodule = SyntheticTextureAD(**{**data_args, "num_workers": 2, "seed": seed, **(overrides or {})})
+    datamodule.prepare_data()
+    datamodule.setup()
+    return datamodule
+
+
 def _stage(start: float, text: str) -> None:
     print(f"\n[{time.monotonic() - start:6.1f}s] == {text}", flush=True)
 
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         from anomalib.engine import Engine
         from lightning.pytorch import seed_everything
 
-        from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+        from anomalib_adapted_moe import AdaptedMoE
         from anomalib_adapted_moe.benchmark.precision import ROWS, measure_precisions, precision_table
         from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
         from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
@@ -102,17 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.mkdir(parents=True, exist_ok=True)
 
     _stage(start, f"synthetic Texture AD, category {args.category} (generated on first use, then cached)")
-    data_args = {
-        "category": args.category,
-        "image_size": args.image_size,
-        "train_batch_size": 8,
-        "eval_batch_size": 16,
-        "num_workers": 2,
-        "seed": args.seed,
-    }
-    datamodule = SyntheticTextureAD(**{**data_args, **json.loads(args.data_init_args or "{}")})
-    datamodule.prepare_data()
-    datamodule.setup()
+    datamodule = demo_datamodule(args.category, args.image_size, args.seed, json.loads(args.data_init_args or "{}"))
     seen = seen_subclasses(datamodule)
     print(f"seen subclasses:   {', '.join(seen)}")
     unseen = sorted(set(datamodule.test_data.samples.subclass) - set(seen))

@@ -84,21 +84,12 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     for index, source in enumerate(sorted((tmp_path / "data").rglob("test/*/*.png"))[:3]):
         (images / f"{index}.png").write_bytes(source.read_bytes())
     (images / "notes.txt").write_text("shift 2")  # skipped, and named in a warning
-    predict = run(
-        [
-            "predict",
-            *MODEL_ARGS,
-            "--data",
-            str(images),
-            "--ckpt_path",
-            str(checkpoints[-1]),
-            "--default_root_dir",
-            str(tmp_path / "predictions"),
-            "--trainer.accelerator",
-            "cpu",
-        ],
-        tmp_path,
-    )
+
+    def predict_folder(results: Path) -> subprocess.CompletedProcess:
+        args = ["--data", str(images), "--ckpt_path", str(checkpoints[-1]), "--default_root_dir", str(results)]
+        return run(["predict", *MODEL_ARGS, *args, "--trainer.accelerator", "cpu"], tmp_path)
+
+    predict = predict_folder(tmp_path / "predictions")
     assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-5000:]
     assert len(list((tmp_path / "predictions").rglob("*.png"))) == 3
     assert f"{images / 'notes.txt'}: skipped, not an image" in predict.stdout + predict.stderr
@@ -109,21 +100,7 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     damaged[0].write_bytes(b"")
     damaged[1].write_bytes(bytes(range(256)) * 2)
     damaged[2].write_bytes((images / "0.png").read_bytes()[:200])
-    refused = run(
-        [
-            "predict",
-            *MODEL_ARGS,
-            "--data",
-            str(images),
-            "--ckpt_path",
-            str(checkpoints[-1]),
-            "--default_root_dir",
-            str(tmp_path / "refused"),
-            "--trainer.accelerator",
-            "cpu",
-        ],
-        tmp_path,
-    )
+    refused = predict_folder(tmp_path / "refused")
     assert refused.returncode != 0
     assert "3 of 6 images cannot be predicted" in refused.stderr, refused.stderr[-3000:]
     assert all(f"  - {path}: cannot be read as an image" in refused.stderr for path in damaged)
@@ -230,21 +207,9 @@ def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: P
     assert "--model.epochs passes (now 1)" in fit.stderr + fit.stdout
     checkpoint = sorted((tmp_path / "results").rglob("*.ckpt"))[-1]
     export = run(
-        [
-            "export",
-            *MODEL_ARGS,
-            *data_args,
-            "--export_type",
-            "openvino",
-            "--compression_type",
-            "INT8_PTQ",
-            "--ckpt_path",
-            str(checkpoint),
-            "--export_root",
-            str(tmp_path / "export"),
-            "--onnx_kwargs",
-            "{opset_version: 18}",
-        ],
+        ["export", *MODEL_ARGS, *data_args, *"--export_type openvino --compression_type INT8_PTQ".split()]
+        + ["--ckpt_path", str(checkpoint), "--export_root", str(tmp_path / "export")]
+        + ["--onnx_kwargs", "{opset_version: 18}"],
         tmp_path,
     )
     assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]

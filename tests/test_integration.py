@@ -129,6 +129,20 @@ def test_openvino_matches_torch_on_sixteen_images(
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
 
 
+def export_int8(fitted, root: Path) -> Path:
+    """``INT8_PTQ`` export of the fitted tiny model, calibrated on its datamodule's validation split."""
+    engine, model, datamodule, checkpoint = fitted
+    return engine.export(
+        model=model,
+        export_type="openvino",
+        export_root=root,
+        ckpt_path=checkpoint,
+        compression_type=CompressionType.INT8_PTQ,
+        datamodule=datamodule,
+        onnx_kwargs={"opset_version": 18},
+    )
+
+
 def test_int8_export_quantises_the_backbone_only_and_runs(
     tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,18 +153,10 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
     from anomalib_adapted_moe.deploy import quantization
 
     monkeypatch.chdir(tmp_path)
-    engine, model, datamodule, checkpoint = fitted
+    _, model, datamodule, _ = fitted
     # the tiny set's validation split is smaller than the floor meant for real data; the refusal is tested below
     monkeypatch.setattr(quantization, "MIN_CALIBRATION_IMAGES", 1)
-    path = engine.export(
-        model=model,
-        export_type="openvino",
-        export_root=tmp_path,
-        ckpt_path=checkpoint,
-        compression_type=CompressionType.INT8_PTQ,
-        datamodule=datamodule,
-        onnx_kwargs={"opset_version": 18},
-    )
+    path = export_int8(fitted, tmp_path)
     quantized = ov.Core().read_model(path)
     fake_quantize = [op for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert fake_quantize, "no FakeQuantize: nothing was quantised"
@@ -170,7 +176,7 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
 
 
 def test_int8_export_with_too_few_calibration_images_says_so_and_writes_nothing(tmp_path: Path, fitted) -> None:
-    engine, model, datamodule, checkpoint = fitted
+    datamodule = fitted[2]
     from anomalib_adapted_moe.deploy import MIN_CALIBRATION_IMAGES, CalibrationDataError
 
     datamodule.setup("fit")
@@ -179,15 +185,7 @@ def test_int8_export_with_too_few_calibration_images_says_so_and_writes_nothing(
     with pytest.raises(
         CalibrationDataError, match=rf"has {count} validation image\(s\).*at least {MIN_CALIBRATION_IMAGES}"
     ):
-        engine.export(
-            model=model,
-            export_type="openvino",
-            export_root=tmp_path,
-            ckpt_path=checkpoint,
-            compression_type=CompressionType.INT8_PTQ,
-            datamodule=datamodule,
-            onnx_kwargs={"opset_version": 18},
-        )
+        export_int8(fitted, tmp_path)
     assert not list(tmp_path.rglob("*.xml")) and not list(tmp_path.rglob("*.bin"))
 
 

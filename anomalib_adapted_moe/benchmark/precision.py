@@ -407,24 +407,15 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
-    from anomalib_adapted_moe import SyntheticTextureAD
+    from anomalib_adapted_moe.demo import demo_datamodule
 
     from .provenance import commit
     from .zoo import Settings, _adapted_moe
 
     seed_everything(args.seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    data_args = {
-        "category": args.category,
-        "image_size": args.image_size,
-        "train_batch_size": 8,
-        "eval_batch_size": 16,
-        "num_workers": 2,
-        "seed": args.seed,
-    }
-    datamodule = SyntheticTextureAD(**{**data_args, **json.loads(args.data_init_args or "{}")})
-    datamodule.prepare_data()  # in the demo's order, so that the same seed trains the demo's model
-    datamodule.setup()
+    # the demo's data, set up before the model is built as the demo does, so that one seed trains one model
+    datamodule = demo_datamodule(args.category, args.image_size, args.seed, json.loads(args.data_init_args or "{}"))
     weights = None if args.weights.lower() == "none" else args.weights
     model, _ = _adapted_moe(Settings(image_size=args.image_size, weights=weights, epochs=args.epochs))
     rounds = {1: args.rounds_batch1, 16: args.rounds_batch16}

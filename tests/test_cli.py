@@ -206,12 +206,9 @@ def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: P
     assert "--trainer.max_epochs does not set how long AdaptedMoE trains" in fit.stderr + fit.stdout
     assert "--model.epochs passes (now 1)" in fit.stderr + fit.stdout
     checkpoint = sorted((tmp_path / "results").rglob("*.ckpt"))[-1]
-    export = run(
-        ["export", *MODEL_ARGS, *data_args, *"--export_type openvino --compression_type INT8_PTQ".split()]
-        + ["--ckpt_path", str(checkpoint), "--export_root", str(tmp_path / "export")]
-        + ["--onnx_kwargs", "{opset_version: 18}"],
-        tmp_path,
-    )
+    int8 = ["--export_type", "openvino", "--compression_type", "INT8_PTQ", "--onnx_kwargs", "{opset_version: 18}"]
+    where = ["--ckpt_path", str(checkpoint), "--export_root", str(tmp_path / "export")]
+    export = run(["export", *MODEL_ARGS, *data_args, *int8, *where], tmp_path)
     assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]
     assert "INT8 calibration on 16 validation images" in export.stdout + export.stderr
     (xml,) = (tmp_path / "export").rglob("model.xml")

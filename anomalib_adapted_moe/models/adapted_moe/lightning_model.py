@@ -274,7 +274,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 logger.warning(STOPPED, "SIGTERM", epoch + 1, self.schedule.epochs)
                 raise SIGTERMException(128 + signal.SIGTERM)
 
-        bar = self._trainer is not None and self.trainer.progress_bar_callback is not None
+        bar = (
+            self._trainer is not None and self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
+        )
         try:
             logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
             with EpochProgress(self.schedule.epochs, bar=bar) as progress:

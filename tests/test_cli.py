@@ -230,8 +230,19 @@ def test_sigterm_or_ctrl_c_during_the_expert_epochs_stops_the_training_and_saves
     command += ["--data.num_unseen", "1", "--data.num_workers", "0", "--default_root_dir", str(tmp_path / "results")]
     command += ["--trainer.accelerator", "cpu", "--trainer.logger", "false"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}  # no wrapped log lines
+
+    def as_from_a_terminal() -> None:
+        """A script or CI job started in the background has SIGINT ignored, and its children inherit that."""
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=as_from_a_terminal,
     )
     lines: list[str] = []
     training = threading.Event()

@@ -45,7 +45,7 @@ quality: $(STAMP)
 # Latency (torch, OpenVINO, Supersimplenet, Glass), training time and peak RSS against issue 5's targets;
 # writes results/speed/speed.json and docs/performance.md. SPEED_ARGS=--quick for a smoke run.
 speed: $(STAMP)
-	$(BIN)/python benchmarks/speed.py $(SPEED_ARGS)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark speed $(SPEED_ARGS)
 
 # OpenVINO at every precision this CPU has (f32, bf16, f16, FP16 weights, INT8): differences to torch, AUROC, speed;
 # writes the precision section of docs/performance.md (and docs/precision.json). Timed: run it alone.
@@ -62,7 +62,7 @@ figures: $(STAMP)
 	$(BIN)/python -m anomalib_adapted_moe.viz.make_figures --output docs/
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check anomalib_adapted_moe tests benchmarks
+	$(BIN)/python -m ruff check anomalib_adapted_moe tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

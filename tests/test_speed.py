@@ -1,4 +1,5 @@
-"""Smoke run of ``benchmarks/speed.py --quick``: every figure lands in the JSON and the markdown comes from it."""
+"""Smoke run of ``python -m anomalib_adapted_moe.benchmark speed --quick``: every figure lands in the JSON and the
+markdown comes from it."""
 
 import json
 import math
@@ -11,7 +12,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "speed.py"
+SPEED = [sys.executable, "-m", "anomalib_adapted_moe.benchmark", "speed"]
+
 LATENCIES = [
     "backbone",
     *(f"adapted_moe_e{e}_k{k}" for e in (2, 8, 16) for k in (1, 4)),
@@ -25,7 +27,7 @@ LATENCIES = [
 
 def test_quick_run_has_every_figure_and_renders_its_markdown(tmp_path: Path) -> None:
     output, markdown = tmp_path / "out", tmp_path / "performance.md"
-    command = [sys.executable, str(SCRIPT), "--quick", "--output", str(output), "--markdown", str(markdown)]
+    command = [*SPEED, "--quick", "--output", str(output), "--markdown", str(markdown)]
     command += ["--data-root", str(tmp_path / "data")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(command, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=1800)
@@ -51,6 +53,6 @@ def test_quick_run_has_every_figure_and_renders_its_markdown(tmp_path: Path) -> 
     assert text.count("| PASS |") + text.count("| MISS |") == len(results["targets"])
     # the markdown is a function of the JSON alone
     rerendered = tmp_path / "again.md"
-    render = [sys.executable, str(SCRIPT), "--render", str(output / "speed.json"), "--markdown", str(rerendered)]
+    render = [*SPEED, "--render", str(output / "speed.json"), "--markdown", str(rerendered)]
     subprocess.run(render, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
     assert rerendered.read_text() == text

@@ -36,11 +36,9 @@ def machine() -> str:
     import anomalib
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        cpu = names[0] if names else cpu
+    from anomalib_adapted_moe.deploy import cpu_model
+
+    cpu = cpu_model()
     memory = ""
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():

@@ -103,14 +103,9 @@ def machine() -> dict:
     import openvino
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    from anomalib_adapted_moe.deploy import cpu_model
+
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -1,22 +1,28 @@
-"""The inference shortcuts compute what the plain versions do: separable blur, backbone cut after its last layer."""
+"""The inference shortcuts compute what the plain versions do: fused map upsampling and blur, pruned backbone."""
 
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d, TimmFeatureExtractor
 
-from anomalib_adapted_moe.models.adapted_moe.blur import SeparableGaussianBlur2d
+from anomalib_adapted_moe.models.adapted_moe.blur import UpsampledGaussianBlur
 from anomalib_adapted_moe.models.adapted_moe.features import prune_after_last_layer
 
 
-@pytest.mark.parametrize("sigma", [4.0, 1.5])
-def test_separable_blur_equals_anomalibs_2d_blur(sigma: float) -> None:
+@pytest.mark.parametrize(("sigma", "grid", "size"), [(4.0, (32, 32), (256, 256)), (1.5, (12, 10), (48, 40))])
+def test_fused_map_equals_bilinear_upsampling_then_anomalibs_2d_blur(
+    sigma: float, grid: tuple[int, int], size: tuple[int, int]
+) -> None:
     kernel = 2 * int(4.0 * sigma + 0.5) + 1
     args = {"kernel_size": (kernel, kernel), "sigma": (sigma, sigma), "channels": 1}
-    reference, separable = GaussianBlur2d(**args), SeparableGaussianBlur2d(**args)
-    maps = torch.rand(3, 1, 48, 40) * 5
-    assert torch.allclose(separable(maps), reference(maps), atol=1e-5)
-    assert separable.state_dict().keys() == reference.state_dict().keys()  # checkpoints load either way
+    reference, fused = GaussianBlur2d(**args), UpsampledGaussianBlur(**args)
+    scores = torch.rand(3, *grid) * 5
+    expected = reference(F.interpolate(scores[:, None], size=size, mode="bilinear", align_corners=False))
+    got = fused(scores, size=size)
+    assert got.shape == (3, 1, *size)
+    assert torch.allclose(got, expected, atol=5e-5)
+    assert fused.state_dict().keys() == reference.state_dict().keys()  # checkpoints load either way
 
 
 def test_pruned_backbone_gives_the_same_features_without_the_later_layers() -> None:

@@ -43,9 +43,8 @@ def per_expert_maps(model: Any, image: torch.Tensor) -> torch.Tensor:
         adapted = inner.adapt(inner.patch_features(images))
         index = torch.arange(inner.num_experts, device=adapted.device)[None]  # (1, E): every expert
         scores = -inner.experts(inner.expert_inputs(adapted, index), index)  # (1, E, P)
-        patch_maps = scores.reshape(inner.num_experts, 1, *adapted.shape[-2:])
-        maps = F.interpolate(patch_maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return inner.blur(maps)[:, 0].cpu()
+        patch_maps = scores.reshape(inner.num_experts, *adapted.shape[-2:])
+        return inner.blur(patch_maps, size=images.shape[-2:])[:, 0].cpu()
 
 
 def model_map(model: Any, image: torch.Tensor) -> tuple[torch.Tensor, float]:

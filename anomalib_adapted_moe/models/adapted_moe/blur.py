@@ -1,27 +1,36 @@
-"""Gaussian smoothing of the anomaly map, as two 1-D convolutions."""
+"""The anomaly map: patch scores upsampled to the image and Gaussian-smoothed, as two small matrix products."""
 
 import torch
 import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d
 
 
-class SeparableGaussianBlur2d(GaussianBlur2d):
-    """anomalib's ``GaussianBlur2d`` (same ``kernel`` buffer, same reflect padding), applied separably.
+class UpsampledGaussianBlur(GaussianBlur2d):
+    """Bilinear upsampling then anomalib's ``GaussianBlur2d`` (same ``kernel`` buffer, reflect padding), fused.
 
-    A Gaussian kernel is the outer product of its row and column profiles, so a
-    vertical then a horizontal 1-D convolution give the 2-D result with ``2k``
-    instead of ``k * k`` multiplications per pixel: for SimpleNet's sigma 4
-    (``k = 33``) the blur of a 256 x 256 map drops from about a third of the
-    model's CPU time to a few percent. The profiles come from the 2-D kernel's row
-    and column sums, so checkpoints and exports keep the one buffer.
+    Both steps are linear and act on rows and columns separately, so the map of an
+    ``h x w`` patch grid is ``A_H @ scores @ A_W^T``, where ``A`` (``H x h``) is one
+    axis's upsampling followed by its 1-D blur, built by sending the unit impulses
+    through them. For SimpleNet's sigma 4 (``k = 33``) and a 256 x 256 image this
+    replaces a 256 x 256 interpolation and two 33-tap convolutions (about a sixth of
+    the model's CPU time in OpenVINO) by about 2.4 M multiply-adds in GEMMs. The
+    profiles come from the 2-D kernel's row and column sums, so checkpoints keep
+    the one buffer.
     """
 
-    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
-        """Blur ``(B, C, H, W)`` maps (``padding="same"``: output the size of the input)."""
-        kernel = self.kernel  # (C, 1, kh, kw), rank one: column profile x row profile / kernel sum
-        column = kernel.sum(dim=3, keepdim=True)  # (C, 1, kh, 1)
-        row = kernel.sum(dim=2, keepdim=True) / kernel.sum(dim=(2, 3), keepdim=True)  # (C, 1, 1, kw)
-        if self.padding == "same":
-            input_tensor = F.pad(input_tensor, self.padding_shape, mode=self.border_type)
-        vertical = F.conv2d(input_tensor, column, groups=self.channels)
-        return F.conv2d(vertical, row, groups=self.channels)
+    def axis_operator(self, grid: int, size: int, profile: torch.Tensor) -> torch.Tensor:
+        """``(size, grid)`` matrix: linear upsampling (``align_corners=False``) then the reflect-padded blur."""
+        impulses = torch.eye(grid, dtype=profile.dtype, device=profile.device)[:, None]  # (grid, 1, grid)
+        upsampled = F.interpolate(impulses, size=size, mode="linear", align_corners=False)  # (grid, 1, size)
+        pad = profile.shape[-1] // 2
+        blurred = F.conv1d(F.pad(upsampled, (pad, pad), mode=self.border_type), profile.view(1, 1, -1))
+        return blurred[:, 0].T
+
+    def forward(self, patch_scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(B, h, w)`` patch scores to ``(B, 1, H, W)`` smoothed maps of the image ``size``."""
+        kernel = self.kernel[0, 0]  # (kh, kw), rank one: column profile x row profile / kernel sum
+        column = kernel.sum(dim=1)
+        row = kernel.sum(dim=0) / kernel.sum()
+        rows = self.axis_operator(patch_scores.shape[-2], size[0], column)  # (H, h)
+        columns = self.axis_operator(patch_scores.shape[-1], size[1], row)  # (W, w)
+        return (rows @ patch_scores @ columns.T)[:, None]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from .blur import SeparableGaussianBlur2d
+from .blur import UpsampledGaussianBlur
 from .experts import ExpertBank
 from .features import FeatureAdaptor, PatchFeatureExtractor
 from .router import RoutingNetwork
@@ -90,7 +90,7 @@ class AdaptedMoEModel(nn.Module):
         self._hidden_dim = expert_hidden_dim or dim
         self.set_num_experts(num_experts)
         kernel = 2 * int(4.0 * blur_sigma + 0.5) + 1
-        self.blur = SeparableGaussianBlur2d(kernel_size=(kernel, kernel), sigma=(blur_sigma, blur_sigma), channels=1)
+        self.blur = UpsampledGaussianBlur(kernel_size=(kernel, kernel), sigma=(blur_sigma, blur_sigma), channels=1)
         #: smallest image side: the blur reflect-pads the map by kernel // 2, which must be less than the side
         self.min_image_size = kernel // 2 + 1
         self.blur_sigma = blur_sigma
@@ -155,7 +155,6 @@ class AdaptedMoEModel(nn.Module):
             )
             raise ValueError(msg)
         patch_scores, _, _ = self.score_patches(self.adapt(self.patch_features(images)))
-        anomaly_map = F.interpolate(patch_scores[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
-        anomaly_map = self.blur(anomaly_map)
+        anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
         pred_score = patch_scores.amax(dim=(1, 2))
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

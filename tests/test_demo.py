@@ -25,7 +25,7 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path, capfd: pyte
     assert "[torch.onnx]" in (output / "export.log").read_text()
 
     splits = {row["subclass"]: row["split"] for row in summary["rows"]}
-    assert splits["mean seen"] == "seen" and splits["mean unseen"] == "unseen" and len(splits) == 5
+    assert splits["mean seen"] == "seen" and splits["pooled unseen"] == "unseen" and len(splits) == 7
     assert "| **mean unseen** | unseen |" in (output / "per_subclass.md").read_text()
     assert json.loads((output / "summary.json").read_text())["image_size"] == 64
     # The tolerances of tests/test_integration.py's export test, on the demo's own two exports.

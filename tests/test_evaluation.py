@@ -45,6 +45,23 @@ def test_rows_per_subclass_with_seen_and_unseen_means() -> None:
     assert "| **mean unseen** | unseen | 3 | 100.00 | 100.00 | 100.00 |" in format_table(list(rows.values()))
 
 
+def test_pooled_rows_rank_all_images_of_a_split_together_and_f1_uses_the_one_threshold() -> None:
+    batches = [
+        batch(["a", "a", "b", "b"], [0.1, 0.5, 1.0, 2.0], [0, 1, 0, 1]),  # each perfect alone, b on a higher scale
+        batch(["u", "u"], [0.2, 0.4], [0, 1]),
+    ]
+    rows = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a", "b"], threshold=0.7)}
+    assert rows["mean seen"]["image_auroc"] == 1.0
+    assert rows["pooled seen"]["image_auroc"] == pytest.approx(0.75)  # b's normal image outranks a's defect
+    assert rows["pooled seen"]["images"] == 4 and math.isnan(rows["pooled seen"]["pixel_aupro"])
+    assert rows["pooled unseen"]["image_auroc"] == 1.0
+    assert rows["a"]["f1"] == 0.0 and rows["a"]["best_f1"] == 1.0  # 0.5 is below the category threshold
+    assert rows["b"]["f1"] == pytest.approx(2 / 3) and rows["b"]["best_f1"] == 1.0  # b's normal image flagged
+    assert rows["mean seen"]["f1"] == pytest.approx(1 / 3) and rows["mean seen"]["best_f1"] == 1.0
+    table = format_table(list(rows.values()))
+    assert "| **pooled seen** | seen | 4 | 75.00 | 100.00 |  | " in table and "best F1 %" in table
+
+
 def test_aupro_falls_when_the_map_misses_the_defect_region() -> None:
     """The map is lowest on the defect: the defect region is found only once every normal pixel is flagged."""
     missed = batch(["a", "a"], [0.1, 0.9], [0, 1])

@@ -87,9 +87,12 @@ def test_export(tmp_path: Path, fitted, export_type: str) -> None:
 #: largest |OpenVINO - torch| difference allowed on the post-processed pred_score and anomaly_map (both in [0, 1]),
 #: per (IR, inference precision). f32 is exact to float rounding on every CPU. FP16 weights in f32: measured up to
 #: 8.0e-3 (score) and 5.7e-3 (map), asserted with 2.5x headroom. bf16 (CPUs with AVX512_BF16 only): measured
-#: 6.3e-2 / 6.1e-2 on an Intel Xeon with AMX, bounded at 2.4x that: a guard against a broken graph, not an
-#: accuracy claim (the precision matrix in docs/performance.md has the trained model's figures).
-OPENVINO_TOLERANCE = {("fp32", "f32"): 1e-3, ("fp16", "f32"): 2e-2, ("fp32", "bf16"): 0.15}
+#: 0.20 / 6.3e-2 on an Intel Xeon with AMX, bounded at 1.5x that: a guard against a broken graph, not an
+#: accuracy claim (the precision matrix in docs/performance.md has the trained model's figures). It was 6.3e-2 /
+#: 6.1e-2 (bound 0.15) before the per-expert calibration: this 3-epoch fixture's experts spread their normal
+#: scores over 0.005 only, and calibrated scores are in units of that spread, so bf16's raw error (1e-3, as
+#: before) is now a fifth of a unit; on the trained demo model the same change cut bf16's error (8.4e-2 to 4.9e-2).
+OPENVINO_TOLERANCE = {("fp32", "f32"): 1e-3, ("fp16", "f32"): 2e-2, ("fp32", "bf16"): 0.3}
 
 
 def _requires(precision: str) -> None:
@@ -166,8 +169,10 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
     parity = openvino_parity(model, path, paths, [datamodule.test_data[index].image for index in range(16)])
     print(f"OpenVINO INT8 IR (float layers in f32): {parity}")
     assert parity["precision"] == "f32"
-    # measured 1.6e-2 (score) and 1.8e-2 (map) on an Intel Xeon with AMX; bounded at about 2.7x
-    assert parity["max_score_diff"] <= 0.05 and parity["max_map_diff"] <= 0.05
+    # measured 5.8e-2 (score) and 3.8e-2 (map) on an Intel Xeon with AMX, bounded at about 1.7x (1.6e-2 / 1.8e-2,
+    # bound 0.05, before the per-expert calibration put the scores in units of this fixture's tiny expert spread;
+    # on the trained demo model INT8's score error fell with it, 0.18 to 0.14: docs/performance.md)
+    assert parity["max_score_diff"] <= 0.1 and parity["max_map_diff"] <= 0.1
     from anomalib_adapted_moe.benchmark.precision import layer_precisions
     from anomalib_adapted_moe.deploy import openvino_inferencer
 

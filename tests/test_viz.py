@@ -304,7 +304,8 @@ def test_per_expert_maps_mix_into_the_models_map(fitted) -> None:
     probabilities = torch.as_tensor(routing_probabilities(model, item.image)[0])
     # top_k (4) covers both experts, so the model's map is the probability-weighted sum of theirs
     torch.testing.assert_close((probabilities[:, None, None] * maps).sum(dim=0), mixed, atol=1e-5, rtol=1e-5)
-    assert score == pytest.approx(float(mixed.max()), abs=0.5)  # score = max patch score (before smoothing)
+    # score = max patch score; the map's upsampling and blur average patch scores, so they never exceed it
+    assert float(mixed.max()) <= score + 1e-5
     figure = plot_per_expert_maps(
         item.image, maps, model.expert_names, gt_mask=item.gt_mask, probabilities=probabilities, mixed_map=mixed
     )

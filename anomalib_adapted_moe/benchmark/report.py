@@ -208,7 +208,7 @@ def plot_per_subclass(results: dict, category: str, path: Path) -> Path | None:
     figure = new_figure(12, 2.6 * len(entries))
     for index, entry in enumerate(entries):
         axis = figure.add_subplot(len(entries), 1, index + 1)
-        lines = [line for line in entry["subclasses"] if not line["subclass"].startswith("mean ")]
+        lines = [line for line in entry["subclasses"] if not line["subclass"].startswith(("mean ", "pooled "))]
         for position, line in enumerate(lines):
             if line["split"] == "unseen":
                 axis.axvspan(position - 0.5, position + 0.5, color="0.9", zorder=0)

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import torch
 from anomalib.data import Batch
 from anomalib.metrics import AUPRO
-from sklearn.metrics import roc_auc_score
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 
 @dataclass
@@ -47,6 +48,21 @@ class SubclassScores:
             return float("nan")
         return _auroc(torch.cat([s.reshape(-1) for s in self.pixel_scores]), torch.cat(self.pixel_labels).reshape(-1))
 
+    def f1_at(self, threshold: float) -> float:
+        """Image F1 with ``score > threshold`` called anomalous (anomalib's rule); NaN without defective images."""
+        labels = torch.cat(self.image_labels)
+        if labels.max() == 0:
+            return float("nan")
+        return float(f1_score(labels.numpy(), (torch.cat(self.image_scores) > threshold).numpy(), zero_division=0))
+
+    def best_f1(self) -> float:
+        """Image F1 at the subclass's own best threshold, chosen with its test labels: for reports only."""
+        labels = torch.cat(self.image_labels)
+        if labels.max() == 0:
+            return float("nan")
+        precision, recall, _ = precision_recall_curve(labels.numpy(), torch.cat(self.image_scores).double().numpy())
+        return float((2 * precision * recall / np.maximum(precision + recall, 1e-12)).max())
+
     def pixel_aupro(self) -> float:
         """Per-region overlap AUC up to 30 % FPR (anomalib's AUPRO); NaN without defect pixels.
 
@@ -72,9 +88,15 @@ def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def per_subclass_table(
-    batches: Iterable[Batch], seen: Iterable[str], default_subclass: str | None = None
+    batches: Iterable[Batch], seen: Iterable[str], default_subclass: str | None = None, threshold: float | None = None
 ) -> list[dict]:
-    """Rows ``{subclass, split, images, image_auroc, pixel_auroc, pixel_aupro}`` per subclass, then the means.
+    """Rows ``{subclass, split, images, image_auroc, pixel_auroc, pixel_aupro}`` per subclass, then per split
+    the mean of the subclass rows and the pooled row (one ranking over all the split's images and pixels: what
+    a single threshold sees; no AUPRO).
+
+    With ``threshold`` (the category's image threshold, in the scores' units) every subclass row and mean also
+    get ``f1`` (image F1 at that threshold) and ``best_f1`` (F1 at the subclass's own best threshold, chosen
+    with its test labels: a reference for the report, never a setting).
 
     Args:
         batches: predicted batches carrying ``subclass_name``, ``pred_score``,
@@ -107,22 +129,34 @@ def per_subclass_table(
             "image_auroc": group.image_auroc(),
             "pixel_auroc": group.pixel_auroc(),
             "pixel_aupro": group.pixel_aupro(),
+            **({"f1": group.f1_at(threshold), "best_f1": group.best_f1()} if threshold is not None else {}),
         }
         for name, group in sorted(groups.items(), key=lambda item: (item[0] not in seen, item[0]))
     ]
     for split in ("seen", "unseen"):
         members = [row for row in rows if row["split"] == split]
-        if members:
-            rows.append(
-                {
-                    "subclass": f"mean {split}",
-                    "split": split,
-                    "images": sum(row["images"] for row in members),
-                    "image_auroc": _nanmean(row["image_auroc"] for row in members),
-                    "pixel_auroc": _nanmean(row["pixel_auroc"] for row in members),
-                    "pixel_aupro": _nanmean(row["pixel_aupro"] for row in members),
-                }
-            )
+        if not members:
+            continue
+        mean = {"subclass": f"mean {split}", "split": split, "images": sum(row["images"] for row in members)}
+        for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "f1", "best_f1"):
+            if key in members[0]:
+                mean[key] = _nanmean(row[key] for row in members)
+        pooled = SubclassScores()
+        for row in members:
+            group = groups[row["subclass"]]
+            for field_name in ("image_scores", "image_labels", "pixel_scores", "pixel_labels"):
+                getattr(pooled, field_name).extend(getattr(group, field_name))
+        rows += [
+            mean,
+            {
+                "subclass": f"pooled {split}",
+                "split": split,
+                "images": mean["images"],
+                "image_auroc": pooled.image_auroc(),
+                "pixel_auroc": pooled.pixel_auroc(),
+                "pixel_aupro": float("nan"),
+            },
+        ]
     return rows
 
 
@@ -133,14 +167,18 @@ def _nanmean(values: Iterable[float]) -> float:
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table with AUROCs in percent."""
-    lines = [
-        "| subclass | split | images | image AUROC % | pixel AUROC % | pixel AUPRO % |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+    keys = ["image_auroc", "pixel_auroc", "pixel_aupro"]
+    header = "| subclass | split | images | image AUROC % | pixel AUROC % | pixel AUPRO % |"
+    if any("f1" in row for row in rows):
+        keys += ["f1", "best_f1"]
+        header += " F1 % at the threshold | best F1 % |"
+    lines = [header, "|---|---|---:|" + "---:|" * len(keys)]
     for row in rows:
-        name = f"**{row['subclass']}**" if row["subclass"].startswith("mean ") else row["subclass"]
-        figures = " | ".join(
-            f"{100 * row.get(key, float('nan')):.2f}" for key in ("image_auroc", "pixel_auroc", "pixel_aupro")
-        )
+        name = f"**{row['subclass']}**" if row["subclass"].startswith(("mean ", "pooled ")) else row["subclass"]
+        figures = " | ".join(_percent(row.get(key, float("nan"))) for key in keys)
         lines.append(f"| {name} | {row['split']} | {row['images']} | {figures} |")
     return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "" if value != value else f"{100 * value:.2f}"

@@ -42,7 +42,7 @@ def per_expert_maps(model: Any, image: torch.Tensor) -> torch.Tensor:
             raise ValueError(msg)
         adapted = inner.adapt(inner.patch_features(images))
         index = torch.arange(inner.num_experts, device=adapted.device)[None]  # (1, E): every expert
-        scores = -inner.experts(inner.expert_inputs(adapted, index), index)  # (1, E, P)
+        scores = inner.calibration(inner.expert_scores(adapted, index), index)  # (1, E, P), on the common scale
         patch_maps = scores.reshape(inner.num_experts, *adapted.shape[-2:])
         return inner.blur(patch_maps, size=images.shape[-2:])[:, 0].cpu()
 

@@ -36,10 +36,11 @@ from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
+from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
 from .subclass_discovery import discover_subclasses, image_descriptors
 from .torch_model import AdaptedMoEModel
-from .training import TrainingSchedule, fit_expert_statistics, train_from_cache
+from .training import TrainingSchedule, fit_expert_calibration, fit_expert_statistics, train_from_cache
 
 logger = logging.getLogger(__name__)
 
@@ -285,10 +286,47 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             logger.warning(STOPPED, "Ctrl-C", len(self.epoch_seconds), self.schedule.epochs)
             raise
         fit_expert_statistics(self.model, features, labels)
+        self._calibrate(features)
         if distributed:  # bit-identical ranks, whatever floating point did on each
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
         self._live = None
+
+    def _calibrate(self, training_features: torch.Tensor | LiveFeatures, chunk: int = 32) -> None:
+        """Fit each expert's score calibration on the validation split's normal images.
+
+        Those are held-out training images (TextureAD, SyntheticTextureAD), never seen by the experts.
+        Without a validation loader, or when the validation split comes from the test set (anomalib's
+        default for MVTecAD and Folder), the training images calibrate instead, which the experts have
+        fitted: their scores sit a little low, on every expert alike.
+        """
+        loader = self.trainer.val_dataloaders if self._trainer is not None else None
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        mode = str(getattr(getattr(datamodule, "val_split_mode", None), "value", ""))
+        if loader is not None and hasattr(loader, "dataset") and mode not in ("same_as_test", "from_test"):
+            source, batches = "the validation split's normal images", self._validation_features(loader)
+        else:
+            reason = f"val_split_mode={mode!r} takes test images" if mode else "no validation split"
+            source = f"the training images ({reason})"
+            batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
+        empty = fit_expert_calibration(self.model, batches)
+        logger.info("Expert score calibration fitted on %s.", source)
+        if empty:
+            names = [self.expert_names[i] if i < len(self.expert_names) else str(i) for i in empty]
+            logger.warning(
+                "No normal calibration image was routed to expert(s) %s: they take all experts' statistics.",
+                ", ".join(names),
+            )
+
+    def _validation_features(self, loader):
+        """Patch features of the normal images of a validation loader, pre-processed as Lightning would."""
+        transform = getattr(self.pre_processor, "transform", None) if self.pre_processor else None
+        for batch in loader:
+            normal = batch.gt_label == 0
+            if not bool(normal.any()):
+                continue
+            images = batch.image[normal].to(self.device)
+            yield self.model.patch_features(transform(images) if transform is not None else images)
 
     def on_train_epoch_end(self) -> None:
         """Fit if validation did not already, then log the last training epoch's losses."""
@@ -369,6 +407,11 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         state = checkpoint["state_dict"]
         if "model.adaptation.expert_mean" in state:
             state.setdefault("model.adaptation.expert_shift", torch.zeros(len(state["model.adaptation.expert_mean"])))
+            # and before the experts' score calibration: identity, raw scores (and their min-max range) as they were
+            if "model.calibration.location" not in state and isinstance(self.post_processor, AdaptedMoEPostProcessor):
+                self.post_processor.min_range = 0.0
+            state.setdefault("model.calibration.location", torch.zeros(len(state["model.adaptation.expert_mean"])))
+            state.setdefault("model.calibration.scale", torch.ones(len(state["model.adaptation.expert_mean"])))
         weight = checkpoint["state_dict"].get("model.experts.weight1")
         if weight is not None and weight.shape[0] != self.model.num_experts:
             self.model.set_num_experts(int(weight.shape[0]))
@@ -410,5 +453,20 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     @staticmethod
     def configure_post_processor() -> PostProcessor:
-        """anomalib's default post-processor: score normalisation and thresholds fitted on validation data."""
-        return PostProcessor()
+        """anomalib's post-processor with a squash instead of its clamp (:class:`.AdaptedMoEPostProcessor`)."""
+        return AdaptedMoEPostProcessor()
+
+    def expert_thresholds(self) -> dict[str, float]:
+        """Each expert's image threshold in its own raw score units (the category threshold, uncalibrated).
+
+        The post-processor holds one image threshold on the calibrated scale; for an image routed to
+        expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores.
+        """
+        threshold = getattr(self.post_processor, "image_threshold", None)
+        if threshold is None or bool(torch.isnan(threshold)):
+            msg = "No image threshold yet: it is fitted on the validation split during training (engine.fit)."
+            raise ValueError(msg)
+        calibration = self.model.calibration
+        raw = calibration.location + float(threshold) * calibration.scale
+        names = self.expert_names or [f"expert_{i}" for i in range(len(raw))]
+        return {name: float(value) for name, value in zip(names, raw, strict=True)}

@@ -14,6 +14,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from .blur import UpsampledGaussianBlur
+from .calibration import ExpertCalibration
 from .experts import ExpertBank
 from .features import FeatureAdaptor, PatchFeatureExtractor
 from .router import RoutingNetwork
@@ -105,6 +106,7 @@ class AdaptedMoEModel(nn.Module):
         self.router = RoutingNetwork(num_experts=num_experts, **self._router_args).to(device)
         self.experts = ExpertBank(num_experts, dim, self._hidden_dim).to(device)
         self.adaptation = TestTimeAdaptation(num_experts, dim).to(device)
+        self.calibration = ExpertCalibration(num_experts).to(device)
 
     @property
     def num_experts(self) -> int:
@@ -137,10 +139,14 @@ class AdaptedMoEModel(nn.Module):
         batch, k, channels = per_expert.shape[:3]
         return per_expert.reshape(batch, k, channels, -1).transpose(2, 3)
 
+    def expert_scores(self, adapted: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+        """Raw patch anomaly scores ``(B, K, P)`` of the ``(B, K)`` selected experts, each on its own scale."""
+        return -self.experts(self.expert_inputs(adapted, expert_index), expert_index)
+
     def score_patches(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mixed patch anomaly scores ``(B, H, W)``, plus the routing index and weights."""
+        """Calibrated patch anomaly scores ``(B, H, W)`` mixed over the top-k experts, plus routing index and weights."""
         expert_index, weights = self.route(adapted)
-        scores = -self.experts(self.expert_inputs(adapted, expert_index), expert_index)  # (B, K, P)
+        scores = self.calibration(self.expert_scores(adapted, expert_index), expert_index)  # (B, K, P)
         mixed = (weights[:, :, None] * scores).sum(dim=1)
         return mixed.reshape(adapted.shape[0], *adapted.shape[-2:]), expert_index, weights
 

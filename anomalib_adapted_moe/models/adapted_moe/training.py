@@ -8,7 +8,7 @@ source, which recomputes the features of freshly augmented images every epoch.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -137,3 +137,19 @@ def fit_expert_statistics(
         means.append(mean)
         variances.append(variance)
     model.adaptation.fit(torch.cat(means), torch.cat(variances), labels.to(device))
+
+
+@torch.no_grad()
+def fit_expert_calibration(model: AdaptedMoEModel, feature_batches: Iterable[torch.Tensor]) -> list[int]:
+    """Fit :class:`~.calibration.ExpertCalibration` from the patch features ``(B, C, H, W)`` of normal images.
+
+    Each image is routed as at inference, and each selected expert's raw patch scores count towards its
+    statistics with the image's routing weight. Returns the experts no image was routed to.
+    """
+    model.eval()
+    device = model.adaptor.linear.weight.device
+    for features in feature_batches:
+        adapted = model.adapt(features.to(device, torch.float32))
+        expert_index, weights = model.route(adapted)
+        model.calibration.update(model.expert_scores(adapted, expert_index), expert_index, weights)
+    return model.calibration.compute()

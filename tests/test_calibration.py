@@ -1,0 +1,102 @@
+"""One threshold across experts: per-expert score calibration and the squashing post-processor."""
+
+import numpy as np
+import pytest
+import torch
+from anomalib.post_processing import PostProcessor
+from sklearn.metrics import roc_auc_score
+
+from anomalib_adapted_moe.evaluation import per_subclass_table, predict_raw
+from anomalib_adapted_moe.models.adapted_moe.calibration import ExpertCalibration
+from anomalib_adapted_moe.models.adapted_moe.post_processor import AdaptedMoEPostProcessor
+
+
+def test_calibration_standardises_each_expert_by_its_routing_weighted_statistics() -> None:
+    calibration = ExpertCalibration(num_experts=3)
+    torch.manual_seed(0)
+    expert0 = 2.0 + 0.5 * torch.randn(4, 1, 500)  # four images routed to expert 0 alone
+    expert1 = -1.0 + 3.0 * torch.randn(2, 1, 500)
+    calibration.update(expert0, torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1))
+    calibration.update(expert1, torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1))
+    # a mixed image: its expert-1 scores count with weight 1e-3 only (the same scores as expert 0's first image)
+    calibration.update(
+        torch.stack([expert0[0, 0], expert0[0, 0]])[None], torch.tensor([[0, 1]]), torch.tensor([[0.999, 0.001]])
+    )
+    assert calibration.compute() == [2]  # nothing was routed to expert 2: it takes everyone's statistics
+    assert calibration.location[0] == pytest.approx(2.0, abs=0.05) and calibration.scale[0] == pytest.approx(0.5, abs=0.03)
+    assert calibration.location[1] == pytest.approx(float(expert1.mean()), abs=0.01)
+    assert calibration.scale[1] == pytest.approx(float(expert1.std()), rel=0.01)
+    pooled = torch.cat([expert0.flatten(), expert1.flatten(), expert0[0, 0]])
+    assert calibration.location[2] == pytest.approx(float(pooled.mean()), abs=0.1)
+    scores = torch.tensor([[[2.5, 1.5]], [[-1.0, 5.0]]])  # (B=2, K=1, P=2)
+    z = calibration(scores, torch.tensor([[0], [1]]))
+    location, scale = calibration.location.tolist(), calibration.scale.tolist()
+    assert z[0, 0].tolist() == pytest.approx([(2.5 - location[0]) / scale[0], (1.5 - location[0]) / scale[0]], rel=1e-5)
+    assert z[1, 0, 1] == pytest.approx((5.0 - location[1]) / scale[1], rel=1e-5)
+
+
+def test_calibration_without_a_normal_image_says_so() -> None:
+    with pytest.raises(ValueError, match="No normal image to calibrate"):
+        ExpertCalibration(num_experts=2).compute()
+
+
+def fitted_post_processor(post_processor: PostProcessor) -> PostProcessor:
+    post_processor.image_min.fill_(0.0)
+    post_processor.image_max.fill_(2.0)
+    post_processor._image_threshold.fill_(1.0)
+    post_processor.pixel_min.fill_(0.0)
+    post_processor.pixel_max.fill_(2.0)
+    post_processor._pixel_threshold.fill_(1.0)
+    return post_processor
+
+
+def test_the_squash_keeps_the_ranking_that_anomalibs_clamp_ties() -> None:
+    raw = torch.tensor([-50.0, -1.0, 0.0, 0.99, 1.0, 1.01, 2.0, 3.0, 30.0, 3000.0])
+    ours = fitted_post_processor(AdaptedMoEPostProcessor(min_range=0.0))._normalize(
+        raw, torch.tensor(0.0), torch.tensor(2.0), torch.tensor(1.0)
+    )
+    clamped = fitted_post_processor(PostProcessor())._normalize(
+        raw, torch.tensor(0.0), torch.tensor(2.0), torch.tensor(1.0)
+    )
+    assert bool((ours.diff() > 0).all()) and bool((ours > 0).all() and (ours < 1).all())
+    assert int((clamped == 1).sum()) == 4 and int((clamped == 0).sum()) == 3  # anomalib: seven scores tied
+    assert ours[4] == 0.5 and bool(((ours > 0.5) == (clamped > 0.5)).all())  # same labels at the threshold
+    assert torch.allclose(ours[3:6], clamped[3:6], atol=1e-4)  # and nearly the same values near it
+    # anomalib's own F1-threshold labels come out the same through forward()
+    from anomalib.data import InferenceBatch
+
+    out = fitted_post_processor(AdaptedMoEPostProcessor())(InferenceBatch(pred_score=raw, anomaly_map=raw[:, None, None]))
+    assert out.pred_label.tolist() == (raw > 1.0).tolist()
+
+
+def test_a_narrow_validation_range_is_widened_to_min_range() -> None:
+    post_processor = AdaptedMoEPostProcessor(min_range=1.0)
+    narrow = post_processor._normalize(torch.tensor([1.2]), torch.tensor(1.0), torch.tensor(1.1), torch.tensor(1.05))
+    assert narrow.item() == pytest.approx(0.5 + 0.15 / 1.3)  # u = 0.15 / max(0.1, 1.0)
+    assert post_processor.checkpoint_config()["min_range"] == 1.0
+
+
+@pytest.mark.slow
+def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_scores_rank_as_raw(fitted_tiny) -> None:
+    engine, model, datamodule, _ = fitted_tiny
+    calibration = model.model.calibration
+    assert isinstance(model.post_processor, AdaptedMoEPostProcessor)
+    assert not torch.equal(calibration.location, torch.zeros_like(calibration.location))
+    assert bool((calibration.scale > 0).all()) and not torch.equal(calibration.scale, torch.ones_like(calibration.scale))
+    thresholds = model.expert_thresholds()
+    assert list(thresholds) == model.expert_names
+    expected = calibration.location + float(model.post_processor.image_threshold) * calibration.scale
+    assert list(thresholds.values()) == pytest.approx(expected.tolist())
+
+    raw = predict_raw(engine, model, datamodule.test_dataloader())
+    processed = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
+    raw_scores = torch.cat([b.pred_score for b in raw]).numpy()
+    scores = torch.cat([b.pred_score for b in processed]).numpy()
+    labels = torch.cat([b.gt_label for b in raw]).numpy()
+    assert len(np.unique(scores)) == len(np.unique(raw_scores))  # no ties made by normalisation
+    assert roc_auc_score(labels, scores) == pytest.approx(roc_auc_score(labels, raw_scores), abs=1e-12)
+    labels_at_threshold = torch.cat([b.pred_label for b in processed]).numpy()
+    assert (labels_at_threshold == (raw_scores > float(model.post_processor.image_threshold))).all()
+    # the evaluation's F1 is anomalib's decision rule on the raw scores
+    rows = per_subclass_table(raw, seen=model.expert_names, threshold=float(model.post_processor.image_threshold))
+    assert all(0.0 <= row["f1"] <= row["best_f1"] <= 1.0 for row in rows if "f1" in row and row["f1"] == row["f1"])

@@ -23,7 +23,9 @@ def test_calibration_standardises_each_expert_by_its_routing_weighted_statistics
         torch.stack([expert0[0, 0], expert0[0, 0]])[None], torch.tensor([[0, 1]]), torch.tensor([[0.999, 0.001]])
     )
     assert calibration.compute() == [2]  # nothing was routed to expert 2: it takes everyone's statistics
-    assert calibration.location[0] == pytest.approx(2.0, abs=0.05) and calibration.scale[0] == pytest.approx(0.5, abs=0.03)
+    assert calibration.location[0] == pytest.approx(2.0, abs=0.05) and calibration.scale[0] == pytest.approx(
+        0.5, abs=0.03
+    )
     assert calibration.location[1] == pytest.approx(float(expert1.mean()), abs=0.01)
     assert calibration.scale[1] == pytest.approx(float(expert1.std()), rel=0.01)
     pooled = torch.cat([expert0.flatten(), expert1.flatten(), expert0[0, 0]])
@@ -65,7 +67,9 @@ def test_the_squash_keeps_the_ranking_that_anomalibs_clamp_ties() -> None:
     # anomalib's own F1-threshold labels come out the same through forward()
     from anomalib.data import InferenceBatch
 
-    out = fitted_post_processor(AdaptedMoEPostProcessor())(InferenceBatch(pred_score=raw, anomaly_map=raw[:, None, None]))
+    out = fitted_post_processor(AdaptedMoEPostProcessor())(
+        InferenceBatch(pred_score=raw, anomaly_map=raw[:, None, None])
+    )
     assert out.pred_label.tolist() == (raw > 1.0).tolist()
 
 
@@ -82,7 +86,9 @@ def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_sc
     calibration = model.model.calibration
     assert isinstance(model.post_processor, AdaptedMoEPostProcessor)
     assert not torch.equal(calibration.location, torch.zeros_like(calibration.location))
-    assert bool((calibration.scale > 0).all()) and not torch.equal(calibration.scale, torch.ones_like(calibration.scale))
+    assert bool((calibration.scale > 0).all()) and not torch.equal(
+        calibration.scale, torch.ones_like(calibration.scale)
+    )
     thresholds = model.expert_thresholds()
     assert list(thresholds) == model.expert_names
     expected = calibration.location + float(model.post_processor.image_threshold) * calibration.scale

@@ -91,7 +91,7 @@ def test_a_checkpoint_from_before_the_tta_gate_still_loads_with_the_gate_open(tm
 def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path: Path, fitted_tiny) -> None:
     """Checkpoints written before the per-expert calibration load with it off and anomalib's plain min-max range,
     so their saved thresholds (fitted on raw scores) still apply."""
-    _, model, datamodule, checkpoint = fitted_tiny
+    _, _, datamodule, checkpoint = fitted_tiny
     old = torch.load(checkpoint, weights_only=True)
     del old["state_dict"]["model.calibration.location"], old["state_dict"]["model.calibration.scale"]
     del old["anomalib_post_processor_config"]["min_range"]

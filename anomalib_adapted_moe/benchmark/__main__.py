@@ -5,6 +5,7 @@
     python -m anomalib_adapted_moe.benchmark render             # re-write the report from the stored runs
     python -m anomalib_adapted_moe.benchmark precision          # OpenVINO f32/bf16/f16/FP16/INT8 matrix
     python -m anomalib_adapted_moe.benchmark speed              # latency, training time, memory
+    python -m anomalib_adapted_moe.benchmark thresholds         # one threshold across subclasses: pooled AUROC, F1
 
 Runs are stored under ``--output``; calling a command again resumes: finished runs
 are kept, the rest are run. Other data: ``--data configs/data/texture_ad.yaml``
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("render", parents=[common], help="re-write results and report from stored runs")
     commands.add_parser("precision", help="OpenVINO precision matrix (its own options: precision --help)")
     commands.add_parser("speed", help="latency, training time and memory (its own options: speed --help)")
+    commands.add_parser("thresholds", help="one threshold across subclasses (its own options: thresholds --help)")
     return parser
 
 
@@ -110,6 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         from .precision import main as precision_main
 
         precision_main(argv[1:])
+        return
+    if argv[:1] == ["thresholds"]:  # its own options: python -m anomalib_adapted_moe.benchmark thresholds --help
+        from .thresholds import main as thresholds_main
+
+        thresholds_main(argv[1:])
         return
     if argv[:1] == ["speed"]:  # its own options: python -m anomalib_adapted_moe.benchmark speed --help
         from .speed import main as speed_main

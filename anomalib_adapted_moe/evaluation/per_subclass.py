@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from anomalib.data import Batch
 from anomalib.metrics import AUPRO
-import numpy as np
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 

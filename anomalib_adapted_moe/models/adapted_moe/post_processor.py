@@ -8,8 +8,8 @@ from anomalib.post_processing import PostProcessor
 
 class AdaptedMoEPostProcessor(PostProcessor):
     """anomalib's ``PostProcessor`` (validation min/max, F1-adaptive thresholds, one per category), but
-    normalising (:meth:`_normalize`) with ``0.5 + u / (1 + 2|u|)``, ``u = (score - threshold) / max(max - min, min_range)``, instead
-    of clamping ``0.5 + u`` to ``[0, 1]``.
+    normalising (:meth:`_normalize`) with ``0.5 + u / (1 + 2|u|)``,
+    ``u = (score - threshold) / max(max - min, min_range)``, instead of clamping ``0.5 + u`` to ``[0, 1]``.
 
     Near the threshold both agree (slope 1, threshold at 0.5, so labels and anomalib's
     sensitivity are unchanged); beyond the validation range anomalib's clamp makes every

@@ -144,7 +144,7 @@ class AdaptedMoEModel(nn.Module):
         return -self.experts(self.expert_inputs(adapted, expert_index), expert_index)
 
     def score_patches(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Calibrated patch anomaly scores ``(B, H, W)`` mixed over the top-k experts, plus routing index and weights."""
+        """Calibrated patch scores ``(B, H, W)`` mixed over the top-k experts, plus routing index and weights."""
         expert_index, weights = self.route(adapted)
         scores = self.calibration(self.expert_scores(adapted, expert_index), expert_index)  # (B, K, P)
         mixed = (weights[:, :, None] * scores).sum(dim=1)

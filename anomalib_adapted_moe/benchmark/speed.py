@@ -124,7 +124,7 @@ def baseline_pre_processor(size: int):
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import input_normalization
+    from anomalib_adapted_moe.backbone_weights import input_normalization
 
     mean, std = input_normalization(BACKBONE, WEIGHTS)
     return PreProcessor(transform=Compose([Resize((size, size), antialias=True), Normalize(mean, std)]))
@@ -155,7 +155,7 @@ def supersimplenet(size: int):
     """anomalib's Supersimplenet on the same backbone module and weights."""
     from anomalib.models import Supersimplenet
 
-    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import build_backbone
+    from anomalib_adapted_moe.backbone_weights import build_backbone
 
     backbone = build_backbone(BACKBONE, WEIGHTS)
     pre_processor = baseline_pre_processor(size)
@@ -169,7 +169,7 @@ def glass(size: int):
     """anomalib's Glass on the same (frozen) backbone module and weights (no DTD: Perlin noise only)."""
     from anomalib.models import Glass
 
-    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import build_backbone
+    from anomalib_adapted_moe.backbone_weights import build_backbone
 
     model = Glass(
         input_shape=(size, size),

@@ -35,7 +35,7 @@ class Settings:
 
 def _backbone(settings: Settings):
     """The frozen backbone module with the run's weights, or the timm name (random init) without weights."""
-    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import build_backbone
+    from anomalib_adapted_moe.backbone_weights import build_backbone
 
     return build_backbone(BACKBONE, settings.weights)
 
@@ -45,7 +45,7 @@ def _pre_processor(settings: Settings):
     from anomalib.pre_processing import PreProcessor
     from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-    from anomalib_adapted_moe.models.adapted_moe.backbone_weights import input_normalization
+    from anomalib_adapted_moe.backbone_weights import input_normalization
 
     mean, std = input_normalization(BACKBONE, settings.weights)
     size = (settings.image_size, settings.image_size)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from anomalib.models.components import TimmFeatureExtractor
 from torch import nn
 
-from .backbone_weights import (
+from anomalib_adapted_moe.backbone_weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     BackboneWeightsUnavailableError,

@@ -5,7 +5,8 @@ model name, which downloads its weights from the Hugging Face hub. Here the full
 is created without weights, a local checkpoint is loaded into it with every tensor checked
 (name, kind and shape), and the frozen module is handed to ``TimmFeatureExtractor`` instead.
 
-Two checkpoint layouts are understood:
+Files are read by timm's own reader (``.safetensors``, or PyTorch files with
+``torch.load(weights_only=True)``). Two checkpoint layouts are understood:
 
 * timm's own (keys equal to ``model.state_dict()``), possibly wrapped in ``{"state_dict": ...}``
   or ``{"model": ...}`` and possibly with a ``module.`` prefix (DataParallel/DDP);
@@ -192,7 +193,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> dict:
 
     Args:
         model: The timm model (e.g. ``timm.create_model("efficientnet_lite0", pretrained=False)``).
-        path: Checkpoint file, read with ``torch.load(weights_only=True)``. Either a timm-format
+        path: Checkpoint file: ``.safetensors`` (as the Hugging Face hub serves timm weights) or a
+            PyTorch file read with ``torch.load(weights_only=True)``, both through timm's reader. Either a timm-format
             state dict (optionally under ``"state_dict"``/``"model"``, optionally with a
             ``module.`` prefix), in which case tensors the model lacks (e.g. another classifier
             head) are skipped and reported; or a lukemelas ``efficientnet_pytorch`` state dict, which
@@ -242,10 +244,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         ValueError: If the file does not hold a mapping of names to tensors.
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # timm's reader: safetensors by extension, else torch.load(weights_only=True); unwraps one level
+        obj = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as exc:
-        msg = f"Could not read '{path}' as a PyTorch checkpoint with torch.load(weights_only=True): {exc}"
+        msg = (
+            f"Could not read '{path}' as a checkpoint (a .safetensors file, or a PyTorch file read with "
+            f"torch.load(weights_only=True)): {exc}"
+        )
         raise ValueError(msg) from exc
 
     for _ in range(3):  # {"model": {"state_dict": {...}}} and the like

@@ -16,7 +16,7 @@ def test_the_cli_config_spells_the_cpu_recipe() -> None:
 
 
 def test_the_benchmark_uses_the_cpu_recipe() -> None:
-    assert (BACKBONE, LAYERS) == (CPU_RECIPE["backbone"], CPU_RECIPE["layers"])
+    assert (CPU_RECIPE["backbone"], CPU_RECIPE["layers"]) == (BACKBONE, LAYERS)
     assert (Settings().weights, Settings().epochs) == (CPU_RECIPE["backbone_weights"], CPU_RECIPE["epochs"])
 
 

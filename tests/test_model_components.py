@@ -290,3 +290,12 @@ def test_an_unfitted_tta_gate_is_open() -> None:
     tta = TestTimeAdaptation(num_experts=2, dim=3)
     features, index = torch.randn(2, 3, 4, 4), torch.tensor([[0], [1]])
     assert torch.allclose(tta(features, index, gated=True), tta(features, index))
+
+
+def test_moe_off_with_several_experts_is_refused() -> None:
+    from conftest import tiny_adapted_moe
+
+    assert tiny_adapted_moe(moe=False).requested_experts == 1
+    assert tiny_adapted_moe(moe=False, num_experts=1).requested_experts == 1
+    with pytest.raises(ValueError, match=r"moe=False trains a single expert, but num_experts=3"):
+        tiny_adapted_moe(moe=False, num_experts=3)

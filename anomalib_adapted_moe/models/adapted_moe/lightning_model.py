@@ -71,7 +71,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         num_experts: experts; ``None`` = one per training subclass when the data carry
             subclass labels, else chosen by clustering. A number different from the
             labelled subclass count clusters the images into that many experts.
-        moe: use the mixture of experts; ``False`` trains a single expert on all images.
+        moe: use the mixture of experts; ``False`` trains a single expert on all images: the paper's Table 2
+            switch, the same as ``num_experts=1`` (kept under the paper's name for the ablations).
         tta: test-time adaptation (eq. 5).
         tta_gate: adapt only images whose feature statistics lie beyond the expert's training images (our
             addition, off by default; see the model README).
@@ -157,6 +158,12 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         )
         if epochs < 1 or batch_size < 1:
             msg = f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}."
+            raise ValueError(msg)
+        if not moe and num_experts not in (None, 1):
+            msg = (
+                f"moe=False trains a single expert, but num_experts={num_experts} asks for more. Fix: drop one of "
+                "them (moe=False is the paper's Table 2 name for num_experts=1)."
+            )
             raise ValueError(msg)
         self.requested_experts = 1 if not moe else num_experts
         self.model = AdaptedMoEModel(

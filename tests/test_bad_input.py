@@ -23,7 +23,7 @@ from anomalib_adapted_moe.data.predict_check import (
     check_predict_images,
     skipped_files,
 )
-from anomalib_adapted_moe.data.texture_ad_layout import CorruptImageError, read_image_tensor
+from anomalib_adapted_moe.data.texture_ad import CorruptImageError, read_image_tensor
 
 
 def damage(path: Path, kind: str) -> Path:

@@ -11,7 +11,7 @@ from PIL import Image
 from anomalib_adapted_moe.data.real_textures import REAL_CATEGORIES, PackageUnavailableError, build_real_textures
 from anomalib_adapted_moe.data.real_textures import build as build_module
 from anomalib_adapted_moe.data.real_textures.catalog import PACKAGE, PK3
-from anomalib_adapted_moe.data.texture_ad_check import run_check
+from anomalib_adapted_moe.data.texture_ad import run_check
 
 SMALL = {"image_size": 48, "num_train": 3, "num_test_good": 2, "num_test_defect": 5}
 

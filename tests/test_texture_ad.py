@@ -16,8 +16,7 @@ from conftest import make_subclass, write_image, write_mask
 from PIL import Image
 
 from anomalib_adapted_moe.data import SubclassImageBatch, SubclassImageItem, TextureAD, TextureADDataset
-from anomalib_adapted_moe.data.texture_ad_check import main as check_main
-from anomalib_adapted_moe.data.texture_ad_layout import (
+from anomalib_adapted_moe.data.texture_ad import (
     CorruptImageError,
     EmptyTrainingSetError,
     MaskSizeMismatchError,
@@ -28,6 +27,7 @@ from anomalib_adapted_moe.data.texture_ad_layout import (
     read_binary_mask,
     read_image_tensor,
 )
+from anomalib_adapted_moe.data.texture_ad.check import main as check_main
 
 HF_DATASET = "texture-ad/Texture-AD-Benchmark"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from anomalib.data.utils.image import is_image_file
 from PIL import Image
 
-from anomalib_adapted_moe.data.texture_ad_layout import CorruptImageError, verify_image_file
+from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
 
 logger = logging.getLogger(__name__)
 

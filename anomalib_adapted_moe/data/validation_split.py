@@ -22,10 +22,11 @@ from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from pandas import DataFrame, Series
 from PIL import Image
 
-from anomalib_adapted_moe.data.texture_ad_layout import read_image_tensor
+# submodules, not the package: the package's datamodule imports this module
+from anomalib_adapted_moe.data.texture_ad.files import read_image_tensor
 
 if TYPE_CHECKING:
-    from anomalib_adapted_moe.data.texture_ad import TextureADDataset
+    from anomalib_adapted_moe.data.texture_ad.datamodule import TextureADDataset
 
 logger = logging.getLogger(__name__)
 

@@ -1,25 +1,85 @@
-"""``python -m anomalib_adapted_moe.data.texture_ad --check ROOT``: every layout problem of a copy, in one run."""
+"""``python -m anomalib_adapted_moe.data.texture_ad --check ROOT``: every layout problem of a copy, in one run.
+
+Unlike the dataset, which raises the first problem of the selected subclasses,
+the check covers every subclass and decodes every image and mask.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from anomalib_adapted_moe.data.texture_ad_layout import (
-    LAYOUT_TEXT,
+from anomalib_adapted_moe.data.texture_ad.errors import (
+    CorruptImageError,
     LayoutProblem,
     TextureADLayoutError,
     TextureADNotFoundError,
-    check_category,
-    find_category_dir,
-    not_found_message,
 )
+from anomalib_adapted_moe.data.texture_ad.files import mask_size_problem, verify_image_file
+from anomalib_adapted_moe.data.texture_ad.layout import LAYOUT_TEXT
+from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, not_found_message
+from anomalib_adapted_moe.data.texture_ad.scan import scan_category
+from anomalib_adapted_moe.data.texture_ad.subclasses import resolve_subclasses
 
-logger = logging.getLogger(__name__)
+
+@dataclass
+class CheckReport:
+    """Outcome of :func:`check_category`: every problem, warnings, and counts."""
+
+    problems: list[LayoutProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    subclasses: int = 0
+    images: int = 0
+    masks: int = 0
+
+
+def check_category(category_root: Path, workers: int = 4) -> CheckReport:
+    """Find every problem of one category: layout, ``split.json``, subclass selection, and file contents.
+
+    Every image and mask is decoded (threads: decoding releases the GIL), and
+    each mask's size is compared to its image's.
+    """
+    layout = scan_category(category_root)
+    report = CheckReport(warnings=list(layout.warnings), subclasses=len(layout.subclasses))
+    _, _, problems = resolve_subclasses(layout)
+    # resolve_subclasses only adds the subclass problems of selected subclasses; a copy check covers all.
+    selected_problem_ids = {id(p) for p in problems}
+    for sub in layout.subclasses.values():
+        report.warnings += sub.warnings
+        problems += [p for p in sub.problems if id(p) not in selected_problem_ids]
+    report.problems = problems
+
+    files = []
+    for sub in layout.subclasses.values():
+        files += sub.train_images + [image for image, _ in sub.test_images] + sub.mask_files
+    report.images = sum(len(s.train_images) + len(s.test_images) for s in layout.subclasses.values())
+    report.masks = sum(len(s.mask_files) for s in layout.subclasses.values())
+
+    def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem]:
+        try:
+            return path, verify_image_file(path)
+        except CorruptImageError as err:
+            return path, err.problem
+
+    sizes: dict[Path, tuple[int, int]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for path, outcome in pool.map(_verify, files):
+            if isinstance(outcome, LayoutProblem):
+                report.problems.append(outcome)
+            else:
+                sizes[path] = outcome
+    for sub in layout.subclasses.values():
+        for image, mask in sub.masks.items():
+            if image in sizes and mask in sizes:
+                problem = mask_size_problem(image, sizes[image], mask, sizes[mask])
+                if problem is not None:
+                    report.problems.append(problem)
+    return report
 
 
 def _plural(count: int, singular: str, plural: str | None = None) -> str:

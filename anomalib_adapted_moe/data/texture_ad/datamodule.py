@@ -6,10 +6,9 @@ a router on the subclass, so every item and batch carries ``subclass_id`` (index
 into the sorted training subclasses, ``-1`` for an unseen one) and
 ``subclass_name``.
 
-The layout rules live in :mod:`anomalib_adapted_moe.data.texture_ad_layout`.
-Validate a downloaded copy with::
-
-    python -m anomalib_adapted_moe.data.texture_ad --check ROOT [--category cloth]
+The layout rules it applies live in the sibling modules
+(:mod:`anomalib_adapted_moe.data.texture_ad.scan`, ``.subclasses``, ``.files``),
+which ``--check`` shares.
 
 Data source: the Hugging Face dataset ``texture-ad/Texture-AD-Benchmark``.
 """
@@ -17,8 +16,6 @@ Data source: the Hugging Face dataset ``texture-ad/Texture-AD-Benchmark``.
 from __future__ import annotations
 
 import logging
-import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,26 +30,15 @@ from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
-from anomalib_adapted_moe.data.texture_ad_layout import (
-    CategoryLayout,
-    find_category_dir,
-    make_texture_ad_samples,
-    mask_size_problem,
-    raise_first,
-    read_binary_mask,
-    read_image_tensor,
-    resolve_subclasses,
-    scan_category,
-)
+from anomalib_adapted_moe.data.texture_ad.errors import raise_first
+from anomalib_adapted_moe.data.texture_ad.files import mask_size_problem, read_binary_mask, read_image_tensor
+from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir
+from anomalib_adapted_moe.data.texture_ad.samples import make_texture_ad_samples
+from anomalib_adapted_moe.data.texture_ad.scan import CategoryLayout, scan_category
+from anomalib_adapted_moe.data.texture_ad.subclasses import resolve_subclasses
 from anomalib_adapted_moe.data.validation_split import make_synthetic_validation, split_train_per_subclass
 
 logger = logging.getLogger(__name__)
-
-# `python -m anomalib_adapted_moe.data.texture_ad` imports this module through the package before running
-# it as __main__; runpy then warns about it. Harmless here (main() only reads files), so silence that one line.
-warnings.filterwarnings(
-    "ignore", message=r".*anomalib_adapted_moe\.data\.texture_ad.* found in sys\.modules", category=RuntimeWarning
-)
 
 DEFAULT_ROOT = "./datasets/TextureAD"
 _logged_warnings: set[str] = set()
@@ -170,9 +156,6 @@ class TextureADDataset(AnomalibDataset):
     def collate_fn(self) -> Callable:
         """Collate into :class:`SubclassImageBatch`, which keeps ``subclass_id``/``subclass_name``."""
         return SubclassImageBatch.collate
-
-
-# --------------------------------------------------------------------------- validation split
 
 
 class TextureAD(AnomalibDataModule):
@@ -344,9 +327,3 @@ class TextureAD(AnomalibDataModule):
                     self.val_split_mode.value,
                 )
             super()._create_val_split()
-
-
-if __name__ == "__main__":
-    from anomalib_adapted_moe.data.texture_ad_check import main
-
-    sys.exit(main())

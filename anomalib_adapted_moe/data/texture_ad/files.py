@@ -1,0 +1,118 @@
+"""Reading and verifying image and mask files; a file that cannot be decoded raises :class:`CorruptImageError`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anomalib_adapted_moe.data.texture_ad.errors import (
+    CorruptImageError,
+    LayoutProblem,
+    MaskSizeMismatchError,
+    TextureADLayoutError,
+)
+from anomalib_adapted_moe.data.texture_ad.layout import HF_DATASET
+
+CORRUPT_FIX = (
+    "the file is damaged or incomplete (e.g. an interrupted download or extraction); extract it again from "
+    f"the Hugging Face dataset {HF_DATASET}, or delete it (and its mask) if you accept losing it."
+)
+
+
+def _corrupt(path: Path | str, err: BaseException, fix: str = CORRUPT_FIX) -> TextureADLayoutError:
+    problem = LayoutProblem(CorruptImageError, path, f"cannot be read as an image ({type(err).__name__}: {err}).", fix)
+    return problem.to_error()
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def read_image_tensor(path: Path | str) -> torch.Tensor:
+    """Read an image as float RGB ``[3, H, W]`` in [0, 1]; raise :class:`CorruptImageError` naming the file.
+
+    16-bit grey images are scaled by 65535 instead of being clipped to 255 (which
+    is what a plain ``convert("RGB")`` does).
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode in _SIXTEEN_BIT_MODES:
+                array = np.asarray(image, dtype=np.float32) / 65535.0
+                tensor = torch.from_numpy(np.clip(array, 0.0, 1.0)).unsqueeze(0).expand(3, -1, -1).contiguous()
+            else:
+                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+                tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    except Exception as err:
+        raise _corrupt(path, err) from err
+    return tensor
+
+
+def read_binary_mask(path: Path | str) -> np.ndarray:
+    """Read a mask of any format as a boolean ``[H, W]`` array: any non-zero pixel is defect.
+
+    Handles grey, RGB(A) (any channel > 0; alpha ignored), palette (the palette
+    colour of each index, so a dark but non-black label colour still counts) and
+    16-bit masks. ``Image.convert("L")`` would lose e.g. a pure-blue value of 1.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            array = np.asarray(image)
+            mode = image.mode
+    except Exception as err:
+        raise _corrupt(path, err) from err
+    if array.ndim == 3:
+        if mode in {"RGBA", "RGBa", "LA", "La", "PA"}:
+            array = array[..., :-1]  # alpha says nothing about the defect
+        return (array > 0).any(axis=-1)
+    return array > 0
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` from the header; raise :class:`CorruptImageError` naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception as err:
+        raise _corrupt(path, err) from err
+
+
+def mask_size_problem(
+    image: Path | str,
+    image_wh: tuple[int, int],
+    mask: Path | str,
+    mask_wh: tuple[int, int],
+) -> LayoutProblem | None:
+    """The problem for a mask whose size differs from its image's, or ``None``."""
+    if tuple(image_wh) == tuple(mask_wh):
+        return None
+    return LayoutProblem(
+        MaskSizeMismatchError,
+        mask,
+        f"mask is {mask_wh[0]}x{mask_wh[1]} but its image {image} is {image_wh[0]}x{image_wh[1]} (width x height).",
+        "replace it with the mask made for this image, or resize it to the image size with nearest-neighbour "
+        "interpolation.",
+    )
+
+
+def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
+    """Fully decode ``path`` (``verify()`` then ``load()``); return ``(width, height)``.
+
+    ``fix`` is the advice the error gives (the default suits a Texture AD copy).
+
+    Raises:
+        CorruptImageError: if the file is empty, not an image, or truncated.
+    """
+    try:
+        if path.stat().st_size == 0:
+            raise OSError("the file is empty (0 bytes)")
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()
+            return image.size
+    except Exception as err:
+        raise _corrupt(path, err, fix) from err

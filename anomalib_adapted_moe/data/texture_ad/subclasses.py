@@ -1,0 +1,98 @@
+"""Which subclasses train and which test: argument, else ``split.json``, else the default rule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from anomalib_adapted_moe.data.texture_ad.errors import (
+    EmptyTestSetError,
+    EmptyTrainingSetError,
+    LayoutProblem,
+    UnknownSubclassError,
+)
+from anomalib_adapted_moe.data.texture_ad.layout import SPLIT_FILE
+from anomalib_adapted_moe.data.texture_ad.scan import CategoryLayout
+
+
+def _unknown_names(requested: Iterable[str], layout: CategoryLayout, what: str) -> list[LayoutProblem]:
+    unknown = sorted(set(requested) - set(layout.names))
+    if not unknown:
+        return []
+    return [
+        LayoutProblem(
+            UnknownSubclassError,
+            layout.root,
+            f"{what} names unknown subclass(es) {unknown}; available: {layout.names}.",
+            f"pass names from the available list (folder names, case-sensitive) in {what}.",
+        )
+    ]
+
+
+def resolve_subclasses(
+    layout: CategoryLayout,
+    train_subclasses: Sequence[str] | None = None,
+    test_subclasses: Sequence[str] | None = None,
+) -> tuple[list[str], list[str], list[LayoutProblem]]:
+    """Decide which subclasses train and which test; return ``(train, test, problems)``.
+
+    Each list is chosen independently: the explicit argument if given, else
+    ``split.json`` (train = seen, test = seen + unseen), else the default (train:
+    every subclass with a ``train/good`` folder; test: every subclass).
+    """
+    problems = list(layout.problems)
+    if isinstance(train_subclasses, str) or isinstance(test_subclasses, str):
+        msg = "train_subclasses/test_subclasses must be lists of names, not a single string (use ['name'])."
+        raise TypeError(msg)
+    if train_subclasses is not None:
+        problems += _unknown_names(train_subclasses, layout, "train_subclasses")
+        train = sorted(set(train_subclasses) & set(layout.names))
+        source = "train_subclasses"
+    elif layout.split is not None:
+        train = [n for n in layout.split[0] if n in layout.subclasses]
+        source = f"'seen' in {layout.root / SPLIT_FILE}"
+    else:
+        train = [n for n in layout.names if layout.subclasses[n].has_train_dir]
+        source = "the default rule: every subclass with train/good"
+    if test_subclasses is not None:
+        problems += _unknown_names(test_subclasses, layout, "test_subclasses")
+        test = sorted(set(test_subclasses) & set(layout.names))
+    elif layout.split is not None:
+        test = sorted(n for n in {*layout.split[0], *layout.split[1]} if n in layout.subclasses)
+    else:
+        test = list(layout.names)
+
+    if not train and not any(p.error is UnknownSubclassError for p in problems):
+        problems.append(
+            LayoutProblem(
+                EmptyTrainingSetError,
+                layout.root,
+                f"no training subclass (selected by {source}); found subclasses {layout.names}.",
+                "add <subclass>/train/good/ folders with defect-free images, or point root at the folder that "
+                "holds the category folders (<root>/<category>/<subclass>/train/good/*.png).",
+            )
+        )
+    for name in train:
+        sub = layout.subclasses[name]
+        if not sub.train_images:
+            state = "is empty" if sub.has_train_dir else "does not exist"
+            problems.append(
+                LayoutProblem(
+                    EmptyTrainingSetError,
+                    sub.train_dir,
+                    f"training subclass '{name}' (selected by {source}) has no training images: the folder {state}.",
+                    f"add defect-free images there, or leave '{name}' out of the training subclasses "
+                    "(train_subclasses / 'seen' in split.json).",
+                )
+            )
+    if test and not any(layout.subclasses[n].test_images for n in test):
+        problems.append(
+            LayoutProblem(
+                EmptyTestSetError,
+                layout.root,
+                f"the test subclasses {test} hold no image under test/.",
+                "add test/good and test/<defect> folders, or choose other test_subclasses.",
+            )
+        )
+    for name in sorted({*train, *test}):
+        problems += layout.subclasses[name].problems
+    return train, test, problems

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+#: the repository root (configs/, notebooks/, tests/helpers/), wherever a test file sits below tests/
+REPO = Path(__file__).resolve().parents[1]
+
 SIZE = 32
 
 

@@ -28,7 +28,7 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path, capfd: pyte
     assert splits["mean seen"] == "seen" and splits["pooled unseen"] == "unseen" and len(splits) == 7
     assert "| **mean unseen** | unseen |" in (output / "per_subclass.md").read_text()
     assert json.loads((output / "summary.json").read_text())["image_size"] == 64
-    # The tolerances of tests/test_integration.py's export test, on the demo's own two exports.
+    # The tolerances of tests/integration/test_integration.py's export test, on the demo's own two exports.
     assert summary["openvino_max_score_diff"] < 1e-3 and summary["openvino_max_map_diff"] < 1e-3
     assert summary["openvino_fp16_max_score_diff"] < 2e-2 and summary["openvino_fp16_max_map_diff"] < 2e-2
     # the precision table: f32 always, exact; every other precision either measured or named with its reason

@@ -1,13 +1,12 @@
 """The CPU recipe is defined once (recipes.py); the CLI's config spells the same settings."""
 
-from pathlib import Path
-
 import yaml
+from conftest import REPO
 
 from anomalib_adapted_moe.benchmark.zoo import BACKBONE, LAYERS, Settings
 from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
 
-CONFIG = Path(__file__).parents[1] / "configs" / "model" / "adapted_moe_cpu_demo.yaml"
+CONFIG = REPO / "configs" / "model" / "adapted_moe_cpu_demo.yaml"
 
 
 def test_the_cli_config_spells_the_cpu_recipe() -> None:

@@ -310,10 +310,16 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         loader = self.trainer.val_dataloaders if self._trainer is not None else None
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         mode = str(getattr(getattr(datamodule, "val_split_mode", None), "value", ""))
-        if loader is not None and hasattr(loader, "dataset") and mode not in ("same_as_test", "from_test"):
+        reason = None
+        if loader is None:
+            reason = "no validation loader"
+        elif mode in ("same_as_test", "from_test"):
+            reason = f"val_split_mode={mode!r} takes test images"
+        elif not hasattr(loader, "dataset"):
+            reason = f"the validation loader is a {type(loader).__name__}, not one DataLoader"
+        if reason is None:
             source, batches = "the validation split's normal images", self._validation_features(loader)
         else:
-            reason = f"val_split_mode={mode!r} takes test images" if mode else "no validation split"
             source = f"the training images ({reason})"
             batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
         empty = fit_expert_calibration(self.model, batches)

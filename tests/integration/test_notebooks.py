@@ -10,8 +10,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 NAMES = ["01_quickstart.ipynb", "02_routing_and_tta.ipynb"]
 # figures each notebook must display: contact sheet + overlay; embeddings, matrix, TTA, per-expert maps
 EXPECTED_IMAGES = {"01_quickstart.ipynb": 2, "02_routing_and_tta.ipynb": 4}

@@ -1,7 +1,7 @@
 """The figures of ``anomalib_adapted_moe.viz`` draw what they claim: points, colours, matrix values, panels.
 
 Pure tests use hand-made inputs with hand-checked numbers; the ``slow`` ones use a tiny
-model trained once (like ``tests/test_integration.py``) and check the computed numbers
+model trained once (like ``tests/integration/test_integration.py``) and check the computed numbers
 against the model's own forward.
 """
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from anomalib_adapted_moe.benchmark.__main__ import main
 from anomalib_adapted_moe.benchmark.report import _target_lines
@@ -121,7 +122,7 @@ def test_shipped_data_configs_resolve_their_bare_class_names() -> None:
     from anomalib_adapted_moe import SyntheticTextureAD, TextureAD
     from anomalib_adapted_moe.benchmark.run import resolve_class_path
 
-    configs = Path(__file__).parents[1] / "configs" / "data"
+    configs = REPO / "configs" / "data"
     resolved = {
         path.name: resolve_class_path(yaml.safe_load(path.read_text())["class_path"]) for path in configs.glob("*.yaml")
     }

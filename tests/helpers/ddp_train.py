@@ -1,9 +1,9 @@
 """Train the tiny AdaptedMoE through anomalib's Engine under Lightning's DDP strategy and save what each rank learnt.
 
-Run by ``tests/test_ddp.py`` as a script, because the ``ddp`` strategy re-launches
+Run by ``tests/models/adapted_moe/test_ddp.py`` as a script, because the ``ddp`` strategy re-launches
 the running script once per extra rank (pytest cannot be that script)::
 
-    python tests/ddp_train.py OUT_DIR DATA_ROOT --devices 2
+    python tests/helpers/ddp_train.py OUT_DIR DATA_ROOT --devices 2
 
 Every rank writes ``OUT_DIR/<strategy>_<devices>_rank<r>.pt``: router centres,
 TTA statistics, expert names, what the experts were trained on (one feature
@@ -22,7 +22,7 @@ from lightning.pytorch import seed_everything
 
 from anomalib_adapted_moe.models.adapted_moe import lightning_model
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
 from conftest import tiny_adapted_moe, tiny_synthetic_datamodule
 
 TRAINED_ON: dict[str, torch.Tensor] = {}

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +162,7 @@ def test_importing_the_package_is_not_triggered_for_other_programs(tmp_path: Pat
     ],
 )
 def test_shipped_configs_parse_on_the_stock_command(tmp_path: Path, model_config: str, data_config: str) -> None:
-    configs = Path(__file__).parents[1] / "configs"
+    configs = REPO / "configs"
     result = run(
         [
             "fit",

@@ -1,6 +1,6 @@
 """Lightning DDP on CPU (gloo): every rank trains on all training images and ends with the same model.
 
-``tests/ddp_train.py`` runs in a subprocess (the ``ddp`` strategy re-launches the
+``tests/helpers/ddp_train.py`` runs in a subprocess (the ``ddp`` strategy re-launches the
 running script for rank 1). The reference is the same script on one process:
 ``strategy="ddp", devices=1`` shuffles the training images with the same
 ``DistributedSampler`` order that the 2-rank run reassembles, so the two runs
@@ -18,12 +18,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import REPO
 from torch.utils.data import DistributedSampler
 
 from anomalib_adapted_moe.models.adapted_moe.distributed import gather_feature_cache
 from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
 
-SCRIPT = Path(__file__).with_name("ddp_train.py")
+SCRIPT = REPO / "tests" / "helpers" / "ddp_train.py"
 
 
 def train(out: Path, data: Path, devices: int) -> None:

@@ -269,8 +269,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         labels, names = self._expert_labels(features, labels)
         if distributed:  # k-means may differ between ranks: every rank takes rank 0's experts
             labels, names = self.trainer.strategy.broadcast((labels, names), src=0)
-        self.model.set_num_experts(len(names))
-        self.expert_names = names
+        self._use_experts(names)
 
         def report(epoch: int, losses: dict[str, float]) -> None:
             now = time.perf_counter()
@@ -426,9 +425,18 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             state.setdefault("model.calibration.location", torch.zeros(len(state["model.adaptation.expert_mean"])))
             state.setdefault("model.calibration.scale", torch.ones(len(state["model.adaptation.expert_mean"])))
         weight = checkpoint["state_dict"].get("model.experts.weight1")
-        if weight is not None and weight.shape[0] != self.model.num_experts:
-            self.model.set_num_experts(int(weight.shape[0]))
-        self.expert_names = list(checkpoint.get("adapted_moe_expert_names", []))
+        names = list(checkpoint.get("adapted_moe_expert_names", []))
+        if weight is not None and len(names) != weight.shape[0]:  # checkpoints from before the names were saved
+            names = [f"expert_{i}" for i in range(int(weight.shape[0]))]
+        if names:
+            self._use_experts(names)
+
+    def _use_experts(self, names: list[str]) -> None:
+        """One expert per name: the one place the Lightning module sets the expert count. The torch model
+        builds router, experts, TTA statistics and calibration afresh for it (before training: new weights;
+        before loading a checkpoint: the shapes its weights need)."""
+        self.model.set_num_experts(len(names))
+        self.expert_names = list(names)
 
     @staticmethod
     def configure_optimizers() -> None:
@@ -481,5 +489,4 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             raise ValueError(msg)
         calibration = self.model.calibration
         raw = calibration.location + float(threshold) * calibration.scale
-        names = self.expert_names or [f"expert_{i}" for i in range(len(raw))]
-        return {name: float(value) for name, value in zip(names, raw, strict=True)}
+        return {name: float(value) for name, value in zip(self.expert_names, raw, strict=True)}

@@ -424,6 +424,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 self.post_processor.min_range = 0.0
             state.setdefault("model.calibration.location", torch.zeros(len(state["model.adaptation.expert_mean"])))
             state.setdefault("model.calibration.scale", torch.ones(len(state["model.adaptation.expert_mean"])))
+        for name in ("f1_image_threshold", "normal_image_threshold"):  # before the normal-images threshold
+            if isinstance(self.post_processor, AdaptedMoEPostProcessor) and "post_processor._image_threshold" in state:
+                state.setdefault(f"post_processor.{name}", torch.tensor(float("nan")))
         weight = checkpoint["state_dict"].get("model.experts.weight1")
         names = list(checkpoint.get("adapted_moe_expert_names", []))
         if weight is not None and len(names) != weight.shape[0]:  # checkpoints from before the names were saved

@@ -80,6 +80,35 @@ def test_a_narrow_validation_range_is_widened_to_min_range() -> None:
     assert post_processor.checkpoint_config()["min_range"] == 1.0
 
 
+def test_image_threshold_from_the_validation_normal_images_by_default() -> None:
+    from anomalib.data import ImageBatch
+
+    def validate(post_processor: AdaptedMoEPostProcessor) -> AdaptedMoEPostProcessor:
+        normal, weak_anomalies = [1.0, 1.2, 0.8, 1.1, 0.9], [1.3, 1.4]
+        batch = ImageBatch(
+            image=torch.zeros(7, 3, 4, 4),
+            gt_label=torch.tensor([0] * 5 + [1] * 2),
+            pred_score=torch.tensor(normal + weak_anomalies),
+            anomaly_map=torch.rand(7, 1, 4, 4),
+            gt_mask=torch.zeros(7, 4, 4, dtype=torch.bool),
+        )
+        post_processor.on_validation_batch_end(None, None, batch)
+        post_processor.on_validation_epoch_end(None, None)
+        return post_processor
+
+    expected = float(torch.tensor([1.0, 1.2, 0.8, 1.1, 0.9]).mean() + 3 * torch.tensor([1.0, 1.2, 0.8, 1.1, 0.9]).std())
+    ours = validate(AdaptedMoEPostProcessor())
+    assert float(ours.image_threshold) == pytest.approx(expected)  # three sigmas above the normal images
+    assert float(ours.normal_image_threshold) == pytest.approx(expected)
+    assert float(ours.f1_image_threshold) == pytest.approx(1.3)  # anomalib's: just below the weak anomalies
+    anomalibs = validate(AdaptedMoEPostProcessor(image_threshold_rule="f1"))
+    assert float(anomalibs.image_threshold) == pytest.approx(1.3)
+    assert float(anomalibs.normal_image_threshold) == pytest.approx(expected)  # kept for the report
+    assert ours.checkpoint_config()["image_threshold_rule"] == "normal"
+    with pytest.raises(ValueError, match="image_threshold_rule must be 'normal' or 'f1'"):
+        AdaptedMoEPostProcessor(image_threshold_rule="youden")
+
+
 @pytest.mark.slow
 def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_scores_rank_as_raw(fitted_tiny) -> None:
     engine, model, datamodule, _ = fitted_tiny

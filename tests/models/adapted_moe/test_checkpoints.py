@@ -95,6 +95,10 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     old = torch.load(checkpoint, weights_only=True)
     del old["state_dict"]["model.calibration.location"], old["state_dict"]["model.calibration.scale"]
     del old["anomalib_post_processor_config"]["min_range"]
+    del (
+        old["state_dict"]["post_processor.f1_image_threshold"],
+        old["state_dict"]["post_processor.normal_image_threshold"],
+    )
     torch.save(old, tmp_path / "old.ckpt")
     reloaded = AdaptedMoE.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True).eval()
     calibration = reloaded.model.calibration

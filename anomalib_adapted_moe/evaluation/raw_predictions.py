@@ -3,8 +3,9 @@
 anomalib's post-processor maps scores to ``[0, 1]`` with the validation set's
 min/max and threshold and **clamps** them. Test images of an unseen subclass can
 fall wholly beyond the validation range; clamped, their scores tie at 0 or 1 and
-their AUROC collapses towards 50 % whatever the model's ranking. AUROC needs
-only the ranking, so we compute it on the raw scores.
+their AUROC collapses towards 50 % whatever the model's ranking. AdaptedMoE's own
+post-processor squashes instead (strictly monotone, no ties), but the baselines
+compared with it use anomalib's, so every table is computed on the raw scores.
 """
 
 from collections.abc import Iterator

@@ -244,6 +244,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         ValueError: If the file does not hold a mapping of names to tensors.
     """
+    timm_logger = logging.getLogger("timm.models._helpers")  # its "Loaded ... from checkpoint" line on every build
+    level = timm_logger.level
+    timm_logger.setLevel(logging.WARNING)
     try:  # timm's reader: safetensors by extension, else torch.load(weights_only=True); unwraps one level
         obj = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as exc:
@@ -252,6 +255,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"torch.load(weights_only=True)): {exc}"
         )
         raise ValueError(msg) from exc
+    finally:
+        timm_logger.setLevel(level)
 
     for _ in range(3):  # {"model": {"state_dict": {...}}} and the like
         if not isinstance(obj, Mapping):

@@ -42,6 +42,7 @@ def quiet_expected_messages() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "anomalib", "torch", "nncf"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on every export
+    logging.getLogger("anomalib.engine.engine").setLevel(logging.ERROR)  # "ckpt_path is not provided": by design
     logging.getLogger("anomalib_adapted_moe").setLevel(logging.WARNING)
     logging.getLogger("anomalib_adapted_moe.data.synthetic_texture_ad").setLevel(logging.INFO)  # generation
 

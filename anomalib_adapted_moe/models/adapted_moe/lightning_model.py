@@ -302,9 +302,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Fit each expert's score calibration on the validation split's normal images.
 
         Those are held-out training images (TextureAD, SyntheticTextureAD), never seen by the experts.
-        Without a validation loader, or when the validation split comes from the test set (anomalib's
-        default for MVTecAD and Folder), the training images calibrate instead, which the experts have
-        fitted: their scores sit a little low, on every expert alike.
+        Without a validation loader, without a normal image in it, or when the validation split comes from
+        the test set (anomalib's default for MVTecAD and Folder), the training images calibrate instead; the
+        experts were fitted on them, so their scores sit lower than held-out normal images' would.
         """
         loader = self.trainer.val_dataloaders if self._trainer is not None else None
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -316,12 +316,19 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             reason = f"val_split_mode={mode!r} takes test images"
         elif not hasattr(loader, "dataset"):
             reason = f"the validation loader is a {type(loader).__name__}, not one DataLoader"
+        def training_batches():
+            return (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
+
         if reason is None:
-            source, batches = "the validation split's normal images", self._validation_features(loader)
+            source = "the validation split's normal images"
+            try:
+                empty = fit_expert_calibration(self.model, self._validation_features(loader))
+            except ValueError:  # no normal image in it
+                source = "the training images (the validation split holds no normal image)"
+                empty = fit_expert_calibration(self.model, training_batches())
         else:
             source = f"the training images ({reason})"
-            batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
-        empty = fit_expert_calibration(self.model, batches)
+            empty = fit_expert_calibration(self.model, training_batches())
         logger.info("Expert score calibration fitted on %s.", source)
         if empty:
             names = [self.expert_names[i] if i < len(self.expert_names) else str(i) for i in empty]

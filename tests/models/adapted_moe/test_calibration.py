@@ -135,3 +135,30 @@ def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_sc
     # the evaluation's F1 is anomalib's decision rule on the raw scores
     rows = per_subclass_table(raw, seen=model.expert_names, threshold=float(model.post_processor.image_threshold))
     assert all(0.0 <= row["f1"] <= row["best_f1"] <= 1.0 for row in rows if "f1" in row and row["f1"] == row["f1"])
+
+
+@pytest.mark.slow
+def test_a_validation_split_without_normal_images_calibrates_on_the_training_images(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from anomalib.engine import Engine
+    from conftest import tiny_adapted_moe, tiny_synthetic_datamodule
+    from torch.utils.data import DataLoader
+
+    datamodule = tiny_synthetic_datamodule(tmp_path / "data")
+    original = datamodule.val_dataloader
+
+    def anomalous_only() -> DataLoader:
+        data = original().dataset
+        data.samples = data.samples[data.samples.label_index == 1].reset_index(drop=True)
+        return DataLoader(data, batch_size=4, collate_fn=data.collate_fn)
+
+    monkeypatch.setattr(datamodule, "val_dataloader", anomalous_only)
+    model = tiny_adapted_moe(epochs=1)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        engine.fit(model=model, datamodule=datamodule)
+    assert "calibration fitted on the training images (the validation split holds no normal image)" in caplog.text
+    assert not torch.equal(model.model.calibration.location, torch.zeros_like(model.model.calibration.location))

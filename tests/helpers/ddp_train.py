@@ -74,6 +74,7 @@ def main() -> None:
             "centers": model.model.router.centers.cpu(),
             "expert_mean": model.model.adaptation.expert_mean.cpu(),
             "expert_std": model.model.adaptation.expert_std.cpu(),
+            "calibration": torch.stack([model.model.calibration.location, model.model.calibration.scale]).cpu(),
             "adaptor": model.model.adaptor.linear.weight.detach().cpu(),
             "experts": model.model.experts.weight1.detach().cpu(),
             "expert_names": list(model.expert_names),

@@ -29,6 +29,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
@@ -338,9 +339,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             )
 
     def _validation_features(self, loader):
-        """Patch features of the normal images of a validation loader, pre-processed as Lightning would."""
+        """Patch features of the normal images of a validation loader's dataset, pre-processed as Lightning would.
+
+        The whole dataset, without the loader's sampler: under DDP each rank's sampler holds a share, and every
+        rank must calibrate on all images, as one process does.
+        """
         transform = getattr(self.pre_processor, "transform", None) if self.pre_processor else None
-        for batch in loader:
+        whole = DataLoader(loader.dataset, batch_size=loader.batch_size or 1, collate_fn=loader.collate_fn)
+        for batch in whole:
             normal = batch.gt_label == 0
             if not bool(normal.any()):
                 continue

@@ -49,8 +49,9 @@ def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp
         assert torch.equal(rank["trained_on"]["checksums"], single["trained_on"]["checksums"])
         assert torch.equal(rank["trained_on"]["labels"], single["trained_on"]["labels"])  # same k-means clusters
 
-    # identical router centres, TTA statistics, weights and expert names on both ranks, and as on one process
-    for key in ("centers", "expert_mean", "expert_std", "adaptor", "experts"):
+    # identical router centres, TTA statistics, calibration (from all validation images on every rank), weights
+    # and expert names on both ranks, and as on one process
+    for key in ("centers", "expert_mean", "expert_std", "calibration", "adaptor", "experts"):
         assert torch.equal(ranks[0][key], ranks[1][key]), key
         assert torch.allclose(ranks[0][key], single[key], atol=1e-5), key
     assert ranks[0]["expert_names"] == ranks[1]["expert_names"] == single["expert_names"] == ["cluster_0", "cluster_1"]

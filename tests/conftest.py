@@ -138,16 +138,22 @@ def tiny_synthetic_datamodule(root: Path, **kwargs):
     return SyntheticTextureAD(**{**args, **kwargs})
 
 
+#: the tiny models' backbone and sizes: a random-init ResNet-18 (no download), 32 feature channels
+TINY_MODEL_ARGS = {
+    "backbone": "resnet18",
+    "layers": ["layer1", "layer2"],
+    "pre_trained": False,
+    "embed_dim": 32,
+    "routing_dim": 16,
+}
+
+
 def tiny_adapted_moe(**kwargs):
     """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input."""
     from anomalib_adapted_moe import AdaptedMoE
 
     args = {
-        "backbone": "resnet18",
-        "layers": ["layer1", "layer2"],
-        "pre_trained": False,
-        "embed_dim": 32,
-        "routing_dim": 16,
+        **TINY_MODEL_ARGS,
         "epochs": 3,
         "batch_size": 4,
         "pre_processor": AdaptedMoE.configure_pre_processor(image_size=(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)),

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY_MODEL_ARGS
 
 from anomalib_adapted_moe.models.adapted_moe.torch_model import AdaptedMoEModel
 from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, fit_expert_statistics, train_from_cache
@@ -10,11 +11,7 @@ from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, f
 def tiny_model(**kwargs) -> AdaptedMoEModel:
     torch.manual_seed(0)
     args = {
-        "backbone": "resnet18",
-        "layers": ["layer1", "layer2"],
-        "pre_trained": False,
-        "embed_dim": 32,
-        "routing_dim": 16,
+        **TINY_MODEL_ARGS,
         "num_experts": 3,
         "top_k": 2,
     }

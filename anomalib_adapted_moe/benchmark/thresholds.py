@@ -35,14 +35,14 @@ ANOMALIB_VS_RAW, POOLED_VS_MEAN, F1_GAP = 0.1, 0.5, 3.0
 SPLITS = ("seen", "unseen")
 
 
-def _anomalib_auroc(batches, names: set[str] | None) -> float:
+def _anomalib_auroc(batches, names: set[str]) -> float:
     """anomalib's image AUROC metric on post-processed scores, over the images whose subclass is in ``names``."""
     import torch
     from anomalib.metrics import AUROC
 
     scores, labels = [], []
     for batch in batches:
-        keep = [names is None or name in names for name in batch.subclass_name]
+        keep = [name in names for name in batch.subclass_name]
         scores.append(batch.pred_score[torch.tensor(keep)])
         labels.append(batch.gt_label[torch.tensor(keep)])
     metric = AUROC(fields=["pred_score", "gt_label"])
@@ -60,7 +60,7 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
     from lightning.pytorch import seed_everything
 
     from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
-    from anomalib_adapted_moe.evaluation import per_subclass_table, predict_raw
+    from anomalib_adapted_moe.evaluation import SubclassScores, group_by_subclass, per_subclass_table, predict_raw
 
     from .run import build_datamodule
     from .zoo import MODELS
@@ -80,13 +80,16 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
     threshold = float(model.post_processor.image_threshold)
     raw = predict_raw(engine, model, loader)
     calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
+    groups = group_by_subclass(raw)
     calibration = model.model.calibration
     saved = calibration.location.clone(), calibration.scale.clone()
     calibration.location.zero_()
     calibration.scale.fill_(1.0)
-    uncalibrated = per_subclass_table(predict_raw(engine, model, loader), seen=seen)
-    calibration.location.copy_(saved[0])
-    calibration.scale.copy_(saved[1])
+    try:  # the same model scoring with each expert's raw scores
+        uncalibrated = per_subclass_table(predict_raw(engine, model, loader), seen=seen)
+    finally:
+        calibration.location.copy_(saved[0])
+        calibration.scale.copy_(saved[1])
 
     rows, before = _by_name(calibrated), _by_name(uncalibrated)
     result = {
@@ -97,17 +100,17 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
         "f1_image_threshold": float(model.post_processor.f1_image_threshold),
         "expert_thresholds": model.expert_thresholds(),
         "engine_test_image_auroc": 100 * float(tested["image_AUROC"]),
-        "raw_image_auroc": _raw_auroc(raw),
+        "raw_image_auroc": 100 * SubclassScores.merged(groups.values()).image_auroc(),
         "subclasses": calibrated,
         "splits": {},
     }
     for split in SPLITS:
         if f"mean {split}" not in rows:
             continue
-        names = {row["subclass"] for row in calibrated if row["split"] == split and " " not in row["subclass"]}
-        members = [rows[name] for name in sorted(names)]
+        names = sorted(name for name in groups if rows[name]["split"] == split)
+        members = [rows[name] for name in names]
         result["splits"][split] = {
-            "anomalib_image_auroc": _anomalib_auroc(processed, names),
+            "anomalib_image_auroc": _anomalib_auroc(processed, set(names)),
             "raw_pooled_image_auroc": 100 * rows[f"pooled {split}"]["image_auroc"],
             "mean_image_auroc": 100 * rows[f"mean {split}"]["image_auroc"],
             "pooled_pixel_auroc": 100 * rows[f"pooled {split}"]["pixel_auroc"],
@@ -117,34 +120,11 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
             "mean_f1": 100 * rows[f"mean {split}"]["f1"],
             "mean_best_f1": 100 * rows[f"mean {split}"]["best_f1"],
             "f1_gaps": {row["subclass"]: 100 * (row["best_f1"] - row["f1"]) for row in members},
-            "mean_f1_at_anomalib_threshold": 100 * _mean_f1(raw, names, result["f1_image_threshold"]),
+            "mean_f1_at_anomalib_threshold": 100
+            * sum(groups[name].f1_at(result["f1_image_threshold"]) for name in names)
+            / len(names),
         }
     return result
-
-
-def _mean_f1(batches, names: set[str], threshold: float) -> float:
-    """Mean over the ``names`` subclasses of image F1 with ``score > threshold`` called anomalous."""
-    import torch
-    from sklearn.metrics import f1_score
-
-    scores: dict[str, list] = {name: [] for name in names}
-    labels: dict[str, list] = {name: [] for name in names}
-    for batch in batches:
-        for name, score, label in zip(batch.subclass_name, batch.pred_score, batch.gt_label, strict=True):
-            if name in names:
-                scores[name].append(float(score))
-                labels[name].append(int(label))
-    values = [f1_score(labels[n], torch.tensor(scores[n]) > threshold, zero_division=0) for n in sorted(names)]
-    return sum(values) / len(values)
-
-
-def _raw_auroc(batches) -> float:
-    """The project's raw-score image AUROC over every test image (what ``engine.test`` ranks)."""
-    import torch
-    from sklearn.metrics import roc_auc_score
-
-    labels = torch.cat([batch.gt_label for batch in batches]).numpy()
-    return 100 * float(roc_auc_score(labels, torch.cat([batch.pred_score for batch in batches]).double().numpy()))
 
 
 def targets(results: list[dict]) -> list[dict]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from anomalib.data.utils import LabelName, Split
+from anomalib.data.utils import LabelName, Split, ValSplitMode
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from pandas import DataFrame, Series
 from PIL import Image
@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from anomalib_adapted_moe.data.texture_ad.datamodule import TextureADDataset
 
 logger = logging.getLogger(__name__)
+
+#: anomalib's validation modes that take test images: nothing fitted on them may be deployed or reported as held out
+TEST_IMAGE_MODES = frozenset({ValSplitMode.FROM_TEST, ValSplitMode.SAME_AS_TEST})
+
+
+def validates_on_test_images(datamodule: object) -> str | None:
+    """The datamodule's ``val_split_mode`` when its validation split takes test images, else ``None``."""
+    mode = getattr(datamodule, "val_split_mode", None)
+    return ValSplitMode(mode).value if mode is not None and ValSplitMode(mode) in TEST_IMAGE_MODES else None
 
 
 def split_train_per_subclass(

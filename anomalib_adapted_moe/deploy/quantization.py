@@ -29,8 +29,6 @@ logger = logging.getLogger(__name__)
 #: fewest calibration images accepted: fewer leave each layer's activation range to a handful of samples
 #: (anomalib recommends 300; every validation image is used)
 MIN_CALIBRATION_IMAGES = 16
-#: validation modes that take test images, which must not calibrate a deployed model
-_TEST_SPLIT_MODES = ("same_as_test", "from_test")
 
 
 class CalibrationDataError(ValueError):
@@ -39,11 +37,12 @@ class CalibrationDataError(ValueError):
 
 def calibration_loader(datamodule: AnomalibDataModule | None):
     """The datamodule's validation loader, checked: training-derived images only, at least the minimum count."""
+    from anomalib_adapted_moe.data.validation_split import validates_on_test_images
+
     if datamodule is None:
         msg = "INT8_PTQ needs a datamodule to calibrate on. Fix: pass --data (CLI) or datamodule= (Python)."
         raise CalibrationDataError(msg)
-    mode = str(getattr(getattr(datamodule, "val_split_mode", None), "value", getattr(datamodule, "val_split_mode", "")))
-    if mode in _TEST_SPLIT_MODES:
+    if mode := validates_on_test_images(datamodule):
         msg = (
             f"INT8 calibration reads the validation split, and val_split_mode={mode!r} takes it from the test set; "
             "a deployed model must not be tuned on test images. Fix: use val_split_mode='synthetic' (TextureAD) "

@@ -28,6 +28,15 @@ class SubclassScores:
     pixel_scores: list[torch.Tensor] = field(default_factory=list)
     pixel_labels: list[torch.Tensor] = field(default_factory=list)
 
+    @classmethod
+    def merged(cls, groups: Iterable["SubclassScores"]) -> "SubclassScores":
+        """All images of ``groups`` as one group: pooled AUROCs rank them together."""
+        pooled = cls()
+        for group in groups:
+            for name in ("image_scores", "image_labels", "pixel_scores", "pixel_labels"):
+                getattr(pooled, name).extend(getattr(group, name))
+        return pooled
+
     def add(
         self, score: torch.Tensor, label: torch.Tensor, anomaly_map: torch.Tensor | None, mask: torch.Tensor | None
     ) -> None:
@@ -87,6 +96,27 @@ def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(roc_auc_score(labels.numpy(), scores.double().numpy()))
 
 
+def group_by_subclass(batches: Iterable[Batch], default_subclass: str | None = None) -> dict[str, SubclassScores]:
+    """Every image's score, label, map and mask, grouped by ``subclass_name`` (``default_subclass`` without one).
+
+    Raises:
+        ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
+    """
+    groups: dict[str, SubclassScores] = defaultdict(SubclassScores)
+    for batch in batches:
+        names = getattr(batch, "subclass_name", None)
+        if names is None and default_subclass is not None:
+            names = [default_subclass] * len(batch.pred_score)
+        if names is None:
+            msg = "Predictions carry no subclass_name: evaluate on a TextureAD or SyntheticTextureAD datamodule."
+            raise ValueError(msg)
+        for i, name in enumerate(names):
+            anomaly_map = batch.anomaly_map[i] if batch.anomaly_map is not None else None
+            mask = batch.gt_mask[i] if batch.gt_mask is not None else None
+            groups[name].add(batch.pred_score[i], batch.gt_label[i], anomaly_map, mask)
+    return groups
+
+
 def per_subclass_table(
     batches: Iterable[Batch], seen: Iterable[str], default_subclass: str | None = None, threshold: float | None = None
 ) -> list[dict]:
@@ -109,18 +139,7 @@ def per_subclass_table(
         ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
     """
     seen = set(seen)
-    groups: dict[str, SubclassScores] = defaultdict(SubclassScores)
-    for batch in batches:
-        names = getattr(batch, "subclass_name", None)
-        if names is None and default_subclass is not None:
-            names = [default_subclass] * len(batch.pred_score)
-        if names is None:
-            msg = "Predictions carry no subclass_name: evaluate on a TextureAD or SyntheticTextureAD datamodule."
-            raise ValueError(msg)
-        for i, name in enumerate(names):
-            anomaly_map = batch.anomaly_map[i] if batch.anomaly_map is not None else None
-            mask = batch.gt_mask[i] if batch.gt_mask is not None else None
-            groups[name].add(batch.pred_score[i], batch.gt_label[i], anomaly_map, mask)
+    groups = group_by_subclass(batches, default_subclass)
     rows = [
         {
             "subclass": name,
@@ -141,11 +160,7 @@ def per_subclass_table(
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "f1", "best_f1"):
             if key in members[0]:
                 mean[key] = _nanmean(row[key] for row in members)
-        pooled = SubclassScores()
-        for row in members:
-            group = groups[row["subclass"]]
-            for field_name in ("image_scores", "image_labels", "pixel_scores", "pixel_labels"):
-                getattr(pooled, field_name).extend(getattr(group, field_name))
+        pooled = SubclassScores.merged(groups[row["subclass"]] for row in members)
         rows += [
             mean,
             {

@@ -133,3 +133,24 @@ def test_shipped_data_configs_resolve_their_bare_class_names() -> None:
     assert resolve_class_path("MVTecAD") is MVTecAD and resolve_class_path("anomalib.data.MVTecAD") is MVTecAD
     with pytest.raises(ValueError, match=r"no such class in anomalib_adapted_moe or anomalib\.data"):
         resolve_class_path("Carpet")
+
+
+@pytest.mark.slow
+def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path: Path) -> None:
+    output, markdown = tmp_path / "thresholds", tmp_path / "thresholds.md"
+    data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data")})
+    common = ["--categories", "cloth", "--weights", "none", "--epochs", "1", "--image-size", "64"]
+    main(["thresholds", *common, "--data-init-args", data_args, "--output", str(output), "--markdown", str(markdown)])
+
+    report = json.loads((output / "thresholds.json").read_text())
+    (result,) = report["results"]
+    assert result["image_threshold_rule"] == "normal" and set(result["splits"]) == {"seen", "unseen"}
+    # the squashing post-processor keeps the ranking: anomalib's AUROC is the raw one
+    assert result["engine_test_image_auroc"] == pytest.approx(result["raw_image_auroc"], abs=1e-6)
+    for figures in result["splits"].values():
+        assert figures["anomalib_image_auroc"] == pytest.approx(figures["raw_pooled_image_auroc"], abs=1e-6)
+        assert all(0 <= gap <= 100 for gap in figures["f1_gaps"].values())
+    assert len(result["splits"]["seen"]["f1_gaps"]) == 2 and len(result["splits"]["unseen"]["f1_gaps"]) == 1
+    assert {line["result"] for line in report["targets"]} <= {"PASS", "MISS", "ABOVE"} and len(report["targets"]) == 7
+    text = markdown.read_text()
+    assert report["commit"] in text and "python -m anomalib_adapted_moe.benchmark thresholds" in text

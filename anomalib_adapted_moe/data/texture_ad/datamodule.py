@@ -36,7 +36,11 @@ from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir
 from anomalib_adapted_moe.data.texture_ad.samples import make_texture_ad_samples
 from anomalib_adapted_moe.data.texture_ad.scan import CategoryLayout, scan_category
 from anomalib_adapted_moe.data.texture_ad.subclasses import resolve_subclasses
-from anomalib_adapted_moe.data.validation_split import make_synthetic_validation, split_train_per_subclass
+from anomalib_adapted_moe.data.validation_split import (
+    make_synthetic_validation,
+    split_train_per_subclass,
+    validates_on_test_images,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -320,10 +324,10 @@ class TextureAD(AnomalibDataModule):
         elif self.val_split_mode == ValSplitMode.FROM_TRAIN:
             self.train_data, self.val_data = split_train_per_subclass(self.train_data, self.val_split_ratio, self.seed)
         else:
-            if self.val_split_mode in {ValSplitMode.FROM_TEST, ValSplitMode.SAME_AS_TEST}:
+            if mode := validates_on_test_images(self):
                 logger.warning(
                     "val_split_mode=%r validates on test images: thresholds and checkpoints are then chosen on "
                     "test data. Use 'synthetic' (default) for an honest test score.",
-                    self.val_split_mode.value,
+                    mode,
                 )
             super()._create_val_split()

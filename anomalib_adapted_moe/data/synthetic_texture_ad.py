@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
-from anomalib.data.utils import TestSplitMode, ValSplitMode
-from torchvision.transforms.v2 import Transform
+from typing import Any
 
 from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_texture_ad
 from anomalib_adapted_moe.data.texture_ad import TextureAD
@@ -69,20 +67,6 @@ class SyntheticTextureAD(TextureAD):
             ``$ANOMALIB_ADAPTED_MOE_CACHE/synthetic_texture_ad``, else
             ``~/.cache/anomalib_adapted_moe/synthetic_texture_ad``.
         category (str): One of ``"cloth"``, ``"wafer"``, ``"metal"``. Defaults to ``"cloth"``.
-        train_batch_size (int): Training batch size. Defaults to ``32``.
-        eval_batch_size (int): Validation and test batch size. Defaults to ``32``.
-        num_workers (int): Dataloader workers. Defaults to ``2``.
-        train_augmentations (Transform | None): Training augmentations.
-        val_augmentations (Transform | None): Validation augmentations.
-        test_augmentations (Transform | None): Test augmentations.
-        augmentations (Transform | None): Augmentations for any stage without its own.
-        test_split_mode (TestSplitMode | str): See :class:`TextureAD`. Defaults to ``"from_dir"``.
-        test_split_ratio (float): See :class:`TextureAD`. Defaults to ``0.2``.
-        val_split_mode (ValSplitMode | str): See :class:`TextureAD`. Defaults to ``"synthetic"``.
-        val_split_ratio (float): See :class:`TextureAD`. Defaults to ``0.2``.
-        seed (int | None): Seed of the validation split (not of the data). Defaults to ``None``.
-        train_subclasses (list[str] | None): Subclasses to train on (default: ``seen``).
-        test_subclasses (list[str] | None): Subclasses to test on (default: ``seen`` + ``unseen``).
         data_seed (int): Seed of the generated images. Defaults to ``0``.
         image_size (int): Side of the generated images. Defaults to ``256``.
         num_train (int): Training images per subclass. Defaults to ``20``.
@@ -90,6 +74,8 @@ class SyntheticTextureAD(TextureAD):
         num_test_defect (int): Defective test images per subclass. Defaults to ``10``.
         num_subclasses (int): Subclasses per category. Defaults to ``8``.
         num_unseen (int): Of those, test-only (unseen) subclasses. Defaults to ``3``.
+        **kwargs: :class:`TextureAD`'s other arguments (batch sizes, workers, augmentations, split modes and
+            ratios, ``seed`` of the validation split, ``train_subclasses``/``test_subclasses``).
 
     Example:
         >>> from anomalib_adapted_moe.data import SyntheticTextureAD
@@ -108,20 +94,6 @@ class SyntheticTextureAD(TextureAD):
         self,
         root: Path | str | None = None,
         category: str = "cloth",
-        train_batch_size: int = 32,
-        eval_batch_size: int = 32,
-        num_workers: int = 2,
-        train_augmentations: Transform | None = None,
-        val_augmentations: Transform | None = None,
-        test_augmentations: Transform | None = None,
-        augmentations: Transform | None = None,
-        test_split_mode: TestSplitMode | str = TestSplitMode.FROM_DIR,
-        test_split_ratio: float = 0.2,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SYNTHETIC,
-        val_split_ratio: float = 0.2,
-        seed: int | None = None,
-        train_subclasses: list[str] | None = None,
-        test_subclasses: list[str] | None = None,
         data_seed: int = 0,
         image_size: int = 256,
         num_train: int = 20,
@@ -129,6 +101,7 @@ class SyntheticTextureAD(TextureAD):
         num_test_defect: int = 10,
         num_subclasses: int = 8,
         num_unseen: int = 3,
+        **kwargs: Any,
     ) -> None:
         if category not in SYNTHETIC_CATEGORIES:
             msg = f"SyntheticTextureAD has no category {category!r}; choose one of {list(SYNTHETIC_CATEGORIES)}."
@@ -144,24 +117,7 @@ class SyntheticTextureAD(TextureAD):
             "num_unseen": num_unseen,
         }
         key = synthetic_dataset_key(**self.generator_kwargs)
-        super().__init__(
-            root=self.cache_root / key,
-            category=category,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            train_augmentations=train_augmentations,
-            val_augmentations=val_augmentations,
-            test_augmentations=test_augmentations,
-            augmentations=augmentations,
-            test_split_mode=test_split_mode,
-            test_split_ratio=test_split_ratio,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            seed=seed,
-            train_subclasses=train_subclasses,
-            test_subclasses=test_subclasses,
-        )
+        super().__init__(root=self.cache_root / key, category=category, **kwargs)  # TextureAD's other arguments
         self.data_seed = data_seed
         # True: generated by this instance; False: an existing copy is reused; None: not looked at yet.
         self.generated: bool | None = None

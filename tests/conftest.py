@@ -148,6 +148,16 @@ TINY_MODEL_ARGS = {
 }
 
 
+def tiny_model(**kwargs):
+    """The bare torch AdaptedMoEModel on the tiny backbone: 3 experts, top_k 2, seeded."""
+    import torch
+
+    from anomalib_adapted_moe.models.adapted_moe.torch_model import AdaptedMoEModel
+
+    torch.manual_seed(0)
+    return AdaptedMoEModel(**{**TINY_MODEL_ARGS, "num_experts": 3, "top_k": 2, **kwargs})
+
+
 def tiny_adapted_moe(**kwargs):
     """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input."""
     from anomalib_adapted_moe import AdaptedMoE

@@ -59,7 +59,7 @@ def test_tta_standardises_a_channel_that_is_constant_inside_one_image() -> None:
 
 def test_a_subclass_of_blank_training_images_trains_and_scores_finitely() -> None:
     """Expert 1 sees only black frames: its within-image std is ~0, and nothing downstream divides by it."""
-    from test_torch_model import tiny_model
+    from conftest import tiny_model
 
     model = tiny_model(num_experts=2, top_k=2)
     torch.manual_seed(1)

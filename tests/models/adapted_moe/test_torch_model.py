@@ -2,20 +2,9 @@
 
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS
+from conftest import tiny_model
 
-from anomalib_adapted_moe.models.adapted_moe.torch_model import AdaptedMoEModel
 from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, fit_expert_statistics, train_from_cache
-
-
-def tiny_model(**kwargs) -> AdaptedMoEModel:
-    torch.manual_seed(0)
-    args = {
-        **TINY_MODEL_ARGS,
-        "num_experts": 3,
-        "top_k": 2,
-    }
-    return AdaptedMoEModel(**{**args, **kwargs})
 
 
 @pytest.fixture(scope="module")

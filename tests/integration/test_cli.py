@@ -34,6 +34,11 @@ MODEL_ARGS = [
 ]
 
 
+def trainer_args(results: Path) -> list[str]:
+    """Results folder, CPU, no logger: what every CLI run here passes."""
+    return ["--default_root_dir", str(results), "--trainer.accelerator", "cpu", "--trainer.logger", "false"]
+
+
 def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
     data_args = [
         "--data",
@@ -66,12 +71,7 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
             "--model.epochs",
             "2",
             *data_args,
-            "--default_root_dir",
-            str(tmp_path / "results"),
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.logger",
-            "false",
+            *trainer_args(tmp_path / "results"),
         ],
         tmp_path,
     )
@@ -191,12 +191,7 @@ def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: P
             "--model.epochs",
             "1",
             *data_args,
-            "--default_root_dir",
-            str(tmp_path / "results"),
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.logger",
-            "false",
+            *trainer_args(tmp_path / "results"),
             "--trainer.max_epochs",
             "1",
         ],
@@ -228,8 +223,7 @@ def test_sigterm_or_ctrl_c_during_the_expert_epochs_stops_the_training_and_saves
     command = [str(ANOMALIB), "fit", *MODEL_ARGS, "--model.epochs", "100000", "--data", "SyntheticTextureAD"]
     command += ["--data.root", str(tmp_path / "data"), "--data.image_size", "64", "--data.num_train", "3"]
     command += ["--data.num_test_good", "1", "--data.num_test_defect", "1", "--data.num_subclasses", "3"]
-    command += ["--data.num_unseen", "1", "--data.num_workers", "0", "--default_root_dir", str(tmp_path / "results")]
-    command += ["--trainer.accelerator", "cpu", "--trainer.logger", "false"]
+    command += ["--data.num_unseen", "1", "--data.num_workers", "0", *trainer_args(tmp_path / "results")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}  # no wrapped log lines
 
     def as_from_a_terminal() -> None:

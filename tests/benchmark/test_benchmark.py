@@ -145,10 +145,11 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     report = json.loads((output / "thresholds.json").read_text())
     (result,) = report["results"]
     assert result["image_threshold_rule"] == "normal" and set(result["splits"]) == {"seen", "unseen"}
-    # the squashing post-processor keeps the ranking: anomalib's AUROC is the raw one
-    assert result["engine_test_image_auroc"] == pytest.approx(result["raw_image_auroc"], abs=1e-6)
+    # the squashing post-processor keeps the ranking: anomalib's AUROC is the raw one (to torchmetrics' float32
+    # rounding, in percent points; the issue's limit is 0.1)
+    assert result["engine_test_image_auroc"] == pytest.approx(result["raw_image_auroc"], abs=1e-4)
     for figures in result["splits"].values():
-        assert figures["anomalib_image_auroc"] == pytest.approx(figures["raw_pooled_image_auroc"], abs=1e-6)
+        assert figures["anomalib_image_auroc"] == pytest.approx(figures["raw_pooled_image_auroc"], abs=1e-4)
         assert all(0 <= gap <= 100 for gap in figures["f1_gaps"].values())
     assert len(result["splits"]["seen"]["f1_gaps"]) == 2 and len(result["splits"]["unseen"]["f1_gaps"]) == 1
     assert {line["result"] for line in report["targets"]} <= {"PASS", "MISS", "ABOVE"} and len(report["targets"]) == 7

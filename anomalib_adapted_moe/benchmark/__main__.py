@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", parents=[common, runs], help="AdaptedMoE vs anomalib's models")
     compare.add_argument("--models", nargs="+", default=None, help="default: all seven")
     ablate = commands.add_parser("ablate", parents=[common, runs], help="the paper's ablations")
-    ablate.add_argument("study", choices=["table2", "table3", "topk", "all"])
+    ablate.add_argument("study", choices=["table2", "table3", "topk", "inference", "all"])
     commands.add_parser("render", parents=[common], help="re-write results and report from stored runs")
     commands.add_parser("precision", help="OpenVINO precision matrix (its own options: precision --help)")
     commands.add_parser("speed", help="latency, training time and memory (its own options: speed --help)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "compare":
         studies = ["compare"]
     else:
-        studies = ["table2", "table3", "topk"] if args.study == "all" else [args.study]
+        studies = ["table2", "table3", "topk", "inference"] if args.study == "all" else [args.study]
     _updated_manifest(args, settings, data, studies, argv)
     planned = [row for study in studies for row in rows(study, args.categories, getattr(args, "models", None))]
     execute(planned, args.output, settings, data, args.seed, budget_seconds=args.budget_seconds)

@@ -12,18 +12,21 @@ from pathlib import Path
 from anomalib_adapted_moe.viz.style import new_figure, save_png
 
 from .driver import load_run
-from .studies import rows
+from .studies import PER_VARIANT_STUDIES, rows
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_aupro": "pixel AUPRO"}
 
 
 def _variant_rows(result: dict, variant: str) -> list[tuple[str, list[dict]]]:
-    """``[(variant, table rows)]`` for one row: ``top_k=*`` expands to every tested k."""
+    """``[(variant, table rows)]`` for one row: ``top_k=*`` expands to every tested k, ``*`` to every other tested
+    setting."""
     variants = result.get("variants", {})
     if variant == "top_k=*":
         names = sorted((name for name in variants if name.startswith("top_k=")), key=lambda n: int(n.split("=")[1]))
         return [(name, variants[name]) for name in names]
+    if variant == "*":
+        return [(name, table) for name, table in variants.items() if not name.startswith("top_k=")]
     return [(variant, variants[variant])] if variant in variants else []
 
 
@@ -190,14 +193,26 @@ def _ablation_section(results: dict, study: str, title: str, plots: dict[str, st
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for e in entries:
-        label = e["label"] if study != "topk" else e["variant"].replace("top_k=", "top-k ")
         if e["status"] != "ok":
-            lines.append(f"| {e['category']} | {label} | {e['status']}: {e['reason']} |" + " |" * 5)
+            lines.append(f"| {e['category']} | {_label(e)} | {e['status']}: {e['reason']} |" + " |" * 5)
             continue
         cells = [_pct(mean(e, s, m)) for s in ("seen", "unseen") for m in METRICS]
-        lines.append(f"| {e['category']} | {label} | {' | '.join(cells)} |")
+        lines.append(f"| {e['category']} | {_label(e)} | {' | '.join(cells)} |")
+    if len(_categories(entries)) > 1:
+        lines += ["", "Mean over categories (%):", "", *lines[2:4]]
+        relabelled = [{**e, "label": _label(e)} for e in entries]
+        for label in dict.fromkeys(e["label"] for e in relabelled):
+            cells = [_pct(_over_categories(relabelled, label, s, m)) for s in ("seen", "unseen") for m in METRICS]
+            lines.append(f"| mean | {label} | {' | '.join(cells)} |")
     lines += ["", *[f"![{name}]({path})" for name, path in plots.items() if name == study], ""]
     return lines
+
+
+def _label(entry: dict) -> str:
+    """A row's label; the tested setting for the studies whose rows are settings of one run."""
+    if entry["study"] not in PER_VARIANT_STUDIES:
+        return entry["label"]
+    return entry["variant"].replace("top_k=", "top-k ") if entry["study"] == "topk" else entry["variant"]
 
 
 def plot_per_subclass(results: dict, category: str, path: Path) -> Path | None:
@@ -233,7 +248,7 @@ def plot_ablation(results: dict, study: str, path: Path) -> Path | None:
     entries = [e for e in _study(results, study) if e["status"] == "ok"]
     if not entries:
         return None
-    labels = list(dict.fromkeys(e["label"] if study != "topk" else e["variant"] for e in entries))
+    labels = list(dict.fromkeys(_label(e) for e in entries))
     figure = new_figure(max(6, 1.3 * len(labels)), 4)
     axis = figure.add_subplot(1, 1, 1)
     series = [("seen", "image_auroc"), ("seen", "pixel_auroc"), ("unseen", "image_auroc"), ("unseen", "pixel_auroc")]
@@ -241,7 +256,7 @@ def plot_ablation(results: dict, study: str, path: Path) -> Path | None:
     for index, (split, metric) in enumerate(series):
         values = []
         for label in labels:
-            chosen = [e for e in entries if (e["label"] if study != "topk" else e["variant"]) == label]
+            chosen = [e for e in entries if _label(e) == label]
             figures = [mean(e, split, metric) for e in chosen]
             figures = [f for f in figures if not math.isnan(f)]
             values.append(100 * sum(figures) / len(figures) if figures else 0)
@@ -324,4 +339,7 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
     lines += _ablation_section(results, "table2", "Paper Table 2: MoE, TTA and normalisation", plots)
     lines += _ablation_section(results, "table3", "Paper Table 3: routing loss", plots)
     lines += _ablation_section(results, "topk", "Paper Fig. 6: top-k experts", plots)
+    lines += _ablation_section(
+        results, "inference", "Inference settings on the same weights: TTA, routing temperature, image score", plots
+    )
     return "\n".join(lines)

@@ -55,25 +55,61 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
     return datamodule_class(**init_args)
 
 
+#: routing temperatures tested with the paper's top-4 (at the default 0.1 routing is nearly one-hot)
+TEMPERATURES = (0.3, 1.0)
+#: image scores tested as the mean of the k highest patch scores (of 32 x 32 patches at image size 256)
+IMAGE_TOP_K = (8, 32)
+
+
 def _variants(model) -> dict[str, dict]:
-    """Inference-only settings to test: ``default`` (as built), both TTA states, and top-k 1..experts."""
-    if not hasattr(model.model, "tta"):
+    """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states and the gate,
+    top-k 1..experts, softer routing temperatures at the paper's top-4, and top-k means as the image score."""
+    inner = model.model
+    if not hasattr(inner, "tta"):
         return {"default": {}}
     variants = {"default": {}, "tta=on": {"tta": True}, "tta=off": {"tta": False}}
-    if model.model.tta and model.model.num_experts > 1:
+    if inner.tta and inner.num_experts > 1:
         variants["tta=gated"] = {"tta_gate": True}
-    if model.model.num_experts > 1:
-        variants |= {f"top_k={k}": {"top_k": k} for k in range(1, model.model.num_experts + 1)}
+    if inner.num_experts > 1:
+        variants |= {f"top_k={k}": {"top_k": k} for k in range(1, inner.num_experts + 1)}
+        k = min(4, inner.num_experts)
+        variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
+    variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
+    if "tta=gated" in variants:
+        variants |= {f"tta=gated,image_top_k={k}": {"tta_gate": True, "image_top_k": k} for k in IMAGE_TOP_K}
     return variants
 
 
 def _effective_switches(model) -> tuple:
-    """The inference switches as they act: ``top_k`` is clamped to the expert count."""
+    """The inference switches as they act: ``top_k`` is clamped to the expert count, and the temperature
+    matters only when more than one expert is mixed."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return ()
     gate = bool(inner.tta and inner.tta_gate)
-    return (("tta", bool(inner.tta)), ("tta_gate", gate), ("top_k", min(inner.top_k, inner.num_experts)))
+    top_k = min(inner.top_k, inner.num_experts)
+    temperature = inner.temperature if top_k > 1 else None
+    return (
+        ("tta", bool(inner.tta)),
+        ("tta_gate", gate),
+        ("top_k", top_k),
+        ("temperature", temperature),
+        ("image_top_k", inner.image_top_k),
+    )
+
+
+def _routing(model, datamodule) -> dict[str, dict[str, float]]:
+    """Share of each test subclass's images whose most probable expert is each expert: is the right one chosen
+    for a seen subclass, and which seen expert takes an unseen one?"""
+    from anomalib_adapted_moe.viz.routing import routing_embeddings
+
+    routed = routing_embeddings(model, datamodule.test_dataloader())
+    chosen = routed["probabilities"].argmax(axis=1)
+    shares: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(routed["subclass_names"]):
+        mine = chosen[[n == name for n in routed["subclass_names"]]]
+        shares[name] = {expert: float((mine == e).mean()) for e, expert in enumerate(routed["expert_names"])}
+    return shares
 
 
 def _inference_ms(model, datamodule, repeats: int = 3) -> float:
@@ -150,6 +186,7 @@ def execute(spec: dict) -> dict:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_average": [load_before[0], os.getloadavg()[0]],
         "variants": results,
+        "routing": _routing(model, datamodule) if getattr(model.model, "num_experts", 1) > 1 else {},
     }
 
 

@@ -21,7 +21,9 @@ DEFAULT_MODELS = [
     "Padim",
 ]
 
-STUDIES = ("compare", "table2", "table3", "topk")
+STUDIES = ("compare", "table2", "table3", "topk", "inference")
+#: studies whose rows are the tested inference settings of one run, labelled by the setting
+PER_VARIANT_STUDIES = ("topk", "inference")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def _variant_of(switches: dict) -> str:
 
 
 def rows(study: str, categories: list[str], models: list[str] | None = None) -> list[Row]:
-    """The rows of ``study`` for ``categories`` (``topk`` rows are found in the run: one per expert count)."""
+    """The rows of ``study`` for ``categories`` (``topk`` and ``inference`` rows are found in the run: one per
+    tested setting)."""
     out = []
     for category in categories:
         if study == "compare":
@@ -78,6 +81,8 @@ def rows(study: str, categories: list[str], models: list[str] | None = None) -> 
             out.append(Row(study, "softmax loss", category, "AdaptedMoE", {"routing_loss": "softmax"}))
         elif study == "topk":
             out.append(Row(study, "top-k sweep", category, "AdaptedMoE", {}, "top_k=*"))
+        elif study == "inference":  # TTA, gate, temperature, image score: every setting tested on the same weights
+            out.append(Row(study, "inference settings", category, "AdaptedMoE", {}, "*"))
         else:
             msg = f"Unknown study {study!r}; choose from {STUDIES}."
             raise ValueError(msg)

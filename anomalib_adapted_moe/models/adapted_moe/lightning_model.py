@@ -87,6 +87,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         center_lr: centre update rate (Wen et al.).
         temperature: routing softmax temperature over cosine similarities.
         top_k: experts mixed per image (eq. 4); the paper's best is 4. Clamped to the expert count.
+        image_top_k: image score = mean of this many highest patch scores; 1 (default) = their maximum, as in
+            the paper and SimpleNet.
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -137,6 +139,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         center_lr: float = 0.5,
         temperature: float = 0.1,
         top_k: int = 4,
+        image_top_k: int = 1,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -187,6 +190,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             center_lr=center_lr,
             temperature=temperature,
             top_k=top_k,
+            image_top_k=image_top_k,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(

@@ -43,6 +43,8 @@ class AdaptedMoEModel(nn.Module):
         center_lr: centre update rate.
         temperature: routing softmax temperature.
         top_k: number of experts mixed per image (clamped to ``num_experts``).
+        image_top_k: image score = mean of this many highest patch scores (1: their maximum, the paper's);
+            an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -65,11 +67,12 @@ class AdaptedMoEModel(nn.Module):
         center_lr: float = 0.5,
         temperature: float = 0.1,
         top_k: int = 4,
+        image_top_k: int = 1,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
-        if top_k < 1:
-            msg = f"top_k must be at least 1, got {top_k}."
+        if top_k < 1 or image_top_k < 1:
+            msg = f"top_k and image_top_k must be at least 1, got top_k={top_k}, image_top_k={image_top_k}."
             raise ValueError(msg)
         self.patch_features = PatchFeatureExtractor(backbone, layers, pre_trained, backbone_weights, embed_dim)
         dim = self.patch_features.out_dim
@@ -78,6 +81,7 @@ class AdaptedMoEModel(nn.Module):
         self.tta_gate = tta_gate
         self.normalize = normalize
         self.top_k = top_k
+        self.image_top_k = image_top_k
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -112,6 +116,18 @@ class AdaptedMoEModel(nn.Module):
     def num_experts(self) -> int:
         """Number of experts."""
         return self.experts.num_experts
+
+    @property
+    def temperature(self) -> float:
+        """Routing softmax temperature; it acts only at routing time (the routing loss does not use it)."""
+        return self.router.temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if value <= 0:
+            msg = f"temperature must be positive, got {value}."
+            raise ValueError(msg)
+        self.router.temperature = self._router_args["temperature"] = value
 
     def adapt(self, patch_features: torch.Tensor) -> torch.Tensor:
         """Feature adaptor, then the per-patch L2 norm when ``normalize`` (the space the experts live in)."""
@@ -150,8 +166,16 @@ class AdaptedMoEModel(nn.Module):
         mixed = (weights[:, :, None] * scores).sum(dim=1)
         return mixed.reshape(adapted.shape[0], *adapted.shape[-2:]), expert_index, weights
 
+    def image_score(self, patch_scores: torch.Tensor) -> torch.Tensor:
+        """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
+        noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck)."""
+        if self.image_top_k == 1:
+            return patch_scores.amax(dim=(1, 2))
+        flat = patch_scores.flatten(1)
+        return flat.topk(min(self.image_top_k, flat.shape[1]), dim=1).values.mean(dim=1)
+
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        """Eval forward: image score = max patch score; map = patch scores upsampled and smoothed."""
+        """Eval forward: image score from the patch scores (:meth:`image_score`); map = patch scores upsampled and smoothed."""
         if min(images.shape[-2:]) < self.min_image_size:  # static shapes: no graph break when exported
             msg = (
                 f"AdaptedMoE needs images of at least {self.min_image_size}x{self.min_image_size} pixels (the anomaly "
@@ -162,5 +186,5 @@ class AdaptedMoEModel(nn.Module):
             raise ValueError(msg)
         patch_scores, _, _ = self.score_patches(self.adapt(self.patch_features(images)))
         anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
-        pred_score = patch_scores.amax(dim=(1, 2))
+        pred_score = self.image_score(patch_scores)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     start = time.monotonic()
-    _stage(start, "importing anomalib")
+    print("importing anomalib ...", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # timm's and anomalib's deprecation notices, on import
         import torch
@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     export_log = args.output / "export.log"
     with output_to(export_log):  # the ONNX exporter's and NNCF's own progress, hundreds of lines
         matrix = measure_precisions(model, datamodule, args.output, rounds={1: 10}, rows=ROWS)
-    print(f"(exporter and quantiser messages: {export_log})")
     export_path, fp16_path = Path(matrix["paths"]["fp32"]), Path(matrix["paths"]["fp16"])
-    print(f"exported: {export_path} (FP16 weights: {fp16_path.name}, INT8: {matrix['paths'].get('int8', 'not made')})")
+    int8 = Path(matrix["paths"]["int8"]).name if "int8" in matrix["paths"] else "not made"
+    print(f"exported: {export_path} (FP16 weights: {fp16_path.name}, INT8: {int8}; exporter log: {export_log.name})")
     print(precision_table(matrix))
     image_paths = list(datamodule.test_data.samples.image_path[: args.openvino_images])
     images = [datamodule.test_data[index].image for index in range(len(image_paths))]

@@ -20,7 +20,7 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path, capfd: pyte
     # its own lines only: the ONNX exporter's hundreds go to export.log, expected warnings and info logs are off
     printed = capfd.readouterr()
     lines = (printed.out + printed.err).splitlines()
-    assert len(lines) <= 45, "\n".join(lines)
+    assert len(lines) <= 40, "\n".join(lines)  # measured 38 here; the full demo adds 5 table rows
     assert not any("Replaced initializer" in line or "GPU available" in line for line in lines)
     assert "[torch.onnx]" in (output / "export.log").read_text()
 

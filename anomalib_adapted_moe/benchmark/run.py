@@ -59,11 +59,14 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
 TEMPERATURES = (0.3, 1.0)
 #: image scores tested as the mean of the k highest patch scores (of 32 x 32 patches at image size 256)
 IMAGE_TOP_K = (8, 32)
+#: anomaly-map smoothing tested beside SimpleNet's sigma 4 (pixels at image size 256; patches are 8 pixels apart)
+BLUR_SIGMAS = (2.0, 8.0)
 
 
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states and the gate,
-    top-k 1..experts, softer routing temperatures at the paper's top-4, and top-k means as the image score."""
+    top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score, and the
+    anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
@@ -75,6 +78,7 @@ def _variants(model) -> dict[str, dict]:
         k = min(4, inner.num_experts)
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
+    variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
         variants |= {f"tta=gated,image_top_k={k}": {"tta_gate": True, "image_top_k": k} for k in IMAGE_TOP_K}
     return variants
@@ -95,6 +99,7 @@ def _effective_switches(model) -> tuple:
         ("top_k", top_k),
         ("temperature", temperature),
         ("image_top_k", inner.image_top_k),
+        ("blur_sigma", inner.blur_sigma),
     )
 
 

@@ -94,10 +94,6 @@ class AdaptedMoEModel(nn.Module):
         }
         self._hidden_dim = expert_hidden_dim or dim
         self.set_num_experts(num_experts)
-        kernel = 2 * int(4.0 * blur_sigma + 0.5) + 1
-        self.blur = UpsampledGaussianBlur(kernel_size=(kernel, kernel), sigma=(blur_sigma, blur_sigma), channels=1)
-        #: smallest image side: the blur reflect-pads the map by kernel // 2, which must be less than the side
-        self.min_image_size = kernel // 2 + 1
         self.blur_sigma = blur_sigma
 
     def set_num_experts(self, num_experts: int) -> None:
@@ -116,6 +112,20 @@ class AdaptedMoEModel(nn.Module):
     def num_experts(self) -> int:
         """Number of experts."""
         return self.experts.num_experts
+
+    @property
+    def blur_sigma(self) -> float:
+        """Gaussian smoothing of the anomaly map, in pixels; settable after training (an inference-only switch)."""
+        return self._blur_sigma
+
+    @blur_sigma.setter
+    def blur_sigma(self, sigma: float) -> None:
+        kernel = 2 * int(4.0 * sigma + 0.5) + 1
+        blur = UpsampledGaussianBlur(kernel_size=(kernel, kernel), sigma=(sigma, sigma), channels=1)
+        self.blur = blur.to(self.adaptor.linear.weight.device)
+        #: smallest image side: the blur reflect-pads the map by kernel // 2, which must be less than the side
+        self.min_image_size = kernel // 2 + 1
+        self._blur_sigma = sigma
 
     @property
     def temperature(self) -> float:

@@ -111,6 +111,16 @@ def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: p
     assert [e["variant"] for e in topk] == ["top_k=1", "top_k=2"]  # two seen subclasses: two experts
     assert (output / "benchmarks" / "topk.png").is_file()
 
+    # The inference study: every other setting tested on the same weights, and which expert took each subclass.
+    main(["ablate", "inference", *common])
+    results = json.loads((output / "results.json").read_text())
+    settings = [e["variant"] for e in results["rows"] if e["study"] == "inference"]
+    assert settings[:4] == ["default", "tta=on", "tta=off", "tta=gated"]
+    assert {"temperature=1.0,top_k=2", "image_top_k=8", "blur_sigma=2", "tta=gated,image_top_k=32"} <= set(settings)
+    assert "| cloth | blur_sigma=8 |" in (output / "benchmarks.md").read_text()
+    routing = json.loads(finished.read_text())["routing"]
+    assert len(routing) == 3 and all(abs(sum(shares.values()) - 1) < 1e-6 for shares in routing.values())
+
     with pytest.raises(SystemExit, match="seed=0, not 1"):
         main(["compare", *common, "--seed", "1", "--models", "Padim"])
 

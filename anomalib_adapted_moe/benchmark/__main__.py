@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--data-init-args", default=None, help="JSON merged into the data config's init_args")
     runs.add_argument("--budget-seconds", type=float, default=300, help="trained baselines' budget without ours")
     runs.add_argument("--imagenette", default=None, help="imagenette folder, for EfficientAd")
+    runs.add_argument(
+        "--read-settings-only",
+        action="store_true",
+        help="test on each training only the inference settings these studies read (by default every setting is "
+        "tested, so that later studies reuse the training; with this flag they train again)",
+    )
     compare = commands.add_parser("compare", parents=[common, runs], help="AdaptedMoE vs anomalib's models")
     compare.add_argument("--models", nargs="+", default=None, help="default: all seven")
     ablate = commands.add_parser("ablate", parents=[common, runs], help="the paper's ablations")
@@ -149,7 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         studies = ["table2", "table3", "topk", "inference"] if args.study == "all" else [args.study]
     _updated_manifest(args, settings, data, studies, argv)
     planned = [row for study in studies for row in rows(study, args.categories, getattr(args, "models", None))]
-    execute(planned, args.output, settings, data, args.seed, budget_seconds=args.budget_seconds)
+    execute(
+        planned,
+        args.output,
+        settings,
+        data,
+        args.seed,
+        budget_seconds=args.budget_seconds,
+        all_settings=not args.read_settings_only,
+    )
     render(args.output, report_dir)
     print(f"report: {report_dir / 'benchmarks.md'}; figures: {args.output / 'results.json'}, results.csv")
 

@@ -46,6 +46,22 @@ def _unique_runs(rows: list[Row]) -> list[Row]:
     return sorted(unique.values(), key=lambda row: (row.category, row.key != f"{row.category}__AdaptedMoE"))
 
 
+def _read_settings(rows: list[Row], key: str) -> list[str] | None:
+    """The tested settings the rows of run ``key`` read; ``None`` when a row reads them all (``*``, ``top_k=*``)."""
+    variants = {row.variant for row in rows if row.key == key}
+    return None if any("*" in variant for variant in variants) else sorted(variants | {"default"})
+
+
+def _finished(stored: dict | None, wanted: list[str] | None) -> bool:
+    """Whether a stored run can be kept: finished, and it tested every setting wanted (``None``: all of them)."""
+    if stored is None or stored.get("status") not in FINISHED:
+        return False
+    if stored["status"] != "ok":
+        return True
+    tested_only = stored["spec"].get("variants")  # None: the run tested every setting
+    return tested_only is None or (wanted is not None and set(wanted) <= set(tested_only))
+
+
 def execute(
     rows: list[Row],
     output: Path,
@@ -53,8 +69,13 @@ def execute(
     data: dict,
     seed: int,
     budget_seconds: float | None = None,
+    all_settings: bool = True,
 ) -> None:
-    """Run every training ``rows`` need that is not finished yet, printing progress."""
+    """Run every training ``rows`` need that is not finished yet, printing progress.
+
+    ``all_settings``: test every inference setting on each training, so that later studies reuse it; otherwise
+    only the settings ``rows`` read (faster; a later study that reads more trains again).
+    """
     runs = _unique_runs(rows)
     (output / "logs").mkdir(parents=True, exist_ok=True)
     (output / "runs").mkdir(parents=True, exist_ok=True)
@@ -62,7 +83,8 @@ def execute(
     for index, row in enumerate(runs, start=1):
         prefix = f"[{index}/{len(runs)}] {row.key}"
         stored = load_run(output, row.key)
-        if stored is not None and stored.get("status") in FINISHED:
+        wanted = None if all_settings else _read_settings(rows, row.key)
+        if _finished(stored, wanted):
             print(f"{prefix}: finished earlier ({stored['status']}), kept", flush=True)
             continue
         spec = {
@@ -75,6 +97,7 @@ def execute(
             "seed": seed,
             "budget_seconds": _budget(output, row.category, budget_seconds) if row.model in BUDGETED else None,
             "work_dir": str(output / "work" / row.key.replace(" ", "_")),
+            "variants": wanted,
         }
         reason = unavailable_reason(row.model, settings)
         if reason is not None:

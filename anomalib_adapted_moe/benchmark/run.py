@@ -169,7 +169,10 @@ def execute(spec: dict) -> dict:
 
     seen = seen_subclasses(datamodule) or [category or "all"]
     results, tested = {}, {}
+    wanted = spec.get("variants")  # None: every setting
     for variant, switches in _variants(model).items():
+        if wanted is not None and variant not in wanted:
+            continue
         saved = {key: getattr(model.model, key) for key in switches}
         for key, value in switches.items():
             setattr(model.model, key, value)

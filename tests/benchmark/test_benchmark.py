@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO
 
 from anomalib_adapted_moe.benchmark.__main__ import main
+from anomalib_adapted_moe.benchmark.driver import _finished, _read_settings
 from anomalib_adapted_moe.benchmark.report import _target_lines
 from anomalib_adapted_moe.benchmark.studies import rows
 from anomalib_adapted_moe.benchmark.zoo import Settings, unavailable_reason
@@ -28,6 +29,19 @@ def test_ablations_reuse_the_comparison_runs() -> None:
     assert baseline.key == compare["AdaptedMoE SimpleNet-baseline"].key
     assert (baseline.variant, full.variant) == ("tta=off", "tta=on")
     assert rows("table3", ["cloth"])[1].key != full.key  # the softmax loss is a training of its own
+
+
+def test_read_settings_only_tests_what_the_rows_read_and_a_wider_study_trains_again() -> None:
+    compare = rows("compare", ["cloth"], ["AdaptedMoE", "AdaptedMoE SimpleNet-baseline"])
+    assert _read_settings(compare, "cloth__AdaptedMoE") == ["default"]
+    assert _read_settings(compare, compare[1].key) == ["default", "tta=off"]
+    assert _read_settings(rows("topk", ["cloth"]), "cloth__AdaptedMoE") is None  # top_k=*: every setting
+    narrow = {"status": "ok", "spec": {"variants": ["default"]}}
+    assert _finished(narrow, ["default"])
+    assert not _finished(narrow, None) and not _finished(narrow, ["default", "tta=off"])
+    assert _finished({"status": "ok", "spec": {}}, ["default"])  # a run that tested every setting serves all
+    assert _finished({"status": "not run", "spec": {}}, None) and not _finished({"status": "failed"}, None)
+    assert not _finished(None, ["default"])
 
 
 def test_a_model_without_its_files_is_reported_with_the_reason() -> None:

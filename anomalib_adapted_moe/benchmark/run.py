@@ -59,8 +59,8 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
 TEMPERATURES = (0.3, 1.0)
 #: image scores tested as the mean of the k highest patch scores (of 32 x 32 patches at image size 256)
 IMAGE_TOP_K = (8, 32)
-#: anomaly-map smoothing tested beside SimpleNet's sigma 4 (pixels at image size 256; patches are 8 pixels apart)
-BLUR_SIGMAS = (2.0, 8.0)
+#: anomaly-map smoothing tested (pixels at image size 256; patches are 8 pixels apart; SimpleNet's is 4)
+BLUR_SIGMAS = (2.0, 4.0, 8.0)
 
 
 def _variants(model) -> dict[str, dict]:
@@ -70,9 +70,10 @@ def _variants(model) -> dict[str, dict]:
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
-    variants = {"default": {}, "tta=on": {"tta": True}, "tta=off": {"tta": False}}
-    if inner.tta and inner.num_experts > 1:
-        variants["tta=gated"] = {"tta_gate": True}
+    # "tta=on" is the paper's eq. 5 on every image (Table 2's "+TTA"), whatever the gate is set to
+    variants = {"default": {}, "tta=on": {"tta": True, "tta_gate": False}, "tta=off": {"tta": False}}
+    if inner.num_experts > 1:
+        variants["tta=gated"] = {"tta": True, "tta_gate": True}
     if inner.num_experts > 1:
         variants |= {f"top_k={k}": {"top_k": k} for k in range(1, inner.num_experts + 1)}
         k = min(4, inner.num_experts)
@@ -80,7 +81,9 @@ def _variants(model) -> dict[str, dict]:
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
-        variants |= {f"tta=gated,image_top_k={k}": {"tta_gate": True, "image_top_k": k} for k in IMAGE_TOP_K}
+        variants |= {
+            f"tta=gated,image_top_k={k}": {"tta": True, "tta_gate": True, "image_top_k": k} for k in IMAGE_TOP_K
+        }
     return variants
 
 

@@ -185,7 +185,7 @@ class AdaptedMoEModel(nn.Module):
         return flat.topk(min(self.image_top_k, flat.shape[1]), dim=1).values.mean(dim=1)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        """Eval forward: image score from the patch scores (:meth:`image_score`); map = patch scores upsampled and smoothed."""
+        """Eval forward: image score from the patch scores (:meth:`image_score`); map: upsampled, smoothed."""
         if min(images.shape[-2:]) < self.min_image_size:  # static shapes: no graph break when exported
             msg = (
                 f"AdaptedMoE needs images of at least {self.min_image_size}x{self.min_image_size} pixels (the anomaly "

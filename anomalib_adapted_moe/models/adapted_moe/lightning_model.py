@@ -444,6 +444,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
             state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
             state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))
+        if "model.blur.kernel" in state:  # a function of blur_sigma, an inference setting: the configured one wins
+            state["model.blur.kernel"] = self.model.blur.kernel.detach().clone()
         weight = state.get("model.experts.weight1")
         names = list(checkpoint.get("adapted_moe_expert_names", []))
         if weight is not None and len(names) != weight.shape[0]:  # checkpoints from before the names were saved

@@ -114,3 +114,20 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
         assert torch.allclose(inner(images).pred_score, uncalibrated, atol=1e-6)
     fresh = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
     assert fresh.post_processor.min_range == 1.0
+
+
+def test_a_checkpoint_loads_with_another_map_smoothing(fitted_tiny) -> None:
+    """``blur_sigma`` acts only at inference (the CPU recipe changed it from 4 to 8): a checkpoint loads into a model
+    configured with another sigma, which then smooths with its own."""
+    _, model, datamodule, checkpoint = fitted_tiny
+    reloaded = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True, blur_sigma=2.0).eval()
+    assert reloaded.model.blur_sigma == 2.0 and reloaded.model.blur.kernel.shape[-1] == 17
+    images = next(iter(datamodule.test_dataloader())).image
+    trained_sigma = model.model.blur_sigma
+    model.eval()
+    model.model.blur_sigma = 2.0
+    try:
+        with torch.no_grad():
+            assert torch.equal(reloaded(images).anomaly_map, model(images).anomaly_map)
+    finally:
+        model.model.blur_sigma = trained_sigma

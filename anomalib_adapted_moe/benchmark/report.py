@@ -340,6 +340,9 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
     lines += _ablation_section(results, "table3", "Paper Table 3: routing loss", plots)
     lines += _ablation_section(results, "topk", "Paper Fig. 6: top-k experts", plots)
     lines += _ablation_section(
-        results, "inference", "Inference settings on the same weights: TTA, routing temperature, image score", plots
+        results,
+        "inference",
+        "Inference settings on the same weights: TTA, routing temperature, image score, map smoothing",
+        plots,
     )
     return "\n".join(lines)

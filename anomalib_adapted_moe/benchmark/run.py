@@ -74,7 +74,6 @@ def _variants(model) -> dict[str, dict]:
     variants = {"default": {}, "tta=on": {"tta": True, "tta_gate": False}, "tta=off": {"tta": False}}
     if inner.num_experts > 1:
         variants["tta=gated"] = {"tta": True, "tta_gate": True}
-    if inner.num_experts > 1:
         variants |= {f"top_k={k}": {"top_k": k} for k in range(1, inner.num_experts + 1)}
         k = min(4, inner.num_experts)
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}

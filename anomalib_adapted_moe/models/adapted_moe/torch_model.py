@@ -120,6 +120,9 @@ class AdaptedMoEModel(nn.Module):
 
     @blur_sigma.setter
     def blur_sigma(self, sigma: float) -> None:
+        if sigma <= 0:
+            msg = f"blur_sigma must be positive, got {sigma}."
+            raise ValueError(msg)
         kernel = 2 * int(4.0 * sigma + 0.5) + 1
         blur = UpsampledGaussianBlur(kernel_size=(kernel, kernel), sigma=(sigma, sigma), channels=1)
         self.blur = blur.to(self.adaptor.linear.weight.device)

@@ -99,6 +99,8 @@ def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(image
     assert torch.equal(after.anomaly_map, before.anomaly_map) and torch.equal(after.pred_score, before.pred_score)
     with pytest.raises(ValueError, match="temperature must be positive"):
         model.temperature = 0.0
+    with pytest.raises(ValueError, match="blur_sigma must be positive"):
+        model.blur_sigma = 0.0
 
 
 def test_eval_forward_gives_finite_scores_even_for_constant_images() -> None:

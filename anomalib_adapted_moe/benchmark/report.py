@@ -186,12 +186,11 @@ def _ablation_section(results: dict, study: str, title: str, plots: dict[str, st
     entries = _study(results, study)
     if not entries:
         return []
-    lines = [
-        f"## {title}",
-        "",
+    header = [
         "| category | setting | seen image | seen pixel | seen AUPRO | unseen image | unseen pixel | unseen AUPRO |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    lines = [f"## {title}", "", *header]
     for e in entries:
         if e["status"] != "ok":
             lines.append(f"| {e['category']} | {_label(e)} | {e['status']}: {e['reason']} |" + " |" * 5)
@@ -199,7 +198,7 @@ def _ablation_section(results: dict, study: str, title: str, plots: dict[str, st
         cells = [_pct(mean(e, s, m)) for s in ("seen", "unseen") for m in METRICS]
         lines.append(f"| {e['category']} | {_label(e)} | {' | '.join(cells)} |")
     if len(_categories(entries)) > 1:
-        lines += ["", "Mean over categories (%):", "", *lines[2:4]]
+        lines += ["", "Mean over categories (%):", "", *header]
         relabelled = [{**e, "label": _label(e)} for e in entries]
         for label in dict.fromkeys(e["label"] for e in relabelled):
             cells = [_pct(_over_categories(relabelled, label, s, m)) for s in ("seen", "unseen") for m in METRICS]

@@ -6,15 +6,23 @@ import subprocess
 from pathlib import Path
 
 
-def commit() -> str:
-    """The git commit of this checkout (``+dirty`` with uncommitted changes to tracked files), or ``unknown``."""
-    root = Path(__file__).resolve().parents[2]
+#: pathspecs of generated outputs, left out of the dirty check
+GENERATED = (":(exclude)docs", ":(exclude)results")
+
+
+def commit(root: Path | None = None) -> str:
+    """The git commit of this checkout (or of ``root``) (``+dirty`` with uncommitted changes to tracked files), or ``unknown``.
+
+    Generated outputs (``docs/``, ``results/``) do not count as changes: a chain of generators (``make speed``,
+    then ``make precision``) would otherwise stamp every report after the first as dirty.
+    """
+    root = root or Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *GENERATED],
             cwd=root,
             capture_output=True,
             text=True,

@@ -5,10 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.14.1 / torchvision 0.29.1 are the releases this project is tested with.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# Where torch comes from: PyPI's default wheels carry CUDA (about 2 GB); for a CPU-only machine set
+# Where torch comes from: PyPI's default wheels carry CUDA (about 5.5 GB installed); for a CPU-only machine set
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu (about 200 MB).
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
+# Free disk the first install needs (the venv is about 6.6 GiB with PyPI's CUDA torch wheels); checked before it.
+MIN_FREE_GIB ?= $(if $(TORCH_INDEX),3,8)
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE ?= 1
@@ -19,6 +21,10 @@ export PYTHONUNBUFFERED := 1
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
+	sys.exit(f'make: only {free:.1f} GiB free here; the environment needs about $(MIN_FREE_GIB) GiB (torch with CUDA \
+	wheels is most of it). Free some space, or set TORCH_INDEX for the CPU-only wheels (see the README).') \
+	if free < $(MIN_FREE_GIB) else None"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

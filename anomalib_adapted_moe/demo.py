@@ -79,7 +79,8 @@ def demo_datamodule(category: str, image_size: int, seed: int, overrides: dict |
 
 
 def _stage(start: float, text: str) -> None:
-    print(f"\n[{time.monotonic() - start:6.1f}s] == {text}", flush=True)
+    """One line per step, timed from the start; no blank line before it (issue 16: about 40 lines in all)."""
+    print(f"[{time.monotonic() - start:6.1f}s] == {text}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:

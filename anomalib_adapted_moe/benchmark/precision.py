@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -151,26 +152,44 @@ def ir_megabytes(xml: Path) -> float:
     return (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
 
 
-def measure_precisions(model, datamodule, folder: Path, rounds: dict[int, int], rows=ROWS) -> dict:
-    """Every row of the matrix for a fitted ``model`` and its ``datamodule`` (test split for AUROC)."""
+def torch_outputs(model, images, parts_in_bf16: tuple = ()) -> tuple:
+    """Post-processed scores and maps, then raw ones, of ``model`` on ``images``; ``parts_in_bf16`` rounded to bf16."""
+    import torch
+
+    from anomalib_adapted_moe.evaluation import normalization_disabled
+
+    from .bf16_sensitivity import parts_in_bf16 as in_bf16
+
+    def outputs() -> tuple:
+        batches = [model(images[i : i + 16]) for i in range(0, len(images), 16)]
+        score = torch.cat([b.pred_score.reshape(-1) for b in batches])
+        return score, torch.cat([b.anomaly_map.reshape(-1, *images.shape[-2:]) for b in batches])
+
+    with torch.no_grad(), in_bf16(model, parts_in_bf16):
+        processed = outputs()
+        with normalization_disabled(model):
+            return (*processed, *outputs())
+
+
+def measure_precisions(
+    model, datamodule, folder: Path, rounds: dict[int, int], rows=ROWS, sensitivity: bool = False
+) -> dict:
+    """Every row of the matrix for a fitted ``model`` and its ``datamodule`` (test split for AUROC).
+
+    ``sensitivity``: also :mod:`.bf16_sensitivity`'s rows (each part of the model alone in bf16, in torch).
+    """
     import openvino as ov
     import torch
 
     from anomalib_adapted_moe.deploy import available_precisions, compile_config, compiled_precision
-    from anomalib_adapted_moe.evaluation import normalization_disabled
+
+    from .bf16_sensitivity import sensitivity_rows
 
     model.eval()
     items = [datamodule.test_data[index] for index in range(len(datamodule.test_data))]
     images = torch.stack([item.image for item in items])
     seen = seen_subclasses(datamodule)
-    with torch.no_grad():
-        reference = [model(images[i : i + 16]) for i in range(0, len(images), 16)]
-        with normalization_disabled(model):
-            raw_reference = [model(images[i : i + 16]) for i in range(0, len(images), 16)]
-    torch_score = torch.cat([r.pred_score.reshape(-1) for r in reference])
-    torch_map = torch.cat([r.anomaly_map.reshape(-1, *images.shape[-2:]) for r in reference])
-    raw_score = torch.cat([r.pred_score.reshape(-1) for r in raw_reference])
-    raw_map = torch.cat([r.anomaly_map.reshape(-1, *images.shape[-2:]) for r in raw_reference])
+    torch_score, torch_map, raw_score, raw_map = torch_outputs(model, images)
     torch_auroc = auroc_means(raw_score, raw_map, items, seen)
 
     def torch_runner(batch):
@@ -182,6 +201,11 @@ def measure_precisions(model, datamodule, folder: Path, rounds: dict[int, int], 
         "rows": [],
         "not_run": {},
     }
+    if sensitivity:
+        reference = {"score": torch_score, "map": torch_map, "auroc": torch_auroc}
+        results["bf16_sensitivity"] = sensitivity_rows(
+            partial(torch_outputs, model, images), reference, partial(auroc_means, items=items, seen=seen)
+        )
     deployed, raw, not_made = export_variants(model, datamodule, folder)
     results["paths"] = {ir: str(path) for ir, path in deployed.items()}
     offered = available_precisions()
@@ -353,8 +377,28 @@ def render_markdown(results: dict) -> str:
     for target in results["targets"]:
         verdict = "PASS" if target["pass"] else "MISS"
         lines.append(f"| {target['target']} | {target['value']:.3g} | {target['limit']} | {verdict} |")
+    lines += _sensitivity_lines(results.get("bf16_sensitivity", []))
     lines += ["", SECTION_END]
     return "\n".join(lines) + "\n"
+
+
+def _sensitivity_lines(rows: list[dict]) -> list[str]:
+    """The table of :mod:`.bf16_sensitivity`: which part of the model loses accuracy in bf16."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Where bf16 loses accuracy: the same torch model with one part at a time in bf16 (torch autocast, on any "
+        "CPU; the rest in f32), differences to the f32 model as above, AUROC-mean changes in points "
+        "(seen image / seen pixel / unseen image / unseen pixel):",
+        "",
+        "| part in bf16 | score diff | map diff | AUROC change |",
+        "|---|---:|---:|---|",
+    ]
+    for row in rows:
+        change = " / ".join(f"{row['auroc_change'][key]:+.2f}" for key in AUROC_KEYS)
+        lines.append(f"| {row['name']} | {row['max_score_diff']:.2e} | {row['max_map_diff']:.2e} | {change} |")
+    return lines
 
 
 def write_section(markdown: Path, section: str) -> None:
@@ -423,7 +467,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         engine = Engine(default_root_dir=folder, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
         engine.fit(model=model, datamodule=datamodule)
-        results = measure_precisions(model, datamodule, Path(folder), rounds)
+        results = measure_precisions(model, datamodule, Path(folder), rounds, sensitivity=True)
     pairs = _pairs_per_subclass(datamodule)
     results.update(
         {

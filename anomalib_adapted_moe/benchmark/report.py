@@ -51,6 +51,7 @@ def collect(output: Path, manifest: dict) -> dict:
                 continue
             costs = ("train_seconds", "epochs", "inference_ms_per_image", "peak_rss_mib", "load_average")
             figures = {k: result[k] for k in costs}
+            figures["train_cpu_seconds"] = result.get("train_cpu_seconds")  # runs before it was recorded lack it
             for variant, table in _variant_rows(result, row.variant):
                 collected.append({**entry, **figures, "note": result["note"], "variant": variant, "subclasses": table})
     return {**manifest, "rows": collected}
@@ -67,7 +68,8 @@ def mean(entry: dict, split: str, metric: str) -> float:
 def write_csv(results: dict, path: Path) -> None:
     """One line per row and subclass (means included), with the run's cost figures."""
     fields = ["study", "label", "category", "model", "variant", "status", "subclass", "split", "images"]
-    fields += [*METRICS, "epochs", "train_seconds", "inference_ms_per_image", "peak_rss_mib", "reason"]
+    fields += [*METRICS, "epochs", "train_seconds", "train_cpu_seconds", "inference_ms_per_image", "peak_rss_mib"]
+    fields += ["reason"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

@@ -160,9 +160,12 @@ def execute(spec: dict) -> dict:
         enable_progress_bar=False,
         **trainer_args,
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     engine.fit(model=model, datamodule=datamodule)
     train_seconds = time.perf_counter() - start
+    # CPU seconds of this process's threads (data-loading workers excepted): a cost that a shared machine inflates
+    # far less than the wall time
+    train_cpu_seconds = time.process_time() - cpu_start
     if hasattr(model, "schedule"):  # ours: one Lightning epoch of feature extraction, then `epochs` cached passes
         epochs = float(model.schedule.epochs)
     else:
@@ -191,6 +194,7 @@ def execute(spec: dict) -> dict:
         "commit": commit(),
         "note": note,
         "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
         "epochs": epochs,
         "inference_ms_per_image": _inference_ms(model, datamodule),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -117,6 +117,7 @@ def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: p
         splits = {line["subclass"]: line["split"] for line in entry["subclasses"]}
         assert splits["mean seen"] == "seen" and splits["pooled unseen"] == "unseen" and len(splits) == 7
         assert entry["train_seconds"] > 0 and entry["inference_ms_per_image"] > 0 and entry["peak_rss_mib"] > 100
+        assert entry["train_cpu_seconds"] > 0
         assert all(0 <= line["image_auroc"] <= 1 for line in entry["subclasses"])
     assert by_label["EfficientAd"]["status"] == "not run" and "teacher" in by_label["EfficientAd"]["reason"]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-
 #: pathspecs of generated outputs, left out of the dirty check
 GENERATED = (":(exclude)docs", ":(exclude)results")
 
 
 def commit(root: Path | None = None) -> str:
-    """The git commit of this checkout (or of ``root``) (``+dirty`` with uncommitted changes to tracked files), or ``unknown``.
+    """The git commit of this checkout or of ``root``, ``+dirty`` with uncommitted changes to tracked files.
+
+    ``unknown`` outside a git checkout.
 
     Generated outputs (``docs/``, ``results/``) do not count as changes: a chain of generators (``make speed``,
     then ``make precision``) would otherwise stamp every report after the first as dirty.

@@ -390,7 +390,9 @@ def _sensitivity_lines(rows: list[dict]) -> list[str]:
         "",
         "Where bf16 loses accuracy: the same torch model with one part at a time in bf16 (torch autocast, on any "
         "CPU; the rest in f32), differences to the f32 model as above, AUROC-mean changes in points "
-        "(seen image / seen pixel / unseen image / unseen pixel):",
+        "(seen image / seen pixel / unseen image / unseen pixel). Autocast rounds convolutions and matrix products "
+        "only: a part made of element-wise arithmetic (test-time adaptation, the post-processor) shows no change "
+        "here, although OpenVINO's bf16 also rounds such layers.",
         "",
         "| part in bf16 | score diff | map diff | AUROC change |",
         "|---|---:|---:|---|",

@@ -26,8 +26,9 @@ PARTS = {
     "map blur": (("model.blur", "forward"),),
     "post-processor": (("post_processor", "forward"),),
 }
-HEAD = tuple(part for name, parts in PARTS.items() if not name.startswith("backbone") for part in parts)
-ROWS = {**PARTS, "all but the backbone": HEAD, "whole model": tuple(part for parts in PARTS.values() for part in parts)}
+BACKBONE = "backbone and patch aggregation"
+HEAD = tuple(part for name, parts in PARTS.items() if name != BACKBONE for part in parts)
+ROWS = {**PARTS, "all but the backbone": HEAD, "whole model": PARTS[BACKBONE] + HEAD}
 
 
 def _to_float32(value):
@@ -52,14 +53,16 @@ def parts_in_bf16(module: torch.nn.Module, parts: tuple[tuple[str, str], ...]) -
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return _to_float32(_original(*args, **kwargs))
 
-        replaced.append((owner, attribute, attribute in vars(owner)))
+        replaced.append((owner, attribute, vars(owner).get(attribute)))
         setattr(owner, attribute, in_bf16)
     try:
         yield
     finally:
-        for owner, attribute, had_own in reversed(replaced):
-            if not had_own:
+        for owner, attribute, own in reversed(replaced):
+            if own is None:
                 delattr(owner, attribute)  # the class's method is visible again
+            else:
+                setattr(owner, attribute, own)  # an attribute the instance had set itself
 
 
 def sensitivity_rows(run, reference: dict, auroc_of) -> list[dict]:

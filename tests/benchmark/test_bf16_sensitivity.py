@@ -20,6 +20,10 @@ def test_each_part_runs_in_bf16_inside_the_context_and_the_model_is_exact_again_
     assert (whole[2] - before[2]).abs().max() > 0 and (backbone[3] - before[3]).abs().max() > 0
     with parts_in_bf16(model, ROWS["routing"]):
         assert "route" in vars(model.model)
+        wrapped = model.model.route
+        with parts_in_bf16(model, ROWS["routing"]):  # nested: the inner context gives back the outer wrapper
+            assert model.model.route is not wrapped
+        assert model.model.route is wrapped
     assert "route" not in vars(model.model)
 
 

@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         from anomalib_adapted_moe.benchmark.precision import ROWS, measure_precisions, precision_table
         from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
-        from anomalib_adapted_moe.evaluation import format_table, openvino_parity, per_subclass_table, predict_raw
+        from anomalib_adapted_moe.evaluation import (
+            RawPredictionRecorder,
+            format_table,
+            openvino_parity,
+            per_subclass_table,
+        )
     quiet_expected_messages()
 
     seed_everything(args.seed, workers=True)
@@ -130,17 +135,23 @@ def main(argv: list[str] | None = None) -> dict:
     size = datamodule.generator_kwargs["image_size"]
     # the CPU recipe (recipes.py); the model resizes to the data's own size
     model = cpu_recipe_model(image_size=size, backbone_weights=weights, epochs=args.epochs)
+    raw = RawPredictionRecorder()  # the table's raw scores, from the one test pass below
     engine = Engine(
-        default_root_dir=args.output, accelerator="cpu", devices=1, logger=False, enable_model_summary=False
+        default_root_dir=args.output,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_model_summary=False,
+        callbacks=[raw],
     )
     engine.fit(model=model, datamodule=datamodule)
     print(f"experts: {', '.join(model.expert_names)}")
 
     _stage(start, "testing on seen and unseen subclasses (visualisations are saved by anomalib)")
     engine.test(model=model, datamodule=datamodule, verbose=False)
-    predictions = predict_raw(engine, model, datamodule.test_dataloader())  # AUROC on un-clamped scores
-    # F1 at the category's one image threshold (fitted on the validation split) beside each subclass's best
-    rows = per_subclass_table(predictions, seen=seen, threshold=float(model.post_processor.image_threshold))
+    # AUROC on the raw scores of that same pass; F1 at the category's one image threshold (fitted on the
+    # validation split) beside each subclass's best
+    rows = per_subclass_table(raw.batches, seen=seen, threshold=float(model.post_processor.image_threshold))
     table = format_table(rows)
     print(table)
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from anomalib.engine import Engine
 
 from anomalib_adapted_moe.demo import main
 
@@ -12,11 +13,23 @@ pytestmark = pytest.mark.slow
 TINY_DATA = {"num_train": 4, "num_test_good": 2, "num_test_defect": 3, "num_subclasses": 3, "num_unseen": 1}
 
 
-def test_demo_trains_tests_and_exports_fp32_and_fp16(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_demo_trains_tests_and_exports_fp32_and_fp16(
+    tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes = []  # every pass over the test images through the engine (issue 16: it made two)
+    for stage in ("test", "predict"):
+        original = getattr(Engine, stage)
+
+        def counted(self, *args, _original=original, _stage=stage, **kwargs):
+            passes.append(_stage)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Engine, stage, counted)
     output = tmp_path / "demo"
     data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data")})
     tiny = ["--epochs", "1", "--image-size", "64", "--weights", "none", "--openvino-images", "3"]
     summary = main([*tiny, "--output", str(output), "--data-init-args", data_args])
+    assert passes == ["test"]  # anomalib's metrics and images, and the raw-score table, from one pass
     # its own lines only: the ONNX exporter's hundreds go to export.log, expected warnings and info logs are off
     printed = capfd.readouterr()
     lines = (printed.out + printed.err).splitlines()

@@ -2,9 +2,10 @@
 
 from .export_parity import openvino_parity
 from .per_subclass import SubclassScores, format_table, group_by_subclass, per_subclass_table
-from .raw_predictions import normalization_disabled, predict_raw
+from .raw_predictions import RawPredictionRecorder, normalization_disabled, predict_raw
 
 __all__ = [
+    "RawPredictionRecorder",
     "SubclassScores",
     "format_table",
     "group_by_subclass",

@@ -8,12 +8,14 @@ post-processor squashes instead (strictly monotone, no ties), but the baselines
 compared with it use anomalib's, so every table is computed on the raw scores.
 """
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from anomalib.data import Batch
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 
@@ -37,3 +39,34 @@ def predict_raw(engine: Engine, model: AnomalibModule, dataloader: DataLoader) -
     """``engine.predict`` with raw scores and maps; pre-processing (resize, masks) as anomalib does it."""
     with normalization_disabled(model):
         return engine.predict(model=model, dataloaders=dataloader)
+
+
+class RawPredictionRecorder(Callback):
+    """Keeps every test batch as the model returned it, before the post-processor normalises it.
+
+    Pass it to ``Engine(callbacks=[recorder])``: one ``engine.test`` then gives anomalib's metrics and images
+    and, in ``recorder.batches``, the raw scores and maps for the per-subclass table (no second pass over the
+    test set). The post-processor replaces ``pred_score`` and ``anomaly_map`` on the batch instead of writing
+    into them, so a shallow copy taken first keeps the raw tensors; the trainer runs callbacks in list order
+    and appends the model's own (the post-processor among them) after those given to the engine.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start empty, and refuse to record scores the post-processor has already normalised."""
+        self.batches = []
+        callbacks = trainer.callbacks
+        post_processor = getattr(pl_module, "post_processor", None)
+        if post_processor in callbacks and callbacks.index(post_processor) < callbacks.index(self):
+            msg = (
+                "RawPredictionRecorder runs after the model's post-processor, so it would record normalised "
+                "scores; pass it to Engine(callbacks=[...]) rather than returning it from configure_callbacks."
+            )
+            raise RuntimeError(msg)
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args, **kwargs) -> None:
+        """Keep this batch's raw outputs (tensors shared, not copied)."""
+        del trainer, pl_module, args, kwargs
+        self.batches.append(copy.copy(outputs))

@@ -8,7 +8,13 @@ from anomalib.data import ImageBatch
 from anomalib.post_processing import PostProcessor
 
 from anomalib_adapted_moe.data import SubclassImageBatch
-from anomalib_adapted_moe.evaluation import format_table, normalization_disabled, per_subclass_table
+from anomalib_adapted_moe.evaluation import (
+    RawPredictionRecorder,
+    format_table,
+    normalization_disabled,
+    per_subclass_table,
+    predict_raw,
+)
 
 
 def batch(names: list[str], scores: list[float], labels: list[int]) -> SubclassImageBatch:
@@ -118,3 +124,33 @@ def test_auroc_equals_sklearns_with_ties_and_float16_scores() -> None:
     assert len(torch.unique(scores)) < 10_000
     assert _auroc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.double().numpy()), abs=1e-12)
     assert _auroc(torch.ones(4), torch.tensor([0, 1, 0, 1])) == 0.5  # all tied: chance
+
+
+@pytest.mark.slow
+def test_recorder_keeps_the_raw_outputs_of_the_test_pass_that_anomalib_normalises(fitted_tiny, tmp_path) -> None:
+    from anomalib.engine import Engine
+
+    _, model, datamodule, _ = fitted_tiny
+    recorder = RawPredictionRecorder()
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, callbacks=[recorder])
+    engine.test(model=model, datamodule=datamodule, verbose=False)
+    raw = predict_raw(engine, model, datamodule.test_dataloader())
+    recorded = torch.cat([b.pred_score for b in recorder.batches])
+    assert torch.equal(recorded, torch.cat([b.pred_score for b in raw]))
+    assert torch.equal(torch.cat([b.anomaly_map for b in recorder.batches]), torch.cat([b.anomaly_map for b in raw]))
+    processed = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
+    assert not torch.allclose(recorded, torch.cat([b.pred_score for b in processed]))  # raw, not normalised
+    seen = model.expert_names
+    assert format_table(per_subclass_table(recorder.batches, seen=seen)) == format_table(
+        per_subclass_table(raw, seen=seen)
+    )
+
+    late = RawPredictionRecorder()  # after the post-processor it would see normalised scores: refused
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+    original = model.configure_callbacks
+    try:
+        model.configure_callbacks = lambda: [*original(), late]
+        with pytest.raises(RuntimeError, match="runs after the model's post-processor"):
+            engine.test(model=model, datamodule=datamodule, verbose=False)
+    finally:
+        model.configure_callbacks = original

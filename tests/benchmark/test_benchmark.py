@@ -58,7 +58,11 @@ def _entry(label: str, model: str, category: str, seen: float, unseen: float, se
         for split, value in (("seen", seen), ("unseen", unseen))
     ]
     return {
-        "label": label, "model": model, "category": category, "status": "ok", "subclasses": means,
+        "label": label,
+        "model": model,
+        "category": category,
+        "status": "ok",
+        "subclasses": means,
         "train_seconds": seconds,
     }
 

@@ -64,16 +64,21 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 
 
 def _variants(model) -> dict[str, dict]:
-    """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states and the gate,
-    top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score, and the
-    anomaly map's smoothing."""
+    """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
+    the blend, top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score,
+    and the anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
-    # "tta=on" is the paper's eq. 5 on every image (Table 2's "+TTA"), whatever the gate is set to
-    variants = {"default": {}, "tta=on": {"tta": True, "tta_gate": False}, "tta=off": {"tta": False}}
+    # "tta=on" is the paper's eq. 5 on every image (Table 2's "+TTA"), whatever the gate and blend are set to
+    variants = {
+        "default": {},
+        "tta=on": {"tta": True, "tta_gate": False, "tta_blend": False},
+        "tta=off": {"tta": False},
+    }
     if inner.num_experts > 1:
-        variants["tta=gated"] = {"tta": True, "tta_gate": True}
+        variants["tta=gated"] = {"tta": True, "tta_gate": True, "tta_blend": False}
+        variants["tta=gated,blend"] = {"tta": True, "tta_gate": True, "tta_blend": True}
         variants |= {f"top_k={k}": {"top_k": k} for k in range(1, inner.num_experts + 1)}
         k = min(4, inner.num_experts)
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
@@ -81,7 +86,8 @@ def _variants(model) -> dict[str, dict]:
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
         variants |= {
-            f"tta=gated,image_top_k={k}": {"tta": True, "tta_gate": True, "image_top_k": k} for k in IMAGE_TOP_K
+            f"tta=gated,image_top_k={k}": {"tta": True, "tta_gate": True, "tta_blend": False, "image_top_k": k}
+            for k in IMAGE_TOP_K
         }
     return variants
 
@@ -93,11 +99,13 @@ def _effective_switches(model) -> tuple:
     if not hasattr(inner, "tta"):
         return ()
     gate = bool(inner.tta and inner.tta_gate)
+    blend = bool(inner.tta and inner.tta_blend)
     top_k = min(inner.top_k, inner.num_experts)
     temperature = inner.temperature if top_k > 1 else None
     return (
         ("tta", bool(inner.tta)),
         ("tta_gate", gate),
+        ("tta_blend", blend),
         ("top_k", top_k),
         ("temperature", temperature),
         ("image_top_k", inner.image_top_k),

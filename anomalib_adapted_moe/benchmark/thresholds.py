@@ -60,7 +60,13 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
     from lightning.pytorch import seed_everything
 
     from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
-    from anomalib_adapted_moe.evaluation import SubclassScores, group_by_subclass, per_subclass_table, predict_raw
+    from anomalib_adapted_moe.evaluation import (
+        RawPredictionRecorder,
+        SubclassScores,
+        group_by_subclass,
+        per_subclass_table,
+        predict_raw,
+    )
 
     from .run import build_datamodule
     from .zoo import MODELS
@@ -69,16 +75,21 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
     datamodule = build_datamodule(data, category, seed, batch_size_one=False)
     model, _ = MODELS["AdaptedMoE"](settings)
     model.visualizer = None
+    recorder = RawPredictionRecorder()  # raw and post-processed predictions of engine.test's own pass
     engine = Engine(
-        default_root_dir=work / category, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
+        default_root_dir=work / category,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[recorder],
     )
     engine.fit(model=model, datamodule=datamodule)
     tested = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     seen = seen_subclasses(datamodule) or [category]
     loader = datamodule.test_dataloader()
-    processed = engine.predict(model=model, dataloaders=loader)
+    processed, raw = recorder.processed, recorder.batches
     threshold = float(model.post_processor.image_threshold)
-    raw = predict_raw(engine, model, loader)
     calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
     groups = group_by_subclass(raw)
     calibration = model.model.calibration

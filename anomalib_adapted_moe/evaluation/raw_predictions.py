@@ -49,14 +49,16 @@ class RawPredictionRecorder(Callback):
     test set). The post-processor replaces ``pred_score`` and ``anomaly_map`` on the batch instead of writing
     into them, so a shallow copy taken first keeps the raw tensors; the trainer runs callbacks in list order
     and appends the model's own (the post-processor among them) after those given to the engine.
+    ``recorder.processed`` holds the same batches as the post-processor left them.
     """
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
+        self.processed: list[Batch] = []
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start empty, and refuse to record scores the post-processor has already normalised."""
-        self.batches = []
+        self.batches, self.processed = [], []
         callbacks = trainer.callbacks
         post_processor = getattr(pl_module, "post_processor", None)
         if post_processor in callbacks and callbacks.index(post_processor) < callbacks.index(self):
@@ -67,6 +69,7 @@ class RawPredictionRecorder(Callback):
             raise RuntimeError(msg)
 
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args, **kwargs) -> None:
-        """Keep this batch's raw outputs (tensors shared, not copied)."""
+        """Keep this batch's raw outputs (tensors shared, not copied), and the batch the post-processor will change."""
         del trainer, pl_module, args, kwargs
         self.batches.append(copy.copy(outputs))
+        self.processed.append(outputs)

@@ -148,7 +148,7 @@ def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: p
     main(["ablate", "inference", *common])
     results = json.loads((output / "results.json").read_text())
     settings = [e["variant"] for e in results["rows"] if e["study"] == "inference"]
-    assert settings[:4] == ["default", "tta=on", "tta=off", "tta=gated"]
+    assert settings[:5] == ["default", "tta=on", "tta=off", "tta=gated", "tta=gated,blend"]
     assert {"temperature=1.0,top_k=2", "image_top_k=8", "blur_sigma=2", "tta=gated,image_top_k=32"} <= set(settings)
     assert "| cloth | blur_sigma=8 |" in (output / "benchmarks.md").read_text()
     routing = json.loads(finished.read_text())["routing"]

@@ -79,6 +79,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         tta: test-time adaptation (eq. 5).
         tta_gate: adapt only images whose feature statistics lie beyond the expert's training images (our
             addition, off by default; see the model README).
+        tta_blend: score every image both test-time adapted and as it is, and average the two (our addition,
+            off by default; see the model README).
         normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
         routing_loss: ``"center"`` (centre + softmax loss) or ``"softmax"`` (paper Table 3).
         routing_rule: ``"cosine"`` (softmax over cosine similarity to the centres), ``"classifier"`` (softmax of
@@ -132,6 +134,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         moe: bool = True,
         tta: bool = True,
         tta_gate: bool = False,
+        tta_blend: bool = False,
         normalize: bool = True,
         routing_loss: Literal["center", "softmax"] = "center",
         routing_rule: Literal["cosine", "classifier"] | None = None,
@@ -183,6 +186,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             num_experts=self.requested_experts or 1,
             tta=tta,
             tta_gate=tta_gate,
+            tta_blend=tta_blend,
             normalize=normalize,
             routing_loss=routing_loss,
             routing_rule=routing_rule,

@@ -36,6 +36,9 @@ class AdaptedMoEModel(nn.Module):
         tta: apply test-time adaptation.
         tta_gate: adapt an image only as far as its feature statistics lie beyond those of its expert's
             training images (0 inside that range, full adaptation at twice it); an inference-only switch.
+        tta_blend: with ``tta``, the selected experts also score the image as it is, and each patch's two
+            scores are averaged: eq. 5 helps a variant that differs in colour and hurts one that differs in
+            structure, and the average keeps most of the help and about half the harm; an inference-only switch.
         normalize: L2-normalise patch features and routing embeddings (paper "+Norm").
         routing_loss: ``"center"`` or ``"softmax"``.
         routing_rule: ``"cosine"`` (centres), ``"classifier"`` or ``None`` (the one ``routing_loss`` implies).
@@ -60,6 +63,7 @@ class AdaptedMoEModel(nn.Module):
         num_experts: int = 1,
         tta: bool = True,
         tta_gate: bool = False,
+        tta_blend: bool = False,
         normalize: bool = True,
         routing_loss: Literal["center", "softmax"] = "center",
         routing_rule: Literal["cosine", "classifier"] | None = None,
@@ -79,6 +83,7 @@ class AdaptedMoEModel(nn.Module):
         self.adaptor = FeatureAdaptor(dim)
         self.tta = tta
         self.tta_gate = tta_gate
+        self.tta_blend = tta_blend
         self.normalize = normalize
         self.top_k = top_k
         self.image_top_k = image_top_k
@@ -157,9 +162,10 @@ class AdaptedMoEModel(nn.Module):
         weights, index = probabilities.topk(k, dim=1)
         return index, weights / weights.sum(dim=1, keepdim=True)
 
-    def expert_inputs(self, adapted: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
-        """Features each selected expert scores: ``(B, K, P, C)``, test-time adapted when ``tta``."""
-        if self.tta:
+    def expert_inputs(self, adapted: torch.Tensor, expert_index: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
+        """Features each selected expert scores: ``(B, K, P, C)``, test-time adapted when ``tta`` (default:
+        the model's switch)."""
+        if self.tta if tta is None else tta:
             per_expert = self.adaptation(adapted, expert_index, gated=self.tta_gate)
             if self.normalize:
                 per_expert = F.normalize(per_expert, dim=2)
@@ -170,7 +176,12 @@ class AdaptedMoEModel(nn.Module):
 
     def expert_scores(self, adapted: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
         """Raw patch anomaly scores ``(B, K, P)`` of the ``(B, K)`` selected experts, each on its own scale."""
-        return -self.experts(self.expert_inputs(adapted, expert_index), expert_index)
+        inputs = self.expert_inputs(adapted, expert_index)
+        if not (self.tta and self.tta_blend):
+            return -self.experts(inputs, expert_index)
+        # tta_blend: each expert scores the adapted and the unadapted features in one batched call
+        both = torch.cat([inputs, self.expert_inputs(adapted, expert_index, tta=False)], dim=1)
+        return -self.experts(both, expert_index.repeat(1, 2)).unflatten(1, (2, -1)).mean(dim=1)
 
     def score_patches(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Calibrated patch scores ``(B, H, W)`` mixed over the top-k experts, plus routing index and weights."""

@@ -292,6 +292,25 @@ def test_an_unfitted_tta_gate_is_open() -> None:
     assert torch.allclose(tta(features, index, gated=True), tta(features, index))
 
 
+def test_tta_blend_averages_each_experts_scores_of_the_adapted_and_the_unadapted_image() -> None:
+    from conftest import tiny_model
+
+    model = tiny_model(tta=True, tta_blend=True).eval()
+    model.adaptation.expert_mean.normal_()  # statistics far from the features': adaptation changes the scores
+    adapted = model.adapt(torch.randn(2, model.patch_features.out_dim, 4, 4))
+    index = torch.tensor([[0, 2], [1, 0]])
+    with torch.no_grad():
+        blended = model.expert_scores(adapted, index)
+        model.tta_blend = False
+        with_tta = model.expert_scores(adapted, index)
+        model.tta = False
+        as_is = model.expert_scores(adapted, index)
+        model.tta_blend = True  # without TTA there is nothing to blend
+        assert torch.equal(model.expert_scores(adapted, index), as_is)
+    assert not torch.allclose(with_tta, as_is, atol=1e-3)
+    assert torch.allclose(blended, (with_tta + as_is) / 2, atol=1e-6)
+
+
 def test_moe_off_with_several_experts_is_refused() -> None:
     from conftest import tiny_adapted_moe
 

@@ -66,7 +66,7 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
     the blend, top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score,
-    and the anomaly map's smoothing."""
+    the image score centred on the image's mean patch score or not, and the anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
@@ -83,6 +83,7 @@ def _variants(model) -> dict[str, dict]:
         k = min(4, inner.num_experts)
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
+    variants |= {f"center_image_score={on}": {"center_image_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
         variants |= {
@@ -109,6 +110,7 @@ def _effective_switches(model) -> tuple:
         ("top_k", top_k),
         ("temperature", temperature),
         ("image_top_k", inner.image_top_k),
+        ("center_image_score", inner.center_image_score),
         ("blur_sigma", inner.blur_sigma),
     )
 

@@ -91,6 +91,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         top_k: experts mixed per image (eq. 4); the paper's best is 4. Clamped to the expert count.
         image_top_k: image score = mean of this many highest patch scores; 1 (default) = their maximum, as in
             the paper and SimpleNet.
+        center_image_score: image score less the image's mean patch score, so one threshold holds across
+            variants whose normal patches score at different levels (our addition, off by default; see the
+            model README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -143,6 +146,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         temperature: float = 0.1,
         top_k: int = 4,
         image_top_k: int = 1,
+        center_image_score: bool = False,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -195,6 +199,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             temperature=temperature,
             top_k=top_k,
             image_top_k=image_top_k,
+            center_image_score=center_image_score,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(

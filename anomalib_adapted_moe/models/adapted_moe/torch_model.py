@@ -48,6 +48,10 @@ class AdaptedMoEModel(nn.Module):
         top_k: number of experts mixed per image (clamped to ``num_experts``).
         image_top_k: image score = mean of this many highest patch scores (1: their maximum, the paper's);
             an inference-only switch.
+        center_image_score: subtract the image's mean patch score from its image score, so the score measures
+            how far its worst patches stand out from the rest of the same image: an unseen variant whose every
+            patch an expert scores higher no longer looks anomalous as a whole, and one threshold holds across
+            variants (a defect that changes the whole surface alike then goes unseen); an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -72,6 +76,7 @@ class AdaptedMoEModel(nn.Module):
         temperature: float = 0.1,
         top_k: int = 4,
         image_top_k: int = 1,
+        center_image_score: bool = False,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
@@ -87,6 +92,7 @@ class AdaptedMoEModel(nn.Module):
         self.normalize = normalize
         self.top_k = top_k
         self.image_top_k = image_top_k
+        self.center_image_score = center_image_score
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -192,11 +198,14 @@ class AdaptedMoEModel(nn.Module):
 
     def image_score(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
-        noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck)."""
-        if self.image_top_k == 1:
-            return patch_scores.amax(dim=(1, 2))
+        noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck);
+        less the mean of all its patch scores with ``center_image_score``."""
         flat = patch_scores.flatten(1)
-        return flat.topk(min(self.image_top_k, flat.shape[1]), dim=1).values.mean(dim=1)
+        if self.image_top_k == 1:
+            score = flat.amax(dim=1)
+        else:
+            score = flat.topk(min(self.image_top_k, flat.shape[1]), dim=1).values.mean(dim=1)
+        return score - flat.mean(dim=1) if self.center_image_score else score
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval forward: image score from the patch scores (:meth:`image_score`); map: upsampled, smoothed."""

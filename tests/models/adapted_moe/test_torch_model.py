@@ -82,6 +82,22 @@ def test_image_score_is_the_max_patch_or_the_mean_of_the_top_k_patches(images: t
         tiny_model(image_top_k=0)
 
 
+def test_centred_image_score_is_the_top_k_mean_less_the_mean_patch_and_ignores_a_level_shift() -> None:
+    """The image score with ``center_image_score`` reads the patches relative to their own image, so an image
+    whose every patch scores a constant higher (an unseen variant's level) scores the same, while a local
+    defect on the same image still raises it."""
+    model = tiny_model(image_top_k=3, center_image_score=True).eval()
+    patches = torch.rand(2, 16, 16)
+    top3 = patches.flatten(1).sort(dim=1, descending=True).values[:, :3].mean(dim=1)
+    assert torch.allclose(model.image_score(patches), top3 - patches.mean(dim=(1, 2)))
+    assert torch.allclose(model.image_score(patches + 7.0), model.image_score(patches), atol=1e-5)
+    defect = patches.clone()
+    defect[:, 4:6, 4:6] += 5.0
+    assert torch.all(model.image_score(defect) > model.image_score(patches) + 3.0)
+    model.center_image_score = False
+    assert torch.allclose(model.image_score(patches + 7.0), top3 + 7.0)
+
+
 def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(images: torch.Tensor) -> None:
     model = tiny_model(top_k=3).eval()
     model.router.centers.copy_(torch.randn(3, 16))

@@ -150,6 +150,7 @@ def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: p
     settings = [e["variant"] for e in results["rows"] if e["study"] == "inference"]
     assert settings[:5] == ["default", "tta=on", "tta=off", "tta=gated", "tta=gated,blend"]
     assert {"temperature=1.0,top_k=2", "image_top_k=8", "blur_sigma=2", "tta=gated,image_top_k=32"} <= set(settings)
+    assert {"center_image_score=True", "center_image_score=False"} <= set(settings)
     assert "| cloth | blur_sigma=8 |" in (output / "benchmarks.md").read_text()
     routing = json.loads(finished.read_text())["routing"]
     assert len(routing) == 3 and all(abs(sum(shares.values()) - 1) < 1e-6 for shares in routing.values())

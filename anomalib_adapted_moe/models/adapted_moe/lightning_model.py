@@ -512,12 +512,15 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Each expert's image threshold in its own raw score units (the category threshold, uncalibrated).
 
         The post-processor holds one image threshold on the calibrated scale; for an image routed to
-        expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores.
+        expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores, or
+        ``threshold * scale_e`` with ``center_image_score`` (the centred score subtracts the location away).
         """
         threshold = getattr(self.post_processor, "image_threshold", None)
         if threshold is None or bool(torch.isnan(threshold)):
             msg = "No image threshold yet: it is fitted on the validation split during training (engine.fit)."
             raise ValueError(msg)
         calibration = self.model.calibration
-        raw = calibration.location + float(threshold) * calibration.scale
+        raw = float(threshold) * calibration.scale
+        if not self.model.center_image_score:
+            raw = raw + calibration.location
         return {name: float(value) for name, value in zip(self.expert_names, raw, strict=True)}

@@ -110,6 +110,42 @@ def test_image_threshold_from_the_validation_normal_images_by_default() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("centred", [False, True])
+def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(fitted_tiny, centred: bool) -> None:
+    """An image routed to one expert is above the category threshold on the calibrated scale exactly when its
+    raw (uncalibrated) score is above that expert's threshold from ``expert_thresholds()``, centred or not.
+    The threshold is set to the test images' median score, so images fall on both sides of it."""
+    _, model, datamodule, _ = fitted_tiny
+    inner, calibration, post = model.model, model.model.calibration, model.post_processor
+    saved = (inner.top_k, inner.center_image_score, calibration.location.clone(), calibration.scale.clone())
+    saved_threshold = post._image_threshold.clone()
+    images = model.pre_processor(torch.cat([batch.image for batch in datamodule.test_dataloader()]))
+    training = inner.training
+    try:
+        inner.eval()  # a forward in training mode would move the experts' BatchNorm statistics
+        inner.top_k, inner.center_image_score = 1, centred
+        with torch.no_grad():
+            expert = inner.route(inner.adapt(inner.patch_features(images)))[0][:, 0]
+            calibrated = inner(images).pred_score
+            threshold = float(calibrated.median())
+            post._image_threshold.fill_(threshold)
+            thresholds = torch.tensor(list(model.expert_thresholds().values()))
+            calibration.location.zero_()
+            calibration.scale.fill_(1.0)
+            raw = inner(images).pred_score
+    finally:
+        inner.train(training)
+        inner.top_k, inner.center_image_score = saved[0], saved[1]
+        calibration.location.copy_(saved[2])
+        calibration.scale.copy_(saved[3])
+        post._image_threshold.copy_(saved_threshold)
+    above = calibrated > threshold
+    assert bool(above.any()) and not bool(above.all())
+    assert len(set(expert.tolist())) > 1  # more than one expert's threshold is put to the test
+    assert torch.equal(above, raw > thresholds[expert])
+
+
+@pytest.mark.slow
 def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_scores_rank_as_raw(fitted_tiny) -> None:
     engine, model, datamodule, _ = fitted_tiny
     calibration = model.model.calibration
@@ -118,10 +154,7 @@ def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_sc
     assert bool((calibration.scale > 0).all()) and not torch.equal(
         calibration.scale, torch.ones_like(calibration.scale)
     )
-    thresholds = model.expert_thresholds()
-    assert list(thresholds) == model.expert_names
-    expected = calibration.location + float(model.post_processor.image_threshold) * calibration.scale
-    assert list(thresholds.values()) == pytest.approx(expected.tolist())
+    assert list(model.expert_thresholds()) == model.expert_names
 
     raw = predict_raw(engine, model, datamodule.test_dataloader())
     processed = engine.predict(model=model, dataloaders=datamodule.test_dataloader())

@@ -154,7 +154,11 @@ def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_sc
     assert bool((calibration.scale > 0).all()) and not torch.equal(
         calibration.scale, torch.ones_like(calibration.scale)
     )
-    assert list(model.expert_thresholds()) == model.expert_names
+    thresholds = model.expert_thresholds()
+    assert list(thresholds) == model.expert_names
+    assert not model.model.center_image_score  # the tiny model scores uncentred: the threshold keeps the location
+    expected = calibration.location + float(model.post_processor.image_threshold) * calibration.scale
+    assert list(thresholds.values()) == pytest.approx(expected.tolist())
 
     raw = predict_raw(engine, model, datamodule.test_dataloader())
     processed = engine.predict(model=model, dataloaders=datamodule.test_dataloader())

@@ -3,7 +3,9 @@
 Rows: the FP32 IR in f32, bf16 and f16 (where the CPU runs them), the IR saved with
 FP16 weights (in f32), and the INT8 IR (NNCF post-training quantisation of the
 backbone, calibrated on the validation split: held-out training images and
-synthetic anomalies, never test images) with its float layers in f32 and bf16.
+synthetic anomalies, never test images) with its float layers in f32 and bf16; and
+the FP32 IR with nodes marked ``precise`` in the IR (every node, or the backbone
+only) compiled with no config: what OpenVINO's own default makes of them.
 Per row: the largest score and map difference to the torch model (post-processed
 outputs, in [0, 1]), per-subclass image and pixel AUROC means over seen and unseen
 subclasses and their change from torch (computed on raw scores, from an export
@@ -54,13 +56,39 @@ ROWS = (
     ("INT8 IR, f32 rest", "int8", "f32"),
     ("INT8 IR, bf16 rest", "int8", "bf16"),
 )
+#: rows of the benchmark command only (not the demo): can the IR itself keep layers in f32 under OpenVINO's own
+#: default? Nodes marked ``precise`` in the IR (rt_info ``DisablePrecisionConversion``, which OpenVINO 2026.4's CPU
+#: plugin honours per node), compiled with no config, as a bare ``OpenVINOInferencer(path)`` would: every node, or
+#: the backbone only (the part that loses accuracy in bf16, see the sensitivity table)
+IR_MARK_ROWS = (
+    ("FP32 IR, every node marked precise, no hint", "precise_all", None),
+    ("FP32 IR, backbone marked precise, no hint", "precise_backbone", None),
+)
 #: the row :func:`~anomalib_adapted_moe.deploy.openvino_inferencer` runs by default
 DEFAULT_ROW = "FP32 IR, f32"
 AUROC_KEYS = ("seen_image", "seen_pixel", "unseen_image", "unseen_pixel")
 
 
-def export_variants(model, datamodule, folder: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
-    """The deployed IRs (post-processed outputs) and their raw-score twins: FP32, FP16 weights, INT8.
+def mark_precise(model, backbone_only: bool = False):
+    """Mark the nodes of an ``openvino.Model`` ``precise``: OpenVINO's CPU plugin keeps them in their own precision.
+
+    ``backbone_only``: every node before the patch aggregation (the INT8 export's quantised part). The mark is
+    per node and not copied to the nodes the CPU plugin makes when it rewrites a subgraph.
+    """
+    from anomalib_adapted_moe.deploy.quantization import head_node_names
+
+    head = set(head_node_names(model)) if backbone_only else set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Parameter", "Result", "Constant") and op.get_friendly_name() not in head:
+            op.get_rt_info()["precise_0"] = ""  # serialised as <attribute name="precise" version="0"/>
+    return model
+
+
+def export_variants(
+    model, datamodule, folder: Path, marked: bool = False
+) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
+    """The deployed IRs (post-processed outputs) and their raw-score twins: FP32, FP16 weights, INT8, and with
+    ``marked`` the FP32 IR with :func:`mark_precise` nodes (every node, the backbone only).
 
     The deployed ones go where ``model.to_openvino(folder)`` puts them (``folder/weights/openvino/``), the raw
     ones under ``folder/raw``. Returns ``(deployed, raw, not_made)``; ``not_made`` names a variant that could
@@ -80,6 +108,10 @@ def export_variants(model, datamodule, folder: Path) -> tuple[dict[str, Path], d
         source = variants["fp32"]
         variants["fp16"] = source.with_name("model_fp16.xml")
         ov.save_model(core.read_model(source), variants["fp16"], compress_to_fp16=True)
+        for name, backbone_only in (("precise_all", False), ("precise_backbone", True)) if marked else ():
+            variants[name] = source.with_name(f"model_{name}.xml")
+            marked_model = mark_precise(core.read_model(source), backbone_only)
+            ov.save_model(marked_model, variants[name], compress_to_fp16=False)
         try:
             quantized = quantize_backbone(core.read_model(source), datamodule)
         except CalibrationDataError as error:
@@ -206,7 +238,8 @@ def measure_precisions(
         results["bf16_sensitivity"] = sensitivity_rows(
             partial(torch_outputs, model, images), reference, partial(auroc_means, items=items, seen=seen)
         )
-    deployed, raw, not_made = export_variants(model, datamodule, folder)
+    marked = any(ir.startswith("precise") for _, ir, _ in rows)
+    deployed, raw, not_made = export_variants(model, datamodule, folder, marked=marked)
     results["paths"] = {ir: str(path) for ir, path in deployed.items()}
     offered = available_precisions()
     core = ov.Core()
@@ -214,14 +247,21 @@ def measure_precisions(
         if ir in not_made:
             results["not_run"][name] = not_made[ir]
             continue
-        if precision not in offered:
+        if precision is not None and precision not in offered:
             results["not_run"][name] = f"this CPU runs {', '.join(offered)}; no {precision}"
             continue
-        config = compile_config(precision)
-        compiled = core.compile_model(deployed[ir], "CPU", config)
-        score, anomaly_map = run_all(compiled, images)
-        raw_compiled = core.compile_model(raw[ir], "CPU", config)
-        auroc = auroc_means(*run_all(raw_compiled, images), items, seen)
+        config = {} if precision is None else compile_config(precision)  # None: OpenVINO's own default
+        try:
+            compiled = core.compile_model(deployed[ir], "CPU", config)
+            score, anomaly_map = run_all(compiled, images)
+            raw_compiled = core.compile_model(raw[ir], "CPU", config)
+            auroc = auroc_means(*run_all(raw_compiled, images), items, seen)
+        except RuntimeError as error:
+            if precision is not None:
+                raise
+            # OpenVINO refusing an IR with marked nodes is a finding of the in-IR rows, not a failure of the matrix
+            results["not_run"][name] = f"OpenVINO failed: {str(error).splitlines()[0]}"
+            continue
         row = {
             "name": name,
             "ir": ir,
@@ -469,7 +509,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         engine = Engine(default_root_dir=folder, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
         engine.fit(model=model, datamodule=datamodule)
-        results = measure_precisions(model, datamodule, Path(folder), rounds, sensitivity=True)
+        results = measure_precisions(model, datamodule, Path(folder), rounds, ROWS + IR_MARK_ROWS, sensitivity=True)
     pairs = _pairs_per_subclass(datamodule)
     results.update(
         {

@@ -1,0 +1,73 @@
+"""Nodes marked ``precise`` in the IR: what the precision matrix's in-IR rows rest on."""
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from anomalib_adapted_moe.benchmark.precision import mark_precise
+from anomalib_adapted_moe.deploy import cpu_model, default_precision
+
+
+def backbone_and_head() -> ov.Model:
+    """Two convolutions (the backbone), then the 3x3 stride-1 average pool where AdaptedMoE's head begins."""
+    weights = np.random.default_rng(0).standard_normal((3, 16, 16, 3, 3)).astype(np.float32) * 0.2
+    image = ops.parameter([1, 3, 32, 32], np.float32, name="image")
+    features = ops.convolution(image, ops.constant(weights[0, :, :3]), [1, 1], [1, 1], [1, 1], [1, 1])
+    features = ops.convolution(ops.relu(features), ops.constant(weights[1]), [1, 1], [1, 1], [1, 1], [1, 1])
+    pooled = ops.avg_pool(features, [1, 1], [1, 1], [1, 1], [3, 3], exclude_pad=True)
+    return ov.Model([ops.relu(pooled)], [image], "backbone_and_head")
+
+
+def marked_types(path: Path) -> list[str]:
+    """Type names of the nodes that carry the mark after the IR is read back."""
+    model = ov.Core().read_model(path)
+    return [
+        op.get_type_name()
+        for op in model.get_ordered_ops()
+        if any(key.startswith("DisablePrecisionConversion") for key in op.get_rt_info())
+    ]
+
+
+@pytest.mark.parametrize(
+    ("backbone_only", "expected"),
+    [
+        (True, ["Convolution", "Relu", "Convolution"]),
+        (False, ["Convolution", "Relu", "Convolution", "AvgPool", "Relu"]),
+    ],
+)
+def test_the_marks_survive_the_ir_file_and_spare_the_head_when_asked(
+    tmp_path: Path, backbone_only: bool, expected: list[str]
+) -> None:
+    ov.save_model(mark_precise(backbone_and_head(), backbone_only), tmp_path / "model.xml", compress_to_fp16=False)
+    assert marked_types(tmp_path / "model.xml") == expected
+
+
+def test_marked_convolutions_run_in_f32_under_openvinos_bf16_default(tmp_path: Path) -> None:
+    if default_precision() == "f32":
+        pytest.skip(f"OpenVINO runs an FP32 IR in f32 by default on {cpu_model()}: no lower precision to keep out")
+    core = ov.Core()
+    plain, marked = tmp_path / "plain.xml", tmp_path / "marked.xml"
+    ov.save_model(backbone_and_head(), plain, compress_to_fp16=False)
+    ov.save_model(mark_precise(backbone_and_head(), backbone_only=True), marked, compress_to_fp16=False)
+    image = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+
+    def run(path: Path, config: dict) -> tuple[np.ndarray, set[str]]:
+        compiled = core.compile_model(path, "CPU", config)
+        layers = compiled.get_runtime_model().get_ordered_ops()
+        precisions = {
+            op.get_rt_info()["runtimePrecision"].astype(str)
+            for op in layers
+            if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+        }
+        return compiled(image)[0], precisions
+
+    exact, _ = run(plain, {"INFERENCE_PRECISION_HINT": "f32"})
+    rounded, plain_precisions = run(plain, {})
+    kept, marked_precisions = run(marked, {})
+    assert plain_precisions == {default_precision()}  # unmarked: the CPU's own choice
+    assert marked_precisions == {"f32"}
+    assert np.abs(rounded - exact).max() > 0  # bf16 rounds these convolutions ...
+    np.testing.assert_array_equal(kept, exact)  # ... and the marked IR computes them as f32 does

@@ -47,48 +47,31 @@ SECTION_END = "<!-- end of precision matrix -->"
 F32_PARITY = 1e-3
 DEFAULT_SCORE_DIFF, DEFAULT_AUROC_POINTS, DEFAULT_SPEEDUP = 1e-2, 0.2, 1.3
 INT8_AUROC_POINTS, INT8_SPEEDUP = 0.5, 1.5
-#: (row name, IR, inference precision of the float layers)
+#: the row of a bare ``OpenVINOInferencer(path)``: no precision asked for, the IR's own marks (backbone in f32)
+BARE_ROW = "FP32 IR, no hint (a bare OpenVINOInferencer)"
+#: (row name, IR, inference precision of the float layers; None: OpenVINO's own default)
 ROWS = (
     ("FP32 IR, f32", "fp32", "f32"),
+    (BARE_ROW, "fp32", None),
     ("FP32 IR, bf16", "fp32", "bf16"),
     ("FP32 IR, f16", "fp32", "f16"),
     ("FP16-weights IR, f32", "fp16", "f32"),
     ("INT8 IR, f32 rest", "int8", "f32"),
     ("INT8 IR, bf16 rest", "int8", "bf16"),
 )
-#: rows of the benchmark command only (not the demo): can the IR itself keep layers in f32 under OpenVINO's own
-#: default? Nodes marked ``precise`` in the IR (rt_info ``DisablePrecisionConversion``, which OpenVINO 2026.4's CPU
-#: plugin honours per node), compiled with no config, as a bare ``OpenVINOInferencer(path)`` would: every node, or
-#: the backbone only (the part that loses accuracy in bf16, see the sensitivity table)
-IR_MARK_ROWS = (
-    ("FP32 IR, every node marked precise, no hint", "precise_all", None),
-    ("FP32 IR, backbone marked precise, no hint", "precise_backbone", None),
-)
+#: a row of the benchmark command only (not the demo): every node marked ``precise`` in the IR instead of the
+#: backbone only (what :mod:`~anomalib_adapted_moe.deploy.ir_marks` does), compiled with no config
+IR_MARK_ROWS = (("FP32 IR, every node marked precise, no hint", "precise_all", None),)
 #: the row :func:`~anomalib_adapted_moe.deploy.openvino_inferencer` runs by default
 DEFAULT_ROW = "FP32 IR, f32"
 AUROC_KEYS = ("seen_image", "seen_pixel", "unseen_image", "unseen_pixel")
-
-
-def mark_precise(model, backbone_only: bool = False):
-    """Mark the nodes of an ``openvino.Model`` ``precise``: OpenVINO's CPU plugin keeps them in their own precision.
-
-    ``backbone_only``: every node before the patch aggregation (the INT8 export's quantised part). The mark is
-    per node and not copied to the nodes the CPU plugin makes when it rewrites a subgraph.
-    """
-    from anomalib_adapted_moe.deploy.quantization import head_node_names
-
-    head = set(head_node_names(model)) if backbone_only else set()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in ("Parameter", "Result", "Constant") and op.get_friendly_name() not in head:
-            op.get_rt_info()["precise_0"] = ""  # serialised as <attribute name="precise" version="0"/>
-    return model
 
 
 def export_variants(
     model, datamodule, folder: Path, marked: bool = False
 ) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
     """The deployed IRs (post-processed outputs) and their raw-score twins: FP32, FP16 weights, INT8, and with
-    ``marked`` the FP32 IR with :func:`mark_precise` nodes (every node, the backbone only).
+    ``marked`` the FP32 IR with every node marked ``precise`` (AdaptedMoE's export marks the backbone only).
 
     The deployed ones go where ``model.to_openvino(folder)`` puts them (``folder/weights/openvino/``), the raw
     ones under ``folder/raw``. Returns ``(deployed, raw, not_made)``; ``not_made`` names a variant that could
@@ -96,6 +79,7 @@ def export_variants(
     """
     import openvino as ov
 
+    from anomalib_adapted_moe.deploy.ir_marks import mark_precise
     from anomalib_adapted_moe.deploy.quantization import CalibrationDataError, quantize_backbone
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
@@ -108,10 +92,9 @@ def export_variants(
         source = variants["fp32"]
         variants["fp16"] = source.with_name("model_fp16.xml")
         ov.save_model(core.read_model(source), variants["fp16"], compress_to_fp16=True)
-        for name, backbone_only in (("precise_all", False), ("precise_backbone", True)) if marked else ():
-            variants[name] = source.with_name(f"model_{name}.xml")
-            marked_model = mark_precise(core.read_model(source), backbone_only)
-            ov.save_model(marked_model, variants[name], compress_to_fp16=False)
+        if marked:
+            variants["precise_all"] = source.with_name("model_precise_all.xml")
+            ov.save_model(mark_precise(core.read_model(source)), variants["precise_all"], compress_to_fp16=False)
         try:
             quantized = quantize_backbone(core.read_model(source), datamodule)
         except CalibrationDataError as error:
@@ -214,6 +197,7 @@ def measure_precisions(
     import torch
 
     from anomalib_adapted_moe.deploy import available_precisions, compile_config, compiled_precision
+    from anomalib_adapted_moe.deploy.ir_marks import model_for
 
     from .bf16_sensitivity import sensitivity_rows
 
@@ -252,9 +236,10 @@ def measure_precisions(
             continue
         config = {} if precision is None else compile_config(precision)  # None: OpenVINO's own default
         try:
-            compiled = core.compile_model(deployed[ir], "CPU", config)
+            # as openvino_inferencer compiles: a named precision for every node, None: the IR as written
+            compiled = core.compile_model(model_for(deployed[ir], precision), "CPU", config)
             score, anomaly_map = run_all(compiled, images)
-            raw_compiled = core.compile_model(raw[ir], "CPU", config)
+            raw_compiled = core.compile_model(model_for(raw[ir], precision), "CPU", config)
             auroc = auroc_means(*run_all(raw_compiled, images), items, seen)
         except RuntimeError as error:
             if precision is not None:

@@ -91,7 +91,10 @@ def quantize_backbone(model, datamodule: AnomalibDataModule | None):
     """NNCF post-training quantisation of the backbone of an exported AdaptedMoE ``openvino.Model``."""
     import nncf
 
+    from .ir_marks import without_precise_marks
+
     loader = calibration_loader(datamodule)
+    model = without_precise_marks(model)  # an exported FP32 IR's f32 marks must not hold the backbone out of int8
     dataset = nncf.Dataset(loader, lambda batch: batch.image.numpy())
     ignored = nncf.IgnoredScope(names=head_node_names(model), validate=False)
     # subset_size counts dataset items, here batches: every validation image calibrates

@@ -122,6 +122,7 @@ def test_openvino_matches_torch_on_sixteen_images(
         compression_type=CompressionType.FP16 if ir == "fp16" else None,
     )
     assert ('element_type="f16"' in Path(path).read_text()) == (ir == "fp16")  # weights really compressed
+    _assert_backbone_marked_precise(path)
     paths = list(datamodule.test_data.samples.image_path)[:16]
     assert len(paths) == 16
     parity = openvino_parity(
@@ -131,6 +132,62 @@ def test_openvino_matches_torch_on_sixteen_images(
     assert parity["precision"] == precision
     assert parity["max_score_diff"] <= OPENVINO_TOLERANCE[ir, precision]
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
+
+
+def _assert_backbone_marked_precise(path: Path) -> None:
+    """Every backbone node of the exported IR carries the f32 mark, no head node does."""
+    import openvino as ov
+
+    from anomalib_adapted_moe.deploy.ir_marks import is_marked
+    from anomalib_adapted_moe.deploy.quantization import head_node_names
+
+    model = ov.Core().read_model(path)
+    head = set(head_node_names(model))
+    computing = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result", "Constant")]
+    backbone = [op for op in computing if op.get_friendly_name() not in head]
+    assert backbone and all(is_marked(op) for op in backbone)
+    assert not any(is_marked(op) for op in computing if op.get_friendly_name() in head)
+
+
+def _convolution_precisions(compiled, names: set[str]) -> dict[str, set[str]]:
+    """Runtime precisions of the compiled convolutions made from the IR nodes ``names``, and of the others."""
+    found: dict[str, set[str]] = {"named": set(), "other": set()}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) != "Convolution":
+            continue
+        original = set(info["originalLayersNames"].astype(str).split(","))
+        found["named" if original & names else "other"].add(info["runtimePrecision"].astype(str))
+    return found
+
+
+def test_a_bare_openvino_inferencer_runs_the_backbone_in_f32_and_a_named_precision_everywhere(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU whose OpenVINO default is bf16: the IR's marks keep the backbone's convolutions in f32 under
+    ``OpenVINOInferencer(path)``, the routing convolution follows the default, and ``openvino_inferencer(path,
+    "bf16")`` takes the marks off."""
+    from anomalib.deploy import OpenVINOInferencer
+
+    from anomalib_adapted_moe.deploy import cpu_model, default_precision, openvino_inferencer
+    from anomalib_adapted_moe.deploy.ir_marks import is_marked, model_for
+
+    if default_precision() == "f32":
+        pytest.skip(f"OpenVINO runs an FP32 IR in f32 by default on {cpu_model()}: nothing for the marks to keep")
+    monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
+    engine, model, _, checkpoint = fitted
+    path = engine.export(
+        model=model,
+        export_type="openvino",
+        export_root=tmp_path,
+        ckpt_path=checkpoint,
+        onnx_kwargs={"opset_version": 18},
+    )
+    marked = {op.get_friendly_name() for op in model_for(path, None).get_ordered_ops() if is_marked(op)}
+    bare = _convolution_precisions(OpenVINOInferencer(path=path, device="CPU").model, marked)
+    assert bare == {"named": {"f32"}, "other": {default_precision()}}
+    named = _convolution_precisions(openvino_inferencer(path, "bf16").model, marked)
+    assert named == {"named": {"bf16"}, "other": {"bf16"}}
 
 
 def export_int8(fitted, root: Path) -> Path:
@@ -164,6 +221,9 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
     quantized = ov.Core().read_model(path)
     fake_quantize = [op for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert fake_quantize, "no FakeQuantize: nothing was quantised"
+    from anomalib_adapted_moe.deploy.ir_marks import is_marked
+
+    assert not any(is_marked(op) for op in quantized.get_ops())  # int8 layers, not f32 marks
     head = set(quantization.head_node_names(quantized))
     assert not {op.get_friendly_name() for op in fake_quantize} & head
     paths = list(datamodule.test_data.samples.image_path)[:16]

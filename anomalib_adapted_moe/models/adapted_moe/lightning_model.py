@@ -17,11 +17,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch, PredictDataset
+from anomalib.deploy import CompressionType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 from anomalib.post_processing import PostProcessor
@@ -34,6 +36,7 @@ from torch.utils.data import DataLoader
 from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.validation_split import validates_on_test_images
+from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import quantize_backbone
 
 from .calibration import NoCalibrationImagesError
@@ -483,6 +486,25 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def learning_type(self) -> LearningType:
         """Trained on normal images only."""
         return LearningType.ONE_CLASS
+
+    def to_openvino(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        compression_type: CompressionType | None = None,
+        datamodule=None,
+        **kwargs: Any,
+    ) -> Path:
+        """anomalib's OpenVINO export, with the backbone marked to stay in f32 whatever the CPU's default.
+
+        A bare ``OpenVINOInferencer(path)`` on a CPU with bf16 then runs the backbone in f32 and the head in bf16
+        (:mod:`anomalib_adapted_moe.deploy.ir_marks`). An INT8 export is left as NNCF made it.
+        """
+        path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
+        if compression_type in (None, CompressionType.FP16):
+            keep_backbone_in_f32(path)
+        return path
 
     @staticmethod
     def _post_training_quantization_ov(model, datamodule=None):

@@ -50,6 +50,7 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(
     assert rows["FP32 IR, f32"]["precision"] == "f32" and rows["FP32 IR, f32"]["max_score_diff"] < 1e-3
     assert set(rows) | set(matrix["not_run"]) == {
         "FP32 IR, f32",
+        "FP32 IR, no hint (a bare OpenVINOInferencer)",
         "FP32 IR, bf16",
         "FP32 IR, f16",
         "FP16-weights IR, f32",

@@ -112,15 +112,8 @@ def test_openvino_matches_torch_on_sixteen_images(
     """Every parity check names the precision it compiles for and checks the compiled model ran in it."""
     _requires(precision)
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
-    engine, model, datamodule, checkpoint = fitted
-    path = engine.export(
-        model=model,
-        export_type="openvino",
-        export_root=tmp_path,
-        ckpt_path=checkpoint,
-        onnx_kwargs={"opset_version": 18},
-        compression_type=CompressionType.FP16 if ir == "fp16" else None,
-    )
+    _, model, datamodule, _ = fitted
+    path = export_openvino(fitted, tmp_path, CompressionType.FP16 if ir == "fp16" else None)
     assert ('element_type="f16"' in Path(path).read_text()) == (ir == "fp16")  # weights really compressed
     _assert_backbone_marked_precise(path)
     paths = list(datamodule.test_data.samples.image_path)[:16]
@@ -175,14 +168,7 @@ def test_a_bare_openvino_inferencer_runs_the_backbone_in_f32_and_a_named_precisi
     if default_precision() == "f32":
         pytest.skip(f"OpenVINO runs an FP32 IR in f32 by default on {cpu_model()}: nothing for the marks to keep")
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
-    engine, model, _, checkpoint = fitted
-    path = engine.export(
-        model=model,
-        export_type="openvino",
-        export_root=tmp_path,
-        ckpt_path=checkpoint,
-        onnx_kwargs={"opset_version": 18},
-    )
+    path = export_openvino(fitted, tmp_path)
     marked = {op.get_friendly_name() for op in model_for(path, None).get_ordered_ops() if is_marked(op)}
     bare = _convolution_precisions(OpenVINOInferencer(path=path, device="CPU").model, marked)
     assert bare == {"named": {"f32"}, "other": {default_precision()}}
@@ -190,18 +176,23 @@ def test_a_bare_openvino_inferencer_runs_the_backbone_in_f32_and_a_named_precisi
     assert named == {"named": {"bf16"}, "other": {"bf16"}}
 
 
-def export_int8(fitted, root: Path) -> Path:
-    """``INT8_PTQ`` export of the fitted tiny model, calibrated on its datamodule's validation split."""
+def export_openvino(fitted, root: Path, compression_type: CompressionType | None = None) -> Path:
+    """OpenVINO export of the fitted tiny model (``INT8_PTQ`` calibrates on its datamodule's validation split)."""
     engine, model, datamodule, checkpoint = fitted
     return engine.export(
         model=model,
         export_type="openvino",
         export_root=root,
         ckpt_path=checkpoint,
-        compression_type=CompressionType.INT8_PTQ,
+        compression_type=compression_type,
         datamodule=datamodule,
         onnx_kwargs={"opset_version": 18},
     )
+
+
+def export_int8(fitted, root: Path) -> Path:
+    """``INT8_PTQ`` export of the fitted tiny model."""
+    return export_openvino(fitted, root, CompressionType.INT8_PTQ)
 
 
 def test_int8_export_quantises_the_backbone_only_and_runs(

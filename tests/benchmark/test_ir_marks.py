@@ -8,7 +8,7 @@ import openvino.opset13 as ops
 import pytest
 
 from anomalib_adapted_moe.deploy import cpu_model, default_precision
-from anomalib_adapted_moe.deploy.ir_marks import is_marked, mark_precise, model_for
+from anomalib_adapted_moe.deploy.ir_marks import is_marked, keep_backbone_in_f32, mark_precise, model_for
 
 
 def backbone_and_head() -> ov.Model:
@@ -39,6 +39,17 @@ def test_the_marks_survive_the_ir_file_and_spare_the_head_when_asked(
     ov.save_model(mark_precise(backbone_and_head(), backbone_only), tmp_path / "model.xml", compress_to_fp16=False)
     assert marked_types(model_for(tmp_path / "model.xml", None)) == expected  # as written: OpenVINO's default
     assert marked_types(model_for(tmp_path / "model.xml", "bf16")) == []  # a named precision holds everywhere
+
+
+def test_marking_an_exported_ir_in_place_changes_its_xml_only(tmp_path: Path) -> None:
+    """The weights file comes out identical, so the two file moves cannot leave a mismatched pair."""
+    xml = tmp_path / "model.xml"
+    ov.save_model(backbone_and_head(), xml, compress_to_fp16=False)
+    weights = xml.with_suffix(".bin").read_bytes()
+    assert keep_backbone_in_f32(xml) == xml
+    assert xml.with_suffix(".bin").read_bytes() == weights
+    assert marked_types(model_for(xml, None)) == ["Convolution", "Relu", "Convolution"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin", "model.xml"]  # nothing left beside it
 
 
 def test_marked_convolutions_run_in_f32_under_openvinos_bf16_default(tmp_path: Path) -> None:

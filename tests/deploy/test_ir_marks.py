@@ -7,6 +7,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
+from anomalib_adapted_moe.benchmark.precision import layer_precisions
 from anomalib_adapted_moe.deploy import cpu_model, default_precision
 from anomalib_adapted_moe.deploy.ir_marks import is_marked, keep_backbone_in_f32, mark_precise, model_for
 
@@ -63,13 +64,7 @@ def test_marked_convolutions_run_in_f32_under_openvinos_bf16_default(tmp_path: P
 
     def run(path: Path, config: dict) -> tuple[np.ndarray, set[str]]:
         compiled = core.compile_model(path, "CPU", config)
-        layers = compiled.get_runtime_model().get_ordered_ops()
-        precisions = {
-            op.get_rt_info()["runtimePrecision"].astype(str)
-            for op in layers
-            if op.get_rt_info()["layerType"].astype(str) == "Convolution"
-        }
-        return compiled(image)[0], precisions
+        return compiled(image)[0], set(layer_precisions(compiled))  # its compute layers are the two convolutions
 
     exact, _ = run(plain, {"INFERENCE_PRECISION_HINT": "f32"})
     rounded, plain_precisions = run(plain, {})

@@ -80,6 +80,51 @@ class ExpertBank(nn.Module):
         weight2 = select_experts(self.weight2, expert_index)[..., None]
         return (hidden @ weight2)[..., 0]  # matmul: its gradient stays contiguous
 
+    def score_adapted(
+        self,
+        features: torch.Tensor,
+        scale: torch.Tensor,
+        offset: torch.Tensor,
+        expert_index: torch.Tensor,
+        normalized_views: int = 0,
+    ) -> torch.Tensor:
+        """Eval scores ``(B, K, P)`` of the ``(B, K)`` selected experts, expert ``k`` seeing the ``(B, P, C)``
+        patch features ``x`` mapped per channel to ``scale[:, k] * x + offset[:, k]`` (``(B, K, C)`` each; test-time
+        adaptation, :meth:`.tta.TestTimeAdaptation.affine`, on centred ``x``); the first ``normalized_views`` of
+        the ``K`` mapped copies are L2-normalised over channels first (adapted features, as the experts were
+        trained on unit-norm ones).
+
+        The same scores as :meth:`forward` on those inputs, to float rounding, without forming them: the affine
+        map and the eval BatchNorm fold into each selected expert's first weights, and the norm of
+        ``scale * x + offset`` is a sum over channels of ``x^2``, ``x`` and constant terms. So ``K`` experts
+        cost one product of the shared features each, and no ``(B, K, P, C)`` copy is adapted, normalised and
+        transposed (the larger part of the head's time in the exported graph).
+        """
+        if self.training:
+            msg = "score_adapted uses the experts' running BatchNorm statistics: call it in eval mode."
+            raise RuntimeError(msg)
+        weight1 = select_experts(self.weight1, expert_index)  # (B, K, C, H)
+        mean = select_experts(self.running_mean, expert_index) - select_experts(self.bias1, expert_index)
+        bn_scale = select_experts(self.bn_weight, expert_index) * torch.rsqrt(
+            select_experts(self.running_var, expert_index) + self.eps
+        )
+        shift = select_experts(self.bn_bias, expert_index) - mean * bn_scale  # (B, K, H)
+        folded = scale[..., None] * weight1 * bn_scale[:, :, None]
+        bias = (offset[:, :, None] @ weight1)[:, :, 0] * bn_scale  # (B, K, H)
+        hidden = features[:, None] @ folded + bias[:, :, None]  # (B, K, P, H)
+        if normalized_views > 0:
+            mapped_scale, mapped_offset = scale[:, :normalized_views], offset[:, :normalized_views]
+            squared = (
+                features.square() @ mapped_scale.square().transpose(1, 2)
+                + features @ (2 * mapped_scale * mapped_offset).transpose(1, 2)
+                + mapped_offset.square().sum(dim=2)[:, None]
+            )  # (B, P, V): |scale * x + offset|^2
+            norm = squared.clamp_min(0).sqrt().clamp_min(1e-12).transpose(1, 2)  # F.normalize's eps
+            norm = torch.cat([norm, norm.new_ones(norm.shape[0], scale.shape[1] - normalized_views, norm.shape[2])], 1)
+            hidden = hidden / norm[..., None]
+        hidden = F.leaky_relu(hidden + shift[:, :, None], negative_slope=0.2)
+        return (hidden @ select_experts(self.weight2, expert_index)[..., None])[..., 0]
+
     def _batch_statistics(self, hidden: torch.Tensor, expert_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-expert mean and variance of ``hidden`` (before ``bias1``) over the patches routed to each expert.
 

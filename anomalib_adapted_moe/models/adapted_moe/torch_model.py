@@ -181,13 +181,24 @@ class AdaptedMoEModel(nn.Module):
         return per_expert.reshape(batch, k, channels, -1).transpose(2, 3)
 
     def expert_scores(self, adapted: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
-        """Raw patch anomaly scores ``(B, K, P)`` of the ``(B, K)`` selected experts, each on its own scale."""
-        inputs = self.expert_inputs(adapted, expert_index)
-        if not (self.tta and self.tta_blend):
-            return -self.experts(inputs, expert_index)
-        # tta_blend: each expert scores the adapted and the unadapted features in one batched call
-        both = torch.cat([inputs, self.expert_inputs(adapted, expert_index, tta=False)], dim=1)
-        return -self.experts(both, expert_index.repeat(1, 2)).unflatten(1, (2, -1)).mean(dim=1)
+        """Raw patch anomaly scores ``(B, K, P)`` of the ``(B, K)`` selected experts, each on its own scale.
+
+        The experts score :meth:`expert_inputs` without forming them (:meth:`.experts.ExpertBank.score_adapted`;
+        eval mode only): TTA is a per-channel affine map, folded into each expert's weights.
+        """
+        mean = adapted.mean(dim=(2, 3))  # (B, C): TTA's affine map acts on centred features
+        ones = adapted.new_ones(*expert_index.shape, adapted.shape[1])  # (B, K, C)
+        unadapted = ones, mean[:, None] * ones  # scale 1, offset the mean: the features as they are
+        scale, offset = self.adaptation.affine(adapted, expert_index, self.tta_gate) if self.tta else unadapted
+        index = expert_index
+        blend = self.tta and self.tta_blend
+        if blend:  # each expert also scores the unadapted features, in the same product
+            scale, offset = torch.cat([scale, unadapted[0]], dim=1), torch.cat([offset, unadapted[1]], dim=1)
+            index = index.repeat(1, 2)
+        centred = (adapted - mean[..., None, None]).flatten(2).transpose(1, 2)  # (B, P, C)
+        adapted_views = expert_index.shape[1] if self.tta and self.normalize else 0  # L2-normalised again
+        scores = -self.experts.score_adapted(centred, scale, offset, index, normalized_views=adapted_views)
+        return scores.unflatten(1, (2, -1)).mean(dim=1) if blend else scores
 
     def score_patches(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Calibrated patch scores ``(B, H, W)`` mixed over the top-k experts, plus routing index and weights."""

@@ -38,15 +38,30 @@ class TestTimeAdaptation(nn.Module):
 
         ``gated``: adapt an image only as far as it lies beyond its expert's training images (:meth:`gate`).
         """
+        scale, offset = self.affine(features, expert_index, gated)
+        centred = features - features.mean(dim=(2, 3), keepdim=True)
+        return centred[:, None] * scale[..., None, None] + offset[..., None, None]
+
+    def affine(
+        self, features: torch.Tensor, expert_index: torch.Tensor, gated: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 5 (gated or not) as a per-channel affine map of each image's centred features:
+        ``x' = scale * (x - mean_hw(x)) + offset``.
+
+        Returns ``scale`` and ``offset``, each ``(B, K, C)``: an expert can fold them into its weights
+        (:meth:`.experts.ExpertBank.score_adapted`) instead of scoring ``K`` adapted copies of the features.
+        Centred first, so that a near-constant channel (a tiny spread, a huge ``scale``) is no difference of
+        two large numbers.
+        """
         mean, variance = self.image_statistics(features)
         target_mean = self.expert_mean[expert_index]  # (B, K, C)
         target_std = self.expert_std[expert_index]
-        standardised = (features - mean[..., None, None]) / (variance.sqrt()[..., None, None] + self.eps)
-        adapted = standardised[:, None] * target_std[..., None, None] + target_mean[..., None, None]
+        scale = target_std / (variance.sqrt()[:, None] + self.eps)  # (x - mean) / (std + eps) * std_k + mean_k
         if not gated:
-            return adapted
+            return scale, target_mean
         weight = self.gate(self.shift(mean[:, None], target_mean, target_std), self.expert_shift[expert_index])
-        return features[:, None] + weight[..., None, None, None] * (adapted - features[:, None])
+        weight, mean = weight[..., None], mean[:, None]  # x + w * (x' - x)
+        return 1 + weight * (scale - 1), mean + weight * (target_mean - mean)
 
     @staticmethod
     def shift(mean: torch.Tensor, target_mean: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:

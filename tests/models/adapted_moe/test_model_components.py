@@ -110,6 +110,37 @@ def test_batched_experts_equal_a_per_expert_loop() -> None:
             assert torch.allclose(batched[b, k], hidden @ bank.weight2[e], atol=1e-5)
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_experts_score_adapted_features_without_forming_them(gated: bool) -> None:
+    """score_adapted (TTA folded into the experts' weights) equals TTA, the L2 norm and the experts' forward."""
+    torch.manual_seed(0)
+    bank = ExpertBank(num_experts=3, in_dim=6, hidden_dim=5).eval()
+    bank.running_mean.copy_(torch.randn(3, 5))
+    bank.running_var.copy_(torch.rand(3, 5) + 0.5)
+    tta = TestTimeAdaptation(num_experts=3, dim=6)
+    tta.expert_mean.copy_(torch.randn(3, 6) * 0.3)
+    tta.expert_std.copy_(torch.rand(3, 6) + 0.1)
+    tta.expert_shift.fill_(0.5)  # the gate half open for some images
+    with torch.no_grad():
+        for parameter in (bank.bias1, bank.bn_weight, bank.bn_bias):
+            parameter.copy_(torch.randn_like(parameter))
+    features = F.normalize(torch.randn(2, 6, 4, 5), dim=1)
+    features[1, 2] = 0.3  # a constant channel: no spread, a huge scale, still no difference of large numbers
+    index = torch.tensor([[2, 0], [1, 2]])
+    scale, offset = tta.affine(features, index, gated=gated)
+    centred = (features - features.mean(dim=(2, 3), keepdim=True)).flatten(2).transpose(1, 2)  # (B, P, C)
+    unadapted = features.flatten(2).transpose(1, 2)[:, None].expand(-1, 2, -1, -1)
+    adapted = F.normalize(tta(features, index, gated=gated), dim=2).flatten(3).transpose(2, 3)  # (B, K, P, C)
+    expected = bank(torch.cat([adapted, unadapted], dim=1), index.repeat(1, 2))
+    both_scale = torch.cat([scale, torch.ones_like(scale)], dim=1)
+    both_offset = torch.cat([offset, features.mean(dim=(2, 3))[:, None].expand_as(offset)], dim=1)
+    folded = bank.score_adapted(centred, both_scale, both_offset, index.repeat(1, 2), normalized_views=2)
+    assert torch.allclose(folded, expected, atol=1e-5)
+    bank.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        bank.score_adapted(centred, scale, offset, index)
+
+
 def test_batched_experts_equal_a_per_expert_loop_in_training() -> None:
     """Training mode: each expert's BatchNorm normalises over all patches routed to it, across the batch."""
     torch.manual_seed(0)
@@ -272,8 +303,8 @@ def test_tta_gate_leaves_images_within_the_training_range_and_fully_adapts_far_s
     shifts = TestTimeAdaptation.shift(means, tta.expert_mean[0], tta.expert_std[0])
     assert torch.isclose(tta.expert_shift[0], shifts.max())
     index = torch.zeros(1, 1, dtype=torch.long)
-    seen = training[:1]  # a training image: inside the range, so left as it is
-    assert torch.equal(tta(seen, index, gated=True)[:, 0], seen)
+    seen = training[:1]  # a training image: inside the range, so left as it is (centred and un-centred, rounded)
+    assert torch.allclose(tta(seen, index, gated=True)[:, 0], seen, atol=1e-6)
     far = training[:1] + 10.0  # far beyond twice the range: adapted exactly as without the gate
     assert torch.allclose(tta(far, index, gated=True), tta(far, index), atol=1e-5)  # x + 1 * (a - x), rounded
     assert TestTimeAdaptation.gate(torch.tensor([0.5, 1.0, 1.5, 2.0, 3.0]), torch.tensor(1.0)).tolist() == [

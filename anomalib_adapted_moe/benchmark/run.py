@@ -84,6 +84,7 @@ def _variants(model) -> dict[str, dict]:
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
     variants |= {f"center_image_score={on}": {"center_image_score": on} for on in (True, False)}
+    variants |= {f"spread_scaled_score={on}": {"spread_scaled_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
         variants |= {
@@ -93,7 +94,7 @@ def _variants(model) -> dict[str, dict]:
     return variants
 
 
-def _effective_switches(model) -> tuple:
+def effective_switches(model) -> tuple:
     """The inference switches as they act: ``top_k`` is clamped to the expert count, and the temperature
     matters only when more than one expert is mixed."""
     inner = model.model
@@ -111,6 +112,7 @@ def _effective_switches(model) -> tuple:
         ("temperature", temperature),
         ("image_top_k", inner.image_top_k),
         ("center_image_score", inner.center_image_score),
+        ("spread_scaled_score", inner.spread_scaled_score),
         ("blur_sigma", inner.blur_sigma),
     )
 
@@ -191,7 +193,7 @@ def execute(spec: dict) -> dict:
         saved = {key: getattr(model.model, key) for key in switches}
         for key, value in switches.items():
             setattr(model.model, key, value)
-        effective = _effective_switches(model)
+        effective = effective_switches(model)
         if effective not in tested:  # e.g. "default" and "tta=on" are one setting: test it once
             predictions = predict_raw(engine, model, datamodule.test_dataloader())
             tested[effective] = per_subclass_table(predictions, seen=seen, default_subclass=category or "all")

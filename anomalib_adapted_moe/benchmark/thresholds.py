@@ -54,8 +54,10 @@ def _by_name(rows: list[dict]) -> dict[str, dict]:
     return {row["subclass"]: row for row in rows}
 
 
-def measure_category(data: dict, category: str, settings, seed: int, work: Path) -> dict:
-    """Train one category's model and measure everything the report shows."""
+def measure_category(
+    data: dict, category: str, settings, seed: int, work: Path, model_args: dict | None = None
+) -> dict:
+    """Train one category's model (the CPU recipe, ``model_args`` on top) and measure everything the report shows."""
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
@@ -68,12 +70,12 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
         predict_raw,
     )
 
-    from .run import build_datamodule
+    from .run import build_datamodule, effective_switches
     from .zoo import MODELS
 
     seed_everything(seed, workers=True)
     datamodule = build_datamodule(data, category, seed, batch_size_one=False)
-    model, _ = MODELS["AdaptedMoE"](settings)
+    model, _ = MODELS["AdaptedMoE"](settings, **(model_args or {}))
     model.visualizer = None
     recorder = RawPredictionRecorder()  # raw and post-processed predictions of engine.test's own pass
     engine = Engine(
@@ -108,6 +110,7 @@ def measure_category(data: dict, category: str, settings, seed: int, work: Path)
         "experts": list(model.expert_names),
         "image_threshold": threshold,
         "image_threshold_rule": model.post_processor.image_threshold_rule,
+        "switches": dict(effective_switches(model)),
         "f1_image_threshold": float(model.post_processor.f1_image_threshold),
         "expert_thresholds": model.expert_thresholds(),
         "engine_test_image_auroc": 100 * float(tested["image_AUROC"]),
@@ -249,14 +252,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--weights", default=CPU_RECIPE["backbone_weights"], help="'none': random init (tests only)")
+    parser.add_argument("--model-args", default=None, help="JSON of AdaptedMoE arguments over the CPU recipe")
     parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
     args = parser.parse_args(argv)
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)
+    model_args = json.loads(args.model_args) if args.model_args else {}
     results = [
-        measure_category(data, category, settings, args.seed, args.output / "work") for category in args.categories
+        measure_category(data, category, settings, args.seed, args.output / "work", model_args)
+        for category in args.categories
     ]
     report = {
         "command": "python -m anomalib_adapted_moe.benchmark thresholds " + shlex.join(argv),

@@ -115,7 +115,17 @@ SETTINGS_OF_OURS: dict[str, tuple[str, dict]] = {
 
 #: Switches that act only at inference: one training serves every value of them.
 INFERENCE_SWITCHES = frozenset(
-    {"tta", "tta_gate", "tta_blend", "top_k", "temperature", "image_top_k", "center_image_score", "blur_sigma"}
+    {
+        "tta",
+        "tta_gate",
+        "tta_blend",
+        "top_k",
+        "temperature",
+        "image_top_k",
+        "center_image_score",
+        "spread_scaled_score",
+        "blur_sigma",
+    }
 )
 
 #: Models trained by gradient descent over many epochs: they get AdaptedMoE's wall-clock training time.

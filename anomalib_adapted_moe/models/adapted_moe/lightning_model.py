@@ -97,6 +97,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         center_image_score: image score less the image's mean patch score, so one threshold holds across
             variants whose normal patches score at different levels (our addition, off by default; see the
             model README).
+        spread_scaled_score: image score divided by the spread of the image's own patch scores where that
+            exceeds the experts' normal spread, so a variant that varies more than its expert's training images
+            does not cross one threshold as a whole (our addition, off by default; see the model README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -150,6 +153,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
+        spread_scaled_score: bool = False,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -203,6 +207,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             top_k=top_k,
             image_top_k=image_top_k,
             center_image_score=center_image_score,
+            spread_scaled_score=spread_scaled_score,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(
@@ -536,6 +541,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         The post-processor holds one image threshold on the calibrated scale; for an image routed to
         expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores, or
         ``threshold * scale_e`` with ``center_image_score`` (the centred score subtracts the location away).
+        With ``spread_scaled_score`` these hold for an image whose patch scores spread at most 1 (calibrated
+        units); beyond, the threshold grows with the spread.
         """
         threshold = getattr(self.post_processor, "image_threshold", None)
         if threshold is None or bool(torch.isnan(threshold)):

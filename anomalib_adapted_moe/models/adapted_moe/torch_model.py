@@ -52,6 +52,12 @@ class AdaptedMoEModel(nn.Module):
             how far its worst patches stand out from the rest of the same image: an unseen variant whose every
             patch an expert scores higher no longer looks anomalous as a whole, and one threshold holds across
             variants (a defect that changes the whole surface alike then goes unseen); an inference-only switch.
+        spread_scaled_score: divide the image score by the spread of the image's own patch scores (standard
+            deviation of its lowest 90 %, so a defect does not widen it) where that spread exceeds 1, the spread
+            of an expert's normal patches in calibrated units: a variant whose normal patches vary more than its
+            expert's training images did no longer crosses one threshold as a whole, while an image as regular
+            as the training images scores as before; it costs ranking within such a variant; an inference-only
+            switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -77,6 +83,7 @@ class AdaptedMoEModel(nn.Module):
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
+        spread_scaled_score: bool = False,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
@@ -93,6 +100,7 @@ class AdaptedMoEModel(nn.Module):
         self.top_k = top_k
         self.image_top_k = image_top_k
         self.center_image_score = center_image_score
+        self.spread_scaled_score = spread_scaled_score
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -210,13 +218,19 @@ class AdaptedMoEModel(nn.Module):
     def image_score(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
         noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck);
-        less the mean of all its patch scores with ``center_image_score``."""
+        less the mean of all its patch scores with ``center_image_score``; divided by the spread of its patch
+        scores where that exceeds 1 with ``spread_scaled_score``."""
         flat = patch_scores.flatten(1)
         if self.image_top_k == 1:
             score = flat.amax(dim=1)
         else:
             score = flat.topk(min(self.image_top_k, flat.shape[1]), dim=1).values.mean(dim=1)
-        return score - flat.mean(dim=1) if self.center_image_score else score
+        if self.center_image_score:
+            score = score - flat.mean(dim=1)
+        if self.spread_scaled_score:
+            bulk = flat.topk(max(2, int(0.9 * flat.shape[1])), dim=1, largest=False).values
+            score = score / bulk.std(dim=1).clamp_min(1.0)
+        return score
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval forward: image score from the patch scores (:meth:`image_score`); map: upsampled, smoothed."""

@@ -98,6 +98,32 @@ def test_centred_image_score_is_the_top_k_mean_less_the_mean_patch_and_ignores_a
     assert torch.allclose(model.image_score(patches + 7.0), top3 + 7.0)
 
 
+def test_spread_scaled_score_divides_by_the_images_bulk_spread_only_beyond_one() -> None:
+    """With ``spread_scaled_score`` an image whose patch scores spread no more than an expert's normal patches
+    (1 in calibrated units) scores as before; one that spreads twice as much scores half; a defect in the top
+    tenth of the patches does not widen the spread it is divided by."""
+    model = tiny_model(image_top_k=3, center_image_score=True).eval()
+    torch.manual_seed(0)
+    regular = torch.randn(1, 16, 16) * 0.5  # spread 0.5: as regular as the training images
+    busy = regular * 4.0  # spread 2
+    defect = busy.clone()
+    defect[0, 0, :] += 20.0  # 16 of 256 patches: outside the lowest 90 %
+    plain = {
+        name: model.image_score(patches) for name, patches in (("regular", regular), ("busy", busy), ("defect", defect))
+    }
+    model.spread_scaled_score = True
+    assert torch.equal(model.image_score(regular), plain["regular"])
+    bulk = {
+        name: patches.flatten().sort().values[: int(0.9 * 256)].std()
+        for name, patches in (("busy", busy), ("defect", defect))
+    }
+    assert 1.5 < bulk["busy"] < 2.5
+    assert torch.allclose(model.image_score(busy), plain["busy"] / bulk["busy"])
+    assert torch.allclose(model.image_score(defect), plain["defect"] / bulk["defect"])
+    assert bulk["defect"] < 1.2 * bulk["busy"] < defect.std() / 2  # the defect barely widens the spread used
+    assert model.image_score(defect) > 3 * model.image_score(busy)  # the defect still stands out
+
+
 def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(images: torch.Tensor) -> None:
     model = tiny_model(top_k=3).eval()
     model.router.centers.copy_(torch.randn(3, 16))

@@ -21,8 +21,9 @@ PARTS = {
     "backbone and patch aggregation": (("model.patch_features", "forward"),),
     "adaptor": (("model.adaptor", "forward"),),
     "routing": (("model", "route"),),
-    "test-time adaptation": (("model.adaptation", "forward"),),
-    "experts": (("model.experts", "forward"),),
+    # the eval forward's callables: TTA as a per-channel affine map, folded into the experts' first weights
+    "test-time adaptation": (("model.adaptation", "affine"),),
+    "experts": (("model.experts", "score_adapted"),),
     "map blur": (("model.blur", "forward"),),
     "post-processor": (("post_processor", "forward"),),
 }

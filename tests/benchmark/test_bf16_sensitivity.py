@@ -27,6 +27,24 @@ def test_each_part_runs_in_bf16_inside_the_context_and_the_model_is_exact_again_
     assert "route" not in vars(model.model)
 
 
+def test_every_part_is_called_by_the_eval_forward() -> None:
+    """A part the forward no longer calls would report 0 (nothing rounded) instead of failing."""
+    model = tiny_adapted_moe(tta=True).eval()
+    called = []
+    for name, ((path, attribute),) in ((name, parts) for name, parts in ROWS.items() if len(parts) == 1):
+        owner = model.get_submodule(path) if path else model
+        original = getattr(owner, attribute)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            called.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(owner, attribute, spy)
+    with torch.no_grad():
+        torch_outputs(model, torch.rand(2, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE))
+    assert set(called) == {name for name, parts in ROWS.items() if len(parts) == 1}
+
+
 def test_rows_report_the_differences_to_the_reference_for_every_part() -> None:
     reference = {"score": torch.zeros(3), "map": torch.zeros(3, 2, 2), "auroc": {"seen_image": 90.0}}
 

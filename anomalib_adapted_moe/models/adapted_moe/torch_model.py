@@ -194,10 +194,11 @@ class AdaptedMoEModel(nn.Module):
         The experts score :meth:`expert_inputs` without forming them (:meth:`.experts.ExpertBank.score_adapted`;
         eval mode only): TTA is a per-channel affine map, folded into each expert's weights.
         """
-        mean = adapted.mean(dim=(2, 3))  # (B, C): TTA's affine map acts on centred features
+        # (B, C) each: TTA's affine map acts on the features centred by their image's mean
+        mean, variance = self.adaptation.image_statistics(adapted) if self.tta else (adapted.mean(dim=(2, 3)), None)
         ones = adapted.new_ones(*expert_index.shape, adapted.shape[1])  # (B, K, C)
         unadapted = ones, mean[:, None] * ones  # scale 1, offset the mean: the features as they are
-        scale, offset = self.adaptation.affine(adapted, expert_index, self.tta_gate) if self.tta else unadapted
+        scale, offset = self.adaptation.affine(mean, variance, expert_index, self.tta_gate) if self.tta else unadapted
         index = expert_index
         blend = self.tta and self.tta_blend
         if blend:  # each expert also scores the unadapted features, in the same product

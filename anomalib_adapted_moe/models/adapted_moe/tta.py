@@ -38,22 +38,22 @@ class TestTimeAdaptation(nn.Module):
 
         ``gated``: adapt an image only as far as it lies beyond its expert's training images (:meth:`gate`).
         """
-        scale, offset = self.affine(features, expert_index, gated)
-        centred = features - features.mean(dim=(2, 3), keepdim=True)
+        mean, variance = self.image_statistics(features)
+        scale, offset = self.affine(mean, variance, expert_index, gated)
+        centred = features - mean[..., None, None]
         return centred[:, None] * scale[..., None, None] + offset[..., None, None]
 
     def affine(
-        self, features: torch.Tensor, expert_index: torch.Tensor, gated: bool = False
+        self, mean: torch.Tensor, variance: torch.Tensor, expert_index: torch.Tensor, gated: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 5 (gated or not) as a per-channel affine map of each image's centred features:
-        ``x' = scale * (x - mean_hw(x)) + offset``.
+        ``x' = scale * (x - mean_hw(x)) + offset``, from the images' ``(B, C)`` :meth:`image_statistics`.
 
         Returns ``scale`` and ``offset``, each ``(B, K, C)``: an expert can fold them into its weights
         (:meth:`.experts.ExpertBank.score_adapted`) instead of scoring ``K`` adapted copies of the features.
         Centred first, so that a near-constant channel (a tiny spread, a huge ``scale``) is no difference of
         two large numbers.
         """
-        mean, variance = self.image_statistics(features)
         target_mean = self.expert_mean[expert_index]  # (B, K, C)
         target_std = self.expert_std[expert_index]
         scale = target_std / (variance.sqrt()[:, None] + self.eps)  # (x - mean) / (std + eps) * std_k + mean_k

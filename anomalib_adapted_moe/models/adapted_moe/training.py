@@ -37,6 +37,15 @@ class TrainingSchedule:
     weight_decay: float = 1e-5
     noise_std: float = 0.015
     margin: float = 0.5
+    #: fraction of each image's patches the experts' loss is computed on, drawn afresh every step: an unbiased
+    #: estimate of the loss over all patches (neighbouring patches overlap in their receptive fields) for a
+    #: fraction of the experts' cost; 1.0 is SimpleNet's and the paper's every patch
+    patch_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.patch_fraction <= 1.0:
+            msg = f"patch_fraction must lie in (0, 1], got {self.patch_fraction}."
+            raise ValueError(msg)
 
 
 def training_step(
@@ -47,20 +56,24 @@ def training_step(
 ) -> dict[str, torch.Tensor]:
     """Losses of one mini-batch: routing loss (eq. 2) and the experts' truncated L1 on Gaussian-noise anomalies."""
     raw = model.adaptor(features)
-    # drawn into a contiguous (B, H, W, C) tensor, the adaptor's channels-last layout: torch fills a strided
-    # tensor one element at a time (8x slower; it was a quarter of a cached epoch)
     batch, channels, height, width = raw.shape
-    noise = torch.randn(batch, height, width, channels, dtype=raw.dtype, device=raw.device).permute(0, 3, 1, 2)
-    noisy = raw + noise * noise_scale(raw, schedule.noise_std)
-    if model.normalize:  # noise is added before the L2 norm, so a fake patch cannot be told by its norm alone
-        raw, noisy = F.normalize(raw, dim=1), F.normalize(noisy, dim=1)
     patches = height * width
-    # (B, 1, 2P, C) in one copy: the adaptor's output is channels-last, so the permute is free
-    both = torch.cat([x.permute(0, 2, 3, 1).reshape(batch, patches, channels) for x in (raw, noisy)], dim=1)[:, None]
-    scores = model.experts(both, labels[:, None])[:, 0]  # (B, 2P)
-    losses = {"expert_loss": truncated_l1_loss(scores[:, :patches], scores[:, patches:], schedule.margin)}
+    unit = F.normalize(raw, dim=1) if model.normalize else raw
+    # (B, P, C) views: the adaptor's output is channels-last, so these permutes are free
+    flat, unit_flat = (x.permute(0, 2, 3, 1).reshape(batch, patches, channels) for x in (raw, unit))
+    sampled = max(1, round(schedule.patch_fraction * patches))
+    if sampled < patches:  # one draw of patch positions for the whole batch
+        positions = torch.randperm(patches, device=raw.device)[:sampled]
+        flat, unit_flat = flat.index_select(1, positions), unit_flat.index_select(1, positions)
+    # drawn contiguous in the (B, P, C) layout: torch fills a strided tensor one element at a time (8x slower)
+    noise = torch.randn(batch, sampled, channels, dtype=raw.dtype, device=raw.device)
+    noisy = flat + noise * noise_scale(raw, schedule.noise_std)
+    if model.normalize:  # noise is added before the L2 norm, so a fake patch cannot be told by its norm alone
+        noisy = F.normalize(noisy, dim=2)
+    scores = model.experts(torch.cat([unit_flat, noisy], dim=1)[:, None], labels[:, None])[:, 0]  # (B, 2S)
+    losses = {"expert_loss": truncated_l1_loss(scores[:, :sampled], scores[:, sampled:], schedule.margin)}
     if model.num_experts > 1:
-        embedding = model.router.embed(raw)
+        embedding = model.router.embed(unit)
         losses["routing_loss"] = model.router.loss(embedding, labels)
         model.router.update_centers(embedding.detach(), labels)
     losses["loss"] = sum(losses.values())

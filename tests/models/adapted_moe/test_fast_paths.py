@@ -1,13 +1,17 @@
-"""The inference shortcuts compute what the plain versions do: fused map upsampling and blur, pruned backbone."""
+"""The shortcuts compute what the plain versions do: fused map upsampling and blur, pruned backbone, the experts'
+loss on a sample of patches."""
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d, TimmFeatureExtractor
+from conftest import tiny_model
 
 from anomalib_adapted_moe.models.adapted_moe.blur import UpsampledGaussianBlur
 from anomalib_adapted_moe.models.adapted_moe.features import prune_after_last_layer
+from anomalib_adapted_moe.models.adapted_moe.loss import truncated_l1_loss
+from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, training_step
 
 
 @pytest.mark.parametrize(("sigma", "grid", "size"), [(4.0, (32, 32), (256, 256)), (1.5, (12, 10), (48, 40))])
@@ -44,3 +48,33 @@ def test_pruned_backbone_gives_the_same_features_without_the_later_layers() -> N
     cut.train()  # torchvision's DualGraphModule switches graphs: both were cut
     assert "conv_head" not in modules(cut)
     assert cut.state_dict().keys() == whole.state_dict().keys()  # weights kept: checkpoints keep their keys
+
+
+def test_patch_fraction_scores_a_fresh_sample_of_the_same_patches_in_every_image() -> None:
+    model = tiny_model().train()
+    features = torch.randn(3, model.patch_features.out_dim, 6, 8)
+    labels = torch.tensor([0, 2, 2])
+    inputs = []
+    model.experts.register_forward_hook(lambda _module, args, output: inputs.append((args[0], output)))
+    schedule = TrainingSchedule(patch_fraction=0.25)
+    losses = [training_step(model, features, labels, schedule) for _ in range(2)]
+    everything = model.adapt(features).flatten(2).transpose(1, 2)  # (B, P, C), unit norm
+    drawn = []
+    for (scored, scores), loss in zip(inputs, losses, strict=True):
+        assert scored.shape == (3, 1, 2 * 12, everything.shape[2])  # 12 real of 48 patches, and 12 fakes
+        real, fake = scored[:, 0, :12], scored[:, 0, 12:]
+        distance, position = torch.cdist(real, everything, compute_mode="donot_use_mm_for_euclid_dist").min(dim=2)
+        assert distance.max() < 1e-5  # real patches are adapted patches, unchanged
+        assert (position == position[0]).all() and len(set(position[0].tolist())) == 12  # same draw for all
+        assert torch.allclose(fake.norm(dim=2), torch.ones(3, 12), atol=1e-5)
+        assert torch.cdist(fake, everything, compute_mode="donot_use_mm_for_euclid_dist").min() > 1e-3  # and fakes are not
+        expected = truncated_l1_loss(scores[:, 0, :12], scores[:, 0, 12:], schedule.margin)
+        assert torch.allclose(loss["expert_loss"], expected)
+        drawn.append(set(position[0].tolist()))
+    assert drawn[0] != drawn[1]  # drawn afresh every step
+    inputs.clear()
+    training_step(model, features, labels, TrainingSchedule())
+    assert inputs[0][0].shape[2] == 2 * 48  # the default scores every patch
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="patch_fraction"):
+            TrainingSchedule(patch_fraction=bad)

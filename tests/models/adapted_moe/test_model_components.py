@@ -52,6 +52,19 @@ def test_router_rejects_bad_settings() -> None:
         RoutingNetwork(4, 2, 2, routing_loss="triplet")
     with pytest.raises(ValueError, match="alpha"):
         RoutingNetwork(4, 2, 2, alpha=1.5)
+    with pytest.raises(ValueError, match="pool"):
+        RoutingNetwork(4, 2, 2, pool=0)
+
+
+def test_routing_pool_embeds_the_pooled_features_and_takes_maps_smaller_than_the_pool() -> None:
+    torch.manual_seed(0)
+    full, pooled = RoutingNetwork(6, 4, 3), RoutingNetwork(6, 4, 3, pool=2)
+    pooled.load_state_dict(full.state_dict())
+    features = torch.randn(2, 6, 8, 10)
+    assert torch.allclose(pooled.embed(features), full.embed(F.avg_pool2d(features, 2)), atol=1e-6)
+    assert not torch.allclose(pooled.embed(features), full.embed(features), atol=1e-3)  # the pool acts
+    tiny = RoutingNetwork(6, 4, 3, pool=4).embed(torch.randn(2, 6, 3, 3))
+    assert tiny.shape == (2, 4) and torch.isfinite(tiny).all()
 
 
 def test_tta_output_has_the_experts_mean_and_std() -> None:

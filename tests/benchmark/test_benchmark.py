@@ -179,7 +179,6 @@ def test_shipped_data_configs_resolve_their_bare_class_names() -> None:
         resolve_class_path("Carpet")
 
 
-
 def test_every_shipped_data_config_gets_the_benchmarks_seed(tmp_path: Path) -> None:
     """The harness passes its seed to datamodules whose signature names one: SyntheticTextureAD's split once
     followed the global generator instead, so a probe that built it with the run's seed validated on other images."""

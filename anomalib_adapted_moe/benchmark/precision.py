@@ -60,9 +60,13 @@ ROWS = (
     ("INT8 IR, f32 rest", "int8", "f32"),
     ("INT8 IR, bf16 rest", "int8", "bf16"),
 )
-#: a row of the benchmark command only (not the demo): every node marked ``precise`` in the IR instead of the
-#: backbone only (what :mod:`~anomalib_adapted_moe.deploy.ir_marks` does), compiled with no config
-IR_MARK_ROWS = (("FP32 IR, every node marked precise, no hint", "precise_all", None),)
+#: rows of the benchmark command only (not the demo), compiled with no config: other nodes marked ``precise`` in
+#: the IR than the backbone (what :mod:`~anomalib_adapted_moe.deploy.ir_marks` does): every node, or the backbone
+#: up to its first feature layer only (does f32 in part of the backbone hold the accuracy at bf16's speed?)
+IR_MARK_ROWS = (
+    ("FP32 IR, every node marked precise, no hint", "precise_all", None),
+    ("FP32 IR, backbone to its first feature layer marked precise, no hint", "precise_first_layer", None),
+)
 #: the row :func:`~anomalib_adapted_moe.deploy.openvino_inferencer` runs by default
 DEFAULT_ROW = "FP32 IR, f32"
 AUROC_KEYS = ("seen_image", "seen_pixel", "unseen_image", "unseen_pixel")
@@ -72,7 +76,8 @@ def export_variants(
     model, datamodule, folder: Path, marked: bool = False
 ) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
     """The deployed IRs (post-processed outputs) and their raw-score twins: FP32, FP16 weights, INT8, and with
-    ``marked`` the FP32 IR with every node marked ``precise`` (AdaptedMoE's export marks the backbone only).
+    ``marked`` the FP32 IR with every node, or the backbone up to its first feature layer, marked ``precise``
+    (AdaptedMoE's export marks the whole backbone).
 
     The deployed ones go where ``model.to_openvino(folder)`` puts them (``folder/weights/openvino/``), the raw
     ones under ``folder/raw``. Returns ``(deployed, raw, not_made)``; ``not_made`` names a variant that could
@@ -80,7 +85,7 @@ def export_variants(
     """
     import openvino as ov
 
-    from anomalib_adapted_moe.deploy.ir_marks import mark_precise
+    from anomalib_adapted_moe.deploy.ir_marks import mark_precise, without_precise_marks
     from anomalib_adapted_moe.deploy.quantization import CalibrationDataError, quantize_backbone
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
@@ -96,6 +101,9 @@ def export_variants(
         if marked:
             variants["precise_all"] = source.with_name("model_precise_all.xml")
             ov.save_model(mark_precise(core.read_model(source)), variants["precise_all"], compress_to_fp16=False)
+            variants["precise_first_layer"] = source.with_name("model_precise_first_layer.xml")
+            first_layer = mark_first_feature_layer(without_precise_marks(core.read_model(source)))
+            ov.save_model(first_layer, variants["precise_first_layer"], compress_to_fp16=False)
         try:
             quantized = quantize_backbone(core.read_model(source), datamodule)
         except CalibrationDataError as error:
@@ -104,6 +112,28 @@ def export_variants(
         variants["int8"] = source.with_name("model_int8.xml")
         ov.save_model(quantized, variants["int8"], compress_to_fp16=False)
     return deployed, raw, not_made
+
+
+def mark_first_feature_layer(model):
+    """Mark ``precise`` the nodes that feed the shallowest patch aggregation of an exported AdaptedMoE (in place;
+    returned): the backbone up to its first feature layer, about half its compute, the rest left to the CPU."""
+    from anomalib_adapted_moe.deploy.ir_marks import PRECISE
+    from anomalib_adapted_moe.deploy.quantization import patch_aggregations
+
+    def upstream(op) -> dict[str, object]:
+        found, stack = {}, [value.get_node() for value in op.input_values()]
+        while stack:
+            node = stack.pop()
+            if node.get_friendly_name() not in found:
+                found[node.get_friendly_name()] = node
+                stack += [value.get_node() for value in node.input_values()]
+        return found
+
+    first = min((upstream(op) for op in patch_aggregations(model)), key=len)
+    for node in first.values():
+        if node.get_type_name() not in ("Parameter", "Constant"):
+            node.get_rt_info()[PRECISE] = ""
+    return model
 
 
 def ms_per_image(run, images, rounds: int) -> float:
@@ -223,7 +253,7 @@ def measure_precisions(
         results["bf16_sensitivity"] = sensitivity_rows(
             partial(torch_outputs, model, images), reference, partial(auroc_means, items=items, seen=seen)
         )
-    marked = any(ir == "precise_all" for _, ir, _ in rows)
+    marked = any(ir.startswith("precise_") for _, ir, _ in rows)
     deployed, raw, not_made = export_variants(model, datamodule, folder, marked=marked)
     results["paths"] = {ir: str(path) for ir, path in deployed.items()}
     offered = available_precisions()

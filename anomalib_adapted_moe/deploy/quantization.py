@@ -65,10 +65,7 @@ def calibration_loader(datamodule: AnomalibDataModule | None):
 
 def head_node_names(model) -> list[str]:
     """Names of the OpenVINO model's nodes from the patch aggregation onwards (kept out of quantisation)."""
-    starts = [op for op in model.get_ops() if _is_patch_aggregation(op)]
-    if not starts:
-        msg = "No 3x3 stride-1 average pool found: this does not look like an exported AdaptedMoE graph."
-        raise ValueError(msg)
+    starts = patch_aggregations(model)
     seen: set[str] = set()
     stack = starts
     while stack:
@@ -78,6 +75,16 @@ def head_node_names(model) -> list[str]:
         seen.add(op.get_friendly_name())
         stack += [target.get_node() for output in op.outputs() for target in output.get_target_inputs()]
     return sorted(seen)
+
+
+def patch_aggregations(model) -> list:
+    """The patch aggregation's average pools of an exported AdaptedMoE (one per feature layer): where the head
+    starts."""
+    starts = [op for op in model.get_ops() if _is_patch_aggregation(op)]
+    if not starts:
+        msg = "No 3x3 stride-1 average pool found: this does not look like an exported AdaptedMoE graph."
+        raise ValueError(msg)
+    return starts
 
 
 def _is_patch_aggregation(op) -> bool:
@@ -97,5 +104,9 @@ def quantize_backbone(model, datamodule: AnomalibDataModule | None):
     model = without_precise_marks(model)  # an exported FP32 IR's f32 marks must not hold the backbone out of int8
     dataset = nncf.Dataset(loader, lambda batch: batch.image.numpy())
     ignored = nncf.IgnoredScope(names=head_node_names(model), validate=False)
-    # subset_size counts dataset items, here batches: every validation image calibrates
-    return nncf.quantize(model, dataset, subset_size=len(loader), ignored_scope=ignored)
+    # subset_size counts dataset items, here batches: every validation image calibrates. fast_bias_correction=False:
+    # NNCF's full bias correction (each layer's bias refitted on the quantised layers before it) instead of the fast
+    # one; chosen on the validation split: the mean score difference to the FP32 IR over the demo model's validation
+    # images fell from 1.7e-2 to 1.3e-2 with the head in f32 and from 1.9e-2 to 1.4e-2 in bf16 (README, "Deploying
+    # to the edge"), for a few seconds more calibration
+    return nncf.quantize(model, dataset, subset_size=len(loader), ignored_scope=ignored, fast_bias_correction=False)

@@ -217,6 +217,9 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
     assert not any(is_marked(op) for op in quantized.get_ops())  # int8 layers, not f32 marks
     head = set(quantization.head_node_names(quantized))
     assert not {op.get_friendly_name() for op in fake_quantize} & head
+    stem = [op for op in quantized.get_ops() if op.get_friendly_name() in quantization.stem_node_names(quantized)]
+    assert len(stem) == 1  # the convolution of the three-channel image, left in float
+    assert all(value.get_node().get_type_name() != "FakeQuantize" for value in stem[0].input_values())
     paths = list(datamodule.test_data.samples.image_path)[:16]
     parity = openvino_parity(model, path, paths, [datamodule.test_data[index].image for index in range(16)])
     print(f"OpenVINO INT8 IR (float layers in f32): {parity}")

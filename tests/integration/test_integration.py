@@ -226,7 +226,8 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
     assert parity["precision"] == "f32"
     # measured 5.8e-2 (score) and 3.8e-2 (map) on an Intel Xeon with AMX, bounded at about 1.7x (1.6e-2 / 1.8e-2,
     # bound 0.05, before the per-expert calibration put the scores in units of this fixture's tiny expert spread;
-    # on the trained demo model INT8's score error fell with it, 0.18 to 0.14: docs/performance.md)
+    # on the trained demo model INT8's score error fell with it, 0.18 to 0.14: docs/performance.md); 2.9e-2 / 2.8e-2
+    # since the stem stays in float and NNCF's full bias correction (55a3c66)
     assert parity["max_score_diff"] <= 0.1 and parity["max_map_diff"] <= 0.1
     from anomalib_adapted_moe.benchmark.precision import layer_precisions
     from anomalib_adapted_moe.deploy import openvino_inferencer

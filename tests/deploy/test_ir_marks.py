@@ -7,9 +7,10 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from anomalib_adapted_moe.benchmark.precision import layer_precisions
+from anomalib_adapted_moe.benchmark.precision import layer_precisions, mark_first_feature_layer
 from anomalib_adapted_moe.deploy import cpu_model, default_precision
 from anomalib_adapted_moe.deploy.ir_marks import is_marked, keep_backbone_in_f32, mark_precise, model_for
+from anomalib_adapted_moe.deploy.quantization import stem_node_names
 
 
 def backbone_and_head() -> ov.Model:
@@ -40,6 +41,21 @@ def test_the_marks_survive_the_ir_file_and_spare_the_head_when_asked(
     ov.save_model(mark_precise(backbone_and_head(), backbone_only), tmp_path / "model.xml", compress_to_fp16=False)
     assert marked_types(model_for(tmp_path / "model.xml", None)) == expected  # as written: OpenVINO's default
     assert marked_types(model_for(tmp_path / "model.xml", "bf16")) == []  # a named precision holds everywhere
+
+
+def test_the_first_feature_layer_marks_cover_what_feeds_the_shallowest_patch_aggregation_only(tmp_path: Path) -> None:
+    """Two feature layers, each pooled: only the stem and the nodes before the shallow pool are marked (the
+    precision matrix's row that keeps part of the backbone in f32); the stem is the 3-channel convolution."""
+    weights = np.random.default_rng(0).standard_normal((2, 16, 16, 3, 3)).astype(np.float32) * 0.2
+    image = ops.parameter([1, 3, 32, 32], np.float32, name="image")
+    stem = ops.convolution(image, ops.constant(weights[0, :, :3]), [1, 1], [1, 1], [1, 1], [1, 1])
+    shallow = ops.relu(stem)
+    deep = ops.relu(ops.convolution(shallow, ops.constant(weights[1]), [1, 1], [1, 1], [1, 1], [1, 1]))
+    pools = [ops.avg_pool(x, [1, 1], [1, 1], [1, 1], [3, 3], exclude_pad=True) for x in (shallow, deep)]
+    model = ov.Model([ops.add(*pools)], [image], "two_feature_layers")
+    assert stem_node_names(model) == [stem.get_friendly_name()]
+    ov.save_model(mark_first_feature_layer(model), tmp_path / "model.xml", compress_to_fp16=False)
+    assert marked_types(model_for(tmp_path / "model.xml", None)) == ["Convolution", "Relu"]
 
 
 def test_marking_an_exported_ir_in_place_changes_its_xml_only(tmp_path: Path) -> None:

@@ -109,7 +109,12 @@ class PatchFeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Return patch features ``(B, C, H, W)`` on the grid of the first (finest) layer."""
+        """Return patch features ``(B, C, H, W)`` on the grid of the first (finest) layer.
+
+        The images go to the backbone channels-last: oneDNN's CPU convolutions (and the pooling after them) run
+        on that layout without reordering, which halved the feature extraction time on CPU (README, deviation 27).
+        """
+        images = images.contiguous(memory_format=torch.channels_last)
         features = self.feature_extractor(self.renormalize(images))
         maps = [features[layer] for layer in self.layers]
         grid = maps[0].shape[-2:]

@@ -1,5 +1,5 @@
-"""The shortcuts compute what the plain versions do: fused map upsampling and blur, pruned backbone, the experts'
-loss on a sample of patches."""
+"""The shortcuts compute what the plain versions do: fused map upsampling and blur, pruned backbone, channels-last
+images for the backbone, the experts' loss on a sample of patches."""
 
 import pytest
 import timm
@@ -48,6 +48,22 @@ def test_pruned_backbone_gives_the_same_features_without_the_later_layers() -> N
     cut.train()  # torchvision's DualGraphModule switches graphs: both were cut
     assert "conv_head" not in modules(cut)
     assert cut.state_dict().keys() == whole.state_dict().keys()  # weights kept: checkpoints keep their keys
+
+
+def test_patch_features_feed_the_backbone_channels_last_and_its_features_equal_the_contiguous_ones() -> None:
+    extractor = tiny_model().patch_features.eval()
+    layouts = []
+    hook = extractor.feature_extractor.register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    images = torch.rand(2, 3, 64, 64)  # contiguous, as anomalib's pre-processor hands them over
+    extractor(images)
+    hook.remove()
+    assert layouts == [True]
+    normalised = extractor.renormalize(images)
+    plain = extractor.feature_extractor(normalised)
+    last = extractor.feature_extractor(normalised.contiguous(memory_format=torch.channels_last))
+    assert all(torch.allclose(last[layer], plain[layer], atol=1e-5, rtol=1e-5) for layer in extractor.layers)
 
 
 def exact_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     _stage(start, "exporting to OpenVINO and running it at every precision this CPU has")
     export_log = args.output / "export.log"
     with output_to(export_log):  # the ONNX exporter's and NNCF's own progress, hundreds of lines
-        matrix = measure_precisions(model, datamodule, args.output, rounds={1: 10}, rows=ROWS)
+        matrix = measure_precisions(model, datamodule, args.output, {1: 10}, ROWS, input_size=(size, size))
     export_path, fp16_path = Path(matrix["paths"]["fp32"]), Path(matrix["paths"]["fp16"])
     int8 = Path(matrix["paths"]["int8"]).name if "int8" in matrix["paths"] else "not made"
     print(f"exported: {export_path} (FP16 weights: {fp16_path.name}, INT8: {int8}; exporter log: {export_log.name})")

@@ -73,11 +73,14 @@ AUROC_KEYS = ("seen_image", "seen_pixel", "unseen_image", "unseen_pixel")
 
 
 def export_variants(
-    model, datamodule, folder: Path, marked: bool = False
+    model, datamodule, folder: Path, marked: bool = False, input_size: tuple[int, int] | None = None
 ) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
     """The deployed IRs (post-processed outputs) and their raw-score twins: FP32, FP16 weights, INT8, and with
     ``marked`` the FP32 IR with every node, or the backbone up to its first feature layer, marked ``precise``
     (AdaptedMoE's export marks the whole backbone).
+
+    ``input_size`` fixes the IRs' image height and width (anomalib's ``--input_size``), as an edge box with one
+    camera runs them: OpenVINO then plans the graph once instead of on every call (``None``: any size).
 
     The deployed ones go where ``model.to_openvino(folder)`` puts them (``folder/weights/openvino/``), the raw
     ones under ``folder/raw``. Returns ``(deployed, raw, not_made)``; ``not_made`` names a variant that could
@@ -90,9 +93,10 @@ def export_variants(
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
     core = ov.Core()
-    deployed = {"fp32": model.to_openvino(folder, onnx_kwargs={"opset_version": 18})}
+    onnx_kwargs = {"opset_version": 18}
+    deployed = {"fp32": model.to_openvino(folder, input_size=input_size, onnx_kwargs=onnx_kwargs)}
     with normalization_disabled(model):
-        raw = {"fp32": model.to_openvino(folder / "raw", onnx_kwargs={"opset_version": 18})}
+        raw = {"fp32": model.to_openvino(folder / "raw", input_size=input_size, onnx_kwargs=onnx_kwargs)}
     not_made: dict[str, str] = {}
     for variants in (deployed, raw):
         source = variants["fp32"]
@@ -218,11 +222,18 @@ def torch_outputs(model, images, parts_in_bf16: tuple = ()) -> tuple:
 
 
 def measure_precisions(
-    model, datamodule, folder: Path, rounds: dict[int, int], rows=ROWS, sensitivity: bool = False
+    model,
+    datamodule,
+    folder: Path,
+    rounds: dict[int, int],
+    rows=ROWS,
+    sensitivity: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> dict:
     """Every row of the matrix for a fitted ``model`` and its ``datamodule`` (test split for AUROC).
 
     ``sensitivity``: also :mod:`.bf16_sensitivity`'s rows (each part of the model alone in bf16, in torch).
+    ``input_size``: the IRs' fixed image size (:func:`export_variants`).
     """
     import openvino as ov
     import torch
@@ -254,8 +265,9 @@ def measure_precisions(
             partial(torch_outputs, model, images), reference, partial(auroc_means, items=items, seen=seen)
         )
     marked = any(ir.startswith("precise_") for _, ir, _ in rows)
-    deployed, raw, not_made = export_variants(model, datamodule, folder, marked=marked)
+    deployed, raw, not_made = export_variants(model, datamodule, folder, marked=marked, input_size=input_size)
     results["paths"] = {ir: str(path) for ir, path in deployed.items()}
+    results["input_size"] = list(input_size) if input_size else None
     offered = available_precisions()
     core = ov.Core()
     for name, ir, precision in rows:
@@ -393,6 +405,7 @@ def render_markdown(results: dict) -> str:
         f"OpenVINO {machine['openvino']} offers {', '.join(machine['openvino_capabilities'])}; its default "
         f"inference precision for an FP32 IR on this CPU: **{machine['default_precision']}**.",
         f"- Model: {results['model']}; test set: {results['data']}.",
+        f"- IRs: {_input_size_line(results.get('input_size'))}",
         "",
         "Score and map differences are the largest over all test images, on the post-processed outputs (in [0, 1]). "
         "AUROC: means of per-subclass AUROC in percent, on raw scores (an export with normalisation off), change "
@@ -431,6 +444,17 @@ def render_markdown(results: dict) -> str:
     lines += _sensitivity_lines(results.get("bf16_sensitivity", []))
     lines += ["", SECTION_END]
     return "\n".join(lines) + "\n"
+
+
+def _input_size_line(input_size: list[int] | None) -> str:
+    """How the matrix's IRs were exported: at a fixed image size (anomalib's ``--input_size``) or any."""
+    if not input_size:
+        return "exported for any image size (no `--input_size`); OpenVINO plans the graph on every call."
+    height, width = input_size
+    return (
+        f"exported at a fixed image size, {height} x {width} (anomalib's `--input_size`), the batch left free; "
+        "every row is timed on that IR as compiled, one compiled model for both batch sizes."
+    )
 
 
 def _sensitivity_lines(rows: list[dict]) -> list[str]:
@@ -520,7 +544,9 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         engine = Engine(default_root_dir=folder, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
         engine.fit(model=model, datamodule=datamodule)
-        results = measure_precisions(model, datamodule, Path(folder), rounds, ROWS + IR_MARK_ROWS, sensitivity=True)
+        size = (args.image_size, args.image_size)
+        rows = ROWS + IR_MARK_ROWS
+        results = measure_precisions(model, datamodule, Path(folder), rounds, rows, sensitivity=True, input_size=size)
     pairs = _pairs_per_subclass(datamodule)
     results.update(
         {

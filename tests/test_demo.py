@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import openvino as ov
 import pytest
 from anomalib.engine import Engine
 
@@ -60,5 +61,8 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(
     assert "INT8 calibration has" in matrix["not_run"]["INT8 IR, f32 rest"]  # the tiny set is too small for it
     fp32, fp16 = Path(summary["export_path"]), Path(summary["export_path_fp16"])
     assert fp32 != fp16 and fp32.exists() and fp16.exists()
+    # exported at the model's image size, as an edge box runs it (anomalib's --input_size): height and width fixed
+    assert matrix["input_size"] == [64, 64]
+    assert [str(ov.Core().read_model(fp32).inputs[0].get_partial_shape()[axis]) for axis in (2, 3)] == ["64", "64"]
     # FP16 weights take about half the space: the export really compressed them.
     assert fp16.with_suffix(".bin").stat().st_size < 0.6 * fp32.with_suffix(".bin").stat().st_size

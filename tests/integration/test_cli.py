@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openvino as ov
 import pytest
 from conftest import REPO
 
@@ -204,11 +205,14 @@ def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: P
     checkpoint = sorted((tmp_path / "results").rglob("*.ckpt"))[-1]
     int8 = ["--export_type", "openvino", "--compression_type", "INT8_PTQ", "--onnx_kwargs", "{opset_version: 18}"]
     where = ["--ckpt_path", str(checkpoint), "--export_root", str(tmp_path / "export")]
-    export = run(["export", *MODEL_ARGS, *data_args, *int8, *where], tmp_path)
+    edge = ["--input_size", "[64, 64]"]  # the README's edge export: the camera's image size fixed in the IR
+    export = run(["export", *MODEL_ARGS, *data_args, *int8, *edge, *where], tmp_path)
     assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-5000:]
     assert "INT8 calibration on 16 validation images" in export.stdout + export.stderr
     (xml,) = (tmp_path / "export").rglob("model.xml")
     assert 'type="FakeQuantize"' in xml.read_text()
+    shape = ov.Core().read_model(xml).inputs[0].get_partial_shape()
+    assert [str(shape[axis]) for axis in (1, 2, 3)] == ["3", "64", "64"]
 
 
 @pytest.mark.parametrize(("name", "exit_code"), [("SIGTERM", 143), ("SIGINT", 1)])

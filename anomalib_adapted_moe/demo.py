@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
         matrix = measure_precisions(model, datamodule, args.output, {1: 10}, ROWS, input_size=(size, size))
     export_path, fp16_path = Path(matrix["paths"]["fp32"]), Path(matrix["paths"]["fp16"])
     int8 = Path(matrix["paths"]["int8"]).name if "int8" in matrix["paths"] else "not made"
-    print(f"exported: {export_path} (FP16 weights: {fp16_path.name}, INT8: {int8}; exporter log: {export_log.name})")
+    print(
+        f"exported for {size} x {size} images: {export_path} "
+        f"(FP16 weights: {fp16_path.name}, INT8: {int8}; exporter log: {export_log.name})"
+    )
     print(precision_table(matrix))
     image_paths = list(datamodule.test_data.samples.image_path[: args.openvino_images])
     images = [datamodule.test_data[index].image for index in range(len(image_paths))]

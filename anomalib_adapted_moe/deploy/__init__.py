@@ -1,6 +1,6 @@
 """Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
 
-from .inferencer import openvino_inferencer
+from .inferencer import ImageSizeError, openvino_inferencer
 from .precision import (
     PRECISIONS,
     UnsupportedPrecisionError,
@@ -17,6 +17,7 @@ __all__ = [
     "MIN_CALIBRATION_IMAGES",
     "PRECISIONS",
     "CalibrationDataError",
+    "ImageSizeError",
     "UnsupportedPrecisionError",
     "available_precisions",
     "compile_config",

@@ -49,3 +49,32 @@ def test_int8_calibration_refuses_a_validation_split_taken_from_the_test_set(mod
 def test_int8_calibration_without_a_datamodule_says_how_to_give_one() -> None:
     with pytest.raises(CalibrationDataError, match="pass --data"):
         quantization.calibration_loader(None)
+
+
+def _fixed_size_ir(folder, height: int, width: int):
+    """A one-node IR with AdaptedMoE's input layout, exported for ``height x width`` images (batch free)."""
+    import openvino as ov
+
+    image = ov.opset13.parameter([-1, 3, height, width], ov.Type.f32, name="input")
+    score = ov.opset13.reduce_mean(image, [1, 2, 3])
+    score.output(0).set_names({"pred_score"})
+    xml = folder / "model.xml"
+    ov.save_model(ov.Model([score], [image]), xml)
+    return xml
+
+
+def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes_and_the_fix(tmp_path) -> None:
+    from PIL import Image
+
+    from anomalib_adapted_moe.deploy import ImageSizeError, openvino_inferencer
+
+    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+    fitting, other = tmp_path / "fitting.png", tmp_path / "other.png"
+    Image.new("RGB", (48, 32), (255, 255, 255)).save(fitting)  # PIL sizes are (width, height)
+    Image.new("RGB", (40, 30)).save(other)
+    assert float(inferencer.predict(fitting).pred_score.reshape(-1)[0]) == pytest.approx(1.0)
+    with pytest.raises(ImageSizeError) as refused:
+        inferencer.predict(other)
+    message = str(refused.value)
+    assert str(other) in message and "30 x 40" in message and "32 x 48" in message
+    assert "resize the image" in message and "--input_size" in message

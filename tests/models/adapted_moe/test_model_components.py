@@ -362,3 +362,32 @@ def test_moe_off_with_several_experts_is_refused() -> None:
     assert tiny_adapted_moe(moe=False, num_experts=1).requested_experts == 1
     with pytest.raises(ValueError, match=r"moe=False trains a single expert, but num_experts=3"):
         tiny_adapted_moe(moe=False, num_experts=3)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_patch_features_average_each_layer_over_the_aggregation_neighbourhood(size: int) -> None:
+    from conftest import tiny_model
+
+    extractor = tiny_model(aggregation_size=size).patch_features.eval()
+    images = torch.rand(2, 3, 64, 64)
+    maps = extractor.feature_extractor(extractor.renormalize(images))
+    grid = maps[extractor.layers[0]].shape[-2:]
+    expected = []
+    for layer in extractor.layers:  # by hand: a size x size mean of the patches inside the map, then to the grid
+        padded = F.pad(maps[layer], [size // 2] * 4)
+        inside = F.pad(torch.ones_like(maps[layer][:, :1]), [size // 2] * 4)
+        mean = padded.unfold(2, size, 1).unfold(3, size, 1).sum((-2, -1))
+        mean = mean / inside.unfold(2, size, 1).unfold(3, size, 1).sum((-2, -1))
+        expected.append(
+            F.interpolate(mean, size=grid, mode="bilinear", align_corners=False) if mean.shape[-2:] != grid else mean
+        )
+    expected = torch.einsum("bchw,cd->bdhw", torch.cat(expected, dim=1), extractor.pooling)
+    assert torch.allclose(extractor(images), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [0, 2, -1])
+def test_an_aggregation_neighbourhood_without_a_centre_patch_is_refused_with_the_fix(size: int) -> None:
+    from conftest import tiny_model
+
+    with pytest.raises(ValueError, match=rf"aggregation_size must be an odd number.*got {size}.*Fix: use 3"):
+        tiny_model(aggregation_size=size)

@@ -133,7 +133,15 @@ def mark_first_feature_layer(model):
                 stack += [value.get_node() for value in node.input_values()]
         return found
 
-    first = min((upstream(op) for op in patch_aggregations(model)), key=len)
+    def feeds(op) -> list[dict[str, object]]:  # without aggregation the head starts at the layers' concatenation
+        if op.get_type_name() != "Concat":
+            return [upstream(op)]
+        return [
+            {**upstream(value.get_node()), value.get_node().get_friendly_name(): value.get_node()}
+            for value in op.input_values()
+        ]
+
+    first = min((feed for op in patch_aggregations(model) for feed in feeds(op)), key=len)
     for node in first.values():
         if node.get_type_name() not in ("Parameter", "Constant"):
             node.get_rt_info()[PRECISE] = ""

@@ -11,8 +11,9 @@ routing, test-time adaptation, experts, map upsampling and blur) stays in float:
 quantising it too cost 0.75 point more seen image AUROC on the demo model
 (README, "Deploying to the edge") and saves little time, since the backbone's
 convolutions are where the time goes. The head starts at the patch
-aggregation's 3x3, stride-1 average pools (``PatchFeatureExtractor`` in
-``models/adapted_moe/features.py``); everything downstream of them is left out of
+aggregation's stride-1 average pools (``PatchFeatureExtractor`` in
+``models/adapted_moe/features.py``), or, without aggregation (``aggregation_size=1``),
+at the concatenation of the feature layers; everything downstream is left out of
 quantisation. So is the backbone's stem, the convolution of the three-channel
 image: in int8 it ran slower than in float (its three input channels leave the
 int8 kernels idle) and moved the scores more (figures at :func:`quantize_backbone`).
@@ -92,11 +93,15 @@ def stem_node_names(model) -> list[str]:
 
 
 def patch_aggregations(model) -> list:
-    """The patch aggregation's average pools of an exported AdaptedMoE (one per feature layer): where the head
-    starts."""
-    starts = [op for op in model.get_ops() if _is_patch_aggregation(op)]
+    """Where the head of an exported AdaptedMoE starts: the patch aggregation's average pools (one per feature
+    layer), or without aggregation the concatenation of the feature layers (the backbones we use have none)."""
+    ops = model.get_ops()
+    starts = [op for op in ops if _is_patch_aggregation(op)] or [op for op in ops if _is_layer_concat(op)]
     if not starts:
-        msg = "No 3x3 stride-1 average pool found: this does not look like an exported AdaptedMoE graph."
+        msg = (
+            "No stride-1 average pool and no concatenation of feature maps found: this does not look like an "
+            "exported AdaptedMoE graph."
+        )
         raise ValueError(msg)
     return starts
 
@@ -105,7 +110,13 @@ def _is_patch_aggregation(op) -> bool:
     if op.get_type_name() != "AvgPool":
         return False
     attributes = op.get_attributes()
-    return list(attributes.get("kernel", [])) == [3, 3] and list(attributes.get("strides", [])) == [1, 1]
+    kernel = list(attributes.get("kernel", []))
+    return len(kernel) == 2 and kernel[0] == kernel[1] > 1 and list(attributes.get("strides", [])) == [1, 1]
+
+
+def _is_layer_concat(op) -> bool:
+    shape = op.get_output_partial_shape(0)
+    return op.get_type_name() == "Concat" and op.get_input_size() > 1 and shape.rank.is_static and len(shape) == 4
 
 
 def quantize_backbone(model, datamodule: AnomalibDataModule | None):

@@ -115,8 +115,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         margin: truncated-L1 margin (SimpleNet: 0.5).
         patch_fraction: fraction of each image's patches the experts' loss is computed on, drawn afresh every
             step (1.0, the default: every patch, as SimpleNet and the paper).
-        average_last_epochs: train to the average of the weights at the end of this many last epochs
-            (0, the default: the last epoch's weights, as SimpleNet and the paper).
         blur_sigma: smoothing of the anomaly map (SimpleNet: 4).
         cache_budget_gb: RAM for the training feature cache; above it the cache is
             memory-mapped to a temporary file.
@@ -173,7 +171,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         noise_std: float = 0.015,
         margin: float = 0.5,
         patch_fraction: float = 1.0,
-        average_last_epochs: int = 0,
         blur_sigma: float = 4.0,
         cache_budget_gb: float = 8.0,
         feature_cache: bool | None = None,
@@ -234,7 +231,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             noise_std=noise_std,
             margin=margin,
             patch_fraction=patch_fraction,
-            average_last_epochs=average_last_epochs,
         )
         if cache_dtype not in ("float16", "float32"):
             msg = f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}."

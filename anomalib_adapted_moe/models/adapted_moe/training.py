@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel
 
 from .feature_cache import LiveFeatures
 from .loss import noise_scale, truncated_l1_loss
@@ -42,20 +41,10 @@ class TrainingSchedule:
     #: estimate of the loss over all patches (neighbouring patches overlap in their receptive fields) for a
     #: fraction of the experts' cost; 1.0 is SimpleNet's and the paper's every patch
     patch_fraction: float = 1.0
-    #: the trained weights are the average of the weights at the end of this many last epochs (stochastic weight
-    #: averaging at the schedule's own learning rate): one training's last step is a noisy draw, and the test
-    #: figures of a few subclasses moved by up to 5 AUROC points between seeds; 0 keeps the last epoch's weights
-    average_last_epochs: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.patch_fraction <= 1.0:
             msg = f"patch_fraction must lie in (0, 1], got {self.patch_fraction}."
-            raise ValueError(msg)
-        if not 0 <= self.average_last_epochs <= self.epochs:
-            msg = (
-                f"average_last_epochs must lie in [0, epochs={self.epochs}], got {self.average_last_epochs}. "
-                "Fix: average at most every epoch, or 0 to keep the last epoch's weights."
-            )
             raise ValueError(msg)
 
 
@@ -119,9 +108,6 @@ def train_from_cache(
     ]
     if model.num_experts > 1:
         optimizers.append(torch.optim.Adam(model.router.parameters(), lr=schedule.router_lr))
-    trained = torch.nn.ModuleList([model.adaptor, model.experts, model.router])
-    # the experts' BatchNorm running mean is linear in the weights before it, so averaging it with them fits
-    averaged = AveragedModel(trained, use_buffers=True) if schedule.average_last_epochs else None
     model.train()
     means: dict[str, float] = {}
     for epoch in range(schedule.epochs):
@@ -141,12 +127,8 @@ def train_from_cache(
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             steps += 1
         means = {name: total / steps for name, total in totals.items()}
-        if averaged is not None and epoch >= schedule.epochs - schedule.average_last_epochs:
-            averaged.update_parameters(trained)
         if on_epoch_end is not None:
             on_epoch_end(epoch, means)
-    if averaged is not None:
-        trained.load_state_dict(averaged.module.state_dict())
     model.eval()
     return means
 

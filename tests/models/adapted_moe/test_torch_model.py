@@ -175,27 +175,6 @@ def test_training_from_cache_lowers_the_losses_and_fills_tta_statistics() -> Non
     assert torch.equal(index[:, 0], labels)
 
 
-def test_weight_averaging_trains_to_the_mean_of_the_last_epochs_weights_and_running_statistics() -> None:
-    model = tiny_model()
-    torch.manual_seed(2)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    features = model.patch_features(torch.rand(6, 3, 64, 64))
-    trained = [model.adaptor.linear.weight, model.experts.weight1, model.experts.running_mean, model.router.centers]
-    snapshots = []
-    schedule = TrainingSchedule(epochs=5, batch_size=3, average_last_epochs=3)
-    train_from_cache(model, features, labels, schedule, lambda *_: snapshots.append([t.clone() for t in trained]))
-    for position, tensor in enumerate(trained):
-        last = torch.stack([epoch[position] for epoch in snapshots[-3:]])
-        assert not torch.allclose(last[0], last[-1])  # the weights did move over the averaged epochs
-        assert torch.allclose(tensor, last.mean(dim=0), atol=1e-6)
-
-
-@pytest.mark.parametrize("bad", [-1, 6])
-def test_averaging_more_epochs_than_trained_is_refused_with_the_fix(bad: int) -> None:
-    with pytest.raises(ValueError, match=r"average_last_epochs must lie in \[0, epochs=5\].*Fix"):
-        TrainingSchedule(epochs=5, average_last_epochs=bad)
-
-
 def test_simplenet_baseline_switches_give_one_expert_without_tta(images: torch.Tensor) -> None:
     model = tiny_model(num_experts=1, tta=False, normalize=False).eval()
     assert model.num_experts == 1 and not model.tta and not model.normalize

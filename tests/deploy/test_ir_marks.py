@@ -10,7 +10,7 @@ import pytest
 from anomalib_adapted_moe.benchmark.precision import layer_precisions, mark_first_feature_layer
 from anomalib_adapted_moe.deploy import cpu_model, default_precision
 from anomalib_adapted_moe.deploy.ir_marks import is_marked, keep_backbone_in_f32, mark_precise, model_for
-from anomalib_adapted_moe.deploy.quantization import stem_node_names
+from anomalib_adapted_moe.deploy.quantization import head_node_names, stem_node_names
 
 
 def backbone_and_head() -> ov.Model:
@@ -43,17 +43,28 @@ def test_the_marks_survive_the_ir_file_and_spare_the_head_when_asked(
     assert marked_types(model_for(tmp_path / "model.xml", "bf16")) == []  # a named precision holds everywhere
 
 
-def test_the_first_feature_layer_marks_cover_what_feeds_the_shallowest_patch_aggregation_only(tmp_path: Path) -> None:
-    """Two feature layers, each pooled: only the stem and the nodes before the shallow pool are marked (the
-    precision matrix's row that keeps part of the backbone in f32); the stem is the 3-channel convolution."""
+@pytest.mark.parametrize("aggregation", ["average pools", "concatenation"])
+def test_the_first_feature_layer_marks_cover_what_feeds_the_shallowest_patch_aggregation_only(
+    tmp_path: Path, aggregation: str
+) -> None:
+    """Two feature layers, each pooled (``aggregation_size`` 3) or concatenated as they are (1, the CPU recipe):
+    only the stem and the nodes before the shallow layer are marked (the precision matrix's row that keeps part of
+    the backbone in f32), and the head kept out of INT8 starts at the pools or at the concatenation."""
     weights = np.random.default_rng(0).standard_normal((2, 16, 16, 3, 3)).astype(np.float32) * 0.2
     image = ops.parameter([1, 3, 32, 32], np.float32, name="image")
     stem = ops.convolution(image, ops.constant(weights[0, :, :3]), [1, 1], [1, 1], [1, 1], [1, 1])
     shallow = ops.relu(stem)
     deep = ops.relu(ops.convolution(shallow, ops.constant(weights[1]), [1, 1], [1, 1], [1, 1], [1, 1]))
-    pools = [ops.avg_pool(x, [1, 1], [1, 1], [1, 1], [3, 3], exclude_pad=True) for x in (shallow, deep)]
-    model = ov.Model([ops.add(*pools)], [image], "two_feature_layers")
+    if aggregation == "average pools":
+        heads = [ops.avg_pool(x, [1, 1], [1, 1], [1, 1], [3, 3], exclude_pad=True) for x in (shallow, deep)]
+        output = ops.add(*heads)
+    else:
+        heads = [ops.concat([shallow, deep], axis=1)]
+        output = ops.reduce_mean(heads[0], [1], keep_dims=True)
+    model = ov.Model([output], [image], "two_feature_layers")
     assert stem_node_names(model) == [stem.get_friendly_name()]
+    head = [*heads, output, *model.get_results()]  # the reduce_mean's axes are a constant: an input, not downstream
+    assert set(head_node_names(model)) == {op.get_friendly_name() for op in head}
     ov.save_model(mark_first_feature_layer(model), tmp_path / "model.xml", compress_to_fp16=False)
     assert marked_types(model_for(tmp_path / "model.xml", None)) == ["Convolution", "Relu"]
 

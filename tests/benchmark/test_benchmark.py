@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,28 @@ TINY_DATA = {
     "eval_batch_size": 8,
     "num_workers": 0,
 }
+
+
+def test_the_timed_training_finds_its_data_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh cache generates the synthetic set; that must not count as the first model's training time."""
+    from anomalib.engine import Engine
+
+    from anomalib_adapted_moe import SyntheticTextureAD
+    from anomalib_adapted_moe.benchmark.__main__ import SYNTHETIC
+    from anomalib_adapted_moe.benchmark.run import execute
+
+    class FitReached(Exception):
+        pass
+
+    def fit(_engine: Engine, model: object, datamodule: SyntheticTextureAD) -> None:
+        raise FitReached(sorted(path.name for path in datamodule.category_dir.iterdir()))
+
+    monkeypatch.setattr(Engine, "fit", fit)
+    settings = Settings(image_size=64, weights=None, epochs=1)
+    data = {**SYNTHETIC, "init_args": {**SYNTHETIC["init_args"], **TINY_DATA, "root": str(tmp_path / "data")}}
+    spec = {"model": "Padim", "category": "cloth", "switches": {}, "settings": asdict(settings), "data": data}
+    with pytest.raises(FitReached, match=r"split\.json"):
+        execute({**spec, "seed": 0, "work_dir": str(tmp_path / "work")})
 
 
 @pytest.mark.slow

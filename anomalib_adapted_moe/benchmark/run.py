@@ -112,6 +112,7 @@ def effective_switches(model) -> tuple:
         ("temperature", temperature),
         ("image_top_k", inner.image_top_k),
         ("center_image_score", inner.center_image_score),
+        ("image_score_window", inner.image_score_window),
         ("spread_scaled_score", inner.spread_scaled_score),
         ("blur_sigma", inner.blur_sigma),
     )

@@ -127,6 +127,33 @@ def test_openvino_matches_torch_on_sixteen_images(
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
 
 
+def test_openvino_matches_torch_with_the_image_score_window(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference switch ``image_score_window`` (an average pool over the patch scores) is in the exported
+    graph: its scores differ from the default's in torch and OpenVINO follows them at f32."""
+    monkeypatch.chdir(tmp_path)
+    engine, model, datamodule, _ = fitted
+    images = [datamodule.test_data[index].image for index in range(16)]
+    model.eval()
+    with torch.no_grad():
+        default = model(torch.stack(images)).pred_score
+        monkeypatch.setattr(model.model, "image_score_window", 3)
+        windowed = model(torch.stack(images)).pred_score
+    assert (default - windowed).abs().max() > 10 * OPENVINO_TOLERANCE["fp32", "f32"]  # a graph without it would fail
+    path = engine.export(  # no ckpt_path: loading the checkpoint would bring back the default window
+        model=model,
+        export_type="openvino",
+        export_root=tmp_path,
+        datamodule=datamodule,
+        onnx_kwargs={"opset_version": 18},
+    )
+    paths = list(datamodule.test_data.samples.image_path)[:16]
+    parity = openvino_parity(model, path, paths, images, precision="f32")
+    assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
+    assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
+
+
 def _assert_backbone_marked_precise(path: Path) -> None:
     """Every backbone node of the exported IR carries the f32 mark, no head node does."""
     import openvino as ov

@@ -102,6 +102,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         center_image_score: image score less the image's mean patch score, so one threshold holds across
             variants whose normal patches score at different levels (our addition, off by default; see the
             model README).
+        image_score_window: the image score reads patch scores averaged over this many patches on a side (odd;
+            1, the default: each patch's own), so a lone noisy patch of an unseen variant crosses one threshold
+            less often (our addition; see the model README).
         spread_scaled_score: image score divided by the spread of the image's own patch scores where that
             exceeds the experts' normal spread, so a variant that varies more than its expert's training images
             does not cross one threshold as a whole (our addition, off by default; see the model README).
@@ -162,6 +165,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
+        image_score_window: int = 1,
         spread_scaled_score: bool = False,
         epochs: int = 160,
         batch_size: int = 8,
@@ -219,6 +223,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             top_k=top_k,
             image_top_k=image_top_k,
             center_image_score=center_image_score,
+            image_score_window=image_score_window,
             spread_scaled_score=spread_scaled_score,
             blur_sigma=blur_sigma,
         )

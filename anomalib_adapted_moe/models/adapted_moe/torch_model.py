@@ -56,6 +56,9 @@ class AdaptedMoEModel(nn.Module):
             how far its worst patches stand out from the rest of the same image: an unseen variant whose every
             patch an expert scores higher no longer looks anomalous as a whole, and one threshold holds across
             variants (a defect that changes the whole surface alike then goes unseen); an inference-only switch.
+        image_score_window: the image score reads each patch's score as the mean over a window of this many
+            patches on a side (odd; 1: the patch's own score): a lone noisy patch of a busy unseen variant
+            counts less than a defect as large as the window; an inference-only switch.
         spread_scaled_score: divide the image score by the spread of the image's own patch scores (standard
             deviation of its lowest 90 %, so a defect does not widen it) where that spread exceeds 1, the spread
             of an expert's normal patches in calibrated units: a variant whose normal patches vary more than its
@@ -89,12 +92,16 @@ class AdaptedMoEModel(nn.Module):
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
+        image_score_window: int = 1,
         spread_scaled_score: bool = False,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
         if top_k < 1 or image_top_k < 1:
             msg = f"top_k and image_top_k must be at least 1, got top_k={top_k}, image_top_k={image_top_k}."
+            raise ValueError(msg)
+        if image_score_window < 1 or image_score_window % 2 == 0:
+            msg = f"image_score_window must be an odd number of patches, 1 or more, got {image_score_window}."
             raise ValueError(msg)
         self.patch_features = PatchFeatureExtractor(
             backbone, layers, pre_trained, backbone_weights, embed_dim, aggregation_size
@@ -108,6 +115,7 @@ class AdaptedMoEModel(nn.Module):
         self.top_k = top_k
         self.image_top_k = image_top_k
         self.center_image_score = center_image_score
+        self.image_score_window = image_score_window
         self.spread_scaled_score = spread_scaled_score
         self._router_args = {
             "in_dim": dim,
@@ -227,9 +235,15 @@ class AdaptedMoEModel(nn.Module):
 
     def image_score(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
-        noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck);
-        less the mean of all its patch scores with ``center_image_score``; divided by the spread of its patch
-        scores where that exceeds 1 with ``spread_scaled_score``."""
+        noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck), of the
+        patch scores averaged over ``image_score_window`` patches; less the mean of all its patch scores with
+        ``center_image_score``; divided by the spread of its patch scores where that exceeds 1 with
+        ``spread_scaled_score``."""
+        if self.image_score_window > 1:
+            window = self.image_score_window
+            patch_scores = torch.nn.functional.avg_pool2d(
+                patch_scores.unsqueeze(1), window, stride=1, padding=window // 2, count_include_pad=False
+            ).squeeze(1)
         flat = patch_scores.flatten(1)
         if self.image_top_k == 1:
             score = flat.amax(dim=1)

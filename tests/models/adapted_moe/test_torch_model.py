@@ -124,6 +124,25 @@ def test_spread_scaled_score_divides_by_the_images_bulk_spread_only_beyond_one()
     assert model.image_score(defect) > 3 * model.image_score(busy)  # the defect still stands out
 
 
+def test_image_score_window_ranks_a_defect_as_large_as_the_window_above_a_lone_noisy_patch() -> None:
+    """With ``image_score_window=3`` the image score reads 3x3 means of the patch scores: one stray high patch
+    (noise on a busy variant) scores a ninth of a 3x3 defect as high; at the default 1 the two tie."""
+    model = tiny_model().eval()  # image_top_k 1: the highest (averaged) patch score
+    lone, defect = torch.zeros(1, 16, 16), torch.zeros(1, 16, 16)
+    lone[0, 8, 8] = 9.0
+    defect[0, 7:10, 7:10] = 9.0
+    assert torch.equal(model.image_score(lone), model.image_score(defect))
+    model.image_score_window = 3
+    assert torch.allclose(model.image_score(lone), torch.tensor([1.0]))
+    assert torch.allclose(model.image_score(defect), torch.tensor([9.0]))
+    corner = torch.zeros(1, 16, 16)
+    corner[0, :2, :2] = 9.0  # the window is cut at the border, not padded with zeros
+    assert torch.allclose(model.image_score(corner), torch.tensor([9.0]))
+    for window in (0, 2):
+        with pytest.raises(ValueError, match="image_score_window must be an odd number"):
+            tiny_model(image_score_window=window)
+
+
 def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(images: torch.Tensor) -> None:
     model = tiny_model(top_k=3).eval()
     model.router.centers.copy_(torch.randn(3, 16))

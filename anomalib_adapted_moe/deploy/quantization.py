@@ -68,16 +68,20 @@ def calibration_loader(datamodule: AnomalibDataModule | None):
 
 def head_node_names(model) -> list[str]:
     """Names of the OpenVINO model's nodes from the patch aggregation onwards (kept out of quantisation)."""
-    starts = patch_aggregations(model)
+    return sorted(_downstream(patch_aggregations(model)))
+
+
+def _downstream(starts: list) -> set[str]:
+    """Names of ``starts`` and of every node they feed."""
     seen: set[str] = set()
-    stack = starts
+    stack = list(starts)
     while stack:
         op = stack.pop()
         if op.get_friendly_name() in seen:
             continue
         seen.add(op.get_friendly_name())
         stack += [target.get_node() for output in op.outputs() for target in output.get_target_inputs()]
-    return sorted(seen)
+    return seen
 
 
 def stem_node_names(model) -> list[str]:
@@ -94,9 +98,13 @@ def stem_node_names(model) -> list[str]:
 
 def patch_aggregations(model) -> list:
     """Where the head of an exported AdaptedMoE starts: the patch aggregation's average pools (one per feature
-    layer), or without aggregation the concatenation of the feature layers (the backbones we use have none)."""
-    ops = model.get_ops()
-    starts = [op for op in ops if _is_patch_aggregation(op)] or [op for op in ops if _is_layer_concat(op)]
+    layer), or without aggregation the concatenation of the feature layers (the backbones we use have none).
+    Pools and concatenations these feed (``image_score_window``'s pool over the patch scores) are the head's own."""
+    candidates = [op for op in model.get_ops() if _is_patch_aggregation(op) or _is_layer_concat(op)]
+    fed = _downstream(
+        [target.get_node() for op in candidates for out in op.outputs() for target in out.get_target_inputs()]
+    )
+    starts = [op for op in candidates if op.get_friendly_name() not in fed]
     if not starts:
         msg = (
             "No stride-1 average pool and no concatenation of feature maps found: this does not look like an "

@@ -43,13 +43,14 @@ def test_the_marks_survive_the_ir_file_and_spare_the_head_when_asked(
     assert marked_types(model_for(tmp_path / "model.xml", "bf16")) == []  # a named precision holds everywhere
 
 
-@pytest.mark.parametrize("aggregation", ["average pools", "concatenation"])
+@pytest.mark.parametrize("aggregation", ["average pools", "concatenation", "concatenation, then a score pool"])
 def test_the_first_feature_layer_marks_cover_what_feeds_the_shallowest_patch_aggregation_only(
     tmp_path: Path, aggregation: str
 ) -> None:
     """Two feature layers, each pooled (``aggregation_size`` 3) or concatenated as they are (1, the CPU recipe):
     only the stem and the nodes before the shallow layer are marked (the precision matrix's row that keeps part of
-    the backbone in f32), and the head kept out of INT8 starts at the pools or at the concatenation."""
+    the backbone in f32), and the head kept out of INT8 starts at the pools or at the concatenation, also where
+    the head pools its one-channel patch scores further down (``image_score_window`` 3)."""
     weights = np.random.default_rng(0).standard_normal((2, 16, 16, 3, 3)).astype(np.float32) * 0.2
     image = ops.parameter([1, 3, 32, 32], np.float32, name="image")
     stem = ops.convolution(image, ops.constant(weights[0, :, :3]), [1, 1], [1, 1], [1, 1], [1, 1])
@@ -57,13 +58,15 @@ def test_the_first_feature_layer_marks_cover_what_feeds_the_shallowest_patch_agg
     deep = ops.relu(ops.convolution(shallow, ops.constant(weights[1]), [1, 1], [1, 1], [1, 1], [1, 1]))
     if aggregation == "average pools":
         heads = [ops.avg_pool(x, [1, 1], [1, 1], [1, 1], [3, 3], exclude_pad=True) for x in (shallow, deep)]
-        output = ops.add(*heads)
+        below = [ops.add(*heads)]
     else:
         heads = [ops.concat([shallow, deep], axis=1)]
-        output = ops.reduce_mean(heads[0], [1], keep_dims=True)
-    model = ov.Model([output], [image], "two_feature_layers")
+        below = [ops.reduce_mean(heads[0], [1], keep_dims=True)]
+    if aggregation == "concatenation, then a score pool":
+        below.append(ops.avg_pool(below[-1], [1, 1], [1, 1], [1, 1], [3, 3], exclude_pad=True))
+    model = ov.Model([below[-1]], [image], "two_feature_layers")
     assert stem_node_names(model) == [stem.get_friendly_name()]
-    head = [*heads, output, *model.get_results()]  # the reduce_mean's axes are a constant: an input, not downstream
+    head = [*heads, *below, *model.get_results()]  # the reduce_mean's axes are a constant: an input, not downstream
     assert set(head_node_names(model)) == {op.get_friendly_name() for op in head}
     ov.save_model(mark_first_feature_layer(model), tmp_path / "model.xml", compress_to_fp16=False)
     assert marked_types(model_for(tmp_path / "model.xml", None)) == ["Convolution", "Relu"]

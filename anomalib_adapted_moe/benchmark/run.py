@@ -59,6 +59,8 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
 TEMPERATURES = (0.3, 1.0)
 #: image scores tested as the mean of the k highest patch scores (of 32 x 32 patches at image size 256)
 IMAGE_TOP_K = (8, 32)
+#: image scores tested over n x n means of the patch scores (1: the patch scores themselves)
+IMAGE_SCORE_WINDOWS = (1, 3)
 #: anomaly-map smoothing tested (pixels at image size 256; patches are 8 pixels apart; SimpleNet's is 4)
 BLUR_SIGMAS = (2.0, 4.0, 8.0)
 
@@ -66,7 +68,7 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
     the blend, top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score,
-    the image score centred on the image's mean patch score or not, and the anomaly map's smoothing."""
+    the image score centred on the image's mean patch score or not, over windows of patch scores or not, and the anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
@@ -84,6 +86,7 @@ def _variants(model) -> dict[str, dict]:
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
     variants |= {f"center_image_score={on}": {"center_image_score": on} for on in (True, False)}
+    variants |= {f"image_score_window={n}": {"image_score_window": n} for n in IMAGE_SCORE_WINDOWS}
     variants |= {f"spread_scaled_score={on}": {"spread_scaled_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:

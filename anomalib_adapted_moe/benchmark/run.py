@@ -68,7 +68,8 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
     the blend, top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score,
-    the image score centred on the image's mean patch score or not, over windows of patch scores or not, and the anomaly map's smoothing."""
+    the image score centred on the image's mean patch score or not, over windows of patch scores or not, and the
+    anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}

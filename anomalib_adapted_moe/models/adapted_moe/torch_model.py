@@ -100,9 +100,6 @@ class AdaptedMoEModel(nn.Module):
         if top_k < 1 or image_top_k < 1:
             msg = f"top_k and image_top_k must be at least 1, got top_k={top_k}, image_top_k={image_top_k}."
             raise ValueError(msg)
-        if image_score_window < 1 or image_score_window % 2 == 0:
-            msg = f"image_score_window must be an odd number of patches, 1 or more, got {image_score_window}."
-            raise ValueError(msg)
         self.patch_features = PatchFeatureExtractor(
             backbone, layers, pre_trained, backbone_weights, embed_dim, aggregation_size
         )
@@ -165,6 +162,18 @@ class AdaptedMoEModel(nn.Module):
         #: smallest image side: the blur reflect-pads the map by kernel // 2, which must be less than the side
         self.min_image_size = kernel // 2 + 1
         self._blur_sigma = sigma
+
+    @property
+    def image_score_window(self) -> int:
+        """Patches on a side of the window the image score averages patch scores over; settable after training."""
+        return self._image_score_window
+
+    @image_score_window.setter
+    def image_score_window(self, window: int) -> None:
+        if window < 1 or window % 2 == 0:  # an even window would shift the averaged map by half a patch
+            msg = f"image_score_window must be an odd number of patches, 1 or more, got {window}."
+            raise ValueError(msg)
+        self._image_score_window = window
 
     @property
     def temperature(self) -> float:
@@ -241,7 +250,7 @@ class AdaptedMoEModel(nn.Module):
         ``spread_scaled_score``."""
         if self.image_score_window > 1:
             window = self.image_score_window
-            patch_scores = torch.nn.functional.avg_pool2d(
+            patch_scores = F.avg_pool2d(
                 patch_scores.unsqueeze(1), window, stride=1, padding=window // 2, count_include_pad=False
             ).squeeze(1)
         flat = patch_scores.flatten(1)

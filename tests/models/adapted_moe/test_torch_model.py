@@ -141,6 +141,9 @@ def test_image_score_window_ranks_a_defect_as_large_as_the_window_above_a_lone_n
     for window in (0, 2):
         with pytest.raises(ValueError, match="image_score_window must be an odd number"):
             tiny_model(image_score_window=window)
+        with pytest.raises(ValueError, match="image_score_window must be an odd number"):
+            model.image_score_window = window  # set after training, as the inference study and users do
+    assert model.image_score_window == 3
 
 
 def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(images: torch.Tensor) -> None:

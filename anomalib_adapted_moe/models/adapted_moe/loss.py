@@ -24,5 +24,5 @@ def noise_scale(features: torch.Tensor, noise_std: float) -> torch.Tensor:
     the batch. On unit-norm 1536-d features (``normalize=True`` with WideResNet50)
     this is exactly the paper's absolute sigma.
     """
-    rms = features.detach().pow(2).mean().sqrt()
+    rms = torch.linalg.vector_norm(features.detach()) / features.numel() ** 0.5
     return noise_std * (SIMPLENET_EMBED_DIM**0.5) * rms

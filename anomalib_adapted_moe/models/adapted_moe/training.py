@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .feature_cache import LiveFeatures
 from .loss import noise_scale, truncated_l1_loss
 from .torch_model import AdaptedMoEModel
+from .unit_norm import unit_norm
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +58,22 @@ def training_step(
     raw = model.adaptor(features)
     batch, channels, height, width = raw.shape
     patches = height * width
-    unit = F.normalize(raw, dim=1) if model.normalize else raw
-    # (B, P, C) views: the adaptor's output is channels-last, so these permutes are free
-    flat, unit_flat = (x.permute(0, 2, 3, 1).reshape(batch, patches, channels) for x in (raw, unit))
+    # (B, P, C) view: the adaptor's output is channels-last, so this permute is free
+    flat = raw.permute(0, 2, 3, 1).reshape(batch, patches, channels)
     sampled = max(1, round(schedule.patch_fraction * patches))
     if sampled < patches:  # one draw of patch positions for the whole batch
         positions = torch.randperm(patches, device=raw.device)[:sampled]
-        flat, unit_flat = flat.index_select(1, positions), unit_flat.index_select(1, positions)
+        flat = flat.index_select(1, positions)
+    unit_flat = unit_norm(flat, 2) if model.normalize else flat
     # drawn contiguous in the (B, P, C) layout: torch fills a strided tensor one element at a time (8x slower)
     noise = torch.randn(batch, sampled, channels, dtype=raw.dtype, device=raw.device)
     noisy = flat + noise * noise_scale(raw, schedule.noise_std)
     if model.normalize:  # noise is added before the L2 norm, so a fake patch cannot be told by its norm alone
-        noisy = F.normalize(noisy, dim=2)
+        noisy = unit_norm(noisy, 2)
     scores = model.experts(torch.cat([unit_flat, noisy], dim=1)[:, None], labels[:, None])[:, 0]  # (B, 2S)
     losses = {"expert_loss": truncated_l1_loss(scores[:, :sampled], scores[:, sampled:], schedule.margin)}
     if model.num_experts > 1:
-        embedding = model.router.embed(unit)
+        embedding = model.router.embed(unit_norm(raw, 1) if model.normalize else raw)
         losses["routing_loss"] = model.router.loss(embedding, labels)
         model.router.update_centers(embedding.detach(), labels)
     losses["loss"] = sum(losses.values())
@@ -102,12 +102,18 @@ def train_from_cache(
     """
     device = model.adaptor.linear.weight.device
     labels = labels.to(device)
+    # one fused kernel per optimiser instead of a dozen small ops per parameter: 4 % of a CPU step
+    fused = device.type in ("cpu", "cuda")
     optimizers = [
-        torch.optim.AdamW(model.adaptor.parameters(), lr=schedule.adaptor_lr, weight_decay=schedule.weight_decay),
-        torch.optim.Adam(model.experts.parameters(), lr=schedule.expert_lr, weight_decay=schedule.weight_decay),
+        torch.optim.AdamW(
+            model.adaptor.parameters(), lr=schedule.adaptor_lr, weight_decay=schedule.weight_decay, fused=fused
+        ),
+        torch.optim.Adam(
+            model.experts.parameters(), lr=schedule.expert_lr, weight_decay=schedule.weight_decay, fused=fused
+        ),
     ]
     if model.num_experts > 1:
-        optimizers.append(torch.optim.Adam(model.router.parameters(), lr=schedule.router_lr))
+        optimizers.append(torch.optim.Adam(model.router.parameters(), lr=schedule.router_lr, fused=fused))
     model.train()
     means: dict[str, float] = {}
     for epoch in range(schedule.epochs):

@@ -1,5 +1,5 @@
 """The shortcuts compute what the plain versions do: fused map upsampling and blur, pruned backbone, channels-last
-images for the backbone, the experts' loss on a sample of patches."""
+images for the backbone, the experts' loss on a sample of patches, the training's L2 norm."""
 
 import pytest
 import timm
@@ -12,6 +12,7 @@ from anomalib_adapted_moe.models.adapted_moe.blur import UpsampledGaussianBlur
 from anomalib_adapted_moe.models.adapted_moe.features import prune_after_last_layer
 from anomalib_adapted_moe.models.adapted_moe.loss import truncated_l1_loss
 from anomalib_adapted_moe.models.adapted_moe.training import TrainingSchedule, training_step
+from anomalib_adapted_moe.models.adapted_moe.unit_norm import unit_norm
 
 
 @pytest.mark.parametrize(("sigma", "grid", "size"), [(4.0, (32, 32), (256, 256)), (1.5, (12, 10), (48, 40))])
@@ -99,3 +100,25 @@ def test_patch_fraction_scores_a_fresh_sample_of_the_same_patches_in_every_image
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="patch_fraction"):
             TrainingSchedule(patch_fraction=bad)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dim", "channels_last"), [((3, 5, 4, 6), 1, True), ((3, 5, 4, 6), 1, False), ((2, 7, 5), 2, False)]
+)
+def test_unit_norm_has_f_normalizes_values_and_gradient(shape: tuple[int, ...], dim: int, channels_last: bool) -> None:
+    features = torch.randn(*shape, dtype=torch.float64)
+    zero = [0] * len(shape)
+    zero[dim] = slice(None)
+    features[tuple(zero)] = 0  # a zero vector: F.normalize leaves it zero and its gradient is grad / eps
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(shape[::-1], dtype=torch.float64).permute(*reversed(range(len(shape))))  # other layout
+    results = []
+    for normalise in (lambda x: F.normalize(x, dim=dim), lambda x: unit_norm(x, dim)):
+        leaf = features.clone().requires_grad_()
+        values = normalise(leaf)
+        values.backward(upstream)
+        results.append((values.detach(), leaf.grad))
+    (expected, expected_grad), (values, grad) = results
+    assert torch.equal(values, expected)
+    assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-10)

@@ -118,6 +118,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         margin: truncated-L1 margin (SimpleNet: 0.5).
         patch_fraction: fraction of each image's patches the experts' loss is computed on, drawn afresh every
             step (1.0, the default: every patch, as SimpleNet and the paper).
+        routing_trains_adaptor: whether the routing loss trains the feature adaptor as well as the router (the
+            default, the paper's one graph); ``False``: the router learns from the adaptor's features without a
+            gradient back into them, a fifth cheaper a step on the CPU.
         blur_sigma: smoothing of the anomaly map (SimpleNet: 4).
         cache_budget_gb: RAM for the training feature cache; above it the cache is
             memory-mapped to a temporary file.
@@ -175,6 +178,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         noise_std: float = 0.015,
         margin: float = 0.5,
         patch_fraction: float = 1.0,
+        routing_trains_adaptor: bool = True,
         blur_sigma: float = 4.0,
         cache_budget_gb: float = 8.0,
         feature_cache: bool | None = None,
@@ -236,6 +240,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             noise_std=noise_std,
             margin=margin,
             patch_fraction=patch_fraction,
+            routing_trains_adaptor=routing_trains_adaptor,
         )
         if cache_dtype not in ("float16", "float32"):
             msg = f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}."

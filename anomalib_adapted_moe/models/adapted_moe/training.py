@@ -41,6 +41,10 @@ class TrainingSchedule:
     #: estimate of the loss over all patches (neighbouring patches overlap in their receptive fields) for a
     #: fraction of the experts' cost; 1.0 is SimpleNet's and the paper's every patch
     patch_fraction: float = 1.0
+    #: whether the routing loss trains the feature adaptor too (the paper's one graph); ``False`` routes from the
+    #: adaptor's features without a gradient back into them: the adaptor then learns from the experts' loss alone,
+    #: and a step skips the backward of the full patch map's normalisation (a fifth of a CPU step)
+    routing_trains_adaptor: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.patch_fraction <= 1.0:
@@ -73,7 +77,8 @@ def training_step(
     scores = model.experts(torch.cat([unit_flat, noisy], dim=1)[:, None], labels[:, None])[:, 0]  # (B, 2S)
     losses = {"expert_loss": truncated_l1_loss(scores[:, :sampled], scores[:, sampled:], schedule.margin)}
     if model.num_experts > 1:
-        embedding = model.router.embed(unit_norm(raw, 1) if model.normalize else raw)
+        routed = raw if schedule.routing_trains_adaptor else raw.detach()
+        embedding = model.router.embed(unit_norm(routed, 1) if model.normalize else routed)
         losses["routing_loss"] = model.router.loss(embedding, labels)
         model.router.update_centers(embedding.detach(), labels)
     losses["loss"] = sum(losses.values())

@@ -122,3 +122,27 @@ def test_unit_norm_has_f_normalizes_values_and_gradient(shape: tuple[int, ...], 
     (expected, expected_grad), (values, grad) = results
     assert torch.equal(values, expected)
     assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_routing_trains_adaptor_off_leaves_the_experts_gradient_and_drops_only_the_routing_loss_from_the_adaptor() -> (
+    None
+):
+    features, labels = torch.randn(4, tiny_model().patch_features.out_dim, 6, 8), torch.tensor([0, 1, 2, 1])
+    grads = {}
+    for switch in (True, False):
+        model = tiny_model().train()
+        torch.manual_seed(1)  # the same patch draw and noise for both
+        losses = training_step(model, features, labels, TrainingSchedule(routing_trains_adaptor=switch))
+        expert = torch.autograd.grad(losses["expert_loss"], model.adaptor.linear.weight, retain_graph=True)[0]
+        routing = torch.autograd.grad(
+            losses["routing_loss"], [model.adaptor.linear.weight, model.router.projection.weight], allow_unused=True
+        )
+        grads[switch] = (losses["routing_loss"].detach(), expert, *routing)
+    (loss_on, expert_on, adaptor_on, router_on), (loss_off, expert_off, adaptor_off, router_off) = (
+        grads[True],
+        grads[False],
+    )
+    assert torch.equal(loss_on, loss_off)  # the same forward pass
+    assert torch.allclose(expert_on, expert_off) and expert_off.abs().sum() > 0
+    assert torch.allclose(router_on, router_off) and router_off.abs().sum() > 0  # the router learns as before
+    assert adaptor_on.abs().sum() > 0 and adaptor_off is None  # only the paper's graph trains the adaptor by routing

@@ -33,5 +33,6 @@ class _UnitNorm(torch.autograd.Function):
 
 
 def unit_norm(features: torch.Tensor, dim: int) -> torch.Tensor:
-    """``F.normalize(features, dim=dim)``: the same values, a gradient for a third of the cost."""
+    """``F.normalize(features, dim=dim)``: the same values, a gradient in half the time or less (measured on the
+    recipe's 8 x 152 x 32 x 32 map: 6.5 ms for F.normalize's forward and backward, 1.9-3.8 ms for this)."""
     return _UnitNorm.apply(features, dim)

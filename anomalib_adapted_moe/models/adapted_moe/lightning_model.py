@@ -106,8 +106,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             1, the default: each patch's own), so a lone noisy patch of an unseen variant crosses one threshold
             less often (our addition; see the model README).
         spread_scaled_score: image score divided by the spread of the image's own patch scores where that
-            exceeds the experts' normal spread, so a variant that varies more than its expert's training images
-            does not cross one threshold as a whole (our addition, off by default; see the model README).
+            exceeds the validation normal images' median spread, so a variant that varies more than those does
+            not cross one threshold as a whole (our addition, off by default; see the model README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -481,6 +481,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 self.post_processor.min_range = 0.0
             state.setdefault("model.calibration.location", torch.zeros(experts))
             state.setdefault("model.calibration.scale", torch.ones(experts))
+        # and before spread_scaled_score's unit was fitted: 1, the unit those checkpoints' switch used
+        state.setdefault("model.normal_image_spread", torch.tensor(1.0))
         if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
             state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
             state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))
@@ -564,8 +566,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         The post-processor holds one image threshold on the calibrated scale; for an image routed to
         expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores, or
         ``threshold * scale_e`` with ``center_image_score`` (the centred score subtracts the location away).
-        With ``spread_scaled_score`` these hold for an image whose patch scores spread at most 1 (calibrated
-        units); beyond, the threshold grows with the spread.
+        With ``spread_scaled_score`` these hold for an image whose patch scores spread at most
+        ``model.normal_image_spread``; beyond, the threshold grows with the spread.
         """
         threshold = getattr(self.post_processor, "image_threshold", None)
         if threshold is None or bool(torch.isnan(threshold)):

@@ -59,12 +59,11 @@ class AdaptedMoEModel(nn.Module):
         image_score_window: the image score reads each patch's score as the mean over a window of this many
             patches on a side (odd; 1: the patch's own score): a lone noisy patch of a busy unseen variant
             counts less than a defect as large as the window; an inference-only switch.
-        spread_scaled_score: divide the image score by the spread of the image's own patch scores (standard
-            deviation of its lowest 90 %, so a defect does not widen it) where that spread exceeds 1, the spread
-            of an expert's normal patches in calibrated units: a variant whose normal patches vary more than its
-            expert's training images did no longer crosses one threshold as a whole, while an image as regular
-            as the training images scores as before; it costs ranking within such a variant; an inference-only
-            switch.
+        spread_scaled_score: divide the image score by the spread of the image's own patch scores
+            (:meth:`image_spread`) in units of ``normal_image_spread``, where that exceeds 1: a variant whose
+            normal patches vary more than the validation normal images' did no longer crosses one threshold as
+            a whole, while an image as regular as those scores as before; it costs ranking within such a
+            variant; an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -114,6 +113,9 @@ class AdaptedMoEModel(nn.Module):
         self.center_image_score = center_image_score
         self.image_score_window = image_score_window
         self.spread_scaled_score = spread_scaled_score
+        # median image_spread of the validation normal images (fit_expert_calibration); 1, the experts' normal
+        # patch spread in calibrated units, until fitted
+        self.register_buffer("normal_image_spread", torch.tensor(1.0))
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -246,8 +248,9 @@ class AdaptedMoEModel(nn.Module):
         """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
         noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck), of the
         patch scores averaged over ``image_score_window`` patches; less the mean of all its patch scores with
-        ``center_image_score``; divided by the spread of its patch scores where that exceeds 1 with
-        ``spread_scaled_score``."""
+        ``center_image_score``; divided by its :meth:`image_spread` in units of ``normal_image_spread`` where
+        that exceeds 1 with ``spread_scaled_score``."""
+        spread = self.image_spread(patch_scores) if self.spread_scaled_score else None
         if self.image_score_window > 1:
             window = self.image_score_window
             patch_scores = F.avg_pool2d(
@@ -260,10 +263,17 @@ class AdaptedMoEModel(nn.Module):
             score = flat.topk(min(self.image_top_k, flat.shape[1]), dim=1).values.mean(dim=1)
         if self.center_image_score:
             score = score - flat.mean(dim=1)
-        if self.spread_scaled_score:
-            bulk = flat.topk(max(2, int(0.9 * flat.shape[1])), dim=1, largest=False).values
-            score = score / bulk.std(dim=1).clamp_min(1.0)
+        if spread is not None:
+            score = score / (spread / self.normal_image_spread).clamp_min(1.0)
         return score
+
+    @staticmethod
+    def image_spread(patch_scores: torch.Tensor) -> torch.Tensor:
+        """Spread ``(B,)`` of each image's ``(B, H, W)`` (or ``(B, P)``) patch scores: the standard deviation of
+        its lowest 90 %, so a defect (in the top tenth) barely widens it; of the patches themselves, not of
+        windows over them, which a large defect would reach into."""
+        flat = patch_scores.flatten(1)
+        return flat.topk(max(2, int(0.9 * flat.shape[1])), dim=1, largest=False).values.std(dim=1)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval forward: image score from the patch scores (:meth:`image_score`); map: upsampled, smoothed."""

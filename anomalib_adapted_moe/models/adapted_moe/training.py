@@ -165,15 +165,26 @@ def fit_expert_statistics(
 
 @torch.no_grad()
 def fit_expert_calibration(model: AdaptedMoEModel, feature_batches: Iterable[torch.Tensor]) -> list[int]:
-    """Fit :class:`~.calibration.ExpertCalibration` from the patch features ``(B, C, H, W)`` of normal images.
+    """Fit :class:`~.calibration.ExpertCalibration` from the patch features ``(B, C, H, W)`` of normal images,
+    then the model's ``normal_image_spread`` (the median :meth:`~.torch_model.AdaptedMoEModel.image_spread` of
+    the same images' calibrated, mixed patch scores, the unit of ``spread_scaled_score``).
 
     Each image is routed as at inference, and each selected expert's raw patch scores count towards its
     statistics with the image's routing weight. Returns the experts no image was routed to.
     """
     model.eval()
     device = model.adaptor.linear.weight.device
+    routed = []  # raw scores, experts and weights of every image: calibrated once the statistics exist
     for features in feature_batches:
         adapted = model.adapt(features.to(device, torch.float32))
         expert_index, weights = model.route(adapted)
-        model.calibration.update(model.expert_scores(adapted, expert_index), expert_index, weights)
-    return model.calibration.compute()
+        scores = model.expert_scores(adapted, expert_index)
+        model.calibration.update(scores, expert_index, weights)
+        routed.append((scores, expert_index, weights))
+    empty = model.calibration.compute()
+    spreads = [
+        model.image_spread((weights[..., None] * model.calibration(scores, expert_index)).sum(dim=1))
+        for scores, expert_index, weights in routed
+    ]
+    model.normal_image_spread.fill_(float(torch.cat(spreads).median()))
+    return empty

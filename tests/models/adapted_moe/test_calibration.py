@@ -42,6 +42,25 @@ def test_calibration_without_a_normal_image_says_so() -> None:
         ExpertCalibration(num_experts=2).compute()
 
 
+def test_fitting_the_calibration_sets_the_normal_images_median_spread() -> None:
+    """``fit_expert_calibration`` also sets ``normal_image_spread``, the unit of ``spread_scaled_score``: the
+    median spread of the same normal images' calibrated, routed and mixed patch scores, as the forward forms
+    them."""
+    from conftest import tiny_model
+
+    from anomalib_adapted_moe.models.adapted_moe.training import fit_expert_calibration
+
+    model = tiny_model().eval()
+    torch.manual_seed(1)
+    batches = [torch.randn(4, model.patch_features.out_dim, 8, 8) for _ in range(3)]
+    assert float(model.normal_image_spread) == 1.0  # the calibrated unit until fitted
+    fit_expert_calibration(model, batches)
+    with torch.no_grad():
+        spreads = torch.cat([model.image_spread(model.score_patches(model.adapt(b))[0]) for b in batches])
+    assert float(model.normal_image_spread) == pytest.approx(float(spreads.median()), rel=1e-5)
+    assert float(model.normal_image_spread) != 1.0
+
+
 def fitted_post_processor(post_processor: PostProcessor) -> PostProcessor:
     post_processor.image_min.fill_(0.0)
     post_processor.image_max.fill_(2.0)

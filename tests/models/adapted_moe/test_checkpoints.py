@@ -94,6 +94,7 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     _, _, datamodule, checkpoint = fitted_tiny
     old = torch.load(checkpoint, weights_only=True)
     del old["state_dict"]["model.calibration.location"], old["state_dict"]["model.calibration.scale"]
+    del old["state_dict"]["model.normal_image_spread"]
     del old["anomalib_post_processor_config"]["min_range"]
     del (
         old["state_dict"]["post_processor.f1_image_threshold"],
@@ -105,6 +106,7 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     assert torch.equal(calibration.location, torch.zeros(reloaded.model.num_experts))
     assert torch.equal(calibration.scale, torch.ones(reloaded.model.num_experts))
     assert reloaded.post_processor.min_range == 0.0
+    assert float(reloaded.model.normal_image_spread) == 1.0  # spread_scaled_score's unit as those checkpoints had it
     images = reloaded.pre_processor.transform(next(iter(datamodule.test_dataloader())).image)
     inner = reloaded.model
     with torch.no_grad():

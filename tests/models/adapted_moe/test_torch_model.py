@@ -124,6 +124,27 @@ def test_spread_scaled_score_divides_by_the_images_bulk_spread_only_beyond_one()
     assert model.image_score(defect) > 3 * model.image_score(busy)  # the defect still stands out
 
 
+def test_spread_scaled_score_counts_spread_in_units_of_the_normal_images_and_over_patches_not_windows() -> None:
+    """The spread is divided by ``normal_image_spread`` (fitted on the validation normal images): an image that
+    spreads as much as those scores as without the switch, one twice as spread scores half; with a 3x3 window
+    the spread is still the patches' own (a window's mean would shrink it and let a defect reach into it)."""
+    model = tiny_model(image_top_k=3, center_image_score=True).eval()
+    torch.manual_seed(0)
+    busy = torch.randn(1, 16, 16) * 2.0
+    plain = model.image_score(busy)
+    spread = model.image_spread(busy)
+    model.spread_scaled_score = True
+    model.normal_image_spread.fill_(float(spread))
+    assert torch.allclose(model.image_score(busy), plain)
+    model.normal_image_spread.fill_(float(spread) / 2)
+    assert torch.allclose(model.image_score(busy), plain / 2)
+    model.image_score_window = 3
+    model.spread_scaled_score = False
+    windowed = model.image_score(busy)
+    model.spread_scaled_score = True
+    assert torch.allclose(model.image_score(busy), windowed / 2)
+
+
 def test_image_score_window_ranks_a_defect_as_large_as_the_window_above_a_lone_noisy_patch() -> None:
     """With ``image_score_window=3`` the image score reads 3x3 means of the patch scores: one stray high patch
     (noise on a busy variant) scores a ninth of a 3x3 defect as high; at the default 1 the two tie."""

@@ -89,6 +89,7 @@ def _variants(model) -> dict[str, dict]:
     variants |= {f"center_image_score={on}": {"center_image_score": on} for on in (True, False)}
     variants |= {f"image_score_window={n}": {"image_score_window": n} for n in IMAGE_SCORE_WINDOWS}
     variants |= {f"spread_scaled_score={on}": {"spread_scaled_score": on} for on in (True, False)}
+    variants |= {f"level_corrected_score={on}": {"level_corrected_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
         variants |= {
@@ -118,6 +119,7 @@ def effective_switches(model) -> tuple:
         ("center_image_score", inner.center_image_score),
         ("image_score_window", inner.image_score_window),
         ("spread_scaled_score", inner.spread_scaled_score),
+        ("level_corrected_score", inner.level_corrected_score),
         ("blur_sigma", inner.blur_sigma),
     )
 

@@ -125,6 +125,7 @@ INFERENCE_SWITCHES = frozenset(
         "center_image_score",
         "image_score_window",
         "spread_scaled_score",
+        "level_corrected_score",
         "blur_sigma",
     }
 )

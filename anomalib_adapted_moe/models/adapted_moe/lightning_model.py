@@ -46,7 +46,13 @@ from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
 from .subclass_discovery import discover_subclasses, image_descriptors
 from .torch_model import AdaptedMoEModel
-from .training import TrainingSchedule, fit_expert_calibration, fit_expert_statistics, train_from_cache
+from .training import (
+    TrainingSchedule,
+    fit_expert_calibration,
+    fit_expert_statistics,
+    fit_level_correction,
+    train_from_cache,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +114,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         spread_scaled_score: image score divided by the spread of the image's own patch scores where that
             exceeds the validation normal images' median spread, so a variant that varies more than those does
             not cross one threshold as a whole (our addition, off by default; see the model README).
+        level_corrected_score: image score less the rise an image's level (median patch score) above the
+            validation normal images' predicts, its slope fitted on those images scored by their own and by
+            the other experts, so an unseen variant's normal images do not cross one threshold as a whole
+            (our addition; see the model README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -170,6 +180,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         center_image_score: bool = False,
         image_score_window: int = 1,
         spread_scaled_score: bool = False,
+        level_corrected_score: bool = False,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -229,6 +240,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             center_image_score=center_image_score,
             image_score_window=image_score_window,
             spread_scaled_score=spread_scaled_score,
+            level_corrected_score=level_corrected_score,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(
@@ -366,12 +378,13 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             try:
                 empty = fit_expert_calibration(self.model, self._validation_features(loader))
                 source = "the validation split's normal images"
+                fit_level_correction(self.model, self._validation_features(loader))
             except NoCalibrationImagesError:
                 reason = "the validation split holds no normal image"
         if reason is not None:
             source = f"the training images ({reason})"
-            batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
-            empty = fit_expert_calibration(self.model, batches)
+            empty = fit_expert_calibration(self.model, self._chunks(training_features, chunk))
+            fit_level_correction(self.model, self._chunks(training_features, chunk))
         logger.info("Expert score calibration fitted on %s.", source)
         if empty:
             names = [self.expert_names[i] if i < len(self.expert_names) else str(i) for i in empty]
@@ -379,6 +392,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "No normal calibration image was routed to expert(s) %s: they take all experts' statistics.",
                 ", ".join(names),
             )
+
+    @staticmethod
+    def _chunks(features: torch.Tensor | LiveFeatures, chunk: int):
+        return (features[i : i + chunk] for i in range(0, len(features), chunk))
 
     def _validation_features(self, loader):
         """Patch features of the normal images of a validation loader's dataset, pre-processed as Lightning would.
@@ -483,6 +500,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             state.setdefault("model.calibration.scale", torch.ones(experts))
         # and before spread_scaled_score's unit was fitted: 1, the unit those checkpoints' switch used
         state.setdefault("model.normal_image_spread", torch.tensor(1.0))
+        # and before the level correction: slope 0, no correction
+        state.setdefault("model.normal_image_level", torch.tensor(0.0))
+        state.setdefault("model.level_slope", torch.tensor(0.0))
         if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
             state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
             state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))

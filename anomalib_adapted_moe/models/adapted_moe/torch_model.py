@@ -64,6 +64,12 @@ class AdaptedMoEModel(nn.Module):
             normal patches vary more than the validation normal images' did no longer crosses one threshold as
             a whole, while an image as regular as those scores as before; it costs ranking within such a
             variant; an inference-only switch.
+        level_corrected_score: subtract from the image score ``level_slope`` times how far the image's level
+            (:meth:`image_level`) lies above the validation normal images' (``normal_image_level``): the rise an
+            unseen variant's normal image gets from sitting at a higher level, the slope fitted on the validation
+            normal images scored by their own and by the other experts (:func:`.training.fit_expert_calibration`);
+            the level moves little with a defect, so ranking within a variant barely changes; an inference-only
+            switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -93,6 +99,7 @@ class AdaptedMoEModel(nn.Module):
         center_image_score: bool = False,
         image_score_window: int = 1,
         spread_scaled_score: bool = False,
+        level_corrected_score: bool = False,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
@@ -116,6 +123,10 @@ class AdaptedMoEModel(nn.Module):
         # median image_spread of the validation normal images (fit_expert_calibration); 1, the experts' normal
         # patch spread in calibrated units, until fitted
         self.register_buffer("normal_image_spread", torch.tensor(1.0))
+        self.level_corrected_score = level_corrected_score
+        # fitted with the calibration too; a slope of 0 (unfitted) corrects nothing
+        self.register_buffer("normal_image_level", torch.tensor(0.0))
+        self.register_buffer("level_slope", torch.tensor(0.0))
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -237,9 +248,12 @@ class AdaptedMoEModel(nn.Module):
         scores = -self.experts.score_adapted(centred, scale, offset, index, normalized_views=adapted_views)
         return scores.unflatten(1, (2, -1)).mean(dim=1) if blend else scores
 
-    def score_patches(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Calibrated patch scores ``(B, H, W)`` mixed over the top-k experts, plus routing index and weights."""
-        expert_index, weights = self.route(adapted)
+    def score_patches(
+        self, adapted: torch.Tensor, routing: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Calibrated patch scores ``(B, H, W)`` mixed over the top-k experts (or the given ``(index, weights)``
+        ``routing``), plus routing index and weights."""
+        expert_index, weights = self.route(adapted) if routing is None else routing
         scores = self.calibration(self.expert_scores(adapted, expert_index), expert_index)  # (B, K, P)
         mixed = (weights[:, :, None] * scores).sum(dim=1)
         return mixed.reshape(adapted.shape[0], *adapted.shape[-2:]), expert_index, weights
@@ -249,8 +263,10 @@ class AdaptedMoEModel(nn.Module):
         noisy patch then cannot decide alone, and a defect larger than a patch counts more than a speck), of the
         patch scores averaged over ``image_score_window`` patches; less the mean of all its patch scores with
         ``center_image_score``; divided by its :meth:`image_spread` in units of ``normal_image_spread`` where
-        that exceeds 1 with ``spread_scaled_score``."""
+        that exceeds 1 with ``spread_scaled_score``; less ``level_slope`` times its :meth:`image_level` above
+        ``normal_image_level`` with ``level_corrected_score``."""
         spread = self.image_spread(patch_scores) if self.spread_scaled_score else None
+        level = self.image_level(patch_scores) if self.level_corrected_score else None
         if self.image_score_window > 1:
             window = self.image_score_window
             patch_scores = F.avg_pool2d(
@@ -265,7 +281,16 @@ class AdaptedMoEModel(nn.Module):
             score = score - flat.mean(dim=1)
         if spread is not None:
             score = score / (spread / self.normal_image_spread).clamp_min(1.0)
+        if level is not None:
+            score = score - self.level_slope * (level - self.normal_image_level).clamp_min(0.0)
         return score
+
+    @staticmethod
+    def image_level(patch_scores: torch.Tensor) -> torch.Tensor:
+        """Level ``(B,)`` of each image's ``(B, H, W)`` (or ``(B, P)``) patch scores: their median (a ``topk``,
+        exportable), which a defect covering less than half the image barely moves."""
+        flat = patch_scores.flatten(1)
+        return flat.topk((flat.shape[1] + 1) // 2, dim=1, largest=False).values[:, -1]
 
     @staticmethod
     def image_spread(patch_scores: torch.Tensor) -> torch.Tensor:

@@ -188,3 +188,40 @@ def fit_expert_calibration(model: AdaptedMoEModel, feature_batches: Iterable[tor
     ]
     model.normal_image_spread.fill_(float(torch.cat(spreads).median()))
     return empty
+
+
+@torch.no_grad()
+def fit_level_correction(model: AdaptedMoEModel, feature_batches: Iterable[torch.Tensor]) -> None:
+    """Fit ``normal_image_level`` and ``level_slope`` (``level_corrected_score``) from normal images' patch features.
+
+    An unseen variant is an image no expert was trained on. Each validation normal image is scored twice: as at
+    inference, and by the experts it would be routed to if its own (the top-1) did not exist, a stand-in for an
+    unseen variant. ``normal_image_level`` is the median level of the first; ``level_slope`` is the least-squares
+    slope of the image score (uncorrected) on the level's excess over it, over both sets (0 where it would be
+    negative, or with one expert). Call after :func:`fit_expert_calibration`: the scores are calibrated ones.
+    """
+    model.eval()
+    model.level_slope.zero_()  # the image scores below are the uncorrected ones
+    model.normal_image_level.zero_()
+    if model.num_experts < 2:
+        return
+    device = model.adaptor.linear.weight.device
+    levels, scores, own = [], [], []
+    for features in feature_batches:
+        adapted = model.adapt(features.to(device, torch.float32))
+        probabilities = model.router.probabilities(model.router.embed(adapted))
+        others = probabilities.scatter(1, probabilities.argmax(dim=1, keepdim=True), 0.0)
+        weights, index = others.topk(min(model.top_k, model.num_experts - 1), dim=1)
+        foreign = index, weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        for routing, is_own in ((None, True), (foreign, False)):
+            patch_scores = model.score_patches(adapted, routing)[0]
+            levels.append(model.image_level(patch_scores))
+            scores.append(model.image_score(patch_scores))
+            own.append(torch.full((len(adapted),), is_own))
+    levels, scores, own = torch.cat(levels).double(), torch.cat(scores).double(), torch.cat(own)
+    reference = levels[own].median()
+    excess = (levels - reference).clamp_min(0.0)
+    variance = excess.var(unbiased=False)
+    slope = ((excess - excess.mean()) * (scores - scores.mean())).mean() / variance if variance > 0 else 0.0
+    model.normal_image_level.fill_(float(reference))
+    model.level_slope.fill_(max(float(slope), 0.0))

@@ -61,6 +61,51 @@ def test_fitting_the_calibration_sets_the_normal_images_median_spread() -> None:
     assert float(model.normal_image_spread) != 1.0
 
 
+def test_the_level_correction_is_fitted_on_normal_images_scored_by_their_own_and_by_the_other_experts() -> None:
+    """``fit_level_correction``: ``normal_image_level`` is the median level of the images as routed, and
+    ``level_slope`` the least-squares slope of their uncorrected image scores, and of the same images routed
+    without their top-1 expert, on the level's excess over it; refitting gives the same (the slope is fitted on
+    uncorrected scores); one expert has nothing to leave out: no correction."""
+    from conftest import tiny_model
+
+    from anomalib_adapted_moe.models.adapted_moe.training import fit_expert_calibration, fit_level_correction
+
+    model = tiny_model(image_top_k=3, center_image_score=True, level_corrected_score=True).eval()
+    torch.manual_seed(2)
+    batches = [torch.randn(4, model.patch_features.out_dim, 8, 8) for _ in range(3)]
+    fit_expert_calibration(model, batches)
+    fit_level_correction(model, batches)
+    fitted = float(model.level_slope), float(model.normal_image_level)
+    model.level_corrected_score = False  # the uncorrected scores the slope is fitted on
+    levels, scores, own = [], [], []
+    with torch.no_grad():
+        for features in batches:
+            adapted = model.adapt(features)
+            probabilities = model.router.probabilities(model.router.embed(adapted))
+            others = [[e for e in range(3) if e != top] for top in probabilities.argmax(dim=1).tolist()]
+            index = torch.tensor(others)
+            weights = probabilities.gather(1, index)
+            for routing, is_own in ((None, True), ((index, weights / weights.sum(1, keepdim=True)), False)):
+                patch_scores = model.score_patches(adapted, routing)[0]
+                levels.append(model.image_level(patch_scores))
+                scores.append(model.image_score(patch_scores))
+                own += [is_own] * len(adapted)
+    levels, scores, own = torch.cat(levels).double(), torch.cat(scores).double(), torch.tensor(own)
+    reference = levels[own].median()
+    excess = (levels - reference).clamp_min(0)
+    slope = max(float(np.polyfit(excess.numpy(), scores.numpy(), 1)[0]), 0.0)
+    assert fitted[1] == pytest.approx(float(reference), abs=1e-5)
+    assert fitted[0] == pytest.approx(slope, rel=1e-4, abs=1e-6)
+    assert fitted[0] > 0 and bool((excess > 0).any())  # a slope fitted, not a fallback of 0
+    model.level_corrected_score = True
+    fit_level_correction(model, batches)
+    assert (float(model.level_slope), float(model.normal_image_level)) == pytest.approx(fitted, rel=1e-5, abs=1e-6)
+    single = tiny_model(num_experts=1, top_k=1).eval()
+    fit_expert_calibration(single, batches)
+    fit_level_correction(single, batches)
+    assert float(single.level_slope) == 0.0
+
+
 def fitted_post_processor(post_processor: PostProcessor) -> PostProcessor:
     post_processor.image_min.fill_(0.0)
     post_processor.image_max.fill_(2.0)

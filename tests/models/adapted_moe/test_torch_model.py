@@ -145,6 +145,27 @@ def test_spread_scaled_score_counts_spread_in_units_of_the_normal_images_and_ove
     assert torch.allclose(model.image_score(busy), windowed / 2)
 
 
+def test_level_corrected_score_subtracts_the_slope_times_the_level_above_the_normal_images_only() -> None:
+    """With ``level_corrected_score`` an image whose median patch score lies ``d`` above ``normal_image_level``
+    scores ``level_slope * d`` less; one at or below it scores as before; a defect on a few patches moves the
+    level (the median) by less than a tenth of its height."""
+    model = tiny_model(image_top_k=3, center_image_score=True).eval()
+    torch.manual_seed(0)
+    normal = torch.randn(1, 16, 16)
+    raised = normal + 4.0  # a variant whose every patch sits higher
+    plain = {"normal": model.image_score(normal), "raised": model.image_score(raised)}
+    assert torch.allclose(model.image_level(normal), normal.flatten().median(), atol=1e-6)
+    model.level_corrected_score = True
+    model.level_slope.fill_(0.5)
+    model.normal_image_level.fill_(float(model.image_level(normal)) + 1.0)
+    assert torch.equal(model.image_score(normal), plain["normal"])  # below the reference: no correction
+    assert torch.allclose(model.image_score(raised), plain["raised"] - 0.5 * 3.0, atol=1e-5)
+    defect = normal.clone()
+    defect[0, :3, :3] += 20.0
+    assert abs(float(model.image_level(defect) - model.image_level(normal))) < 2.0
+    assert model.image_score(defect) > model.image_score(normal) + 5.0
+
+
 def test_image_score_window_ranks_a_defect_as_large_as_the_window_above_a_lone_noisy_patch() -> None:
     """With ``image_score_window=3`` the image score reads 3x3 means of the patch scores: one stray high patch
     (noise on a busy variant) scores a ninth of a 3x3 defect as high; at the default 1 the two tie."""

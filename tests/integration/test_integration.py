@@ -127,29 +127,47 @@ def test_openvino_matches_torch_on_sixteen_images(
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
 
 
-def test_openvino_matches_torch_with_the_image_score_window(
-    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("switch", ["image_score_window", "level_corrected_score"])
+def test_openvino_matches_torch_with_the_image_score_switches(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, switch: str
 ) -> None:
-    """The inference switch ``image_score_window`` (an average pool over the patch scores) is in the exported
-    graph: its scores differ from the default's in torch and OpenVINO follows them at f32."""
+    """The inference switches ``image_score_window`` (an average pool over the patch scores) and
+    ``level_corrected_score`` (a median by ``topk``, its buffers) are in the exported graph: their scores differ
+    from the default's in torch and OpenVINO follows them at f32."""
     monkeypatch.chdir(tmp_path)
     engine, model, datamodule, _ = fitted
     images = [datamodule.test_data[index].image for index in range(16)]
     model.eval()
-    with torch.no_grad():
-        default = model(torch.stack(images)).pred_score
-        monkeypatch.setattr(model.model, "image_score_window", 3)
-        windowed = model(torch.stack(images)).pred_score
-    assert (default - windowed).abs().max() > 10 * OPENVINO_TOLERANCE["fp32", "f32"]  # a graph without it would fail
-    path = engine.export(  # no ckpt_path: loading the checkpoint would bring back the default window
-        model=model,
-        export_type="openvino",
-        export_root=tmp_path,
-        datamodule=datamodule,
-        onnx_kwargs={"opset_version": 18},
-    )
-    paths = list(datamodule.test_data.samples.image_path)[:16]
-    parity = openvino_parity(model, path, paths, images, precision="f32")
+    inner = model.model
+    saved = inner.normal_image_level.clone(), inner.level_slope.clone()
+    try:
+        with torch.no_grad():
+            default = model(torch.stack(images)).pred_score
+            if switch == "image_score_window":
+                monkeypatch.setattr(inner, "image_score_window", 3)
+            else:  # half the images above the reference level, a slope the tiny model's fit need not give
+                levels = inner.image_level(
+                    inner.score_patches(
+                        inner.adapt(inner.patch_features(model.pre_processor.transform(torch.stack(images))))
+                    )[0]
+                )
+                inner.normal_image_level.fill_(float(levels.median()))
+                inner.level_slope.fill_(1.0)
+                monkeypatch.setattr(inner, "level_corrected_score", True)
+            switched = model(torch.stack(images)).pred_score
+        assert (default - switched).abs().max() > 10 * OPENVINO_TOLERANCE["fp32", "f32"]  # a graph without it fails
+        path = engine.export(  # no ckpt_path: loading the checkpoint would bring back the defaults
+            model=model,
+            export_type="openvino",
+            export_root=tmp_path,
+            datamodule=datamodule,
+            onnx_kwargs={"opset_version": 18},
+        )
+        paths = list(datamodule.test_data.samples.image_path)[:16]
+        parity = openvino_parity(model, path, paths, images, precision="f32")
+    finally:
+        inner.normal_image_level.copy_(saved[0])
+        inner.level_slope.copy_(saved[1])
     assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
 

@@ -67,7 +67,7 @@ class AdaptedMoEModel(nn.Module):
         level_corrected_score: subtract from the image score ``level_slope`` times how far the image's level
             (:meth:`image_level`) lies above the validation normal images' (``normal_image_level``): the rise an
             unseen variant's normal image gets from sitting at a higher level, the slope fitted on the validation
-            normal images scored by their own and by the other experts (:func:`.training.fit_expert_calibration`);
+            normal images scored by their own and by the other experts (:func:`.training.fit_level_correction`);
             the level moves little with a defect, so ranking within a variant barely changes; an inference-only
             switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.

@@ -94,15 +94,24 @@ def measure_category(
     threshold = float(model.post_processor.image_threshold)
     calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
     groups = group_by_subclass(raw)
-    calibration = model.model.calibration
-    saved = calibration.location.clone(), calibration.scale.clone()
-    calibration.location.zero_()
-    calibration.scale.fill_(1.0)
-    try:  # the same model scoring with each expert's raw scores
+    # the same model scoring with each expert's raw scores: calibration, and what is fitted on calibrated scores
+    # (the spread unit, the level correction), as before fitting
+    inner = model.model
+    unfitted = [
+        (inner.calibration.location, 0.0),
+        (inner.calibration.scale, 1.0),
+        (inner.normal_image_spread, 1.0),
+        (inner.normal_image_level, 0.0),
+        (inner.level_slope, 0.0),
+    ]
+    saved = [buffer.clone() for buffer, _ in unfitted]
+    for buffer, value in unfitted:
+        buffer.fill_(value)
+    try:
         uncalibrated = per_subclass_table(predict_raw(engine, model, loader), seen=seen)
     finally:
-        calibration.location.copy_(saved[0])
-        calibration.scale.copy_(saved[1])
+        for (buffer, _), value in zip(unfitted, saved, strict=True):
+            buffer.copy_(value)
 
     rows, before = _by_name(calibrated), _by_name(uncalibrated)
     result = {
@@ -196,7 +205,7 @@ def render_markdown(report: dict) -> str:
         "(`engine.test`'s `image_AUROC` for all images); *raw*: the model's own scores (normalisation off). "
         "*Pooled*: one ranking over all images of the split, what one threshold sees; *mean*: mean of the "
         "per-subclass AUROCs. *Uncalibrated*: the same model scoring with each expert's raw scores (identity "
-        "calibration). F1 at the "
+        "calibration, and the spread unit and level correction, fitted on calibrated scores, as unfitted). F1 at the "
         "category's one threshold (by default mean + 3 std of the validation normal images' scores; beside it, "
         "anomalib's F1-adaptive threshold on the validation split) against F1 at each "
         "subclass's best threshold (chosen with test labels, for this report only).",

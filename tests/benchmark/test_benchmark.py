@@ -221,7 +221,8 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     output, markdown = tmp_path / "thresholds", tmp_path / "thresholds.md"
     data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data")})
     common = ["--categories", "cloth", "--weights", "none", "--epochs", "1", "--image-size", "64"]
-    switch = ["--model-args", json.dumps({"spread_scaled_score": True})]  # an inference switch over the recipe
+    switches = {"spread_scaled_score": True, "level_corrected_score": True}  # inference switches over the recipe
+    switch = ["--model-args", json.dumps(switches)]
     main(
         [
             "thresholds",
@@ -238,7 +239,7 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
 
     report = json.loads((output / "thresholds.json").read_text())
     (result,) = report["results"]
-    assert result["switches"]["spread_scaled_score"] is True and result["switches"]["center_image_score"] is True
+    assert all(result["switches"][name] is True for name in (*switches, "center_image_score"))
     assert result["image_threshold_rule"] == "normal" and set(result["splits"]) == {"seen", "unseen"}
     # the squashing post-processor keeps the ranking: anomalib's AUROC is the raw one (to torchmetrics' float32
     # rounding, in percent points; the issue's limit is 0.1)

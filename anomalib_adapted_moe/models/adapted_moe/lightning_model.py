@@ -46,13 +46,7 @@ from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
 from .subclass_discovery import discover_subclasses, image_descriptors
 from .torch_model import AdaptedMoEModel
-from .training import (
-    TrainingSchedule,
-    fit_expert_calibration,
-    fit_expert_statistics,
-    fit_level_correction,
-    train_from_cache,
-)
+from .training import TrainingSchedule, fit_expert_calibration, fit_expert_statistics, train_from_cache
 
 logger = logging.getLogger(__name__)
 
@@ -378,13 +372,12 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             try:
                 empty = fit_expert_calibration(self.model, self._validation_features(loader))
                 source = "the validation split's normal images"
-                fit_level_correction(self.model, self._validation_features(loader))
             except NoCalibrationImagesError:
                 reason = "the validation split holds no normal image"
         if reason is not None:
             source = f"the training images ({reason})"
-            empty = fit_expert_calibration(self.model, self._chunks(training_features, chunk))
-            fit_level_correction(self.model, self._chunks(training_features, chunk))
+            batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
+            empty = fit_expert_calibration(self.model, batches)
         logger.info("Expert score calibration fitted on %s.", source)
         if empty:
             names = [self.expert_names[i] if i < len(self.expert_names) else str(i) for i in empty]
@@ -392,10 +385,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "No normal calibration image was routed to expert(s) %s: they take all experts' statistics.",
                 ", ".join(names),
             )
-
-    @staticmethod
-    def _chunks(features: torch.Tensor | LiveFeatures, chunk: int):
-        return (features[i : i + chunk] for i in range(0, len(features), chunk))
 
     def _validation_features(self, loader):
         """Patch features of the normal images of a validation loader's dataset, pre-processed as Lightning would.

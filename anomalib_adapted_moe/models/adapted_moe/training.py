@@ -166,60 +166,62 @@ def fit_expert_statistics(
 @torch.no_grad()
 def fit_expert_calibration(model: AdaptedMoEModel, feature_batches: Iterable[torch.Tensor]) -> list[int]:
     """Fit :class:`~.calibration.ExpertCalibration` from the patch features ``(B, C, H, W)`` of normal images,
-    then the model's ``normal_image_spread`` (the median :meth:`~.torch_model.AdaptedMoEModel.image_spread` of
-    the same images' calibrated, mixed patch scores, the unit of ``spread_scaled_score``).
+    then, on the same images' calibrated, mixed patch scores, the model's ``normal_image_spread`` (their median
+    :meth:`~.torch_model.AdaptedMoEModel.image_spread`, the unit of ``spread_scaled_score``) and its level
+    correction (:func:`fit_level_correction`). One pass over the features.
 
     Each image is routed as at inference, and each selected expert's raw patch scores count towards its
     statistics with the image's routing weight. Returns the experts no image was routed to.
     """
     model.eval()
     device = model.adaptor.linear.weight.device
-    routed = []  # raw scores, experts and weights of every image: calibrated once the statistics exist
+    own, foreign = [], []  # raw scores, experts and weights of every image: calibrated once the statistics exist
     for features in feature_batches:
         adapted = model.adapt(features.to(device, torch.float32))
         expert_index, weights = model.route(adapted)
         scores = model.expert_scores(adapted, expert_index)
         model.calibration.update(scores, expert_index, weights)
-        routed.append((scores, expert_index, weights))
+        own.append((scores, expert_index, weights, adapted.shape[-2:]))
+        if model.num_experts > 1:
+            index, weights = _routing_without_the_top_expert(model, adapted)
+            foreign.append((model.expert_scores(adapted, index), index, weights, adapted.shape[-2:]))
     empty = model.calibration.compute()
-    spreads = [
-        model.image_spread((weights[..., None] * model.calibration(scores, expert_index)).sum(dim=1))
-        for scores, expert_index, weights in routed
-    ]
-    model.normal_image_spread.fill_(float(torch.cat(spreads).median()))
+
+    def mixed(scores: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return (weights[..., None] * model.calibration(scores, index)).sum(dim=1).unflatten(1, size)
+
+    own_maps, foreign_maps = [mixed(*batch) for batch in own], [mixed(*batch) for batch in foreign]
+    model.normal_image_spread.fill_(float(torch.cat([model.image_spread(m) for m in own_maps]).median()))
+    fit_level_correction(model, own_maps, foreign_maps)
     return empty
 
 
-@torch.no_grad()
-def fit_level_correction(model: AdaptedMoEModel, feature_batches: Iterable[torch.Tensor]) -> None:
-    """Fit ``normal_image_level`` and ``level_slope`` (``level_corrected_score``) from normal images' patch features.
+def _routing_without_the_top_expert(model: AdaptedMoEModel, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k experts and weights an image would be routed to if its top-1 expert did not exist."""
+    probabilities = model.router.probabilities(model.router.embed(adapted))
+    others = probabilities.scatter(1, probabilities.argmax(dim=1, keepdim=True), 0.0)
+    weights, index = others.topk(min(model.top_k, model.num_experts - 1), dim=1)
+    return index, weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
-    An unseen variant is an image no expert was trained on. Each validation normal image is scored twice: as at
-    inference, and by the experts it would be routed to if its own (the top-1) did not exist, a stand-in for an
-    unseen variant. ``normal_image_level`` is the median level of the first; ``level_slope`` is the least-squares
-    slope of the image score (uncorrected) on the level's excess over it, over both sets (0 where it would be
-    negative, or with one expert). Call after :func:`fit_expert_calibration`: the scores are calibrated ones.
+
+@torch.no_grad()
+def fit_level_correction(model: AdaptedMoEModel, own: list[torch.Tensor], foreign: list[torch.Tensor]) -> None:
+    """Fit ``normal_image_level`` and ``level_slope`` (``level_corrected_score``) from normal images' calibrated
+    patch scores ``(B, H, W)``: as routed (``own``), and routed without their top-1 expert (``foreign``).
+
+    An unseen variant is an image no expert was trained on; a normal image scored by the experts it would go to if
+    its own did not exist stands in for one. ``normal_image_level`` is the median level of ``own``;
+    ``level_slope`` is the least-squares slope of the (uncorrected) image score on the level's excess over it,
+    over both sets (0 where it would be negative, or without ``foreign`` images: one expert).
     """
-    model.eval()
     model.level_slope.zero_()  # the image scores below are the uncorrected ones
     model.normal_image_level.zero_()
-    if model.num_experts < 2:
+    if not foreign:
         return
-    device = model.adaptor.linear.weight.device
-    levels, scores, own = [], [], []
-    for features in feature_batches:
-        adapted = model.adapt(features.to(device, torch.float32))
-        probabilities = model.router.probabilities(model.router.embed(adapted))
-        others = probabilities.scatter(1, probabilities.argmax(dim=1, keepdim=True), 0.0)
-        weights, index = others.topk(min(model.top_k, model.num_experts - 1), dim=1)
-        foreign = index, weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        for routing, is_own in ((None, True), (foreign, False)):
-            patch_scores = model.score_patches(adapted, routing)[0]
-            levels.append(model.image_level(patch_scores))
-            scores.append(model.image_score(patch_scores))
-            own.append(torch.full((len(adapted),), is_own))
-    levels, scores, own = torch.cat(levels).double(), torch.cat(scores).double(), torch.cat(own)
-    reference = levels[own].median()
+    levels = [model.image_level(maps) for maps in own + foreign]
+    scores = [model.image_score(maps) for maps in own + foreign]
+    levels, scores = torch.cat(levels).double(), torch.cat(scores).double()
+    reference = levels[: sum(len(maps) for maps in own)].median()
     excess = (levels - reference).clamp_min(0.0)
     variance = excess.var(unbiased=False)
     slope = ((excess - excess.mean()) * (scores - scores.mean())).mean() / variance if variance > 0 else 0.0

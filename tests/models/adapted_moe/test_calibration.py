@@ -62,19 +62,18 @@ def test_fitting_the_calibration_sets_the_normal_images_median_spread() -> None:
 
 
 def test_the_level_correction_is_fitted_on_normal_images_scored_by_their_own_and_by_the_other_experts() -> None:
-    """``fit_level_correction``: ``normal_image_level`` is the median level of the images as routed, and
-    ``level_slope`` the least-squares slope of their uncorrected image scores, and of the same images routed
-    without their top-1 expert, on the level's excess over it; refitting gives the same (the slope is fitted on
-    uncorrected scores); one expert has nothing to leave out: no correction."""
+    """``fit_expert_calibration`` fits the level correction in the same pass: ``normal_image_level`` is the median
+    level of the images as routed, and ``level_slope`` the least-squares slope of their uncorrected image scores,
+    and of the same images routed without their top-1 expert, on the level's excess over it; refitting gives the
+    same (the slope is fitted on uncorrected scores); one expert has nothing to leave out: no correction."""
     from conftest import tiny_model
 
-    from anomalib_adapted_moe.models.adapted_moe.training import fit_expert_calibration, fit_level_correction
+    from anomalib_adapted_moe.models.adapted_moe.training import fit_expert_calibration
 
     model = tiny_model(image_top_k=3, center_image_score=True, level_corrected_score=True).eval()
     torch.manual_seed(2)
     batches = [torch.randn(4, model.patch_features.out_dim, 8, 8) for _ in range(3)]
     fit_expert_calibration(model, batches)
-    fit_level_correction(model, batches)
     fitted = float(model.level_slope), float(model.normal_image_level)
     model.level_corrected_score = False  # the uncorrected scores the slope is fitted on
     levels, scores, own = [], [], []
@@ -98,11 +97,10 @@ def test_the_level_correction_is_fitted_on_normal_images_scored_by_their_own_and
     assert fitted[0] == pytest.approx(slope, rel=1e-4, abs=1e-6)
     assert fitted[0] > 0 and bool((excess > 0).any())  # a slope fitted, not a fallback of 0
     model.level_corrected_score = True
-    fit_level_correction(model, batches)
+    fit_expert_calibration(model, batches)
     assert (float(model.level_slope), float(model.normal_image_level)) == pytest.approx(fitted, rel=1e-5, abs=1e-6)
     single = tiny_model(num_experts=1, top_k=1).eval()
     fit_expert_calibration(single, batches)
-    fit_level_correction(single, batches)
     assert float(single.level_slope) == 0.0
 
 

@@ -251,3 +251,19 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     assert {line["result"] for line in report["targets"]} <= {"PASS", "MISS", "ABOVE"} and len(report["targets"]) == 7
     text = markdown.read_text()
     assert report["commit"] in text and "python -m anomalib_adapted_moe.benchmark thresholds" in text
+
+
+def test_the_inference_study_tries_and_records_every_inference_switch() -> None:
+    """A switch added to INFERENCE_SWITCHES but not to the study's variants (or to the switches a result is
+    keyed by) would silently never be measured, or two settings would share one result."""
+    from types import SimpleNamespace
+
+    from conftest import tiny_model
+
+    from anomalib_adapted_moe.benchmark.run import _variants, effective_switches
+    from anomalib_adapted_moe.benchmark.zoo import INFERENCE_SWITCHES
+
+    model = SimpleNamespace(model=tiny_model())
+    tried = {switch for settings in _variants(model).values() for switch in settings}
+    assert tried == INFERENCE_SWITCHES
+    assert {name for name, _ in effective_switches(model)} == INFERENCE_SWITCHES

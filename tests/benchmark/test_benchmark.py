@@ -4,15 +4,17 @@ import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from conftest import REPO
+from conftest import REPO, tiny_model
 
 from anomalib_adapted_moe.benchmark.__main__ import main
 from anomalib_adapted_moe.benchmark.driver import _finished, _read_settings
 from anomalib_adapted_moe.benchmark.report import _target_lines
+from anomalib_adapted_moe.benchmark.run import _variants, effective_switches
 from anomalib_adapted_moe.benchmark.studies import rows
-from anomalib_adapted_moe.benchmark.zoo import Settings, unavailable_reason
+from anomalib_adapted_moe.benchmark.zoo import INFERENCE_SWITCHES, Settings, unavailable_reason
 
 
 def test_table2_has_all_eight_switch_combinations_from_four_trainings() -> None:
@@ -256,13 +258,6 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
 def test_the_inference_study_tries_and_records_every_inference_switch() -> None:
     """A switch added to INFERENCE_SWITCHES but not to the study's variants (or to the switches a result is
     keyed by) would silently never be measured, or two settings would share one result."""
-    from types import SimpleNamespace
-
-    from conftest import tiny_model
-
-    from anomalib_adapted_moe.benchmark.run import _variants, effective_switches
-    from anomalib_adapted_moe.benchmark.zoo import INFERENCE_SWITCHES
-
     model = SimpleNamespace(model=tiny_model())
     tried = {switch for settings in _variants(model).values() for switch in settings}
     assert tried == INFERENCE_SWITCHES

@@ -43,7 +43,13 @@ def resolve_class_path(class_path: str) -> type:
 
 
 def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one: bool):
-    """The datamodule named by an anomalib-style ``{class_path, init_args}`` config, for one category."""
+    """The datamodule named by an anomalib-style ``{class_path, init_args}`` config, for one category.
+
+    Built by jsonargparse as the ``anomalib`` command builds ``--data``, so a config that trains there runs here:
+    nested ``class_path`` values (``train_augmentations``) become objects and unknown arguments are refused.
+    """
+    from jsonargparse import ArgumentError, ArgumentParser
+
     datamodule_class = resolve_class_path(data["class_path"])
     init_args = dict(data.get("init_args", {}))
     if category is not None:
@@ -52,7 +58,14 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
         init_args.setdefault("seed", seed)
     if batch_size_one:
         init_args["train_batch_size"] = 1
-    return datamodule_class(**init_args)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(datamodule_class, "data", instantiate=False)  # the datamodule's own errors stay its
+    try:
+        config = parser.instantiate_classes(parser.parse_object({"data": init_args}))
+    except ArgumentError as error:
+        msg = f"data config ({data['class_path']}): {error}. Fix its init_args (as for `anomalib train --data`)."
+        raise ValueError(msg) from error
+    return datamodule_class(**vars(config.data))
 
 
 #: routing temperatures tested with the paper's top-4 (at the default 0.1 routing is nearly one-hot)

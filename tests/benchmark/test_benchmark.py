@@ -218,6 +218,25 @@ def test_every_shipped_data_config_gets_the_benchmarks_seed(tmp_path: Path) -> N
         assert build_datamodule(data, category, seed=7, batch_size_one=False).seed == 7, path.name
 
 
+def test_data_config_builds_nested_class_paths_as_the_anomalib_command_does(tmp_path: Path) -> None:
+    """`train_augmentations` in a data config trains on `anomalib train --data`; the benchmarks once passed it
+    on as a dict. Unknown arguments are refused by name, the datamodule's own errors pass unchanged."""
+    from torchvision.transforms import v2
+
+    from anomalib_adapted_moe.benchmark.run import build_datamodule
+
+    flip = {"class_path": "torchvision.transforms.v2.RandomHorizontalFlip", "init_args": {"p": 0.25}}
+    augmentations = {"class_path": "torchvision.transforms.v2.Compose", "init_args": {"transforms": [flip]}}
+    data = {"class_path": "TextureAD", "init_args": {"root": str(tmp_path), "train_augmentations": augmentations}}
+    built = build_datamodule(data, "stone", seed=3, batch_size_one=False).train_augmentations
+    assert isinstance(built, v2.Compose) and isinstance(built.transforms[0], v2.RandomHorizontalFlip)
+    assert built.transforms[0].p == 0.25
+    with pytest.raises(ValueError, match=r"data config \(TextureAD\).*'rotate'"):
+        build_datamodule({"class_path": "TextureAD", "init_args": {"rotate": 1}}, "stone", 0, False)
+    with pytest.raises(ValueError, match="SyntheticTextureAD has no category 'stone'"):
+        build_datamodule({"class_path": "anomalib_adapted_moe.SyntheticTextureAD"}, "stone", 0, False)
+
+
 @pytest.mark.slow
 def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path: Path) -> None:
     output, markdown = tmp_path / "thresholds", tmp_path / "thresholds.md"

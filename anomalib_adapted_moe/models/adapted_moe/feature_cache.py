@@ -192,7 +192,7 @@ class LiveFeatures:
         """Subclass label of every item (the dataset's ``subclass_id`` column), ``-1`` where there is none."""
         samples = getattr(self.dataset, "samples", None)
         if samples is not None and "subclass_id" in samples:
-            return torch.as_tensor(samples["subclass_id"].to_numpy(), dtype=torch.long)
+            return torch.tensor(samples["subclass_id"].to_numpy(), dtype=torch.long)
         return torch.full((len(self),), -1, dtype=torch.long)
 
     def describe(self) -> str:

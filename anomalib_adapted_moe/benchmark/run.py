@@ -6,6 +6,7 @@ For our model, every value of the inference-only switches (``tta``, ``top_k``) i
 tested on the same trained weights: they do not change training.
 """
 
+import copy
 import importlib
 import inspect
 import json
@@ -51,7 +52,7 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
     from jsonargparse import ArgumentError, ArgumentParser
 
     datamodule_class = resolve_class_path(data["class_path"])
-    init_args = dict(data.get("init_args", {}))
+    init_args = copy.deepcopy(data.get("init_args", {}))  # jsonargparse turns nested dicts into Namespaces in place
     if category is not None:
         init_args["category"] = category
     if "seed" in inspect.signature(datamodule_class).parameters:

@@ -220,7 +220,8 @@ def test_every_shipped_data_config_gets_the_benchmarks_seed(tmp_path: Path) -> N
 
 def test_data_config_builds_nested_class_paths_as_the_anomalib_command_does(tmp_path: Path) -> None:
     """`train_augmentations` in a data config trains on `anomalib train --data`; the benchmarks once passed it
-    on as a dict. Unknown arguments are refused by name, the datamodule's own errors pass unchanged."""
+    on as a dict. Unknown arguments are refused by name, the datamodule's own errors pass unchanged, and the
+    config is left as it was (jsonargparse once turned it into Namespaces that the report could not write)."""
     from torchvision.transforms import v2
 
     from anomalib_adapted_moe.benchmark.run import build_datamodule
@@ -228,7 +229,9 @@ def test_data_config_builds_nested_class_paths_as_the_anomalib_command_does(tmp_
     flip = {"class_path": "torchvision.transforms.v2.RandomHorizontalFlip", "init_args": {"p": 0.25}}
     augmentations = {"class_path": "torchvision.transforms.v2.Compose", "init_args": {"transforms": [flip]}}
     data = {"class_path": "TextureAD", "init_args": {"root": str(tmp_path), "train_augmentations": augmentations}}
+    before = json.dumps(data)
     built = build_datamodule(data, "stone", seed=3, batch_size_one=False).train_augmentations
+    assert json.dumps(data) == before  # the reports write the config out after every category is built
     assert isinstance(built, v2.Compose) and isinstance(built.transforms[0], v2.RandomHorizontalFlip)
     assert built.transforms[0].p == 0.25
     with pytest.raises(ValueError, match=r"data config \(TextureAD\).*'rotate'"):

@@ -1,9 +1,9 @@
 """Which floating-point precision OpenVINO's CPU plugin runs an exported model in, and how to choose it.
 
 OpenVINO runs an FP32 IR in **bfloat16** by default on every CPU with AVX512_BF16
-(Intel Xeon Sapphire Rapids and later): its CPU plugin sets the inference precision
-to bf16 whenever the CPU has the instruction, and f32 elsewhere (AMD EPYC, older
-Xeons). AdaptedMoE's experts are SimpleNet discriminators trained to flag feature
+(Intel Xeon Sapphire Rapids and later, and AMD EPYCs that have it): its CPU plugin
+sets the inference precision to bf16 whenever the CPU has the instruction, and f32
+elsewhere (older Xeons and EPYCs). AdaptedMoE's experts are SimpleNet discriminators trained to flag feature
 perturbations of about 1.5 % of the feature scale; bf16 rounding through the
 backbone perturbs the features on that scale, so with every layer in bf16 the scores
 move by up to about 2e-1 (post-processed, in [0, 1]) and image pairs swap (figures in

@@ -16,7 +16,10 @@ test set
     python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
 
 Writes ``--output/thresholds.json`` and ``--markdown`` (default ``docs/thresholds.md``) with the
-command, seed, commit and machine; prints the issue's targets with PASS/MISS.
+command, seed, commit and machine; prints the issue's targets with PASS/MISS. Each category's result is
+stored under ``--output/categories/`` as soon as it is measured (a category trains for about 20 minutes on
+two cores), so calling the command again resumes: a category stored with the same data, settings, seed,
+model arguments and commit is kept, the others are trained.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -150,6 +154,36 @@ def measure_category(
     return result
 
 
+def category_path(output: Path, category: str) -> Path:
+    """Where one category's measured result is stored."""
+    return output / "categories" / f"{category}.json"
+
+
+def stored_result(output: Path, category: str, spec: dict) -> dict | None:
+    """The stored result of ``category`` if it was measured under ``spec``; ``None`` to measure it again."""
+    path = category_path(output, category)
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:  # a half-written or hand-edited file: measure again
+        print(f"{category}: cannot read {path} ({error}); measuring it again", flush=True)
+        return None
+    if stored.get("spec") != json.loads(json.dumps(spec)):
+        print(f"{category}: {path} was measured with other settings or code; measuring it again", flush=True)
+        return None
+    return stored["result"]
+
+
+def store_result(output: Path, category: str, spec: dict, result: dict) -> None:
+    """Store one category's result, written whole (a temporary file renamed) so a crash leaves no half file."""
+    path = category_path(output, category)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"spec": spec, "result": result}, indent=1))
+    partial.replace(path)
+
+
 def targets(results: list[dict]) -> list[dict]:
     """The issue's targets, one line per category and split."""
     lines = []
@@ -269,14 +303,27 @@ def main(argv: list[str] | None = None) -> dict:
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)
     model_args = json.loads(args.model_args) if args.model_args else {}
-    results = [
-        measure_category(data, category, settings, args.seed, args.output / "work", model_args)
-        for category in args.categories
-    ]
+    code = commit()
+    results = []
+    for category in args.categories:
+        spec = {
+            "data": data,
+            "seed": args.seed,
+            "settings": asdict(settings),
+            "model_args": model_args,
+            "commit": code,
+        }
+        result = stored_result(args.output, category, spec)
+        if result is None:
+            result = measure_category(data, category, settings, args.seed, args.output / "work", model_args)
+            store_result(args.output, category, spec, result)
+        else:
+            print(f"{category}: measured earlier, kept ({category_path(args.output, category)})", flush=True)
+        results.append(result)
     report = {
         "command": "python -m anomalib_adapted_moe.benchmark thresholds " + shlex.join(argv),
         "seed": args.seed,
-        "commit": commit(),
+        "commit": code,
         "machine": f"{cpu_model()}",
         "data": data,
         "results": results,

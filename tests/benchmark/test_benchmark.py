@@ -275,6 +275,36 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     assert {line["result"] for line in report["targets"]} <= {"PASS", "MISS", "ABOVE"} and len(report["targets"]) == 7
     text = markdown.read_text()
     assert report["commit"] in text and "python -m anomalib_adapted_moe.benchmark thresholds" in text
+    _thresholds_resume_and_keep_finished_categories(output, [*common, *switch, "--data-init-args", data_args])
+
+
+def _thresholds_resume_and_keep_finished_categories(output: Path, argv: list[str]) -> None:
+    """Calling thresholds again keeps each category measured under the same spec; a category that fails keeps
+    the ones before it. ``argv``: a finished run's (its one category, ``cloth``, is stored under ``output``)."""
+    import anomalib_adapted_moe.benchmark.thresholds as thresholds
+
+    first = json.loads((output / "thresholds.json").read_text())["results"][0]
+    stored = thresholds.category_path(output, "cloth")
+    written = stored.stat().st_mtime_ns
+    measured: list[str] = []
+
+    def measure(data, category, *args, **kwargs) -> dict:
+        measured.append(category)
+        if category == "wafer" and measured.count("wafer") == 1:
+            raise RuntimeError("wafer failed")
+        return {**first, "category": category}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thresholds, "measure_category", measure)
+        argv = [*argv, "--output", str(output), "--markdown", str(output / "again.md")]
+        assert thresholds.main(argv)["results"] == [first] and measured == []  # kept, not trained again
+        with pytest.raises(RuntimeError, match="wafer failed"):  # cloth kept, wafer fails
+            thresholds.main([*argv, "--categories", "cloth", "wafer"])
+        assert measured == ["wafer"] and stored.stat().st_mtime_ns == written
+        report = thresholds.main([*argv, "--categories", "cloth", "wafer"])  # only wafer is measured again
+        assert measured == ["wafer", "wafer"] and [r["category"] for r in report["results"]] == ["cloth", "wafer"]
+        thresholds.main([*argv, "--seed", "1"])  # another spec: measured again, and stored for that spec
+        assert measured[-1] == "cloth" and json.loads(stored.read_text())["spec"]["seed"] == 1
 
 
 def test_the_inference_study_tries_and_records_every_inference_switch() -> None:

@@ -1,6 +1,6 @@
 """Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
 
-from .inferencer import ImageSizeError, openvino_inferencer
+from .inferencer import BatchSizeError, ImageSizeError, openvino_inferencer
 from .precision import (
     PRECISIONS,
     UnsupportedPrecisionError,
@@ -16,6 +16,7 @@ from .quantization import MIN_CALIBRATION_IMAGES, CalibrationDataError, quantize
 __all__ = [
     "MIN_CALIBRATION_IMAGES",
     "PRECISIONS",
+    "BatchSizeError",
     "CalibrationDataError",
     "ImageSizeError",
     "UnsupportedPrecisionError",

@@ -6,17 +6,24 @@ import torch
 
 
 def openvino_parity(
-    model, export_path: str | Path, image_paths: list, images: list[torch.Tensor], precision: str = "f32"
+    model,
+    export_path: str | Path,
+    image_paths: list,
+    images: list[torch.Tensor],
+    precision: str = "f32",
+    batch_size: int | None = None,
 ) -> dict:
     """Largest ``pred_score`` and ``anomaly_map`` differences between anomalib's ``OpenVINOInferencer`` and ``model``.
 
     The inferencer is compiled for the CPU in ``precision`` (f32 by default, whatever the CPU would pick: bf16
     on CPUs with AVX512_BF16), and the returned ``precision`` is what the compiled model reports it ran in.
     ``images[i]`` is the model's input tensor for the file ``image_paths[i]`` (which the inferencer reads itself).
+    ``batch_size``: compile the inferencer for that batch size (1: it predicts one file at a time), as
+    :func:`~anomalib_adapted_moe.deploy.openvino_inferencer` does.
     """
     from anomalib_adapted_moe.deploy import compiled_precision, openvino_inferencer
 
-    inferencer = openvino_inferencer(export_path, precision)
+    inferencer = openvino_inferencer(export_path, precision, batch_size)
     model.eval()
     score_diffs, map_diffs = [], []
     for image_path, image in zip(image_paths, images, strict=True):

@@ -78,3 +78,41 @@ def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes
     message = str(refused.value)
     assert str(other) in message and "30 x 40" in message and "32 x 48" in message
     assert "resize the image" in message and "--input_size" in message
+
+
+def test_an_inferencer_compiled_for_one_batch_size_scores_as_the_free_one_and_refuses_other_batches(tmp_path) -> None:
+    import numpy as np
+
+    from anomalib_adapted_moe.deploy import BatchSizeError, openvino_inferencer
+
+    xml = _fixed_size_ir(tmp_path, 32, 48)
+    images = np.random.default_rng(0).random((2, 32, 48, 3), dtype=np.float32)
+    free = openvino_inferencer(xml)
+    single, pairs = openvino_inferencer(xml, batch_size=1), openvino_inferencer(xml, batch_size=2)
+    assert free.input_blob.get_partial_shape()[0].is_dynamic
+    assert single.input_blob.get_partial_shape().to_shape() == [1, 3, 32, 48]
+    expected = images.mean(axis=(1, 2, 3))
+    assert float(single.predict(images[0]).pred_score.reshape(-1)[0]) == pytest.approx(expected[0], rel=1e-5)
+    assert float(free.predict(images[0]).pred_score.reshape(-1)[0]) == pytest.approx(expected[0], rel=1e-5)
+    assert np.asarray(pairs.predict(images).pred_score).reshape(-1) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(BatchSizeError) as refused:
+        single.predict(images)
+    message = str(refused.value)
+    assert (
+        "holds 2 image(s)" in message
+        and "batches of 1 (batch_size)" in message
+        and "openvino_inferencer(path)" in message
+    )
+    with pytest.raises(BatchSizeError, match="positive number of images"):
+        openvino_inferencer(xml, batch_size=0)
+
+
+def test_outputs_with_a_folded_nodes_name_as_well_are_named_after_their_batch_field() -> None:
+    """A static batch folds nodes and an output may carry two names; anomalib's own ``post_process`` takes either
+    (set order), and ``NumpyImageBatch`` then refuses ``add_893``."""
+    from anomalib_adapted_moe.deploy.inferencer import SizeCheckedInferencer
+
+    names = [{"add_893", "pred_score"}, {"pred_label"}, {"anomaly_map", "add_930", "zzz"}, {"other_output"}]
+    predictions = SimpleNamespace(names=lambda: names, to_tuple=lambda: (1, 2, 3, 4))
+    processed = SizeCheckedInferencer.post_process(predictions)
+    assert processed == {"pred_score": 1, "pred_label": 2, "anomaly_map": 3, "other_output": 4}

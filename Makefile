@@ -73,7 +73,7 @@ figures: $(STAMP)
 	$(BIN)/python -m anomalib_adapted_moe.viz.make_figures --output docs/
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check anomalib_adapted_moe tests
+	$(BIN)/python -m ruff check anomalib_adapted_moe tests notebooks
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -13,13 +13,12 @@ from anomalib.deploy import OpenVINOInferencer
 from .ir_marks import ir_bytes, model_for
 from .precision import Precision, compile_config
 
+#: the fields an output may be named after: ``predict`` builds a ``NumpyImageBatch`` from the outputs
+_BATCH_FIELDS = {field.name for field in dataclasses.fields(NumpyImageBatch)}
+
 
 class ImageSizeError(ValueError):
     """An image whose size differs from the fixed size its IR was exported for (``--input_size``)."""
-
-
-#: the fields an output may be named after: ``predict`` builds a ``NumpyImageBatch`` from the outputs
-_BATCH_FIELDS = {field.name for field in dataclasses.fields(NumpyImageBatch)}
 
 
 class BatchSizeError(ValueError):

@@ -304,15 +304,10 @@ def main(argv: list[str] | None = None) -> dict:
     data = _data_config(args.data, args.data_init_args)
     model_args = json.loads(args.model_args) if args.model_args else {}
     code = commit()
+    # what a stored category must have been measured under to be kept
+    spec = {"data": data, "seed": args.seed, "settings": asdict(settings), "model_args": model_args, "commit": code}
     results = []
     for category in args.categories:
-        spec = {
-            "data": data,
-            "seed": args.seed,
-            "settings": asdict(settings),
-            "model_args": model_args,
-            "commit": code,
-        }
         result = stored_result(args.output, category, spec)
         if result is None:
             result = measure_category(data, category, settings, args.seed, args.output / "work", model_args)

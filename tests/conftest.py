@@ -92,6 +92,17 @@ def make_subclass(
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def package_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """The package's cache (OpenVINO's compiled models, default synthetic sets) in a temporary folder, as in CI:
+    a test run does not fill the user's ``~/.cache``."""
+    from anomalib_adapted_moe.cache import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("package_cache")))
+        yield
+
+
 @pytest.fixture
 def texture_ad_root(tmp_path: Path) -> Path:
     """``root/cloth`` with two trained subclasses (different mask namings/formats) and one test-only."""

@@ -9,16 +9,15 @@ parsing, subclass selection and validation are :class:`TextureAD`'s.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from anomalib_adapted_moe.cache import package_cache_dir
 from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_texture_ad
 from anomalib_adapted_moe.data.texture_ad import TextureAD
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "ANOMALIB_ADAPTED_MOE_CACHE"
 # Part of the cache key: bump it when the generator's output changes, so stale sets are not reused.
 GENERATOR_LAYOUT_VERSION = "v1"
 
@@ -30,9 +29,7 @@ def default_cache_dir() -> Path:
     caches of this package), so the set goes into its ``synthetic_texture_ad``
     subfolder; without it, ``~/.cache/anomalib_adapted_moe/synthetic_texture_ad``.
     """
-    base = os.environ.get(CACHE_ENV)
-    base_dir = Path(base).expanduser() if base else Path.home() / ".cache" / "anomalib_adapted_moe"
-    return base_dir / "synthetic_texture_ad"
+    return package_cache_dir() / "synthetic_texture_ad"
 
 
 def synthetic_dataset_key(

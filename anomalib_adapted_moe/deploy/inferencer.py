@@ -1,14 +1,19 @@
 """anomalib's ``OpenVINOInferencer`` with the inference precision chosen, not left to the CPU, optionally compiled
-for one batch size, and images checked against the shape it was compiled for."""
+for one batch size, images checked against the shape it was compiled for, and compiled models cached in the package's
+cache folder instead of the working directory."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from anomalib.data import NumpyImageBatch
 from anomalib.deploy import OpenVINOInferencer
+
+from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
 
 from .ir_marks import ir_bytes, model_for
 from .precision import Precision, compile_config
@@ -25,6 +30,30 @@ class BatchSizeError(ValueError):
     """A batch of another size than the one the inferencer was compiled for (``batch_size``)."""
 
 
+def compiled_model_cache() -> dict[str, str]:
+    """OpenVINO's ``CACHE_DIR`` for compiled models: ``openvino`` in the package's cache folder.
+
+    anomalib's ``OpenVINOInferencer`` creates ``./openvino_cache`` in the working directory on every
+    load, which fails where that is read-only (a service started in ``/``) and litters it elsewhere.
+    A cache folder that cannot be written is not worth a failed load: the model is then compiled
+    without a cache (each load compiles again), and a warning names the folder and the fix.
+    """
+    folder = package_cache_dir() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        warnings.warn(
+            f"OpenVINO's compiled-model cache {folder} cannot be written; compiling without a cache (every load "
+            f"compiles again). Fix: set {CACHE_ENV} to a writable folder.",
+            stacklevel=3,
+        )
+        return {}
+    return {"CACHE_DIR": str(folder)}
+
+
 class SizeCheckedInferencer(OpenVINOInferencer):
     """``OpenVINOInferencer`` that names the image and the fix when it does not fit the compiled shape.
 
@@ -32,6 +61,19 @@ class SizeCheckedInferencer(OpenVINOInferencer):
     not resize them), one compiled for a batch size only batches of that size, and OpenVINO's own
     refusal names neither the file nor what to do.
     """
+
+    def load_model(self, path: str | Path | tuple[bytes, bytes]):
+        """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
+        cached by :func:`compiled_model_cache` instead of in ``./openvino_cache``."""
+        import openvino as ov
+
+        core = ov.Core()
+        if isinstance(path, tuple):
+            model = core.read_model(model=path[0], weights=path[1])
+        else:
+            model = core.read_model(Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else path)
+        compiled = core.compile_model(model, self.device, {**(self.config or {}), **compiled_model_cache()})
+        return compiled.input(0), compiled.output(0), compiled
 
     def predict(self, image):
         """anomalib's ``predict``; an image file that does not fit is named in the error."""
@@ -89,7 +131,9 @@ def openvino_inferencer(
     (:class:`~anomalib_adapted_moe.deploy.precision.UnsupportedPrecisionError`).
     An INT8 IR (``--compression_type INT8_PTQ``) runs its quantised layers in int8
     whatever ``precision`` says; ``precision`` then applies to the layers left in float.
-    An image that does not fit an IR exported for a fixed size raises :class:`ImageSizeError`.
+    An image that does not fit an IR exported for a fixed size raises :class:`ImageSizeError`;
+    a missing IR, ``FileNotFoundError`` naming it and how to export one. Compiled models are cached
+    in the package's cache folder (:func:`compiled_model_cache`), not in the working directory.
 
     ``batch_size``: compile for that batch size only (1 for a line that inspects one image at a
     time): OpenVINO then plans every tensor once instead of on each call, which is faster,
@@ -101,6 +145,12 @@ def openvino_inferencer(
         >>> inferencer.predict("image.png").pred_score  # doctest: +SKIP
     """
     config = compile_config(precision)
+    if not Path(path).is_file():
+        msg = (
+            f"{path}: no such model file. Fix: give the model.xml that `anomalib export --export_type openvino` wrote "
+            "(weights/openvino/model.xml in the run's folder; its model.bin beside it)."
+        )
+        raise FileNotFoundError(msg)
     if batch_size is not None and batch_size < 1:
         msg = f"batch_size must be a positive number of images (or None for any), not {batch_size}."
         raise BatchSizeError(msg)

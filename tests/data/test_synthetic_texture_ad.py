@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from anomalib_adapted_moe.cache import CACHE_ENV
 from anomalib_adapted_moe.data import SubclassImageBatch, SyntheticTextureAD, TextureAD
 from anomalib_adapted_moe.data import synthetic_texture_ad as module
 
@@ -92,10 +93,10 @@ def test_every_generator_argument_keys_the_folder(tmp_path: Path) -> None:
 
 
 def test_cache_folder_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(module.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     datamodule = _tiny()
     assert datamodule.root == tmp_path / "cache" / "synthetic_texture_ad" / TINY_KEY
-    monkeypatch.delenv(module.CACHE_ENV)
+    monkeypatch.delenv(CACHE_ENV)
     assert _tiny().root == Path.home() / ".cache" / "anomalib_adapted_moe" / "synthetic_texture_ad" / TINY_KEY
 
 

@@ -63,12 +63,9 @@ def _fixed_size_ir(folder, height: int, width: int):
     return xml
 
 
-def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes_and_the_fix(
-    tmp_path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes_and_the_fix(tmp_path) -> None:
     from PIL import Image
 
-    monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     from anomalib_adapted_moe.deploy import ImageSizeError, openvino_inferencer
 
     inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
@@ -81,6 +78,54 @@ def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes
     message = str(refused.value)
     assert str(other) in message and "30 x 40" in message and "32 x 48" in message
     assert "resize the image" in message and "--input_size" in message
+
+
+def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_working_directory(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """anomalib's ``OpenVINOInferencer`` creates ``./openvino_cache`` on every load: that fails in a read-only working
+    directory (a service started in ``/``); ours caches in the package's cache folder."""
+    import numpy as np
+
+    from anomalib_adapted_moe.cache import CACHE_ENV
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    xml = _fixed_size_ir(tmp_path, 32, 48)
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    image = np.full((32, 48, 3), 0.25, np.float32)
+    assert float(openvino_inferencer(xml).predict(image).pred_score.reshape(-1)[0]) == pytest.approx(0.25)
+    assert list(working.iterdir()) == []
+    assert list((tmp_path / "cache" / "openvino").glob("*.blob"))
+
+
+def test_a_cache_folder_that_cannot_be_written_warns_with_the_fix_and_the_model_still_runs(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from anomalib_adapted_moe.cache import CACHE_ENV
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    xml = _fixed_size_ir(tmp_path, 32, 48)
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a_file" / "cache"))  # a folder inside a file cannot be made
+    with pytest.warns(UserWarning, match=f"{tmp_path / 'a_file' / 'cache' / 'openvino'} cannot be written") as warned:
+        inferencer = openvino_inferencer(xml)
+    assert f"set {CACHE_ENV} to a writable folder" in str(warned[0].message)
+    image = np.full((32, 48, 3), 0.5, np.float32)
+    assert float(inferencer.predict(image).pred_score.reshape(-1)[0]) == pytest.approx(0.5)
+
+
+def test_a_missing_model_file_is_named_with_how_to_export_one(tmp_path) -> None:
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    for batch_size in (None, 1):  # both the plain load and the one that reads the IR to reshape it
+        with pytest.raises(FileNotFoundError) as missing:
+            openvino_inferencer(tmp_path / "model.xml", batch_size=batch_size)
+        assert str(tmp_path / "model.xml") in str(missing.value) and "anomalib export" in str(missing.value)
 
 
 #: run by the test below in a process of its own: in the pytest process, compiling these static-batch graphs

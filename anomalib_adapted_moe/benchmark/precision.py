@@ -36,6 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+from anomalib_adapted_moe.deploy.openvino_core import shared_core
 from anomalib_adapted_moe.recipes import CPU_RECIPE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -92,7 +93,7 @@ def export_variants(
     from anomalib_adapted_moe.deploy.quantization import CalibrationDataError, quantize_backbone
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
-    core = ov.Core()
+    core = shared_core()
     onnx_kwargs = {"opset_version": 18}
     deployed = {"fp32": model.to_openvino(folder, input_size=input_size, onnx_kwargs=onnx_kwargs)}
     with normalization_disabled(model):
@@ -243,7 +244,6 @@ def measure_precisions(
     ``sensitivity``: also :mod:`.bf16_sensitivity`'s rows (each part of the model alone in bf16, in torch).
     ``input_size``: the IRs' fixed image size (:func:`export_variants`).
     """
-    import openvino as ov
     import torch
 
     from anomalib_adapted_moe.deploy import available_precisions, compile_config, compiled_precision
@@ -277,7 +277,7 @@ def measure_precisions(
     results["paths"] = {ir: str(path) for ir, path in deployed.items()}
     results["input_size"] = list(input_size) if input_size else None
     offered = available_precisions()
-    core = ov.Core()
+    core = shared_core()
     for name, ir, precision in rows:
         if ir in not_made:
             results["not_run"][name] = not_made[ir]

@@ -43,6 +43,8 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
+from anomalib_adapted_moe.deploy.openvino_core import shared_core
+
 from .precision import existing_section
 from .provenance import commit
 from .zoo import BACKBONE, LAYERS, MODELS, Settings
@@ -208,7 +210,7 @@ def inference(settings: dict, seed: int, workdir: Path) -> dict:
 
     exported = runners["adapted_moe_e{}_k{}".format(*EXPORTED)]
     xml = exported.to_openvino(workdir / "fp32", input_size=(size, size), onnx_kwargs={"opset_version": 18})
-    core = ov.Core()
+    core = shared_core()
     fp16_xml = workdir / "fp16" / "model.xml"
     ov.save_model(core.read_model(xml), fp16_xml, compress_to_fp16=True)
     # f32 inference, stated: left to itself OpenVINO runs bf16 on CPUs with AVX512_BF16 (the precision matrix,

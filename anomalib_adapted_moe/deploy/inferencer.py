@@ -16,6 +16,7 @@ from anomalib.deploy import OpenVINOInferencer
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
 
 from .ir_marks import ir_bytes, model_for
+from .openvino_core import shared_core
 from .precision import Precision, compile_config
 
 #: the fields an output may be named after: ``predict`` builds a ``NumpyImageBatch`` from the outputs
@@ -64,10 +65,9 @@ class SizeCheckedInferencer(OpenVINOInferencer):
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
-        cached by :func:`compiled_model_cache` instead of in ``./openvino_cache``."""
-        import openvino as ov
-
-        core = ov.Core()
+        cached by :func:`compiled_model_cache` instead of in ``./openvino_cache``, and compiled by the process's one
+        ``Core`` (:mod:`.openvino_core`: a Core per inferencer can crash the process after a model reload)."""
+        core = shared_core()
         if isinstance(path, tuple):
             model = core.read_model(model=path[0], weights=path[1])
         else:

@@ -23,6 +23,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .openvino_core import shared_core
+
 #: the rt_info key ``openvino`` serialises as ``<attribute name="precise" version="0"/>``
 PRECISE = "precise_0"
 #: the keys the mark may carry once an IR is read back
@@ -62,7 +64,7 @@ def keep_backbone_in_f32(xml: str | Path) -> Path:
     import openvino as ov
 
     xml = Path(xml)
-    model = mark_precise(ov.Core().read_model(xml), backbone_only=True)
+    model = mark_precise(shared_core().read_model(xml), backbone_only=True)
     with tempfile.TemporaryDirectory(dir=xml.parent) as folder:
         marked = Path(folder) / xml.name
         # compress_to_fp16=False keeps the weights as they are: an FP16-weights IR stays FP16
@@ -76,9 +78,7 @@ def keep_backbone_in_f32(xml: str | Path) -> Path:
 def model_for(path: str | Path, precision: str | None):
     """The IR at ``path`` as an ``openvino.Model`` to compile in ``precision``: as written for OpenVINO's own
     default (``None``), without its marks when a precision is named (the named one then holds for every node)."""
-    import openvino as ov
-
-    model = ov.Core().read_model(path)
+    model = shared_core().read_model(path)
     return model if precision is None else without_precise_marks(model)
 
 

@@ -18,6 +18,8 @@ import platform
 from pathlib import Path
 from typing import Literal
 
+from .openvino_core import shared_core
+
 #: inference precisions of OpenVINO's CPU plugin, as ``INFERENCE_PRECISION_HINT`` spells them
 Precision = Literal["f32", "bf16", "f16"]
 PRECISIONS: tuple[str, ...] = ("f32", "bf16", "f16")
@@ -66,9 +68,7 @@ def cpu_flags() -> list[str]:
 
 def cpu_capabilities() -> list[str]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU device, e.g. ``['BF16', 'FP32', 'INT8', ...]``."""
-    import openvino as ov
-
-    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return list(shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def available_precisions() -> list[str]:
@@ -79,9 +79,7 @@ def available_precisions() -> list[str]:
 
 def default_precision() -> str:
     """The precision OpenVINO's CPU plugin picks for an FP32 IR when nobody says: bf16 where the CPU has it."""
-    import openvino as ov
-
-    return precision_name(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return precision_name(shared_core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
 
 
 def check_precision(precision: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,9 @@ GENERATED = (":(exclude)docs", ":(exclude)results")
 
 
 def commit(root: Path | None = None) -> str:
-    """The git commit of this checkout or of ``root``, ``+dirty`` with uncommitted changes to tracked files.
+    """The git commit of this checkout or of ``root``; with uncommitted changes to tracked files, ``+dirty.`` and
+    the first 8 hex digits of the SHA-1 of their diff, so that two different edits of one commit stamp differently
+    (``thresholds`` keeps stored results only under the same stamp).
 
     ``unknown`` outside a git checkout.
 
@@ -22,13 +25,9 @@ def commit(root: Path | None = None) -> str:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *GENERATED],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", ".", *GENERATED], cwd=root, capture_output=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha + ("+dirty" if dirty else "")
+    return f"{sha}+dirty.{hashlib.sha1(diff).hexdigest()[:8]}" if diff else sha

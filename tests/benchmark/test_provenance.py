@@ -1,4 +1,4 @@
-"""The commit stamped on generated docs: code changes mark it dirty, generated outputs do not."""
+"""The commit stamped on generated docs: code changes mark it dirty (each edit its own), generated outputs do not."""
 
 import subprocess
 from pathlib import Path
@@ -22,4 +22,8 @@ def test_generated_docs_do_not_mark_the_commit_dirty_but_code_does(tmp_path: Pat
     (tmp_path / "docs" / "performance.md").write_text("new figures from make speed\n")
     assert commit(tmp_path) == sha  # the next generator of the chain stamps the same clean commit
     (tmp_path / "model.py").write_text("x = 2\n")
-    assert commit(tmp_path) == sha + "+dirty"
+    dirty = commit(tmp_path)
+    assert dirty.startswith(sha + "+dirty.") and len(dirty) == len(sha) + len("+dirty.") + 8
+    assert commit(tmp_path) == dirty  # the same edit, the same stamp
+    (tmp_path / "model.py").write_text("x = 3\n")
+    assert commit(tmp_path) not in (sha, dirty)  # another edit of the same commit: thresholds measures again

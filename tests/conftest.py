@@ -103,6 +103,37 @@ def package_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory
         yield
 
 
+@pytest.fixture(autouse=True)
+def signal_stack_left_mapped():
+    """After each test the main thread's signal stack is still mapped memory.
+
+    OpenVINO's CPU plugin swaps that stack per ``ov.Core`` (``anomalib_adapted_moe/deploy/openvino_core.py``);
+    a test that drops Cores in the order they were made leaves it unmapped, and some later test then dies of a
+    segmentation fault on its next signal (a DataLoader worker's exit), with no trace of the cause. This names the
+    test instead. Linux only (``/proc/self/maps``).
+    """
+    yield
+    import ctypes
+    import threading
+
+    maps = Path("/proc/self/maps")
+    if threading.current_thread() is not threading.main_thread() or not maps.is_file():
+        return
+
+    class SignalStack(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    stack = SignalStack()
+    if ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) != 0 or not stack.ss_sp:
+        return
+    spans = [[int(bound, 16) for bound in line.split()[0].split("-")] for line in maps.read_text().splitlines()]
+    assert any(low <= stack.ss_sp < high for low, high in spans), (
+        f"this test left the main thread's signal stack ({stack.ss_sp:#x}) unmapped: it dropped OpenVINO Cores in "
+        "the order they were made, and the next signal would crash the process. Compile through "
+        "anomalib_adapted_moe.deploy.openvino_core.shared_core() (openvino_inferencer does)."
+    )
+
+
 @pytest.fixture
 def texture_ad_root(tmp_path: Path) -> Path:
     """``root/cloth`` with two trained subclasses (different mask namings/formats) and one test-only."""

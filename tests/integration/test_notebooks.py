@@ -2,8 +2,8 @@
 
 Each notebook reads ``ADAPTED_MOE_NOTEBOOK_TINY`` in its first code cell; with it set to 1 it
 trains a random-init ResNet-18 on 64-px synthetic data for 2 epochs. Execution happens in
-memory in a fresh kernel whose working directory is a temporary folder (results,
-``./openvino_cache``); nothing is written back into the repository.
+memory in a fresh kernel whose working directory is a temporary folder (results); nothing is written
+back into the repository.
 """
 
 from pathlib import Path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -61,7 +62,16 @@ class SizeCheckedInferencer(OpenVINOInferencer):
     An IR exported with ``--input_size`` takes only images of that size (anomalib's inferencer does
     not resize them), one compiled for a batch size only batches of that size, and OpenVINO's own
     refusal names neither the file nor what to do.
+
+    One inferencer may serve several threads (a web service's pool): its calls run one at a time.
+    OpenVINO's compiled-model call shares one infer request, so two threads at once got
+    ``RuntimeError: Infer Request is busy`` or, on a small graph, each other's scores. One inference
+    already spreads over the cores; for inferences in parallel, give each thread its own inferencer.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._one_call_at_a_time = threading.Lock()
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
@@ -76,9 +86,10 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         return compiled.input(0), compiled.output(0), compiled
 
     def predict(self, image):
-        """anomalib's ``predict``; an image file that does not fit is named in the error."""
+        """anomalib's ``predict``, one call at a time; an image file that does not fit is named in the error."""
         try:
-            return super().predict(image)
+            with self._one_call_at_a_time:
+                return super().predict(image)
         except (ImageSizeError, BatchSizeError) as error:
             if isinstance(image, str | Path):
                 raise type(error)(f"{image}: {error}") from None

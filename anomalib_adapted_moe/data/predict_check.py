@@ -94,6 +94,11 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
 
 def _check_one(path: Path) -> None:
     verify_image_file(path, fix=PREDICT_FIX)
+    check_bit_depth(path)
+
+
+def check_bit_depth(path: Path) -> None:
+    """Raise :class:`HighBitDepthImageError` for an image anomalib's reader would clip (reads the header only)."""
     with Image.open(path) as image:
         mode = image.mode
     if mode in HIGH_BIT_DEPTH_MODES:

@@ -15,6 +15,8 @@ from anomalib.data import NumpyImageBatch
 from anomalib.deploy import OpenVINOInferencer
 
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
+from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth
+from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
 from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
@@ -86,13 +88,26 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         return compiled.input(0), compiled.output(0), compiled
 
     def predict(self, image):
-        """anomalib's ``predict``, one call at a time; an image file that does not fit is named in the error."""
+        """anomalib's ``predict``, one call at a time; an image file that does not fit is named in the error.
+
+        An image file is read by anomalib's reader (``PIL``'s ``convert("RGB")``), as ``anomalib predict`` reads
+        them, with the same checks (:mod:`~anomalib_adapted_moe.data.predict_check`): a 16-bit grey image, which
+        that reader clips to 8 bits (silently wrong scores), raises ``HighBitDepthImageError``; a damaged one
+        raises ``CorruptImageError`` naming the file and the fix (PIL's "image file is truncated" names neither).
+        """
+        path = Path(image) if isinstance(image, str | Path) else None
         try:
+            if path is not None:
+                check_bit_depth(path)
             with self._one_call_at_a_time:
                 return super().predict(image)
         except (ImageSizeError, BatchSizeError) as error:
-            if isinstance(image, str | Path):
+            if path is not None:
                 raise type(error)(f"{image}: {error}") from None
+            raise
+        except OSError:  # PIL's UnidentifiedImageError and "image file is truncated" among them
+            if path is not None and path.is_file():
+                verify_image_file(path, fix=PREDICT_FIX)  # raises CorruptImageError naming the file and the fix
             raise
 
     def pre_process(self, image: np.ndarray) -> np.ndarray:

@@ -80,6 +80,33 @@ def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes
     assert "resize the image" in message and "--input_size" in message
 
 
+def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(tmp_path) -> None:
+    """anomalib's reader clips a 16-bit grey image to 8 bits: its score here was 0.998 for a true mean of 0.47."""
+    import numpy as np
+    from PIL import Image
+
+    from anomalib_adapted_moe.data.predict_check import HighBitDepthImageError
+    from anomalib_adapted_moe.data.texture_ad import CorruptImageError
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+    good, grey16 = tmp_path / "good.png", tmp_path / "grey16.png"
+    Image.fromarray(np.full((32, 48, 3), 51, np.uint8)).save(good)
+    Image.fromarray(np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 40).save(grey16)
+    (tmp_path / "truncated.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "junk.png").write_bytes(b"not an image" * 10)
+    assert float(inferencer.predict(good).pred_score.reshape(-1)[0]) == pytest.approx(0.2)
+    with pytest.raises(HighBitDepthImageError) as clipped:
+        inferencer.predict(grey16)
+    message = str(clipped.value)
+    assert message.startswith(f"{grey16}: a high-bit-depth grey image") and "Fix: convert" in message
+    for name in ("truncated.png", "junk.png"):
+        with pytest.raises(CorruptImageError) as damaged:
+            inferencer.predict(str(tmp_path / name))
+        message = str(damaged.value)
+        assert message.startswith(f"{tmp_path / name}: cannot be read as an image") and "Fix: " in message
+
+
 def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_working_directory(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

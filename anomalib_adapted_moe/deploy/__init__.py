@@ -1,6 +1,6 @@
 """Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
 
-from .inferencer import BatchSizeError, ImageSizeError, openvino_inferencer
+from .inferencer import BatchSizeError, ImageDtypeError, ImageSizeError, openvino_inferencer
 from .precision import (
     PRECISIONS,
     UnsupportedPrecisionError,
@@ -18,6 +18,7 @@ __all__ = [
     "PRECISIONS",
     "BatchSizeError",
     "CalibrationDataError",
+    "ImageDtypeError",
     "ImageSizeError",
     "UnsupportedPrecisionError",
     "available_precisions",

@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 from anomalib.data import NumpyImageBatch
 from anomalib.deploy import OpenVINOInferencer
+from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
-from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth
+from anomalib_adapted_moe.data.predict_check import (
+    HIGH_BIT_DEPTH_MODES,
+    PREDICT_FIX,
+    HighBitDepthImageError,
+    check_bit_depth,
+)
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
 from .ir_marks import ir_bytes, model_for
@@ -32,6 +38,34 @@ class ImageSizeError(ValueError):
 
 class BatchSizeError(ValueError):
     """A batch of another size than the one the inferencer was compiled for (``batch_size``)."""
+
+
+class ImageDtypeError(ValueError):
+    """An image array whose values anomalib's pre-processing would scale wrongly (integers other than 8-bit)."""
+
+
+def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
+    """An image array as anomalib's pre-processing expects it: RGB, 8-bit values scaled to [0, 1].
+
+    anomalib divides by 255 only where the maximum exceeds 1, so a near-black 8-bit frame (values
+    0 and 1: a covered lens, lights off) was read 255 times brighter, and a 16-bit array was never
+    scaled; grey (H x W) and RGBA arrays failed with errors that named neither. Grey and RGBA become
+    RGB as anomalib's file reader makes them (the grey value on every channel, alpha dropped).
+    """
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    elif not np.issubdtype(image.dtype, np.floating):
+        msg = (
+            f"an image array of {image.dtype}: anomalib's inferencer scales only by 255, so its scores would be "
+            "wrong. Fix: give float32 in [0, 1] (divide by the sensor's full scale, e.g. 4095 for 12-bit or 65535 "
+            "for 16-bit images) or uint8."
+        )
+        raise ImageDtypeError(msg)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim in (3, 4) and image.shape[-1] in (1, 4):
+        return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    return image
 
 
 def compiled_model_cache() -> dict[str, str]:
@@ -96,6 +130,14 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         raises ``CorruptImageError`` naming the file and the fix (PIL's "image file is truncated" names neither).
         """
         path = Path(image) if isinstance(image, str | Path) else None
+        if isinstance(image, PILImage):  # anomalib takes its raw values: grey, RGBA and palette images misread
+            if image.mode in HIGH_BIT_DEPTH_MODES:
+                msg = (
+                    f"a high-bit-depth PIL image (mode {image.mode}) would be clipped to 8 bits. Fix: convert it to "
+                    "8-bit RGB, scaling rather than clipping, or give a float32 array in [0, 1]."
+                )
+                raise HighBitDepthImageError(msg)
+            image = image.convert("RGB")
         try:
             if path is not None:
                 check_bit_depth(path)
@@ -111,8 +153,9 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             raise
 
     def pre_process(self, image: np.ndarray) -> np.ndarray:
-        """anomalib's NCHW conversion, then the checks against the compiled height, width and batch size."""
-        batch = OpenVINOInferencer.pre_process(image)
+        """:func:`rgb_in_unit_range`, anomalib's NCHW conversion, then the checks against the compiled height, width
+        and batch size."""
+        batch = OpenVINOInferencer.pre_process(rgb_in_unit_range(image))
         shape = self.input_blob.get_partial_shape()
         fixed = [shape[axis].get_length() if shape[axis].is_static else None for axis in (2, 3)]
         if None not in fixed and fixed != list(batch.shape[2:]):

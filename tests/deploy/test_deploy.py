@@ -107,6 +107,35 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
         assert message.startswith(f"{tmp_path / name}: cannot be read as an image") and "Fix: " in message
 
 
+def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_with_the_fix(tmp_path) -> None:
+    """anomalib scales an array by 255 only where its maximum exceeds 1: a near-black 8-bit frame scored 0.50 here
+    for a true mean of 0.002, a 12-bit one 3.21 for 0.20; grey and RGBA arrays failed with an IndexError and a wrong
+    image size."""
+    import numpy as np
+    from PIL import Image
+
+    from anomalib_adapted_moe.data.predict_check import HighBitDepthImageError
+    from anomalib_adapted_moe.deploy import ImageDtypeError, openvino_inferencer
+
+    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+
+    def score(image) -> float:
+        return float(inferencer.predict(image).pred_score.reshape(-1)[0])
+
+    dark = (np.random.default_rng(0).random((32, 48, 3)) < 0.5).astype(np.uint8)  # pixel values 0 and 1
+    assert score(dark) == pytest.approx(dark.mean() / 255, rel=1e-4)
+    grey = np.full((32, 48), 51, np.uint8)
+    rgba = np.dstack([np.full((32, 48, 3), 51, np.uint8), np.full((32, 48), 255, np.uint8)])  # opaque
+    palette = Image.fromarray(np.full((32, 48), 1, np.uint8), mode="P")
+    palette.putpalette([0, 0, 0, 51, 51, 51] + [0, 0, 0] * 254)  # index 1 is the grey 51
+    for image in (grey, grey[..., None], rgba, Image.fromarray(grey), Image.fromarray(rgba), palette):
+        assert score(image) == pytest.approx(0.2, rel=1e-4)  # 51 / 255 on every channel, alpha dropped
+    with pytest.raises(ImageDtypeError, match=r"uint16.*divide by the sensor's full scale"):
+        score(np.full((32, 48, 3), 819, np.uint16))
+    with pytest.raises(HighBitDepthImageError, match="mode I;16"):
+        score(Image.fromarray(np.full((32, 48), 13107, np.uint16)))
+
+
 def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_working_directory(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

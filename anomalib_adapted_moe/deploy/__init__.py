@@ -1,6 +1,7 @@
 """Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
 
-from .inferencer import BatchSizeError, ImageDtypeError, ImageSizeError, openvino_inferencer
+from .image_input import ImageDtypeError
+from .inferencer import BatchSizeError, ImageSizeError, openvino_inferencer
 from .precision import (
     PRECISIONS,
     UnsupportedPrecisionError,

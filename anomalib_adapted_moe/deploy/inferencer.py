@@ -1,6 +1,7 @@
 """anomalib's ``OpenVINOInferencer`` with the inference precision chosen, not left to the CPU, optionally compiled
-for one batch size, images checked against the shape it was compiled for, and compiled models cached in the package's
-cache folder instead of the working directory."""
+for one batch size; images read as anomalib's file reader reads files (:mod:`.image_input`) and checked against the
+compiled shape; one call at a time; compiled by the process's one Core and cached in the package's cache folder
+instead of the working directory."""
 
 from __future__ import annotations
 
@@ -16,14 +17,10 @@ from anomalib.deploy import OpenVINOInferencer
 from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
-from anomalib_adapted_moe.data.predict_check import (
-    HIGH_BIT_DEPTH_MODES,
-    PREDICT_FIX,
-    HighBitDepthImageError,
-    check_bit_depth,
-)
+from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
+from .image_input import rgb_in_unit_range, rgb_pil_image
 from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
 from .precision import Precision, compile_config
@@ -38,34 +35,6 @@ class ImageSizeError(ValueError):
 
 class BatchSizeError(ValueError):
     """A batch of another size than the one the inferencer was compiled for (``batch_size``)."""
-
-
-class ImageDtypeError(ValueError):
-    """An image array whose values anomalib's pre-processing would scale wrongly (integers other than 8-bit)."""
-
-
-def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
-    """An image array as anomalib's pre-processing expects it: RGB, 8-bit values scaled to [0, 1].
-
-    anomalib divides by 255 only where the maximum exceeds 1, so a near-black 8-bit frame (values
-    0 and 1: a covered lens, lights off) was read 255 times brighter, and a 16-bit array was never
-    scaled; grey (H x W) and RGBA arrays failed with errors that named neither. Grey and RGBA become
-    RGB as anomalib's file reader makes them (the grey value on every channel, alpha dropped).
-    """
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
-    elif not np.issubdtype(image.dtype, np.floating):
-        msg = (
-            f"an image array of {image.dtype}: anomalib's inferencer scales only by 255, so its scores would be "
-            "wrong. Fix: give float32 in [0, 1] (divide by the sensor's full scale, e.g. 4095 for 12-bit or 65535 "
-            "for 16-bit images) or uint8."
-        )
-        raise ImageDtypeError(msg)
-    if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim in (3, 4) and image.shape[-1] in (1, 4):
-        return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-    return image
 
 
 def compiled_model_cache() -> dict[str, str]:
@@ -93,7 +62,7 @@ def compiled_model_cache() -> dict[str, str]:
 
 
 class SizeCheckedInferencer(OpenVINOInferencer):
-    """``OpenVINOInferencer`` that names the image and the fix when it does not fit the compiled shape.
+    """``OpenVINOInferencer`` that reads every kind of image alike and names the image and the fix when it does not fit.
 
     An IR exported with ``--input_size`` takes only images of that size (anomalib's inferencer does
     not resize them), one compiled for a batch size only batches of that size, and OpenVINO's own
@@ -130,14 +99,8 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         raises ``CorruptImageError`` naming the file and the fix (PIL's "image file is truncated" names neither).
         """
         path = Path(image) if isinstance(image, str | Path) else None
-        if isinstance(image, PILImage):  # anomalib takes its raw values: grey, RGBA and palette images misread
-            if image.mode in HIGH_BIT_DEPTH_MODES:
-                msg = (
-                    f"a high-bit-depth PIL image (mode {image.mode}) would be clipped to 8 bits. Fix: convert it to "
-                    "8-bit RGB, scaling rather than clipping, or give a float32 array in [0, 1]."
-                )
-                raise HighBitDepthImageError(msg)
-            image = image.convert("RGB")
+        if isinstance(image, PILImage):
+            image = rgb_pil_image(image)
         try:
             if path is not None:
                 check_bit_depth(path)

@@ -97,6 +97,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         them, with the same checks (:mod:`~anomalib_adapted_moe.data.predict_check`): a 16-bit grey image, which
         that reader clips to 8 bits (silently wrong scores), raises ``HighBitDepthImageError``; a damaged one
         raises ``CorruptImageError`` naming the file and the fix (PIL's "image file is truncated" names neither).
+        Arrays and PIL images are read as files are (:mod:`.image_input`).
         """
         path = Path(image) if isinstance(image, str | Path) else None
         if isinstance(image, PILImage):
@@ -166,6 +167,8 @@ def openvino_inferencer(
     An image that does not fit an IR exported for a fixed size raises :class:`ImageSizeError`;
     a missing IR, ``FileNotFoundError`` naming it and how to export one. Compiled models are cached
     in the package's cache folder (:func:`compiled_model_cache`), not in the working directory.
+    ``predict`` runs one call at a time (threads may share the inferencer) and reads image arrays and
+    PIL images as anomalib reads image files (:mod:`.image_input`).
 
     ``batch_size``: compile for that batch size only (1 for a line that inspects one image at a
     time): OpenVINO then plans every tensor once instead of on each call, which is faster,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: set it to move every cache of this package at once (CI points it at a temporary folder)
+#: set it to move every cache of this package at once (the tests point it at a temporary folder: tests/conftest.py)
 CACHE_ENV = "ANOMALIB_ADAPTED_MOE_CACHE"
 
 

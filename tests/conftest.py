@@ -94,8 +94,8 @@ def make_subclass(
 
 @pytest.fixture(scope="session", autouse=True)
 def package_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
-    """The package's cache (OpenVINO's compiled models, default synthetic sets) in a temporary folder, as in CI:
-    a test run does not fill the user's ``~/.cache``."""
+    """The package's cache (OpenVINO's compiled models, default synthetic sets) in a temporary folder: a test run
+    starts from an empty cache (as CI does) and does not fill the user's ``~/.cache``."""
     from anomalib_adapted_moe.cache import CACHE_ENV
 
     with pytest.MonkeyPatch.context() as patch:

@@ -100,10 +100,15 @@ def _check_one(path: Path) -> None:
 def check_bit_depth(path: Path) -> None:
     """Raise :class:`HighBitDepthImageError` for an image anomalib's reader would clip (reads the header only)."""
     with Image.open(path) as image:
-        mode = image.mode
+        refuse_high_bit_depth(str(path), image.mode)
+
+
+def refuse_high_bit_depth(name: str, mode: str) -> None:
+    """Raise :class:`HighBitDepthImageError` naming ``name`` (a file, or what the image is) when ``mode`` is one that
+    ``convert("RGB")`` clips to 8 bits."""
     if mode in HIGH_BIT_DEPTH_MODES:
         msg = (
-            f"{path}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
+            f"{name}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
             "(every value above 255 becomes white), so its scores would be wrong. Fix: convert it to 8-bit grey "
             "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit), "
             "or predict through TextureAD, which scales 16-bit images."

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomalib_adapted_moe.data.predict_check import HIGH_BIT_DEPTH_MODES, HighBitDepthImageError
+from anomalib_adapted_moe.data.predict_check import refuse_high_bit_depth
 
 
 class ImageDtypeError(ValueError):
@@ -43,10 +43,5 @@ def rgb_pil_image(image):
     """A PIL image in RGB, as anomalib's file reader makes it: anomalib takes a PIL image's raw values, so grey and
     RGBA images failed and a palette image would give its indices; a 16-bit one, which ``convert`` would clip,
     raises :class:`~anomalib_adapted_moe.data.predict_check.HighBitDepthImageError`."""
-    if image.mode in HIGH_BIT_DEPTH_MODES:
-        msg = (
-            f"a high-bit-depth PIL image (mode {image.mode}) would be clipped to 8 bits. Fix: convert it to 8-bit "
-            "RGB, scaling rather than clipping, or give a float32 array in [0, 1]."
-        )
-        raise HighBitDepthImageError(msg)
+    refuse_high_bit_depth("a PIL image", image.mode)
     return image.convert("RGB")

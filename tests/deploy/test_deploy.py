@@ -63,6 +63,11 @@ def _fixed_size_ir(folder, height: int, width: int):
     return xml
 
 
+def _score(inferencer, image) -> float:
+    """The one image score ``inferencer.predict`` gives."""
+    return float(inferencer.predict(image).pred_score.reshape(-1)[0])
+
+
 def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes_and_the_fix(tmp_path) -> None:
     from PIL import Image
 
@@ -72,7 +77,7 @@ def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes
     fitting, other = tmp_path / "fitting.png", tmp_path / "other.png"
     Image.new("RGB", (48, 32), (255, 255, 255)).save(fitting)  # PIL sizes are (width, height)
     Image.new("RGB", (40, 30)).save(other)
-    assert float(inferencer.predict(fitting).pred_score.reshape(-1)[0]) == pytest.approx(1.0)
+    assert _score(inferencer, fitting) == pytest.approx(1.0)
     with pytest.raises(ImageSizeError) as refused:
         inferencer.predict(other)
     message = str(refused.value)
@@ -95,7 +100,7 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
     Image.fromarray(np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 40).save(grey16)
     (tmp_path / "truncated.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (tmp_path / "junk.png").write_bytes(b"not an image" * 10)
-    assert float(inferencer.predict(good).pred_score.reshape(-1)[0]) == pytest.approx(0.2)
+    assert _score(inferencer, good) == pytest.approx(0.2)
     with pytest.raises(HighBitDepthImageError) as clipped:
         inferencer.predict(grey16)
     message = str(clipped.value)
@@ -119,21 +124,18 @@ def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_w
 
     inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
 
-    def score(image) -> float:
-        return float(inferencer.predict(image).pred_score.reshape(-1)[0])
-
     dark = (np.random.default_rng(0).random((32, 48, 3)) < 0.5).astype(np.uint8)  # pixel values 0 and 1
-    assert score(dark) == pytest.approx(dark.mean() / 255, rel=1e-4)
+    assert _score(inferencer, dark) == pytest.approx(dark.mean() / 255, rel=1e-4)
     grey = np.full((32, 48), 51, np.uint8)
     rgba = np.dstack([np.full((32, 48, 3), 51, np.uint8), np.full((32, 48), 255, np.uint8)])  # opaque
     palette = Image.fromarray(np.full((32, 48), 1, np.uint8), mode="P")
     palette.putpalette([0, 0, 0, 51, 51, 51] + [0, 0, 0] * 254)  # index 1 is the grey 51
     for image in (grey, grey[..., None], rgba, Image.fromarray(grey), Image.fromarray(rgba), palette):
-        assert score(image) == pytest.approx(0.2, rel=1e-4)  # 51 / 255 on every channel, alpha dropped
+        assert _score(inferencer, image) == pytest.approx(0.2, rel=1e-4)  # 51 / 255 on every channel, alpha dropped
     with pytest.raises(ImageDtypeError, match=r"uint16.*divide by the sensor's full scale"):
-        score(np.full((32, 48, 3), 819, np.uint16))
+        _score(inferencer, np.full((32, 48, 3), 819, np.uint16))
     with pytest.raises(HighBitDepthImageError, match="mode I;16"):
-        score(Image.fromarray(np.full((32, 48), 13107, np.uint16)))
+        _score(inferencer, Image.fromarray(np.full((32, 48), 13107, np.uint16)))
 
 
 def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_working_directory(
@@ -152,7 +154,7 @@ def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_workin
     monkeypatch.chdir(working)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     image = np.full((32, 48, 3), 0.25, np.float32)
-    assert float(openvino_inferencer(xml).predict(image).pred_score.reshape(-1)[0]) == pytest.approx(0.25)
+    assert _score(openvino_inferencer(xml), image) == pytest.approx(0.25)
     assert list(working.iterdir()) == []
     assert list((tmp_path / "cache" / "openvino").glob("*.blob"))
 
@@ -172,7 +174,7 @@ def test_a_cache_folder_that_cannot_be_written_warns_with_the_fix_and_the_model_
         inferencer = openvino_inferencer(xml)
     assert f"set {CACHE_ENV} to a writable folder" in str(warned[0].message)
     image = np.full((32, 48, 3), 0.5, np.float32)
-    assert float(inferencer.predict(image).pred_score.reshape(-1)[0]) == pytest.approx(0.5)
+    assert _score(inferencer, image) == pytest.approx(0.5)
 
 
 def test_a_missing_model_file_is_named_with_how_to_export_one(tmp_path) -> None:
@@ -196,8 +198,8 @@ def test_an_inferencer_compiled_for_one_batch_size_scores_as_the_free_one_and_re
     single, pairs = openvino_inferencer(xml, batch_size=1), openvino_inferencer(xml, batch_size=2)
     assert free.input_blob.get_partial_shape()[0].is_dynamic
     assert single.input_blob.get_partial_shape().to_shape() == [1, 3, 32, 48]
-    assert float(single.predict(images[0]).pred_score.reshape(-1)[0]) == pytest.approx(expected[0], rel=1e-5)
-    assert float(free.predict(images[0]).pred_score.reshape(-1)[0]) == pytest.approx(expected[0], rel=1e-5)
+    assert _score(single, images[0]) == pytest.approx(expected[0], rel=1e-5)
+    assert _score(free, images[0]) == pytest.approx(expected[0], rel=1e-5)
     assert np.asarray(pairs.predict(images).pred_score).reshape(-1) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(BatchSizeError) as refused:
         single.predict(images)

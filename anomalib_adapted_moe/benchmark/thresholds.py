@@ -11,7 +11,9 @@ test set
 - per subclass, image F1 at the category's one threshold (the model's post-processor:
   by default three standard deviations above the validation normal images' mean) and
   at anomalib's F1-adaptive threshold, beside F1 at the subclass's own best threshold
-  (chosen with its test labels: a reference, never a setting).
+  (chosen with its test labels: a reference, never a setting);
+- beside the pooled - mean AUROC and the mean F1 gap, their 90 % bootstrap intervals over redraws of the test
+  images (:mod:`anomalib_adapted_moe.evaluation.resampling`): whether the test set can decide a target.
 
     python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
 
@@ -69,6 +71,7 @@ def measure_category(
     from anomalib_adapted_moe.evaluation import (
         RawPredictionRecorder,
         SubclassScores,
+        bootstrap_intervals,
         group_by_subclass,
         per_subclass_table,
         predict_raw,
@@ -150,6 +153,7 @@ def measure_category(
             "mean_f1_at_anomalib_threshold": 100
             * sum(groups[name].f1_at(result["f1_image_threshold"]) for name in names)
             / len(names),
+            "intervals": bootstrap_intervals({name: groups[name] for name in names}, threshold),
         }
     return result
 
@@ -202,6 +206,7 @@ def targets(results: list[dict]) -> list[dict]:
             anomalib_gap = abs(figures["anomalib_image_auroc"] - figures["raw_pooled_image_auroc"])
             pooled_gap = figures["raw_pooled_image_auroc"] - figures["mean_image_auroc"]
             f1_gap = sum(figures["f1_gaps"].values()) / max(1, len(figures["f1_gaps"]))
+            intervals = figures["intervals"]
             lines += [
                 _target(
                     f"{where}: anomalib AUROC vs raw AUROC, absolute difference",
@@ -215,19 +220,36 @@ def targets(results: list[dict]) -> list[dict]:
                     POOLED_VS_MEAN,
                     abs(pooled_gap) <= POOLED_VS_MEAN,
                     above=pooled_gap > POOLED_VS_MEAN,
+                    interval=intervals["pooled_minus_mean"],
                 ),
-                _target(f"{where}: mean F1 gap to each subclass's best", f1_gap, F1_GAP, f1_gap <= F1_GAP),
+                _target(
+                    f"{where}: mean F1 gap to each subclass's best",
+                    f1_gap,
+                    F1_GAP,
+                    f1_gap <= F1_GAP,
+                    interval=intervals["f1_gap"],
+                ),
             ]
     return lines
 
 
-def _target(name: str, value: float, limit: float, passed: bool, above: bool = False) -> dict:
+def _target(
+    name: str, value: float, limit: float, passed: bool, above: bool = False, interval: list[float] | None = None
+) -> dict:
     result = "PASS" if passed else "ABOVE" if above else "MISS"
-    return {"target": name, "value": round(value, 2), "limit": limit, "result": result}
+    line = {"target": name, "value": round(value, 2), "limit": limit, "result": result}
+    return line | ({"interval": [round(end, 2) for end in interval]} if interval else {})
+
+
+def _interval(line: dict) -> str:
+    return "[{:.2f}, {:.2f}]".format(*line["interval"]) if "interval" in line else ""
 
 
 def render_markdown(report: dict) -> str:
     """The report: provenance, one table per category, the targets."""
+    from anomalib_adapted_moe.evaluation.resampling import INTERVAL_LEVEL, RESAMPLES
+
+    level = f"{100 * INTERVAL_LEVEL:.0f} %"
     lines = [
         "# One threshold across variants",
         "",
@@ -242,7 +264,10 @@ def render_markdown(report: dict) -> str:
         "calibration, and the spread unit and level correction, fitted on calibrated scores, as unfitted). F1 at the "
         "category's one threshold (by default mean + 3 std of the validation normal images' scores; beside it, "
         "anomalib's F1-adaptive threshold on the validation split) against F1 at each "
-        "subclass's best threshold (chosen with test labels, for this report only).",
+        f"subclass's best threshold (chosen with test labels, for this report only). *[low, high]*: the {level} "
+        f"bootstrap interval of the figure over {RESAMPLES} redraws of the test images (each subclass's normal and "
+        "defective images drawn with replacement): a result whose interval reaches across the limit is one this "
+        "test set cannot decide; a new training's spread comes on top.",
         "",
     ]
     for result in report["results"]:
@@ -260,9 +285,11 @@ def render_markdown(report: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for split, f in result["splits"].items():
+            low, high = f["intervals"]["pooled_minus_mean"]
             lines.append(
                 f"| {split} | {f['anomalib_image_auroc']:.2f} | {f['raw_pooled_image_auroc']:.2f} | "
-                f"{f['mean_image_auroc']:.2f} | {f['raw_pooled_image_auroc'] - f['mean_image_auroc']:+.2f} | "
+                f"{f['mean_image_auroc']:.2f} | {f['raw_pooled_image_auroc'] - f['mean_image_auroc']:+.2f} "
+                f"[{low:+.2f}, {high:+.2f}] | "
                 f"{f['uncalibrated_pooled_image_auroc'] - f['uncalibrated_mean_image_auroc']:+.2f} | "
                 f"{f['pooled_pixel_auroc']:.2f} / {f['mean_pixel_auroc']:.2f} | "
                 f"{f['mean_f1']:.1f} / {f['mean_f1_at_anomalib_threshold']:.1f} / {f['mean_best_f1']:.1f} |"
@@ -273,8 +300,10 @@ def render_markdown(report: dict) -> str:
             "F1 gap per subclass (best - at the threshold): " + ", ".join(f"{n} {g:.1f}" for n, g in gaps.items()),
             "",
         ]
-    lines += ["## Targets", "", "| target | value | limit | result |", "|---|---:|---:|---|"]
-    lines += [f"| {t['target']} | {t['value']} | {t['limit']} | {t['result']} |" for t in report["targets"]]
+    lines += ["## Targets", "", f"| target | value | {level} interval | limit | result |", "|---|---:|---:|---:|---|"]
+    lines += [
+        f"| {t['target']} | {t['value']} | {_interval(t)} | {t['limit']} | {t['result']} |" for t in report["targets"]
+    ]
     return "\n".join(lines) + "\n"
 
 

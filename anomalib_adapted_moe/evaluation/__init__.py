@@ -3,13 +3,16 @@
 from .export_parity import openvino_parity
 from .per_subclass import SubclassScores, format_table, group_by_subclass, per_subclass_table
 from .raw_predictions import RawPredictionRecorder, normalization_disabled, predict_raw
+from .resampling import bootstrap_intervals, one_threshold_figures
 
 __all__ = [
     "RawPredictionRecorder",
     "SubclassScores",
+    "bootstrap_intervals",
     "format_table",
     "group_by_subclass",
     "normalization_disabled",
+    "one_threshold_figures",
     "openvino_parity",
     "per_subclass_table",
     "predict_raw",

@@ -10,8 +10,12 @@ from anomalib.post_processing import PostProcessor
 from anomalib_adapted_moe.data import SubclassImageBatch
 from anomalib_adapted_moe.evaluation import (
     RawPredictionRecorder,
+    SubclassScores,
+    bootstrap_intervals,
     format_table,
+    group_by_subclass,
     normalization_disabled,
+    one_threshold_figures,
     per_subclass_table,
     predict_raw,
 )
@@ -66,6 +70,56 @@ def test_pooled_rows_rank_all_images_of_a_split_together_and_f1_uses_the_one_thr
     assert rows["mean seen"]["f1"] == pytest.approx(1 / 3) and rows["mean seen"]["best_f1"] == 1.0
     table = format_table(list(rows.values()))
     assert "| **pooled seen** | seen | 4 | 75.00 | 100.00 |  | " in table and "best F1 %" in table
+
+
+def _drawn(shift: float) -> SubclassScores:
+    """40 normal images scoring N(shift, 1) and 40 defective ones N(shift + 2.5, 1)."""
+    scores = torch.cat([torch.randn(40) + shift, torch.randn(40) + shift + 2.5])
+    return SubclassScores(image_scores=[scores], image_labels=[torch.tensor([0] * 40 + [1] * 40)])
+
+
+def test_one_threshold_figures_are_the_reports_pooled_minus_mean_and_mean_f1_gap() -> None:
+    batches = [
+        batch(["a", "a", "a", "b", "b", "b"], [0.1, 0.5, 0.3, 1.0, 2.0, 0.2], [0, 1, 0, 0, 1, 1]),
+        batch(["a", "b"], [0.6, 1.5], [1, 0]),
+    ]
+    rows = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a", "b"], threshold=0.7)}
+    pooled_minus_mean, f1_gap = one_threshold_figures(group_by_subclass(batches), threshold=0.7)
+    assert pooled_minus_mean == pytest.approx(
+        100 * (rows["pooled seen"]["image_auroc"] - rows["mean seen"]["image_auroc"])
+    )
+    assert f1_gap == pytest.approx(100 * (rows["mean seen"]["best_f1"] - rows["mean seen"]["f1"]))
+    assert pooled_minus_mean < 0 and f1_gap > 0  # b's normal images outrank a's defects; a's are below 0.7
+
+
+def test_bootstrap_intervals_span_the_redraws_of_the_test_images_and_are_reproducible() -> None:
+    torch.manual_seed(0)
+    alike = {"a": _drawn(0.0), "b": _drawn(0.0)}
+    apart = {"a": _drawn(0.0), "b": _drawn(1.5)}  # b scores on a higher scale: pooled ranks worse than the mean
+    for groups in (alike, apart):
+        point = one_threshold_figures(groups, threshold=1.25)
+        intervals = bootstrap_intervals(groups, threshold=1.25, resamples=200)
+        for (low, high), value in zip(intervals.values(), point, strict=True):
+            assert low < value < high  # a real spread around the test set's own figure
+        assert intervals == bootstrap_intervals(groups, threshold=1.25, resamples=200)  # seeded
+    low, high = bootstrap_intervals(apart, threshold=1.25, resamples=200)["pooled_minus_mean"]
+    assert high < -0.5  # the shift is more than the draw of 80 images per subclass can explain
+    low, high = bootstrap_intervals(alike, threshold=1.25, resamples=200)["pooled_minus_mean"]
+    assert low < 0 < high
+
+
+def test_bootstrap_redraws_keep_each_subclass_s_normal_and_defective_images() -> None:
+    """Perfectly separated subclasses stay so in every redraw: no redraw loses a subclass's defects."""
+    groups = {
+        name: SubclassScores(
+            image_scores=[torch.tensor([0.0, 0.1, 0.9, 1.0]) + offset], image_labels=[torch.tensor([0, 0, 1, 1])]
+        )
+        for name, offset in (("a", 0.0), ("b", 0.05))
+    }
+    assert bootstrap_intervals(groups, threshold=0.5, resamples=50) == {
+        "pooled_minus_mean": [0.0, 0.0],
+        "f1_gap": [0.0, 0.0],
+    }
 
 
 def test_aupro_falls_when_the_map_misses_the_defect_region() -> None:

@@ -104,6 +104,7 @@ def _variants(model) -> dict[str, dict]:
     variants |= {f"image_score_window={n}": {"image_score_window": n} for n in IMAGE_SCORE_WINDOWS}
     variants |= {f"spread_scaled_score={on}": {"spread_scaled_score": on} for on in (True, False)}
     variants |= {f"level_corrected_score={on}": {"level_corrected_score": on} for on in (True, False)}
+    variants |= {f"expert_offset_score={on}": {"expert_offset_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     if "tta=gated" in variants:
         variants |= {
@@ -134,6 +135,7 @@ def effective_switches(model) -> tuple:
         ("image_score_window", inner.image_score_window),
         ("spread_scaled_score", inner.spread_scaled_score),
         ("level_corrected_score", inner.level_corrected_score),
+        ("expert_offset_score", inner.expert_offset_score),
         ("blur_sigma", inner.blur_sigma),
     )
 

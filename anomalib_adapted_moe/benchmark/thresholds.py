@@ -102,7 +102,7 @@ def measure_category(
     calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
     groups = group_by_subclass(raw)
     # the same model scoring with each expert's raw scores: calibration, and what is fitted on calibrated scores
-    # (the spread unit, the level correction), as before fitting
+    # (the spread unit, the level correction, the image offsets), as before fitting
     inner = model.model
     unfitted = [
         (inner.calibration.location, 0.0),
@@ -110,6 +110,7 @@ def measure_category(
         (inner.normal_image_spread, 1.0),
         (inner.normal_image_level, 0.0),
         (inner.level_slope, 0.0),
+        (inner.calibration.image_offset, 0.0),
     ]
     saved = [buffer.clone() for buffer, _ in unfitted]
     for buffer, value in unfitted:
@@ -261,9 +262,9 @@ def render_markdown(report: dict) -> str:
         "(`engine.test`'s `image_AUROC` for all images); *raw*: the model's own scores (normalisation off). "
         "*Pooled*: one ranking over all images of the split, what one threshold sees; *mean*: mean of the "
         "per-subclass AUROCs. *Uncalibrated*: the same model scoring with each expert's raw scores (identity "
-        "calibration, and the spread unit and level correction, fitted on calibrated scores, as unfitted). F1 at the "
-        "category's one threshold (by default mean + 3 std of the validation normal images' scores; beside it, "
-        "anomalib's F1-adaptive threshold on the validation split) against F1 at each "
+        "calibration, and the spread unit, level correction and image offsets, fitted on calibrated scores, as "
+        "unfitted). F1 at the category's one threshold (by default mean + 3 std of the validation normal images' "
+        "scores; beside it, anomalib's F1-adaptive threshold on the validation split) against F1 at each "
         f"subclass's best threshold (chosen with test labels, for this report only). *[low, high]*: the {level} "
         f"bootstrap interval of the figure over {RESAMPLES} redraws of the test images (each subclass's normal and "
         "defective images drawn with replacement): a result whose interval reaches across the limit is one this "

@@ -126,6 +126,7 @@ INFERENCE_SWITCHES = frozenset(
         "image_score_window",
         "spread_scaled_score",
         "level_corrected_score",
+        "expert_offset_score",
         "blur_sigma",
     }
 )

@@ -130,24 +130,28 @@ def test_openvino_matches_torch_on_sixteen_images(tmp_path: Path, fitted, ir: st
         assert single["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
 
 
-@pytest.mark.parametrize("switch", ["image_score_window", "level_corrected_score"])
+@pytest.mark.parametrize("switch", ["image_score_window", "level_corrected_score", "expert_offset_score"])
 def test_openvino_matches_torch_with_the_image_score_switches(
     tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, switch: str
 ) -> None:
-    """The inference switches ``image_score_window`` (an average pool over the patch scores) and
-    ``level_corrected_score`` (a median by ``topk``, its buffers) are in the exported graph: their scores differ
-    from the default's in torch and OpenVINO follows them at f32."""
+    """The inference switches ``image_score_window`` (an average pool over the patch scores),
+    ``level_corrected_score`` (a median by ``topk``, its buffers) and ``expert_offset_score`` (a gather of the
+    experts' offsets by the routing index) are in the exported graph: their scores differ from the default's in
+    torch and OpenVINO follows them at f32."""
     monkeypatch.chdir(tmp_path)
     engine, model, datamodule, _ = fitted
     images = [datamodule.test_data[index].image for index in range(16)]
     model.eval()
     inner = model.model
-    saved = inner.normal_image_level.clone(), inner.level_slope.clone()
+    saved = inner.normal_image_level.clone(), inner.level_slope.clone(), inner.calibration.image_offset.clone()
     try:
         with torch.no_grad():
             default = model(torch.stack(images)).pred_score
             if switch == "image_score_window":
                 monkeypatch.setattr(inner, "image_score_window", 3)
+            elif switch == "expert_offset_score":  # offsets far apart, so every routing moves the score its own way
+                inner.calibration.image_offset.copy_(torch.linspace(-1.0, 1.0, inner.num_experts))
+                monkeypatch.setattr(inner, "expert_offset_score", True)
             else:  # half the images above the reference level, a slope the tiny model's fit need not give
                 levels = inner.image_level(
                     inner.score_patches(
@@ -171,6 +175,7 @@ def test_openvino_matches_torch_with_the_image_score_switches(
     finally:
         inner.normal_image_level.copy_(saved[0])
         inner.level_slope.copy_(saved[1])
+        inner.calibration.image_offset.copy_(saved[2])
     assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
 

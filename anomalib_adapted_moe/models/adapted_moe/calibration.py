@@ -8,6 +8,11 @@ every expert once each expert's scores are standardised by its own statistics,
 as the raw scores. The statistics are buffers (saved in checkpoints, exported
 to OpenVINO), fitted after training on normal images that the experts did not
 train on: the validation split's (see :func:`.training.fit_expert_calibration`).
+
+Patch scores in the same units still give image scores on different levels: an image score reads the top of an
+image's patch scores, and how far that top stands out depends on the texture (a regular perforated sheet's stands
+out less). ``image_offset`` holds how far each expert's image scores sit from the experts' mean, fitted on the
+training images (:func:`.training.fit_expert_image_offsets`): the ``expert_offset_score`` switch subtracts it.
 """
 
 import torch
@@ -29,12 +34,18 @@ class ExpertCalibration(nn.Module):
         super().__init__()
         self.register_buffer("location", torch.zeros(num_experts))
         self.register_buffer("scale", torch.ones(num_experts))
+        # each expert's mean image score on its training images less the experts' mean; 0 until fitted
+        self.register_buffer("image_offset", torch.zeros(num_experts))
         # routing-weighted sums of 1, s, s^2 over normal patches, accumulated in float64 by update()
         self._sums = torch.zeros(3, num_experts, dtype=torch.float64)
 
     def forward(self, scores: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
         """Standardise ``(B, K, P)`` patch scores of the ``(B, K)`` selected experts, each by its own statistics."""
         return (scores - self.location[expert_index][..., None]) / self.scale[expert_index][..., None]
+
+    def image_offsets(self, expert_index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Offset ``(B,)`` of each image's score: its ``(B, K)`` selected experts' offsets, mixed by their weights."""
+        return (weights * self.image_offset[expert_index]).sum(dim=1)
 
     @torch.no_grad()
     def update(self, scores: torch.Tensor, expert_index: torch.Tensor, weights: torch.Tensor) -> None:

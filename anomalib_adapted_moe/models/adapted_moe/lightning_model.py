@@ -46,7 +46,13 @@ from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
 from .subclass_discovery import discover_subclasses, image_descriptors
 from .torch_model import AdaptedMoEModel
-from .training import TrainingSchedule, fit_expert_calibration, fit_expert_statistics, train_from_cache
+from .training import (
+    TrainingSchedule,
+    fit_expert_calibration,
+    fit_expert_image_offsets,
+    fit_expert_statistics,
+    train_from_cache,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +118,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             validation normal images' predicts, its slope fitted on those images scored by their own and by
             the other experts, so an unseen variant's normal images do not cross one threshold as a whole
             (our addition; see the model README).
+        expert_offset_score: image score less its experts' image offsets (how far each expert's training images
+            score above the experts' mean, mixed by the routing weights), so an expert whose normal images score
+            low does not rank its weak defects below other experts' normal images (our addition, off by
+            default; see the model README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -175,6 +185,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         image_score_window: int = 1,
         spread_scaled_score: bool = False,
         level_corrected_score: bool = False,
+        expert_offset_score: bool = False,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -235,6 +246,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             image_score_window=image_score_window,
             spread_scaled_score=spread_scaled_score,
             level_corrected_score=level_corrected_score,
+            expert_offset_score=expert_offset_score,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(
@@ -346,6 +358,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             raise
         fit_expert_statistics(self.model, features, labels)
         self._calibrate(features)
+        fit_expert_image_offsets(self.model, features)
         if distributed:  # bit-identical ranks, whatever floating point did on each
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
@@ -487,6 +500,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 self.post_processor.min_range = 0.0
             state.setdefault("model.calibration.location", torch.zeros(experts))
             state.setdefault("model.calibration.scale", torch.ones(experts))
+            # and before the experts' image offsets: 0, scores as they were
+            state.setdefault("model.calibration.image_offset", torch.zeros(experts))
         # and before spread_scaled_score's unit was fitted: 1, the unit those checkpoints' switch used
         state.setdefault("model.normal_image_spread", torch.tensor(1.0))
         # and before the level correction: slope 0, no correction

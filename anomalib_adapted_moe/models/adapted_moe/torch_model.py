@@ -70,6 +70,11 @@ class AdaptedMoEModel(nn.Module):
             normal images scored by their own and by the other experts (:func:`.training.fit_level_correction`);
             the level moves little with a defect, so ranking within a variant barely changes; an inference-only
             switch.
+        expert_offset_score: subtract from the image score its experts' ``calibration.image_offset`` (how far
+            each expert's training images score above the experts' mean), mixed by the routing weights: an
+            expert whose normal images score low (a regular texture) then no longer ranks its weak defects below
+            other experts' normal images; every image routed to one expert moves alike, so its ranking within a
+            subclass stays; an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -100,6 +105,7 @@ class AdaptedMoEModel(nn.Module):
         image_score_window: int = 1,
         spread_scaled_score: bool = False,
         level_corrected_score: bool = False,
+        expert_offset_score: bool = False,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
@@ -127,6 +133,7 @@ class AdaptedMoEModel(nn.Module):
         # fitted with the calibration too; a slope of 0 (unfitted) corrects nothing
         self.register_buffer("normal_image_level", torch.tensor(0.0))
         self.register_buffer("level_slope", torch.tensor(0.0))
+        self.expert_offset_score = expert_offset_score
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -301,7 +308,8 @@ class AdaptedMoEModel(nn.Module):
         return flat.topk(max(2, int(0.9 * flat.shape[1])), dim=1, largest=False).values.std(dim=1)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
-        """Eval forward: image score from the patch scores (:meth:`image_score`); map: upsampled, smoothed."""
+        """Eval forward: image score from the patch scores (:meth:`image_score`, less the experts' image offsets
+        with ``expert_offset_score``); map: upsampled, smoothed."""
         if min(images.shape[-2:]) < self.min_image_size:  # static shapes: no graph break when exported
             msg = (
                 f"AdaptedMoE needs images of at least {self.min_image_size}x{self.min_image_size} pixels (the anomaly "
@@ -310,7 +318,9 @@ class AdaptedMoEModel(nn.Module):
                 "e.g. 256), or lower blur_sigma."
             )
             raise ValueError(msg)
-        patch_scores, _, _ = self.score_patches(self.adapt(self.patch_features(images)))
+        patch_scores, expert_index, weights = self.score_patches(self.adapt(self.patch_features(images)))
         anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
         pred_score = self.image_score(patch_scores)
+        if self.expert_offset_score:
+            pred_score = pred_score - self.calibration.image_offsets(expert_index, weights)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

@@ -196,6 +196,38 @@ def fit_expert_calibration(model: AdaptedMoEModel, feature_batches: Iterable[tor
     return empty
 
 
+@torch.no_grad()
+def fit_expert_image_offsets(
+    model: AdaptedMoEModel, features: torch.Tensor | LiveFeatures, chunk: int = 32
+) -> list[int]:
+    """Fit ``calibration.image_offset`` (``expert_offset_score``): each expert's routing-weighted mean image
+    score over the training images' patch features, less the mean over the experts that had images; returns
+    the experts none was routed to (offset 0).
+
+    The training images, not the validation split's 4 or so normal images per expert: an image gives one score,
+    and that few place an expert's level too roughly (issue 15's probes). The experts were fitted on these
+    images, so they score a little low, but alike for every expert: the offsets place the experts against each
+    other, the threshold still comes from the validation split. Fitted on the image score as the model is set
+    (its switches) after the calibration, so the calibrated units are the ones it will score in.
+    """
+    model.eval()
+    device = model.adaptor.linear.weight.device
+    weight_sums = torch.zeros(model.num_experts, dtype=torch.float64)
+    score_sums = torch.zeros(model.num_experts, dtype=torch.float64)
+    for start in range(0, len(features), chunk):
+        adapted = model.adapt(features[start : start + chunk].to(device, torch.float32))
+        patch_scores, expert_index, weights = model.score_patches(adapted)
+        scores = model.image_score(patch_scores)
+        index, weights = expert_index.flatten().cpu(), weights.double().cpu()
+        weight_sums.index_add_(0, index, weights.flatten())
+        score_sums.index_add_(0, index, (weights * scores.double().cpu()[:, None]).flatten())
+    routed = weight_sums > 0
+    means = score_sums / weight_sums.clamp_min(1e-12)
+    offsets = torch.where(routed, means - means[routed].mean(), torch.zeros_like(means))
+    model.calibration.image_offset.copy_(offsets.to(model.calibration.image_offset))
+    return [int(expert) for expert in torch.nonzero(~routed).flatten()]
+
+
 def _routing_without_the_top_expert(model: AdaptedMoEModel, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-k experts and weights an image would be routed to if its top-1 expert did not exist."""
     probabilities = model.router.probabilities(model.router.embed(adapted))

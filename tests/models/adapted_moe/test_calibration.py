@@ -61,6 +61,43 @@ def test_fitting_the_calibration_sets_the_normal_images_median_spread() -> None:
     assert float(model.normal_image_spread) != 1.0
 
 
+def test_expert_image_offsets_are_each_experts_routing_weighted_mean_image_score_less_the_experts_mean() -> None:
+    """``fit_expert_image_offsets`` (``expert_offset_score``): per expert, the mean image score of the images
+    routed to it, each counted with its routing weight, less the mean over the experts; an expert no image went
+    to gets 0 and is named. With the switch the forward subtracts the offsets mixed by the same weights."""
+    from conftest import tiny_model
+
+    from anomalib_adapted_moe.models.adapted_moe.training import fit_expert_calibration, fit_expert_image_offsets
+
+    model = tiny_model(image_top_k=3, center_image_score=True).eval()
+    torch.manual_seed(2)
+    features = torch.randn(12, model.patch_features.out_dim, 8, 8)
+    with torch.no_grad():  # an untrained router's centres are 0: give each expert one of the images
+        model.router.centers.copy_(model.router.embed(model.adapt(features[:3])))
+    fit_expert_calibration(model, [features[:6], features[6:]])
+    assert fit_expert_image_offsets(model, features, chunk=5) == []  # chunks of 5, 5 and 2 images
+    with torch.no_grad():
+        patch_scores, index, weights = model.score_patches(model.adapt(features))
+        scores = model.image_score(patch_scores)
+    means = torch.stack(
+        [(weights * scores[:, None])[index == e].sum() / weights[index == e].sum() for e in range(model.num_experts)]
+    )
+    offsets = model.calibration.image_offset
+    assert offsets.tolist() == pytest.approx((means - means.mean()).tolist(), abs=1e-5)
+    assert float(offsets.abs().max()) > 1e-3 and float(offsets.sum()) == pytest.approx(0.0, abs=1e-5)
+    model.expert_offset_score = True
+    assert model.calibration.image_offsets(index, weights).tolist() == pytest.approx(
+        (weights * offsets[index]).sum(dim=1).tolist(), abs=1e-6
+    )
+    # an expert the router never picks: no images, offset 0, the others centred among themselves
+    with torch.no_grad():
+        model.router.centers[2] = -model.router.embed(model.adapt(features)).mean(dim=0)
+    model.top_k = 1
+    assert fit_expert_image_offsets(model, features) == [2]
+    assert float(model.calibration.image_offset[2]) == 0.0
+    assert float(model.calibration.image_offset[:2].sum()) == pytest.approx(0.0, abs=1e-5)
+
+
 def test_the_level_correction_is_fitted_on_normal_images_scored_by_their_own_and_by_the_other_experts() -> None:
     """``fit_expert_calibration`` fits the level correction in the same pass: ``normal_image_level`` is the median
     level of the images as routed, and ``level_slope`` the least-squares slope of their uncorrected image scores,

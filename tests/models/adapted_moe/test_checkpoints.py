@@ -94,6 +94,7 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     _, _, datamodule, checkpoint = fitted_tiny
     old = torch.load(checkpoint, weights_only=True)
     del old["state_dict"]["model.calibration.location"], old["state_dict"]["model.calibration.scale"]
+    del old["state_dict"]["model.calibration.image_offset"]
     del old["state_dict"]["model.normal_image_spread"]
     del old["state_dict"]["model.normal_image_level"], old["state_dict"]["model.level_slope"]
     del old["anomalib_post_processor_config"]["min_range"]
@@ -106,6 +107,7 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     calibration = reloaded.model.calibration
     assert torch.equal(calibration.location, torch.zeros(reloaded.model.num_experts))
     assert torch.equal(calibration.scale, torch.ones(reloaded.model.num_experts))
+    assert torch.equal(calibration.image_offset, torch.zeros(reloaded.model.num_experts))  # expert_offset_score off
     assert reloaded.post_processor.min_range == 0.0
     assert float(reloaded.model.normal_image_spread) == 1.0  # spread_scaled_score's unit as those checkpoints had it
     assert float(reloaded.model.level_slope) == 0.0  # and no level correction

@@ -589,7 +589,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
         The post-processor holds one image threshold on the calibrated scale; for an image routed to
         expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores, or
-        ``threshold * scale_e`` with ``center_image_score`` (the centred score subtracts the location away).
+        ``threshold * scale_e`` with ``center_image_score`` (the centred score subtracts the location away);
+        with ``expert_offset_score`` the expert's image offset adds to the threshold before scaling.
         With ``spread_scaled_score`` these hold for an image whose patch scores spread at most
         ``model.normal_image_spread``; beyond, the threshold grows with the spread.
         """
@@ -598,7 +599,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             msg = "No image threshold yet: it is fitted on the validation split during training (engine.fit)."
             raise ValueError(msg)
         calibration = self.model.calibration
-        raw = float(threshold) * calibration.scale
+        offset = calibration.image_offset if self.model.expert_offset_score else torch.zeros_like(calibration.scale)
+        raw = (float(threshold) + offset) * calibration.scale
         if not self.model.center_image_score:
             raw = raw + calibration.location
         return {name: float(value) for name, value in zip(self.expert_names, raw, strict=True)}

@@ -209,20 +209,25 @@ def test_image_threshold_from_the_validation_normal_images_by_default() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("centred", [False, True])
-def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(fitted_tiny, centred: bool) -> None:
+@pytest.mark.parametrize(("centred", "offset"), [(False, False), (True, False), (True, True)])
+def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(
+    fitted_tiny, centred: bool, offset: bool
+) -> None:
     """An image routed to one expert is above the category threshold on the calibrated scale exactly when its
-    raw (uncalibrated) score is above that expert's threshold from ``expert_thresholds()``, centred or not.
-    The threshold is set to the test images' median score, so images fall on both sides of it."""
+    raw (uncalibrated) score is above that expert's threshold from ``expert_thresholds()``, centred or not, with
+    the experts' image offsets or without. The threshold is set to the test images' median score, so images fall
+    on both sides of it."""
     _, model, datamodule, _ = fitted_tiny
     inner, calibration, post = model.model, model.model.calibration, model.post_processor
     saved = (inner.top_k, inner.center_image_score, calibration.location.clone(), calibration.scale.clone())
+    saved_offsets = calibration.image_offset.clone()
     saved_threshold = post._image_threshold.clone()
     images = model.pre_processor(torch.cat([batch.image for batch in datamodule.test_dataloader()]))
     training = inner.training
     try:
         inner.eval()  # a forward in training mode would move the experts' BatchNorm statistics
-        inner.top_k, inner.center_image_score = 1, centred
+        inner.top_k, inner.center_image_score, inner.expert_offset_score = 1, centred, offset
+        calibration.image_offset.copy_(torch.linspace(-0.2, 0.2, inner.num_experts))
         with torch.no_grad():
             expert = inner.route(inner.adapt(inner.patch_features(images)))[0][:, 0]
             calibrated = inner(images).pred_score
@@ -231,10 +236,12 @@ def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(fi
             thresholds = torch.tensor(list(model.expert_thresholds().values()))
             calibration.location.zero_()
             calibration.scale.fill_(1.0)
+            calibration.image_offset.zero_()
             raw = inner(images).pred_score
     finally:
         inner.train(training)
-        inner.top_k, inner.center_image_score = saved[0], saved[1]
+        inner.top_k, inner.center_image_score, inner.expert_offset_score = saved[0], saved[1], False
+        calibration.image_offset.copy_(saved_offsets)
         calibration.location.copy_(saved[2])
         calibration.scale.copy_(saved[3])
         post._image_threshold.copy_(saved_threshold)

@@ -208,7 +208,8 @@ def fit_expert_image_offsets(
     and that few place an expert's level too roughly (issue 15's probes). The experts were fitted on these
     images, so they score a little low, but alike for every expert: the offsets place the experts against each
     other, the threshold still comes from the validation split. Fitted on the image score as the model is set
-    (its switches) after the calibration, so the calibrated units are the ones it will score in.
+    (its switches) after the calibration, so the calibrated units are the ones it will score in. From the cache a
+    pass of the head only; with a training augmentation (no cache), one more backbone pass over augmented images.
     """
     model.eval()
     device = model.adaptor.linear.weight.device

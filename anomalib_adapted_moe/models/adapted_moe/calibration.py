@@ -12,7 +12,8 @@ train on: the validation split's (see :func:`.training.fit_expert_calibration`).
 Patch scores in the same units still give image scores on different levels: an image score reads the top of an
 image's patch scores, and how far that top stands out depends on the texture (a regular perforated sheet's stands
 out less). ``image_offset`` holds how far each expert's image scores sit from the experts' mean, fitted on the
-training images (:func:`.training.fit_expert_image_offsets`): the ``expert_offset_score`` switch subtracts it.
+training images (:func:`.training.fit_expert_image_offsets`): the ``expert_offset_score`` switch subtracts it from
+the images within the expert's training range (TTA's gate closed).
 """
 
 import torch
@@ -43,9 +44,11 @@ class ExpertCalibration(nn.Module):
         """Standardise ``(B, K, P)`` patch scores of the ``(B, K)`` selected experts, each by its own statistics."""
         return (scores - self.location[expert_index][..., None]) / self.scale[expert_index][..., None]
 
-    def image_offsets(self, expert_index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Offset ``(B,)`` of each image's score: its ``(B, K)`` selected experts' offsets, mixed by their weights."""
-        return (weights * self.image_offset[expert_index]).sum(dim=1)
+    def image_offsets(self, expert_index: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """Offset ``(B,)`` of each image's score: its ``(B, K)`` selected experts' offsets, mixed by their weights,
+        each faded by the TTA ``gate`` (:meth:`.tta.TestTimeAdaptation.gate_weights`). An offset places an expert's
+        own subclass; an unseen variant routed there (gate open) sits at a level of its own and keeps its score."""
+        return (weights * (1 - gate) * self.image_offset[expert_index]).sum(dim=1)
 
     @torch.no_grad()
     def update(self, scores: torch.Tensor, expert_index: torch.Tensor, weights: torch.Tensor) -> None:

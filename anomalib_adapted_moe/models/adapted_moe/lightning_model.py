@@ -590,7 +590,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         The post-processor holds one image threshold on the calibrated scale; for an image routed to
         expert ``e`` alone it is ``location_e + threshold * scale_e`` in that expert's raw scores, or
         ``threshold * scale_e`` with ``center_image_score`` (the centred score subtracts the location away);
-        with ``expert_offset_score`` the expert's image offset adds to the threshold before scaling.
+        with ``expert_offset_score`` the expert's image offset adds to the threshold before scaling (for an image
+        within the expert's training range; an unseen variant's, TTA's gate open, keeps the plain threshold).
         With ``spread_scaled_score`` these hold for an image whose patch scores spread at most
         ``model.normal_image_spread``; beyond, the threshold grows with the spread.
         """

@@ -71,9 +71,10 @@ class AdaptedMoEModel(nn.Module):
             the level moves little with a defect, so ranking within a variant barely changes; an inference-only
             switch.
         expert_offset_score: subtract from the image score its experts' ``calibration.image_offset`` (how far
-            each expert's training images score above the experts' mean), mixed by the routing weights: an
-            expert whose normal images score low (a regular texture) then no longer ranks its weak defects below
-            other experts' normal images; every image routed to one expert moves alike, so its ranking within a
+            each expert's training images score above the experts' mean), mixed by the routing weights and faded
+            by TTA's gate (an unseen variant, beyond the expert's training range, keeps its score): an expert
+            whose normal images score low (a regular texture) then no longer ranks its weak defects below other
+            experts' normal images; every image routed to one expert moves alike, so its ranking within a
             subclass stays; an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
@@ -318,9 +319,11 @@ class AdaptedMoEModel(nn.Module):
                 "e.g. 256), or lower blur_sigma."
             )
             raise ValueError(msg)
-        patch_scores, expert_index, weights = self.score_patches(self.adapt(self.patch_features(images)))
+        adapted = self.adapt(self.patch_features(images))
+        patch_scores, expert_index, weights = self.score_patches(adapted)
         anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
         pred_score = self.image_score(patch_scores)
         if self.expert_offset_score:
-            pred_score = pred_score - self.calibration.image_offsets(expert_index, weights)
+            gate = self.adaptation.gate_weights(adapted.mean(dim=(2, 3)), expert_index)
+            pred_score = pred_score - self.calibration.image_offsets(expert_index, weights, gate)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

@@ -59,9 +59,15 @@ class TestTimeAdaptation(nn.Module):
         scale = target_std / (variance.sqrt()[:, None] + self.eps)  # (x - mean) / (std + eps) * std_k + mean_k
         if not gated:
             return scale, target_mean
-        weight = self.gate(self.shift(mean[:, None], target_mean, target_std), self.expert_shift[expert_index])
+        weight = self.gate_weights(mean, expert_index)
         weight, mean = weight[..., None], mean[:, None]  # x + w * (x' - x)
         return 1 + weight * (scale - 1), mean + weight * (target_mean - mean)
+
+    def gate_weights(self, mean: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+        """:meth:`gate` ``(B, K)`` of images with ``(B, C)`` channel means for their ``(B, K)`` selected experts:
+        0 for an image within the expert's training range (a seen subclass), 1 for a shifted variant."""
+        target_mean, target_std = self.expert_mean[expert_index], self.expert_std[expert_index]
+        return self.gate(self.shift(mean[:, None], target_mean, target_std), self.expert_shift[expert_index])
 
     @staticmethod
     def shift(mean: torch.Tensor, target_mean: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:

@@ -85,10 +85,11 @@ def test_expert_image_offsets_are_each_experts_routing_weighted_mean_image_score
     offsets = model.calibration.image_offset
     assert offsets.tolist() == pytest.approx((means - means.mean()).tolist(), abs=1e-5)
     assert float(offsets.abs().max()) > 1e-3 and float(offsets.sum()) == pytest.approx(0.0, abs=1e-5)
-    model.expert_offset_score = True
-    assert model.calibration.image_offsets(index, weights).tolist() == pytest.approx(
+    closed, open_ = torch.zeros_like(weights), torch.ones_like(weights)  # TTA's gate: seen images, unseen ones
+    assert model.calibration.image_offsets(index, weights, closed).tolist() == pytest.approx(
         (weights * offsets[index]).sum(dim=1).tolist(), abs=1e-6
     )
+    assert model.calibration.image_offsets(index, weights, open_).abs().max() == 0.0
     # an expert the router never picks: no images, offset 0, the others centred among themselves
     with torch.no_grad():
         model.router.centers[2] = -model.router.embed(model.adapt(features)).mean(dim=0)
@@ -220,7 +221,7 @@ def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(
     _, model, datamodule, _ = fitted_tiny
     inner, calibration, post = model.model, model.model.calibration, model.post_processor
     saved = (inner.top_k, inner.center_image_score, calibration.location.clone(), calibration.scale.clone())
-    saved_offsets = calibration.image_offset.clone()
+    saved_offsets, saved_shift = calibration.image_offset.clone(), inner.adaptation.expert_shift.clone()
     saved_threshold = post._image_threshold.clone()
     images = model.pre_processor(torch.cat([batch.image for batch in datamodule.test_dataloader()]))
     training = inner.training
@@ -228,6 +229,7 @@ def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(
         inner.eval()  # a forward in training mode would move the experts' BatchNorm statistics
         inner.top_k, inner.center_image_score, inner.expert_offset_score = 1, centred, offset
         calibration.image_offset.copy_(torch.linspace(-0.2, 0.2, inner.num_experts))
+        inner.adaptation.expert_shift.fill_(1e6)  # every image within its expert's range: the offsets apply
         with torch.no_grad():
             expert = inner.route(inner.adapt(inner.patch_features(images)))[0][:, 0]
             calibrated = inner(images).pred_score
@@ -242,6 +244,7 @@ def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(
         inner.train(training)
         inner.top_k, inner.center_image_score, inner.expert_offset_score = saved[0], saved[1], False
         calibration.image_offset.copy_(saved_offsets)
+        inner.adaptation.expert_shift.copy_(saved_shift)
         calibration.location.copy_(saved[2])
         calibration.scale.copy_(saved[3])
         post._image_threshold.copy_(saved_threshold)

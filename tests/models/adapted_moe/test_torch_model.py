@@ -166,21 +166,26 @@ def test_level_corrected_score_subtracts_the_slope_times_the_level_above_the_nor
     assert model.image_score(defect) > model.image_score(normal) + 5.0
 
 
-def test_expert_offset_score_moves_each_image_by_its_experts_offsets_and_leaves_the_map() -> None:
-    """With ``expert_offset_score`` every image scores its routed experts' ``image_offset`` (mixed by the routing
-    weights) less than without; the anomaly map is the same."""
+def test_expert_offset_score_moves_images_within_their_experts_range_by_the_offsets_and_leaves_the_map() -> None:
+    """With ``expert_offset_score`` an image within its experts' training range (TTA's gate closed) scores their
+    ``image_offset`` (mixed by the routing weights) less than without; a shifted variant (gate open) scores as
+    without; the anomaly map is the same."""
     model = tiny_model(image_top_k=3, center_image_score=True).eval()
     images = torch.rand(4, 3, 64, 64)
     model.calibration.image_offset.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    model.adaptation.expert_shift.fill_(1e6)  # every image well within every expert's training range
     with torch.no_grad():
         plain = model(images)
         _, index, weights = model.score_patches(model.adapt(model.patch_features(images)))
         model.expert_offset_score = True
         moved = model(images)
+        model.adaptation.expert_shift.fill_(1e-6)  # every image far beyond: the gate is open
+        shifted = model(images)
     expected = (weights * torch.tensor([0.5, -1.0, 2.0])[index]).sum(dim=1)
     assert torch.allclose(plain.pred_score - moved.pred_score, expected, atol=1e-5)
     assert float(expected.abs().min()) > 0.1  # every image moved
     assert torch.equal(plain.anomaly_map, moved.anomaly_map)
+    assert torch.allclose(shifted.pred_score, plain.pred_score, atol=1e-6)
 
 
 def test_image_score_window_ranks_a_defect_as_large_as_the_window_above_a_lone_noisy_patch() -> None:

@@ -64,7 +64,7 @@ def test_fitting_the_calibration_sets_the_normal_images_median_spread() -> None:
 def test_expert_image_offsets_are_each_experts_routing_weighted_mean_image_score_less_the_experts_mean() -> None:
     """``fit_expert_image_offsets`` (``expert_offset_score``): per expert, the mean image score of the images
     routed to it, each counted with its routing weight, less the mean over the experts; an expert no image went
-    to gets 0 and is named. With the switch the forward subtracts the offsets mixed by the same weights."""
+    to gets 0 and is named. ``image_offsets`` mixes them by the same weights, each faded by TTA's gate."""
     from conftest import tiny_model
 
     from anomalib_adapted_moe.models.adapted_moe.training import fit_expert_calibration, fit_expert_image_offsets

@@ -13,9 +13,12 @@ test set
   at anomalib's F1-adaptive threshold, beside F1 at the subclass's own best threshold
   (chosen with its test labels: a reference, never a setting);
 - beside the pooled - mean AUROC and the mean F1 gap, their 90 % bootstrap intervals over redraws of the test
-  images (:mod:`anomalib_adapted_moe.evaluation.resampling`): whether the test set can decide a target.
+  images (:mod:`anomalib_adapted_moe.evaluation.resampling`): whether the test set can decide a target;
+- with ``--compare-to`` (the ``--output`` of an earlier run on the same data), how each of the two figures changed
+  against that run, with a paired interval (the same redrawn images scored by both): whether a setting helps.
 
     python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
+        [--compare-to EARLIER_OUTPUT]
 
 Writes ``--output/thresholds.json`` and ``--markdown`` (default ``docs/thresholds.md``) with the
 command, seed, commit and machine; prints the issue's targets with PASS/MISS. Each category's result is
@@ -64,6 +67,7 @@ def measure_category(
     data: dict, category: str, settings, seed: int, work: Path, model_args: dict | None = None
 ) -> dict:
     """Train one category's model (the CPU recipe, ``model_args`` on top) and measure everything the report shows."""
+    import torch
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
@@ -134,6 +138,11 @@ def measure_category(
         "raw_image_auroc": 100 * SubclassScores.merged(groups.values()).image_auroc(),
         "subclasses": calibrated,
         "splits": {},
+        # every test image's calibrated score, per subclass in the test loader's order: what --compare-to pairs
+        "image_scores": {
+            name: {"scores": torch.cat(group.image_scores).tolist(), "labels": torch.cat(group.image_labels).tolist()}
+            for name, group in groups.items()
+        },
     }
     for split in SPLITS:
         if f"mean {split}" not in rows:
@@ -242,6 +251,83 @@ def _target(
     return line | ({"interval": [round(end, 2) for end in interval]} if interval else {})
 
 
+def earlier_report(output: Path, data: dict) -> dict:
+    """The report of the thresholds run whose ``--output`` was ``output``, checked to be on ``data``.
+
+    Raises:
+        ValueError: ``output`` holds no report, or one measured on other data.
+    """
+    path = output / "thresholds.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        msg = f"--compare-to: cannot read {path} ({error}). Fix: give the --output folder of a finished thresholds run."
+        raise ValueError(msg) from error
+    if report.get("data") != json.loads(json.dumps(data)):
+        msg = (
+            f"--compare-to: {path} was measured on other data ({json.dumps(report.get('data'))}); a paired comparison "
+            "needs the same test images. Fix: compare runs made with the same --data and --data-init-args."
+        )
+        raise ValueError(msg)
+    return report
+
+
+def _groups(result: dict, names: list[str]) -> dict:
+    """The stored per-image scores of ``names`` as :class:`SubclassScores` (image scores and labels)."""
+    import torch
+
+    from anomalib_adapted_moe.evaluation import SubclassScores
+
+    stored = result["image_scores"]
+    return {
+        name: SubclassScores(
+            image_scores=[torch.tensor(stored[name]["scores"])], image_labels=[torch.tensor(stored[name]["labels"])]
+        )
+        for name in names
+    }
+
+
+def compare(results: list[dict], others: list[dict], other_name: str) -> list[dict]:
+    """Per category and split measured in both, this run's |pooled - mean| and mean F1 gap against ``others``' (an
+    earlier run on the same data, ``other_name`` in messages): the change and its paired interval
+    (:func:`anomalib_adapted_moe.evaluation.resampling.paired_changes`), so two settings are told apart on one
+    test set.
+
+    Raises:
+        ValueError: either run lacks the per-image scores (measured before they were stored), or a subclass does not
+            hold the same test images in both.
+    """
+    from anomalib_adapted_moe.evaluation import paired_changes
+
+    by_category = {other["category"]: other for other in others}
+    rows = []
+    for result in results:
+        other = by_category.get(result["category"])
+        if other is None:
+            continue
+        for name, run in (("this run", result), (other_name, other)):
+            if "image_scores" not in run:
+                msg = (
+                    f"{result['category']} of {name} carries no per-image scores (measured before thresholds stored "
+                    "them). Fix: run that thresholds command again at this commit, then compare."
+                )
+                raise ValueError(msg)
+        for split, figures in result["splits"].items():
+            if split not in other["splits"]:
+                continue
+            names = sorted(figures["f1_gaps"])
+            try:
+                change = paired_changes(
+                    (_groups(other, names), other["image_threshold"]),
+                    (_groups(result, names), result["image_threshold"]),
+                )
+            except (KeyError, ValueError) as error:
+                msg = f"{result['category']} {split}: this run and {other_name} did not score the same test images."
+                raise ValueError(msg) from error
+            rows.append({"category": result["category"], "split": split} | change)
+    return rows
+
+
 def _interval(line: dict) -> str:
     return "[{:.2f}, {:.2f}]".format(*line["interval"]) if "interval" in line else ""
 
@@ -305,7 +391,40 @@ def render_markdown(report: dict) -> str:
     lines += [
         f"| {t['target']} | {t['value']} | {_interval(t)} | {t['limit']} | {t['result']} |" for t in report["targets"]
     ]
+    if "comparison" in report:
+        lines += _comparison_markdown(report["comparison"], level)
     return "\n".join(lines) + "\n"
+
+
+def _comparison_markdown(comparison: dict, level: str) -> list[str]:
+    """The paired comparison's section of the report."""
+    from anomalib_adapted_moe.evaluation.resampling import RESAMPLES
+
+    lines = [
+        "",
+        f"## Against `{comparison['to']}`",
+        "",
+        f"Paired with `{comparison['command']}` (seed {comparison['seed']}, commit {comparison['commit']}): the "
+        "same test images scored by both runs. *Change*: this run less that one (negative: closer to the target); "
+        f"*[low, high]*: its {level} interval over {RESAMPLES} redraws that take the same images for both, so what "
+        "the draw does to both cancels; an interval that excludes 0 is a change the test set's draw does not explain.",
+        "",
+        "| category | split | abs(pooled - mean): that run -> this | change | mean F1 gap: that run -> this | change |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in comparison["rows"]:
+        cells = []
+        for name in ("abs_pooled_minus_mean", "f1_gap"):
+            figure = row[name]
+            low, high = figure["interval"]
+            cells += [
+                f"{figure['before']:.2f} -> {figure['after']:.2f}",
+                f"{figure['change']:+.2f} [{low:+.2f}, {high:+.2f}]",
+            ]
+        lines.append(f"| {row['category']} | {row['split']} | " + " | ".join(cells) + " |")
+    if comparison["not_in_that_run"]:
+        lines += ["", "Not measured in that run, so not compared: " + ", ".join(comparison["not_in_that_run"]) + "."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -326,6 +445,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--weights", default=CPU_RECIPE["backbone_weights"], help="'none': random init (tests only)")
     parser.add_argument("--model-args", default=None, help="JSON of AdaptedMoE arguments over the CPU recipe")
+    parser.add_argument(
+        "--compare-to",
+        type=Path,
+        default=None,
+        help="--output of an earlier thresholds run on the same data: each figure's change against it, paired",
+    )
     parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
     args = parser.parse_args(argv)
@@ -336,6 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
     code = commit()
     # what a stored category must have been measured under to be kept
     spec = {"data": data, "seed": args.seed, "settings": asdict(settings), "model_args": model_args, "commit": code}
+    earlier = earlier_report(args.compare_to, data) if args.compare_to else None  # checked before hours of training
     results = []
     for category in args.categories:
         result = stored_result(args.output, category, spec)
@@ -354,12 +480,30 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "targets": targets(results),
     }
+    if earlier is not None:
+        report["comparison"] = {
+            "to": str(args.compare_to),
+            "command": earlier["command"],
+            "commit": earlier["commit"],
+            "seed": earlier["seed"],
+            "rows": compare(results, earlier["results"], str(args.compare_to)),
+            "not_in_that_run": sorted({r["category"] for r in results} - {r["category"] for r in earlier["results"]}),
+        }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "thresholds.json").write_text(json.dumps(report, indent=1))
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(render_markdown(report))
     for line in report["targets"]:
         print(f"{line['result']}  {line['target']}: {line['value']} (limit {line['limit']})")
+    for row in report.get("comparison", {}).get("rows", []):
+        print(
+            f"against {args.compare_to}, {row['category']} {row['split']}: "
+            + "; ".join(
+                f"{name} {row[name]['before']:.2f} -> {row[name]['after']:.2f}, change {row[name]['change']:+.2f} "
+                "[{:+.2f}, {:+.2f}]".format(*row[name]["interval"])
+                for name in ("abs_pooled_minus_mean", "f1_gap")
+            )
+        )
     print(f"wrote {args.markdown} and {args.output / 'thresholds.json'}")
     return report
 

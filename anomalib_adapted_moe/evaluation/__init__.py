@@ -3,7 +3,7 @@
 from .export_parity import openvino_parity
 from .per_subclass import SubclassScores, format_table, group_by_subclass, per_subclass_table
 from .raw_predictions import RawPredictionRecorder, normalization_disabled, predict_raw
-from .resampling import bootstrap_intervals, one_threshold_figures
+from .resampling import bootstrap_intervals, one_threshold_figures, paired_changes
 
 __all__ = [
     "RawPredictionRecorder",
@@ -14,6 +14,7 @@ __all__ = [
     "normalization_disabled",
     "one_threshold_figures",
     "openvino_parity",
+    "paired_changes",
     "per_subclass_table",
     "predict_raw",
 ]

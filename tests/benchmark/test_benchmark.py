@@ -275,7 +275,51 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     assert {line["result"] for line in report["targets"]} <= {"PASS", "MISS", "ABOVE"} and len(report["targets"]) == 7
     text = markdown.read_text()
     assert report["commit"] in text and "python -m anomalib_adapted_moe.benchmark thresholds" in text
+    images = {row["subclass"]: row["images"] for row in result["subclasses"]}
+    stored = result["image_scores"]  # every test image's score, for --compare-to
+    names = [name for figures in result["splits"].values() for name in figures["f1_gaps"]]
+    assert sorted(stored) == sorted(names)
+    assert all(len(stored[name]["scores"]) == len(stored[name]["labels"]) == images[name] for name in names)
+    _thresholds_compare_to(output, [*common, *switch, "--data-init-args", data_args])
     _thresholds_resume_and_keep_finished_categories(output, [*common, *switch, "--data-init-args", data_args])
+
+
+def _thresholds_compare_to(output: Path, argv: list[str]) -> None:
+    """--compare-to pairs this run's per-image scores with an earlier run's; it refuses a folder without a report,
+    a report on other data (both before any training) and a run measured before the scores were stored."""
+    import anomalib_adapted_moe.benchmark.thresholds as thresholds
+
+    measured: list[str] = []
+    argv = [*argv, "--markdown", str(output / "compared.md")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thresholds, "measure_category", lambda *args, **kwargs: measured.append(args[1]))
+        report = thresholds.main([*argv, "--output", str(output), "--compare-to", str(output)])  # against itself
+        rows = report["comparison"]["rows"]
+        assert [row["split"] for row in rows] == ["seen", "unseen"] and measured == []
+        for row in rows:
+            for name in ("abs_pooled_minus_mean", "f1_gap"):
+                assert row[name]["change"] == 0 and row[name]["interval"] == [0, 0] and row[name]["before"] >= 0
+        assert f"## Against `{output}`" in (output / "compared.md").read_text()
+        assert report["comparison"]["not_in_that_run"] == []
+        with pytest.raises(ValueError, match=r"cannot read .*thresholds\.json.*Fix: give the --output folder"):
+            thresholds.main([*argv, "--output", str(output), "--compare-to", str(output / "nothing")])
+        other = output.parent / "other_data"
+        earlier = json.loads((output / "thresholds.json").read_text())
+        other.mkdir()
+        (other / "thresholds.json").write_text(json.dumps(earlier | {"data": {"class_path": "TextureAD"}}))
+        with pytest.raises(ValueError, match="measured on other data"):
+            thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)])
+        assert measured == []  # each refused before any category was measured
+        (other / "thresholds.json").write_text(json.dumps(earlier | {"results": []}))
+        report = thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)])
+        assert report["comparison"]["rows"] == [] and report["comparison"]["not_in_that_run"] == ["cloth"]
+        assert "Not measured in that run, so not compared: cloth." in (output / "compared.md").read_text()
+        unscored = [
+            {key: value for key, value in result.items() if key != "image_scores"} for result in earlier["results"]
+        ]
+        (other / "thresholds.json").write_text(json.dumps(earlier | {"results": unscored}))
+        with pytest.raises(ValueError, match=r"carries no per-image scores.*run that thresholds command again"):
+            thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)])
 
 
 def _thresholds_resume_and_keep_finished_categories(output: Path, argv: list[str]) -> None:

@@ -16,6 +16,7 @@ from anomalib_adapted_moe.evaluation import (
     group_by_subclass,
     normalization_disabled,
     one_threshold_figures,
+    paired_changes,
     per_subclass_table,
     predict_raw,
 )
@@ -120,6 +121,42 @@ def test_bootstrap_redraws_keep_each_subclass_s_normal_and_defective_images() ->
         "pooled_minus_mean": [0.0, 0.0],
         "f1_gap": [0.0, 0.0],
     }
+
+
+def test_paired_changes_tell_a_real_shift_from_the_draw_of_the_test_images() -> None:
+    """Moving one subclass onto the others' scale: a large move's paired interval excludes 0, a small one's does
+    not; a change that moves every image alike (all scores and the threshold) changes nothing in any redraw,
+    where each scoring's own interval is wide: the draw's spread common to both cancels."""
+    torch.manual_seed(0)
+    for shift, decided in ((1.0, True), (0.3, False)):
+        before = {"a": _drawn(0.0), "b": _drawn(shift), "c": _drawn(0.0)}  # b off the others' scale
+        moved = SubclassScores(
+            image_scores=[before["b"].image_scores[0] - shift], image_labels=before["b"].image_labels
+        )
+        after = before | {"b": moved}
+        change = paired_changes((before, 1.25), (after, 1.25), resamples=300)["abs_pooled_minus_mean"]
+        assert change["before"] == pytest.approx(abs(one_threshold_figures(before, 1.25)[0]))
+        assert change["after"] == pytest.approx(abs(one_threshold_figures(after, 1.25)[0]))
+        assert change["change"] == pytest.approx(change["after"] - change["before"])
+        low, high = change["interval"]
+        assert low <= change["change"] <= high
+        assert high < 0 if decided else low < 0 < high  # closer to the target / within what the draw explains
+    lifted = {
+        name: SubclassScores(image_scores=[g.image_scores[0] + 2], image_labels=g.image_labels)
+        for name, g in before.items()
+    }
+    same = paired_changes((before, 1.25), (lifted, 3.25), resamples=100)
+    assert all(figure["change"] == 0 and figure["interval"] == [0, 0] for figure in same.values())
+    low, high = bootstrap_intervals(before, 1.25, resamples=100)["f1_gap"]
+    assert high - low > 1  # unpaired, each scoring's F1 gap moves by points with the draw
+
+
+def test_paired_changes_refuse_scorings_of_different_images() -> None:
+    groups = {"a": _drawn(0.0), "b": _drawn(0.0)}
+    relabelled = SubclassScores(image_scores=groups["b"].image_scores, image_labels=[torch.tensor([1] * 40 + [0] * 40)])
+    for other in ({"a": groups["a"]}, groups | {"b": relabelled}):
+        with pytest.raises(ValueError, match="subclass 'b' does not hold the same images in both"):
+            paired_changes((groups, 1.0), (other, 1.0), resamples=10)
 
 
 def test_aupro_falls_when_the_map_misses_the_defect_region() -> None:

@@ -298,7 +298,12 @@ def _thresholds_compare_to(output: Path, argv: list[str]) -> None:
         assert [row["split"] for row in rows] == ["seen", "unseen"] and measured == []
         for row in rows:
             for name in ("abs_pooled_minus_mean", "f1_gap"):
-                assert row[name]["change"] == 0 and row[name]["interval"] == [0, 0] and row[name]["before"] >= 0
+                assert row[name]["change"] == 0 and row[name]["interval"] == [0, 0]
+            figures = report["results"][0]["splits"][row["split"]]  # the stored scores give the report's figures
+            pooled_minus_mean = figures["raw_pooled_image_auroc"] - figures["mean_image_auroc"]
+            f1_gap = sum(figures["f1_gaps"].values()) / len(figures["f1_gaps"])
+            assert row["abs_pooled_minus_mean"]["before"] == pytest.approx(abs(pooled_minus_mean), abs=1e-6)
+            assert row["f1_gap"]["before"] == pytest.approx(f1_gap, abs=1e-6)
         assert f"## Against `{output}`" in (output / "compared.md").read_text()
         assert report["comparison"]["not_in_that_run"] == []
         with pytest.raises(ValueError, match=r"cannot read .*thresholds\.json.*Fix: give the --output folder"):

@@ -5,7 +5,8 @@ each subclass's best threshold move from one draw of such images to another by a
 limits (0.5 and 3 points), so a single run's PASS or MISS says little near the limit. Redrawing each subclass's
 normal and defective images with replacement (as many of each as it has) gives the spread a new draw of test
 images of the same make-up would show: an interval that reaches across a limit marks a result the test set cannot
-decide. The training's own spread (seeds) comes on top of it.
+decide. The training's own spread (seeds) comes on top of it. Two scorings of the same images (another switch,
+seed or commit) are compared on the same redraws (:func:`paired_changes`), so the spread the draw gives both cancels.
 """
 
 from collections.abc import Iterator
@@ -85,7 +86,7 @@ def paired_changes(
     resamples: int = RESAMPLES,
     level: float = INTERVAL_LEVEL,
     seed: int = 0,
-) -> dict[str, list[float]]:
+) -> dict[str, dict]:
     """How two scorings of the same test images differ in |pooled - mean| and in the mean F1 gap (``after`` less
     ``before``), each ``(groups, threshold)``: the change and its interval over redraws that take the same images
     for both, so the draw's spread common to both (hard images, easy ones) cancels and a switch or a training

@@ -69,11 +69,32 @@ def test_the_same_seed_builds_the_same_files(built: Path, tmp_path: Path, monkey
         assert (built / relative).read_bytes() == (again / relative).read_bytes()
 
 
+def test_more_test_images_keep_the_training_and_the_first_test_images(built: Path, tmp_path: Path) -> None:
+    larger = build_real_textures(
+        tmp_path / "larger", seed=3, categories=("metal_sheet",), **(SMALL | {"num_test_good": 4, "num_test_defect": 9})
+    )
+    first = sorted(p.relative_to(built) for p in (built / "metal_sheet").rglob("*.png"))
+    grown = sorted(p.relative_to(larger) for p in (larger / "metal_sheet").rglob("*.png"))
+    assert set(first) < set(grown)
+    assert sum("test/good" in str(p) for p in grown) == 4 * 8  # eight subclasses
+    for relative in first:
+        assert (built / relative).read_bytes() == (larger / relative).read_bytes(), relative
+
+
+def test_the_command_passes_the_test_image_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(build_module, "build_real_textures", lambda *args, **kwargs: calls.append(kwargs) or tmp_path)
+    build_module.main(["--output", str(tmp_path), "--num-test-good", "160", "--num-test-defect", "120"])
+    assert calls == [{"num_test_good": 160, "num_test_defect": 120}]
+
+
 def test_existing_output_and_unknown_categories_are_refused(built: Path) -> None:
     with pytest.raises(FileExistsError, match="metal_sheet already exist"):
         build_real_textures(built, categories=("metal_sheet",))
     with pytest.raises(ValueError, match="Unknown categories \\['carpet'\\]"):
         build_real_textures(built, categories=("carpet",))
+    with pytest.raises(ValueError, match="normal and defective test images, got 0 and 40"):
+        build_real_textures(built, categories=("metal_sheet",), num_test_good=0)
 
 
 def test_without_apt_get_it_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,12 +5,15 @@ and scale (+-10 %) of the seamlessly tiled texture, a random horizontal flip, a
 small exposure and white-balance change and sensor noise. Defective test images
 get one defect from the synthetic generator's painters (scratch, dent, stain,
 hole, foreign material), each with the exact mask of the pixels it changed.
-Everything is drawn from ``seed``: the same seed and package give the same files.
+Everything is drawn from ``seed``: the same seed and package give the same files. Each image is drawn from its own
+index, so more test images (``--num-test-good``, ``--num-test-defect``) keep the training images and the smaller
+set's test images: a test set grows (narrower intervals in ``benchmark thresholds``) and the trainings stay.
 
 The package (GPL, 94 MB) is fetched with ``apt-get download`` at build time and
 never committed; its copyright, credits and readme are copied beside the data.
 
     python -m anomalib_adapted_moe.data.real_textures --output datasets/real_textures_dev [--seed 0] [--deb FILE]
+        [--num-test-good 40] [--num-test-defect 40]
     python -m anomalib_adapted_moe.data.texture_ad --check datasets/real_textures_dev
 """
 
@@ -137,6 +140,9 @@ def build_real_textures(
 ) -> Path:
     """Write the benchmark under ``output`` (refusing an existing category folder) and return its path."""
     output = Path(output)
+    if min(num_test_good, num_test_defect) < 1:
+        msg = f"Every subclass needs normal and defective test images, got {num_test_good} and {num_test_defect}."
+        raise ValueError(msg)
     unknown = sorted(set(categories) - set(REAL_CATEGORIES))
     if unknown:
         msg = f"Unknown categories {unknown}; the real-texture benchmark has {sorted(REAL_CATEGORIES)}."
@@ -184,9 +190,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deb", type=Path, default=None, help=f"a downloaded {PACKAGE} .deb (default: apt-get)")
     parser.add_argument("--categories", nargs="+", default=list(REAL_CATEGORIES))
+    more = "per subclass; a larger count keeps the same training images and the smaller count's test images"
+    parser.add_argument("--num-test-good", type=int, default=40, help=f"normal test images {more}")
+    parser.add_argument("--num-test-defect", type=int, default=40, help=f"defective test images {more}")
     args = parser.parse_args(argv)
     try:
-        root = build_real_textures(args.output, args.seed, args.deb, tuple(args.categories))
+        root = build_real_textures(
+            args.output,
+            args.seed,
+            args.deb,
+            tuple(args.categories),
+            num_test_good=args.num_test_good,
+            num_test_defect=args.num_test_defect,
+        )
     except (PackageUnavailableError, FileExistsError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"built {root}; check it with: python -m anomalib_adapted_moe.data.texture_ad --check {root}")

@@ -30,6 +30,7 @@ model arguments and commit is kept, the others are trained.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shlex
 import sys
@@ -104,7 +105,7 @@ def measure_category(
     processed, raw = recorder.processed, recorder.batches
     threshold = float(model.post_processor.image_threshold)
     calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
-    groups = group_by_subclass(raw)
+    groups = group_by_subclass(raw, pixels=False)  # image figures: the table above has the pixel ones
     # the same model scoring with each expert's raw scores: calibration, and what is fitted on calibrated scores
     # (the spread unit, the level correction, the image offsets), as before fitting
     inner = model.model
@@ -120,7 +121,7 @@ def measure_category(
     for buffer, value in unfitted:
         buffer.fill_(value)
     try:
-        uncalibrated = per_subclass_table(predict_raw(engine, model, loader), seen=seen)
+        uncalibrated = per_subclass_table(predict_raw(engine, model, loader), seen=seen, pixels=False)
     finally:
         for (buffer, _), value in zip(unfitted, saved, strict=True):
             buffer.copy_(value)
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
         if result is None:
             result = measure_category(data, category, settings, args.seed, args.output / "work", model_args)
             store_result(args.output, category, spec, result)
+            gc.collect()  # the trainer and the model refer to each other: free a category's tensors before the next
         else:
             print(f"{category}: measured earlier, kept ({category_path(args.output, category)})", flush=True)
         results.append(result)

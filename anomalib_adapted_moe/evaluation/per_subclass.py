@@ -45,7 +45,7 @@ class SubclassScores:
         self.image_labels.append(label.reshape(1).long().cpu())
         if anomaly_map is not None and mask is not None:
             self.pixel_scores.append(anomaly_map.reshape(anomaly_map.shape[-2:]).float().cpu())
-            self.pixel_labels.append((mask.reshape(mask.shape[-2:]) > 0).long().cpu())
+            self.pixel_labels.append((mask.reshape(mask.shape[-2:]) > 0).cpu())  # bool: an eighth of long
 
     def image_auroc(self) -> float:
         """Image AUROC; NaN when the subclass lacks normal or anomalous images."""
@@ -80,7 +80,7 @@ class SubclassScores:
         """
         if not self.pixel_scores:
             return float("nan")
-        maps, masks = torch.stack(self.pixel_scores).double(), torch.stack(self.pixel_labels)
+        maps, masks = torch.stack(self.pixel_scores).double(), torch.stack(self.pixel_labels).long()
         if masks.max() == 0 or masks.min() == 1:
             return float("nan")
         maps = ((maps - maps.min()) / (maps.max() - maps.min()).clamp_min(1e-12)).float()
@@ -106,8 +106,11 @@ def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return (rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
 
 
-def group_by_subclass(batches: Iterable[Batch], default_subclass: str | None = None) -> dict[str, SubclassScores]:
-    """Every image's score, label, map and mask, grouped by ``subclass_name`` (``default_subclass`` without one).
+def group_by_subclass(
+    batches: Iterable[Batch], default_subclass: str | None = None, pixels: bool = True
+) -> dict[str, SubclassScores]:
+    """Every image's score, label, map and mask (``pixels=False``: score and label only, for image figures
+    without a copy of every map), grouped by ``subclass_name`` (``default_subclass`` without one).
 
     Raises:
         ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
@@ -121,14 +124,18 @@ def group_by_subclass(batches: Iterable[Batch], default_subclass: str | None = N
             msg = "Predictions carry no subclass_name: evaluate on a TextureAD or SyntheticTextureAD datamodule."
             raise ValueError(msg)
         for i, name in enumerate(names):
-            anomaly_map = batch.anomaly_map[i] if batch.anomaly_map is not None else None
-            mask = batch.gt_mask[i] if batch.gt_mask is not None else None
+            anomaly_map = batch.anomaly_map[i] if pixels and batch.anomaly_map is not None else None
+            mask = batch.gt_mask[i] if pixels and batch.gt_mask is not None else None
             groups[name].add(batch.pred_score[i], batch.gt_label[i], anomaly_map, mask)
     return groups
 
 
 def per_subclass_table(
-    batches: Iterable[Batch], seen: Iterable[str], default_subclass: str | None = None, threshold: float | None = None
+    batches: Iterable[Batch],
+    seen: Iterable[str],
+    default_subclass: str | None = None,
+    threshold: float | None = None,
+    pixels: bool = True,
 ) -> list[dict]:
     """Rows ``{subclass, split, images, image_auroc, pixel_auroc, pixel_aupro}`` per subclass, then per split
     the mean of the subclass rows and the pooled row (one ranking over all the split's images and pixels: what
@@ -144,12 +151,14 @@ def per_subclass_table(
         seen: names of the subclasses the model was trained on.
         default_subclass: name for images without ``subclass_name`` (datasets such as
             MVTecAD or Folder); ``None`` makes them an error.
+        threshold: the category's image threshold, for ``f1`` and ``best_f1``.
+        pixels: ``False``: image figures only (pixel ones NaN), holding no copy of the maps.
 
     Raises:
         ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
     """
     seen = set(seen)
-    groups = group_by_subclass(batches, default_subclass)
+    groups = group_by_subclass(batches, default_subclass, pixels)
     rows = [
         {
             "subclass": name,

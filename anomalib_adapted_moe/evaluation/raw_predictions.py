@@ -8,9 +8,10 @@ post-processor squashes instead (strictly monotone, no ties), but the baselines
 compared with it use anomalib's, so every table is computed on the raw scores.
 """
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
+from types import SimpleNamespace
 
 from anomalib.data import Batch
 from anomalib.engine import Engine
@@ -41,20 +42,27 @@ def predict_raw(engine: Engine, model: AnomalibModule, dataloader: DataLoader) -
         return engine.predict(model=model, dataloaders=dataloader)
 
 
+def without_image(batch: Batch) -> SimpleNamespace:
+    """Every field of a predicted ``batch`` but its input image (at 256 px three times its anomaly map): what
+    metrics read, without holding a whole test set's images (a 2560-image category ran out of 24 GiB)."""
+    return SimpleNamespace(**{f.name: getattr(batch, f.name) for f in fields(batch) if f.name != "image"})
+
+
 class RawPredictionRecorder(Callback):
     """Keeps every test batch as the model returned it, before the post-processor normalises it.
 
     Pass it to ``Engine(callbacks=[recorder])``: one ``engine.test`` then gives anomalib's metrics and images
     and, in ``recorder.batches``, the raw scores and maps for the per-subclass table (no second pass over the
     test set). The post-processor replaces ``pred_score`` and ``anomaly_map`` on the batch instead of writing
-    into them, so a shallow copy taken first keeps the raw tensors; the trainer runs callbacks in list order
+    into them, so the fields taken first keep the raw tensors; the trainer runs callbacks in list order
     and appends the model's own (the post-processor among them) after those given to the engine.
-    ``recorder.processed`` holds the same batches as the post-processor left them.
+    ``recorder.processed`` holds the same batches as the post-processor left them. Both keep every field but
+    the input image (:func:`without_image`).
     """
 
     def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self.processed: list[Batch] = []
+        self.batches: list[SimpleNamespace] = []
+        self.processed: list[SimpleNamespace | Batch] = []
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start empty, and refuse to record scores the post-processor has already normalised."""
@@ -68,8 +76,22 @@ class RawPredictionRecorder(Callback):
             )
             raise RuntimeError(msg)
 
+    def on_test_batch_start(self, *args, **kwargs) -> None:
+        """The previous batch is as the post-processor left it now: drop its image."""
+        del args, kwargs
+        self._drop_last_image()
+
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args, **kwargs) -> None:
         """Keep this batch's raw outputs (tensors shared, not copied), and the batch the post-processor will change."""
         del trainer, pl_module, args, kwargs
-        self.batches.append(copy.copy(outputs))
-        self.processed.append(outputs)
+        self.batches.append(without_image(outputs))
+        self.processed.append(outputs)  # the post-processor writes into it after this hook
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The last batch's image goes too."""
+        del trainer, pl_module
+        self._drop_last_image()
+
+    def _drop_last_image(self) -> None:
+        if self.processed and not isinstance(self.processed[-1], SimpleNamespace):
+            self.processed[-1] = without_image(self.processed[-1])

@@ -54,6 +54,10 @@ def test_rows_per_subclass_with_seen_and_unseen_means() -> None:
     assert rows["a"]["pixel_auroc"] == 1.0
     assert rows["a"]["pixel_aupro"] == pytest.approx(1.0)
     assert "| **mean unseen** | unseen | 3 | 100.00 | 100.00 | 100.00 |" in format_table(list(rows.values()))
+    image_only = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a", "b"], pixels=False)}
+    for name, row in rows.items():  # the same image figures, no pixel ones
+        assert image_only[name]["image_auroc"] == row["image_auroc"]
+        assert math.isnan(image_only[name]["pixel_auroc"]) and math.isnan(image_only[name]["pixel_aupro"])
 
 
 def test_pooled_rows_rank_all_images_of_a_split_together_and_f1_uses_the_one_threshold() -> None:
@@ -232,6 +236,7 @@ def test_recorder_keeps_the_raw_outputs_of_the_test_pass_that_anomalib_normalise
     processed = torch.cat([b.pred_score for b in engine.predict(model=model, dataloaders=datamodule.test_dataloader())])
     assert not torch.allclose(recorded, processed)  # raw, not normalised
     assert torch.equal(torch.cat([b.pred_score for b in recorder.processed]), processed)  # as anomalib left them
+    assert not any(hasattr(b, "image") for b in recorder.batches + recorder.processed)  # no test set's images held
     seen = model.expert_names
     assert format_table(per_subclass_table(recorder.batches, seen=seen)) == format_table(
         per_subclass_table(raw, seen=seen)

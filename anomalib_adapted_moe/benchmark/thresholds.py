@@ -43,6 +43,8 @@ from anomalib_adapted_moe.recipes import CPU_RECIPE
 #: the issue's targets, in AUROC / F1 points
 ANOMALIB_VS_RAW, POOLED_VS_MEAN, F1_GAP = 0.1, 0.5, 3.0
 SPLITS = ("seen", "unseen")
+#: the figures --compare-to pairs (evaluation.resampling.paired_changes' keys)
+COMPARED = ("abs_pooled_minus_mean", "f1_gap")
 
 
 def _anomalib_auroc(batches, names: set[str]) -> float:
@@ -329,6 +331,12 @@ def compare(results: list[dict], others: list[dict], other_name: str) -> list[di
     return rows
 
 
+def _change_cells(figure: dict) -> tuple[str, str]:
+    """A compared figure as ``"before -> after"`` and ``"change [low, high]"``: the report's and the printout's."""
+    low, high = figure["interval"]
+    return f"{figure['before']:.2f} -> {figure['after']:.2f}", f"{figure['change']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def _interval(line: dict) -> str:
     return "[{:.2f}, {:.2f}]".format(*line["interval"]) if "interval" in line else ""
 
@@ -414,14 +422,7 @@ def _comparison_markdown(comparison: dict, level: str) -> list[str]:
         "|---|---|---:|---:|---:|---:|",
     ]
     for row in comparison["rows"]:
-        cells = []
-        for name in ("abs_pooled_minus_mean", "f1_gap"):
-            figure = row[name]
-            low, high = figure["interval"]
-            cells += [
-                f"{figure['before']:.2f} -> {figure['after']:.2f}",
-                f"{figure['change']:+.2f} [{low:+.2f}, {high:+.2f}]",
-            ]
+        cells = [cell for name in COMPARED for cell in _change_cells(row[name])]
         lines.append(f"| {row['category']} | {row['split']} | " + " | ".join(cells) + " |")
     if comparison["not_in_that_run"]:
         lines += ["", "Not measured in that run, so not compared: " + ", ".join(comparison["not_in_that_run"]) + "."]
@@ -500,11 +501,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in report.get("comparison", {}).get("rows", []):
         print(
             f"against {args.compare_to}, {row['category']} {row['split']}: "
-            + "; ".join(
-                f"{name} {row[name]['before']:.2f} -> {row[name]['after']:.2f}, change {row[name]['change']:+.2f} "
-                "[{:+.2f}, {:+.2f}]".format(*row[name]["interval"])
-                for name in ("abs_pooled_minus_mean", "f1_gap")
-            )
+            + "; ".join("{} {}, change {}".format(name, *_change_cells(row[name])) for name in COMPARED)
         )
     print(f"wrote {args.markdown} and {args.output / 'thresholds.json'}")
     return report

@@ -178,7 +178,7 @@ def per_subclass_table(
         mean = {"subclass": f"mean {split}", "split": split, "images": sum(row["images"] for row in members)}
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "f1", "best_f1"):
             if key in members[0]:
-                mean[key] = _nanmean(row[key] for row in members)
+                mean[key] = nanmean(row[key] for row in members)
         pooled = SubclassScores.merged(groups[row["subclass"]] for row in members)
         rows += [
             mean,
@@ -194,7 +194,8 @@ def per_subclass_table(
     return rows
 
 
-def _nanmean(values: Iterable[float]) -> float:
+def nanmean(values: Iterable[float]) -> float:
+    """Mean of the values that are not NaN (a subclass without defects has no AUROC); NaN if none is."""
     finite = [value for value in values if value == value]
     return sum(finite) / len(finite) if finite else float("nan")
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .per_subclass import SubclassScores, _nanmean
+from .per_subclass import SubclassScores, nanmean
 
 #: share of the redraws inside the interval, and how many redraws
 INTERVAL_LEVEL, RESAMPLES = 0.9, 1000
@@ -24,8 +24,8 @@ def one_threshold_figures(groups: dict[str, SubclassScores], threshold: float) -
     """Pooled - mean image AUROC over ``groups`` and their mean F1 gap (best F1 less F1 at ``threshold``), in
     percent points: the two figures a single category threshold is judged by."""
     pooled = SubclassScores.merged(groups.values()).image_auroc()
-    mean = _nanmean(group.image_auroc() for group in groups.values())
-    gap = _nanmean(group.best_f1() - group.f1_at(threshold) for group in groups.values())
+    mean = nanmean(group.image_auroc() for group in groups.values())
+    gap = nanmean(group.best_f1() - group.f1_at(threshold) for group in groups.values())
     return 100 * (pooled - mean), 100 * gap
 
 

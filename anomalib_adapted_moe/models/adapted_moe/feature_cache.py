@@ -10,6 +10,7 @@ augmented images on every access instead (:func:`cache_bypass_reason` decides).
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,10 @@ class LiveFeatures:
         if self.transform is not None:
             image, gt_mask = self.transform(image, gt_mask)
         return self.extractor(image).float()
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        """Features of ``size`` consecutive items at a time, as ``torch.Tensor.split`` gives a cached tensor's."""
+        return (self[start : start + size] for start in range(0, len(self), size))
 
     def labels(self) -> torch.Tensor:
         """Subclass label of every item (the dataset's ``subclass_id`` column), ``-1`` where there is none."""

@@ -389,7 +389,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 reason = "the validation split holds no normal image"
         if reason is not None:
             source = f"the training images ({reason})"
-            batches = (training_features[i : i + chunk] for i in range(0, len(training_features), chunk))
+            batches = training_features.split(chunk)
             empty = fit_expert_calibration(self.model, batches)
         logger.info("Expert score calibration fitted on %s.", source)
         if empty:

@@ -21,10 +21,10 @@ MIN_SILHOUETTE = 0.1
 def image_descriptors(features: torch.Tensor, chunk: int = 64) -> np.ndarray:
     """One L2-normalised descriptor per image: the spatial mean of its patch features ``(N, C, H, W)``.
 
-    ``features`` may be any source sliced like a tensor (a memory-mapped cache, live
+    ``features`` may be any source split like a tensor (a memory-mapped cache, live
     features); it is read ``chunk`` images at a time.
     """
-    means = [features[start : start + chunk].float().mean(dim=(2, 3)).cpu() for start in range(0, len(features), chunk)]
+    means = [batch.float().mean(dim=(2, 3)).cpu() for batch in features.split(chunk)]
     return F.normalize(torch.cat(means), dim=1).numpy()
 
 

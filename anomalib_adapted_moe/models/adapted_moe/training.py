@@ -155,8 +155,8 @@ def fit_expert_statistics(
     model.eval()
     device = model.adaptor.linear.weight.device
     means, variances = [], []
-    for start in range(0, len(features), chunk):
-        adapted = model.adapt(features[start : start + chunk].to(device, torch.float32))
+    for batch in features.split(chunk):
+        adapted = model.adapt(batch.to(device, torch.float32))
         mean, variance = model.adaptation.image_statistics(adapted)
         means.append(mean)
         variances.append(variance)
@@ -215,8 +215,8 @@ def fit_expert_image_offsets(
     device = model.adaptor.linear.weight.device
     weight_sums = torch.zeros(model.num_experts, dtype=torch.float64)
     score_sums = torch.zeros(model.num_experts, dtype=torch.float64)
-    for start in range(0, len(features), chunk):
-        adapted = model.adapt(features[start : start + chunk].to(device, torch.float32))
+    for batch in features.split(chunk):
+        adapted = model.adapt(batch.to(device, torch.float32))
         patch_scores, expert_index, weights = model.score_patches(adapted)
         scores = model.image_score(patch_scores)
         index, weights = expert_index.flatten().cpu(), weights.double().cpu()

@@ -63,11 +63,12 @@ class RawPredictionRecorder(Callback):
 
     def __init__(self) -> None:
         self.batches: list[SimpleNamespace] = []
-        self.processed: list[SimpleNamespace | Batch] = []
+        self.processed: list[SimpleNamespace] = []
+        self._pending: Batch | None = None  # the last batch, until the post-processor has written into it
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start empty, and refuse to record scores the post-processor has already normalised."""
-        self.batches, self.processed = [], []
+        self.batches, self.processed, self._pending = [], [], None
         callbacks = trainer.callbacks
         post_processor = getattr(pl_module, "post_processor", None)
         if post_processor in callbacks and callbacks.index(post_processor) < callbacks.index(self):
@@ -78,21 +79,23 @@ class RawPredictionRecorder(Callback):
             raise RuntimeError(msg)
 
     def on_test_batch_start(self, *args, **kwargs) -> None:
-        """The previous batch is as the post-processor left it now: drop its image."""
+        """The previous batch is as the post-processor left it now: keep it, without its image."""
         del args, kwargs
-        self._drop_last_image()
+        self._keep_pending()
 
     def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Batch, *args, **kwargs) -> None:
-        """Keep this batch's raw outputs (tensors shared, not copied), and the batch the post-processor will change."""
+        """Keep this batch's raw outputs (tensors shared, not copied), and hold the batch the post-processor will
+        change until it has."""
         del trainer, pl_module, args, kwargs
         self.batches.append(without_image(outputs))
-        self.processed.append(outputs)  # the post-processor writes into it after this hook
+        self._pending = outputs  # the post-processor writes into it after this hook
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The last batch's image goes too."""
+        """The last batch too."""
         del trainer, pl_module
-        self._drop_last_image()
+        self._keep_pending()
 
-    def _drop_last_image(self) -> None:
-        if self.processed and not isinstance(self.processed[-1], SimpleNamespace):
-            self.processed[-1] = without_image(self.processed[-1])
+    def _keep_pending(self) -> None:
+        if self._pending is not None:
+            self.processed.append(without_image(self._pending))
+            self._pending = None

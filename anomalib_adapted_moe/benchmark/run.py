@@ -81,7 +81,8 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
-    the blend, top-k 1..experts, softer routing temperatures at the paper's top-4, top-k means as the image score,
+    the blend, top-k 1..experts, an unseen image's patches at the lowest of its 3 most probable experts or not,
+    softer routing temperatures at the paper's top-4, top-k means as the image score,
     the image score centred on the image's mean patch score or not, over windows of patch scores or not, and the
     anomaly map's smoothing."""
     inner = model.model
@@ -97,6 +98,7 @@ def _variants(model) -> dict[str, dict]:
         variants["tta=gated"] = {"tta": True, "tta_gate": True, "tta_blend": False}
         variants["tta=gated,blend"] = {"tta": True, "tta_gate": True, "tta_blend": True}
         variants |= {f"top_k={k}": {"top_k": k} for k in range(1, inner.num_experts + 1)}
+        variants |= {f"unseen_min_over_experts={n}": {"unseen_min_over_experts": n} for n in (0, 3)}
         k = min(4, inner.num_experts)
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
@@ -124,6 +126,7 @@ def effective_switches(model) -> tuple:
     blend = bool(inner.tta and inner.tta_blend)
     top_k = min(inner.top_k, inner.num_experts)
     temperature = inner.temperature if top_k > 1 else None
+    lenient = min(inner.unseen_min_over_experts, inner.num_experts) if inner.num_experts > 1 else 0
     return (
         ("tta", bool(inner.tta)),
         ("tta_gate", gate),
@@ -136,6 +139,7 @@ def effective_switches(model) -> tuple:
         ("spread_scaled_score", inner.spread_scaled_score),
         ("level_corrected_score", inner.level_corrected_score),
         ("expert_offset_score", inner.expert_offset_score),
+        ("unseen_min_over_experts", lenient),
         ("blur_sigma", inner.blur_sigma),
     )
 

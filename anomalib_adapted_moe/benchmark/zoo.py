@@ -127,6 +127,7 @@ INFERENCE_SWITCHES = frozenset(
         "spread_scaled_score",
         "level_corrected_score",
         "expert_offset_score",
+        "unseen_min_over_experts",
         "blur_sigma",
     }
 )

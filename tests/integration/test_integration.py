@@ -130,14 +130,17 @@ def test_openvino_matches_torch_on_sixteen_images(tmp_path: Path, fitted, ir: st
         assert single["max_map_diff"] <= OPENVINO_TOLERANCE[ir, precision]
 
 
-@pytest.mark.parametrize("switch", ["image_score_window", "level_corrected_score", "expert_offset_score"])
+@pytest.mark.parametrize(
+    "switch", ["image_score_window", "level_corrected_score", "expert_offset_score", "unseen_min_over_experts"]
+)
 def test_openvino_matches_torch_with_the_image_score_switches(
     tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, switch: str
 ) -> None:
     """The inference switches ``image_score_window`` (an average pool over the patch scores),
-    ``level_corrected_score`` (a median by ``topk``, its buffers) and ``expert_offset_score`` (a gather of the
-    experts' offsets by the routing index) are in the exported graph: their scores differ from the default's in
-    torch and OpenVINO follows them at f32."""
+    ``level_corrected_score`` (a median by ``topk``, its buffers), ``expert_offset_score`` (a gather of the
+    experts' offsets by the routing index) and ``unseen_min_over_experts`` (the router's ranking, a minimum over
+    experts, the gate) are in the exported graph: their scores differ from the default's in torch and OpenVINO
+    follows them at f32."""
     monkeypatch.chdir(tmp_path)
     engine, model, datamodule, _ = fitted
     images = [datamodule.test_data[index].image for index in range(16)]
@@ -156,6 +159,9 @@ def test_openvino_matches_torch_with_the_image_score_switches(
                 # apply; the gate that decides it is in the graph either way
                 inner.adaptation.expert_shift.mul_(2.0)
                 monkeypatch.setattr(inner, "expert_offset_score", True)
+            elif switch == "unseen_min_over_experts":  # every expert's range narrowed: every test image's gate open
+                inner.adaptation.expert_shift.mul_(0.01)
+                monkeypatch.setattr(inner, "unseen_min_over_experts", inner.num_experts)
             else:  # half the images above the reference level, a slope the tiny model's fit need not give
                 levels = inner.image_level(
                     inner.score_patches(

@@ -122,6 +122,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             score above the experts' mean, mixed by the routing weights), so an expert whose normal images score
             low does not rank its weak defects below other experts' normal images (our addition, off by
             default; see the model README).
+        unseen_min_over_experts: 0 (default: off), or how many of an image's most probable experts score each
+            patch of an image beyond its top expert's training range (TTA's gate open), the patch taking, as far
+            as the gate is open, the lowest of their calibrated scores: a structure another subclass explains is
+            not a defect (our addition; see the model README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -186,6 +190,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         spread_scaled_score: bool = False,
         level_corrected_score: bool = False,
         expert_offset_score: bool = False,
+        unseen_min_over_experts: int = 0,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -247,6 +252,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             spread_scaled_score=spread_scaled_score,
             level_corrected_score=level_corrected_score,
             expert_offset_score=expert_offset_score,
+            unseen_min_over_experts=unseen_min_over_experts,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(
@@ -593,7 +599,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         with ``expert_offset_score`` the expert's image offset adds to the threshold before scaling (for an image
         within the expert's training range; an unseen variant's, TTA's gate open, keeps the plain threshold).
         With ``spread_scaled_score`` these hold for an image whose patch scores spread at most
-        ``model.normal_image_spread``; beyond, the threshold grows with the spread.
+        ``model.normal_image_spread``; beyond, the threshold grows with the spread. With
+        ``unseen_min_over_experts`` an image beyond its expert's range is scored by other experts too: the
+        thresholds are those of images within it.
         """
         threshold = getattr(self.post_processor, "image_threshold", None)
         if threshold is None or bool(torch.isnan(threshold)):

@@ -76,6 +76,11 @@ class AdaptedMoEModel(nn.Module):
             whose normal images score low (a regular texture) then no longer ranks its weak defects below other
             experts' normal images; every image routed to one expert moves alike, so its ranking within a
             subclass stays; an inference-only switch.
+        unseen_min_over_experts: 0 (off), or how many of the image's most probable experts each patch of an
+            image beyond its top expert's training range (TTA's gate open) is scored by, its score moved, as far
+            as the gate is open, to the lowest of their calibrated scores (:meth:`unseen_patch_scores`): a patch
+            of an unseen variant is normal if a nearby subclass explains it, a defect is foreign to all of them;
+            seen images (gate closed) score as before; an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -107,11 +112,15 @@ class AdaptedMoEModel(nn.Module):
         spread_scaled_score: bool = False,
         level_corrected_score: bool = False,
         expert_offset_score: bool = False,
+        unseen_min_over_experts: int = 0,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
         if top_k < 1 or image_top_k < 1:
             msg = f"top_k and image_top_k must be at least 1, got top_k={top_k}, image_top_k={image_top_k}."
+            raise ValueError(msg)
+        if unseen_min_over_experts < 0:
+            msg = f"unseen_min_over_experts must be 0 (off) or a number of experts, got {unseen_min_over_experts}."
             raise ValueError(msg)
         self.patch_features = PatchFeatureExtractor(
             backbone, layers, pre_trained, backbone_weights, embed_dim, aggregation_size
@@ -135,6 +144,7 @@ class AdaptedMoEModel(nn.Module):
         self.register_buffer("normal_image_level", torch.tensor(0.0))
         self.register_buffer("level_slope", torch.tensor(0.0))
         self.expert_offset_score = expert_offset_score
+        self.unseen_min_over_experts = unseen_min_over_experts
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -321,9 +331,25 @@ class AdaptedMoEModel(nn.Module):
             raise ValueError(msg)
         adapted = self.adapt(self.patch_features(images))
         patch_scores, expert_index, weights = self.score_patches(adapted)
+        lenient = self.unseen_min_over_experts > 0 and self.num_experts > 1
+        if self.expert_offset_score or lenient:
+            gate = self.adaptation.gate_weights(adapted.mean(dim=(2, 3)), expert_index)
+        if lenient:
+            patch_scores = self.unseen_patch_scores(adapted, patch_scores, gate[:, 0])
         anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
         pred_score = self.image_score(patch_scores)
         if self.expert_offset_score:
-            gate = self.adaptation.gate_weights(adapted.mean(dim=(2, 3)), expert_index)
             pred_score = pred_score - self.calibration.image_offsets(expert_index, weights, gate)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+
+    def unseen_patch_scores(
+        self, adapted: torch.Tensor, patch_scores: torch.Tensor, gate: torch.Tensor
+    ) -> torch.Tensor:
+        """``unseen_min_over_experts``: the ``(B, H, W)`` mixed patch scores moved, by each image's ``(B,)`` top-1
+        TTA ``gate``, to the lowest calibrated score among its most probable experts. An unseen variant goes whole
+        to one expert, whose subclass need not explain a structure another expert knows (a die pitch, a grain);
+        a defect patch no expert has seen stays high."""
+        count = min(self.unseen_min_over_experts, self.num_experts)
+        candidates = self.router.probabilities(self.router.embed(adapted)).topk(count, dim=1).indices  # (B, n)
+        lowest = self.calibration(self.expert_scores(adapted, candidates), candidates).amin(dim=1)  # (B, P)
+        return torch.lerp(patch_scores, lowest.reshape_as(patch_scores), gate[:, None, None])

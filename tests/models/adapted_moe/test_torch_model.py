@@ -188,6 +188,40 @@ def test_expert_offset_score_moves_images_within_their_experts_range_by_the_offs
     assert torch.allclose(shifted.pred_score, plain.pred_score, atol=1e-6)
 
 
+def test_unseen_min_over_experts_scores_gate_open_images_by_their_most_lenient_probable_expert() -> None:
+    """With ``unseen_min_over_experts=n`` each patch of an image beyond its top expert's range (TTA's gate open)
+    scores the lowest calibrated score of the image's n most probable experts, in the image score and the map
+    alike; an image within the range (gate closed) scores exactly as without."""
+    model = tiny_model().eval()  # 3 experts, top_k 2; image score: the highest patch score
+    images = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(images)
+        adapted = model.adapt(model.patch_features(images))
+        mixed, routed, _ = model.score_patches(adapted)
+        model.adaptation.expert_shift.fill_(1e6)  # every image well within every expert's range: gate closed
+        model.unseen_min_over_experts = 3
+        closed = model(images)
+        model.adaptation.expert_shift.fill_(1e-6)  # every image far beyond: gate open (1)
+        lenient = {}
+        for n in (2, 3):
+            model.unseen_min_over_experts = n
+            lenient[n] = model(images)
+        every = torch.arange(3).expand(4, 3)
+        calibrated = {"routed": model.calibration(model.expert_scores(adapted, routed), routed)}
+        calibrated["every"] = model.calibration(model.expert_scores(adapted, every), every)
+    assert torch.equal(closed.pred_score, plain.pred_score)
+    assert torch.equal(closed.anomaly_map, plain.anomaly_map)
+    for n, candidates in ((2, "routed"), (3, "every")):  # the 2 most probable experts are the routed ones
+        lowest = calibrated[candidates].amin(dim=1).reshape_as(mixed)
+        assert torch.allclose(lenient[n].pred_score, model.image_score(lowest), atol=1e-5)
+        assert torch.allclose(lenient[n].anomaly_map, model.blur(lowest, size=(64, 64)), atol=1e-5)
+    # the mix of the routed experts lies between their scores: the lowest of them, and of more experts, is lower
+    assert bool((lenient[3].pred_score <= lenient[2].pred_score + 1e-6).all())
+    assert bool((lenient[2].pred_score < plain.pred_score).all())
+    with pytest.raises(ValueError, match="unseen_min_over_experts must be 0"):
+        tiny_model(unseen_min_over_experts=-1)
+
+
 def test_image_score_window_ranks_a_defect_as_large_as_the_window_above_a_lone_noisy_patch() -> None:
     """With ``image_score_window=3`` the image score reads 3x3 means of the patch scores: one stray high patch
     (noise on a busy variant) scores a ninth of a 3x3 defect as high; at the default 1 the two tie."""

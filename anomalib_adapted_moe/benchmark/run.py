@@ -82,9 +82,8 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
     the blend, top-k 1..experts, an unseen image's patches at the lowest of its 3 most probable experts or not,
-    softer routing temperatures at the paper's top-4, top-k means as the image score,
-    the image score centred on the image's mean patch score or not, over windows of patch scores or not, and the
-    anomaly map's smoothing."""
+    softer routing temperatures at the paper's top-4, top-k means as the image score, the image score centred on
+    the image's mean patch score or not, over windows of patch scores or not, and the anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}

@@ -78,7 +78,7 @@ class AdaptedMoEModel(nn.Module):
             subclass stays; an inference-only switch.
         unseen_min_over_experts: 0 (off), or how many of the image's most probable experts each patch of an
             image beyond its top expert's training range (TTA's gate open) is scored by, its score moved, as far
-            as the gate is open, to the lowest of their calibrated scores (:meth:`unseen_patch_scores`): a patch
+            as the gate is open, to the lowest of their calibrated scores (:meth:`score_patches_and_lowest`): a patch
             of an unseen variant is normal if a nearby subclass explains it, a defect is foreign to all of them;
             seen images (gate closed) score as before; an inference-only switch.
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
@@ -225,13 +225,17 @@ class AdaptedMoEModel(nn.Module):
 
     def route(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k experts ``(B, K)`` and their weights ``(B, K)``: routing probabilities renormalised over the top k."""
-        k = min(self.top_k, self.num_experts)
+        index, probabilities = self.rank_experts(adapted, min(self.top_k, self.num_experts))
+        return index, probabilities / probabilities.sum(dim=1, keepdim=True)
+
+    def rank_experts(self, adapted: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's ``count`` most probable experts ``(B, count)`` and their routing probabilities, most
+        probable first."""
         if self.num_experts == 1:
             ones = adapted.new_ones(adapted.shape[0], 1)
             return ones.long() - 1, ones
-        probabilities = self.router.probabilities(self.router.embed(adapted))
-        weights, index = probabilities.topk(k, dim=1)
-        return index, weights / weights.sum(dim=1, keepdim=True)
+        probabilities, index = self.router.probabilities(self.router.embed(adapted)).topk(count, dim=1)
+        return index, probabilities
 
     def expert_inputs(self, adapted: torch.Tensor, expert_index: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """Features each selected expert scores: ``(B, K, P, C)``, test-time adapted when ``tta`` (default:
@@ -273,8 +277,12 @@ class AdaptedMoEModel(nn.Module):
         ``routing``), plus routing index and weights."""
         expert_index, weights = self.route(adapted) if routing is None else routing
         scores = self.calibration(self.expert_scores(adapted, expert_index), expert_index)  # (B, K, P)
-        mixed = (weights[:, :, None] * scores).sum(dim=1)
-        return mixed.reshape(adapted.shape[0], *adapted.shape[-2:]), expert_index, weights
+        return self.patch_map(adapted, (weights[:, :, None] * scores).sum(dim=1)), expert_index, weights
+
+    @staticmethod
+    def patch_map(adapted: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``(B, P)`` patch scores as the ``(B, H, W)`` grid of the ``adapted`` features."""
+        return scores.reshape(adapted.shape[0], *adapted.shape[-2:])
 
     def image_score(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
@@ -330,26 +338,32 @@ class AdaptedMoEModel(nn.Module):
             )
             raise ValueError(msg)
         adapted = self.adapt(self.patch_features(images))
-        patch_scores, expert_index, weights = self.score_patches(adapted)
         lenient = self.unseen_min_over_experts > 0 and self.num_experts > 1
+        if lenient:
+            patch_scores, expert_index, weights, lowest = self.score_patches_and_lowest(adapted)
+        else:
+            patch_scores, expert_index, weights = self.score_patches(adapted)
         if self.expert_offset_score or lenient:
             gate = self.adaptation.gate_weights(adapted.mean(dim=(2, 3)), expert_index)
-        if lenient:
-            patch_scores = self.unseen_patch_scores(adapted, patch_scores, gate[:, 0])
+        if lenient:  # beyond its top expert's range (gate open), a patch scores its most lenient probable expert
+            patch_scores = torch.lerp(patch_scores, lowest, gate[:, :1, None])
         anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
         pred_score = self.image_score(patch_scores)
         if self.expert_offset_score:
             pred_score = pred_score - self.calibration.image_offsets(expert_index, weights, gate)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
-    def unseen_patch_scores(
-        self, adapted: torch.Tensor, patch_scores: torch.Tensor, gate: torch.Tensor
-    ) -> torch.Tensor:
-        """``unseen_min_over_experts``: the ``(B, H, W)`` mixed patch scores moved, by each image's ``(B,)`` top-1
-        TTA ``gate``, to the lowest calibrated score among its most probable experts. An unseen variant goes whole
-        to one expert, whose subclass need not explain a structure another expert knows (a die pitch, a grain);
-        a defect patch no expert has seen stays high."""
-        count = min(self.unseen_min_over_experts, self.num_experts)
-        candidates = self.router.probabilities(self.router.embed(adapted)).topk(count, dim=1).indices  # (B, n)
-        lowest = self.calibration(self.expert_scores(adapted, candidates), candidates).amin(dim=1)  # (B, P)
-        return torch.lerp(patch_scores, lowest.reshape_as(patch_scores), gate[:, None, None])
+    def score_patches_and_lowest(
+        self, adapted: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`score_patches`, plus each patch's lowest calibrated score ``(B, H, W)`` among the image's
+        ``unseen_min_over_experts`` most probable experts (``unseen_min_over_experts``). An unseen variant goes
+        whole to one expert, whose subclass need not explain a structure another expert knows (a die pitch, a
+        grain); a defect patch no expert has seen stays high. The routed experts are the first candidates: every
+        expert is ranked and scored once."""
+        k, n = min(self.top_k, self.num_experts), min(self.unseen_min_over_experts, self.num_experts)
+        candidates, probabilities = self.rank_experts(adapted, max(k, n))
+        scores = self.calibration(self.expert_scores(adapted, candidates), candidates)  # (B, max(k, n), P)
+        weights = probabilities[:, :k] / probabilities[:, :k].sum(dim=1, keepdim=True)
+        mixed = self.patch_map(adapted, (weights[:, :, None] * scores[:, :k]).sum(dim=1))
+        return mixed, candidates[:, :k], weights, self.patch_map(adapted, scores[:, :n].amin(dim=1))

@@ -190,8 +190,8 @@ def test_expert_offset_score_moves_images_within_their_experts_range_by_the_offs
 
 def test_unseen_min_over_experts_scores_gate_open_images_by_their_most_lenient_probable_expert() -> None:
     """With ``unseen_min_over_experts=n`` each patch of an image beyond its top expert's range (TTA's gate open)
-    scores the lowest calibrated score of the image's n most probable experts, in the image score and the map
-    alike; an image within the range (gate closed) scores exactly as without."""
+    scores the lowest calibrated score of the image's n most probable experts (n = 1: its top expert's), in the
+    image score and the map alike; an image within the range (gate closed) scores exactly as without."""
     model = tiny_model().eval()  # 3 experts, top_k 2; image score: the highest patch score
     images = torch.rand(4, 3, 64, 64)
     with torch.no_grad():
@@ -203,7 +203,7 @@ def test_unseen_min_over_experts_scores_gate_open_images_by_their_most_lenient_p
         closed = model(images)
         model.adaptation.expert_shift.fill_(1e-6)  # every image far beyond: gate open (1)
         lenient = {}
-        for n in (2, 3):
+        for n in (1, 2, 3):
             model.unseen_min_over_experts = n
             lenient[n] = model(images)
         every = torch.arange(3).expand(4, 3)
@@ -211,8 +211,9 @@ def test_unseen_min_over_experts_scores_gate_open_images_by_their_most_lenient_p
         calibrated["every"] = model.calibration(model.expert_scores(adapted, every), every)
     assert torch.equal(closed.pred_score, plain.pred_score)
     assert torch.equal(closed.anomaly_map, plain.anomaly_map)
-    for n, candidates in ((2, "routed"), (3, "every")):  # the 2 most probable experts are the routed ones
-        lowest = calibrated[candidates].amin(dim=1).reshape_as(mixed)
+    # the routed experts are the most probable, first the top-1: n = 1 takes its score alone
+    for n, candidates in ((1, "routed"), (2, "routed"), (3, "every")):
+        lowest = calibrated[candidates][:, :n].amin(dim=1).reshape_as(mixed)
         assert torch.allclose(lenient[n].pred_score, model.image_score(lowest), atol=1e-5)
         assert torch.allclose(lenient[n].anomaly_map, model.blur(lowest, size=(64, 64)), atol=1e-5)
     # the mix of the routed experts lies between their scores: the lowest of them, and of more experts, is lower

@@ -357,10 +357,10 @@ class AdaptedMoEModel(nn.Module):
         self, adapted: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`score_patches`, plus each patch's lowest calibrated score ``(B, H, W)`` among the image's
-        ``unseen_min_over_experts`` most probable experts (``unseen_min_over_experts``). An unseen variant goes
-        whole to one expert, whose subclass need not explain a structure another expert knows (a die pitch, a
-        grain); a defect patch no expert has seen stays high. The routed experts are the first candidates: every
-        expert is ranked and scored once."""
+        ``unseen_min_over_experts`` most probable experts. An unseen variant goes whole to one expert, whose
+        subclass need not explain a structure another expert knows (a die pitch, a grain); a defect patch no expert
+        has seen stays high, one that looks like another subclass's normal structure does not (a dent on a tread
+        plate: the model README). The routed experts are the first candidates: each is ranked and scored once."""
         k, n = min(self.top_k, self.num_experts), min(self.unseen_min_over_experts, self.num_experts)
         candidates, probabilities = self.rank_experts(adapted, max(k, n))
         scores = self.calibration(self.expert_scores(adapted, candidates), candidates)  # (B, max(k, n), P)

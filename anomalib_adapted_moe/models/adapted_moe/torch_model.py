@@ -223,9 +223,14 @@ class AdaptedMoEModel(nn.Module):
         adapted = self.adaptor(patch_features)
         return F.normalize(adapted, dim=1) if self.normalize else adapted
 
-    def route(self, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k experts ``(B, K)`` and their weights ``(B, K)``: routing probabilities renormalised over the top k."""
-        index, probabilities = self.rank_experts(adapted, min(self.top_k, self.num_experts))
+    def route(
+        self, adapted: torch.Tensor, ranked: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k experts ``(B, K)`` and their weights ``(B, K)``: routing probabilities renormalised over the top k
+        (the first k of a :meth:`rank_experts` ``ranked`` already computed)."""
+        k = min(self.top_k, self.num_experts)
+        index, probabilities = self.rank_experts(adapted, k) if ranked is None else ranked
+        index, probabilities = index[:, :k], probabilities[:, :k]
         return index, probabilities / probabilities.sum(dim=1, keepdim=True)
 
     def rank_experts(self, adapted: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,18 +276,19 @@ class AdaptedMoEModel(nn.Module):
         return scores.unflatten(1, (2, -1)).mean(dim=1) if blend else scores
 
     def score_patches(
-        self, adapted: torch.Tensor, routing: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        adapted: torch.Tensor,
+        routing: tuple[torch.Tensor, torch.Tensor] | None = None,
+        scores: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Calibrated patch scores ``(B, H, W)`` mixed over the top-k experts (or the given ``(index, weights)``
-        ``routing``), plus routing index and weights."""
+        ``routing``; ``scores``: those experts' calibrated ``(B, K, P)`` scores, if already computed), plus routing
+        index and weights."""
         expert_index, weights = self.route(adapted) if routing is None else routing
-        scores = self.calibration(self.expert_scores(adapted, expert_index), expert_index)  # (B, K, P)
-        return self.patch_map(adapted, (weights[:, :, None] * scores).sum(dim=1)), expert_index, weights
-
-    @staticmethod
-    def patch_map(adapted: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """``(B, P)`` patch scores as the ``(B, H, W)`` grid of the ``adapted`` features."""
-        return scores.reshape(adapted.shape[0], *adapted.shape[-2:])
+        if scores is None:
+            scores = self.calibration(self.expert_scores(adapted, expert_index), expert_index)  # (B, K, P)
+        mixed = (weights[:, :, None] * scores).sum(dim=1)
+        return mixed.reshape(adapted.shape[0], *adapted.shape[-2:]), expert_index, weights
 
     def image_score(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """Image score ``(B,)``: the highest patch score, or the mean of the ``image_top_k`` highest (one
@@ -362,8 +368,7 @@ class AdaptedMoEModel(nn.Module):
         has seen stays high, one that looks like another subclass's normal structure does not (a dent on a tread
         plate: the model README). The routed experts are the first candidates: each is ranked and scored once."""
         k, n = min(self.top_k, self.num_experts), min(self.unseen_min_over_experts, self.num_experts)
-        candidates, probabilities = self.rank_experts(adapted, max(k, n))
-        scores = self.calibration(self.expert_scores(adapted, candidates), candidates)  # (B, max(k, n), P)
-        weights = probabilities[:, :k] / probabilities[:, :k].sum(dim=1, keepdim=True)
-        mixed = self.patch_map(adapted, (weights[:, :, None] * scores[:, :k]).sum(dim=1))
-        return mixed, candidates[:, :k], weights, self.patch_map(adapted, scores[:, :n].amin(dim=1))
+        ranked = self.rank_experts(adapted, max(k, n))
+        scores = self.calibration(self.expert_scores(adapted, ranked[0]), ranked[0])  # (B, max(k, n), P)
+        mixed, expert_index, weights = self.score_patches(adapted, self.route(adapted, ranked), scores[:, :k])
+        return mixed, expert_index, weights, scores[:, :n].amin(dim=1).reshape_as(mixed)

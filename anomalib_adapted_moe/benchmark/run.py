@@ -81,9 +81,10 @@ BLUR_SIGMAS = (2.0, 4.0, 8.0)
 
 def _variants(model) -> dict[str, dict]:
     """Inference-only settings to test on the same weights: ``default`` (as built), both TTA states, the gate and
-    the blend, top-k 1..experts, an unseen image's patches at the lowest of its 3 most probable experts or not,
-    softer routing temperatures at the paper's top-4, top-k means as the image score, the image score centred on
-    the image's mean patch score or not, over windows of patch scores or not, and the anomaly map's smoothing."""
+    the blend, top-k 1..experts, an unseen image's patches at the lowest of its 3 most probable experts (every
+    patch, or those with a near twin) or not, softer routing temperatures at the paper's top-4, top-k means as the
+    image score, the image score centred on the image's mean patch score or not, over windows of patch scores or
+    not, and the anomaly map's smoothing."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
@@ -98,6 +99,10 @@ def _variants(model) -> dict[str, dict]:
         variants["tta=gated,blend"] = {"tta": True, "tta_gate": True, "tta_blend": True}
         variants |= {f"top_k={k}": {"top_k": k} for k in range(1, inner.num_experts + 1)}
         variants |= {f"unseen_min_over_experts={n}": {"unseen_min_over_experts": n} for n in (0, 3)}
+        variants["unseen_min_over_experts=3,unseen_min_near_twin"] = {
+            "unseen_min_over_experts": 3,
+            "unseen_min_near_twin": True,
+        }
         k = min(4, inner.num_experts)
         variants |= {f"temperature={t},top_k={k}": {"temperature": t, "top_k": k} for t in TEMPERATURES}
     variants |= {f"image_top_k={k}": {"image_top_k": k} for k in IMAGE_TOP_K}
@@ -139,6 +144,7 @@ def effective_switches(model) -> tuple:
         ("level_corrected_score", inner.level_corrected_score),
         ("expert_offset_score", inner.expert_offset_score),
         ("unseen_min_over_experts", lenient),
+        ("unseen_min_near_twin", bool(lenient and inner.unseen_min_near_twin)),
         ("blur_sigma", inner.blur_sigma),
     )
 

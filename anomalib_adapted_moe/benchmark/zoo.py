@@ -128,6 +128,7 @@ INFERENCE_SWITCHES = frozenset(
         "level_corrected_score",
         "expert_offset_score",
         "unseen_min_over_experts",
+        "unseen_min_near_twin",
         "blur_sigma",
     }
 )

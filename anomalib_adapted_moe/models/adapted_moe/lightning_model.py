@@ -51,6 +51,7 @@ from .training import (
     fit_expert_calibration,
     fit_expert_image_offsets,
     fit_expert_statistics,
+    fit_near_twin_limit,
     train_from_cache,
 )
 
@@ -126,6 +127,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             patch of an image beyond its top expert's training range (TTA's gate open), the patch taking, as far
             as the gate is open, the lowest of their calibrated scores: a structure another subclass explains is
             not a defect (our addition; see the model README).
+        unseen_min_near_twin: with ``unseen_min_over_experts``, only the patches whose structure repeats elsewhere
+            in their image (a near twin, within a distance fitted on the training images) take that lowest score:
+            a defect like another subclass's structure keeps its own (our addition, off by default; see the model
+            README).
         epochs: passes over the cached training features (paper: 160).
         batch_size: images per optimisation step (paper: 8).
         adaptor_lr: adaptor learning rate (AdamW).
@@ -191,6 +196,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         level_corrected_score: bool = False,
         expert_offset_score: bool = False,
         unseen_min_over_experts: int = 0,
+        unseen_min_near_twin: bool = False,
         epochs: int = 160,
         batch_size: int = 8,
         adaptor_lr: float = 1e-4,
@@ -253,6 +259,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             level_corrected_score=level_corrected_score,
             expert_offset_score=expert_offset_score,
             unseen_min_over_experts=unseen_min_over_experts,
+            unseen_min_near_twin=unseen_min_near_twin,
             blur_sigma=blur_sigma,
         )
         self.schedule = TrainingSchedule(
@@ -365,6 +372,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         fit_expert_statistics(self.model, features, labels)
         self._calibrate(features)
         fit_expert_image_offsets(self.model, features)
+        fit_near_twin_limit(self.model, features)
         if distributed:  # bit-identical ranks, whatever floating point did on each
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
@@ -513,6 +521,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         # and before the level correction: slope 0, no correction
         state.setdefault("model.normal_image_level", torch.tensor(0.0))
         state.setdefault("model.level_slope", torch.tensor(0.0))
+        # and before the near-twin limit: unfitted (NaN), so unseen_min_near_twin is refused, not silently off
+        state.setdefault("model.near_twin.limit", torch.tensor(float("nan")))
         if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
             state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
             state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))

@@ -17,6 +17,7 @@ from .blur import UpsampledGaussianBlur
 from .calibration import ExpertCalibration
 from .experts import ExpertBank
 from .features import FeatureAdaptor, PatchFeatureExtractor
+from .near_twin import NearTwin
 from .router import RoutingNetwork
 from .tta import TestTimeAdaptation
 
@@ -81,6 +82,10 @@ class AdaptedMoEModel(nn.Module):
             as the gate is open, to the lowest of their calibrated scores (:meth:`score_patches_and_lowest`): a patch
             of an unseen variant is normal if a nearby subclass explains it, a defect is foreign to all of them;
             seen images (gate closed) score as before; an inference-only switch.
+        unseen_min_near_twin: with ``unseen_min_over_experts``, the lowest score replaces only the patches that have
+            a near twin elsewhere in their image (:class:`.near_twin.NearTwin`, its limit fitted on the training
+            images): a variant's structure repeats across the image, a defect does not, so a defect that looks like
+            another subclass's structure keeps its score; an inference-only switch (the limit is fitted always).
         blur_sigma: Gaussian smoothing of the upsampled anomaly map.
     """
 
@@ -113,6 +118,7 @@ class AdaptedMoEModel(nn.Module):
         level_corrected_score: bool = False,
         expert_offset_score: bool = False,
         unseen_min_over_experts: int = 0,
+        unseen_min_near_twin: bool = False,
         blur_sigma: float = 4.0,
     ) -> None:
         super().__init__()
@@ -145,6 +151,8 @@ class AdaptedMoEModel(nn.Module):
         self.register_buffer("level_slope", torch.tensor(0.0))
         self.expert_offset_score = expert_offset_score
         self.unseen_min_over_experts = unseen_min_over_experts
+        self.unseen_min_near_twin = unseen_min_near_twin
+        self.near_twin = NearTwin()  # its limit is fitted after training (training.fit_near_twin_limit)
         self._router_args = {
             "in_dim": dim,
             "embed_dim": routing_dim,
@@ -347,6 +355,8 @@ class AdaptedMoEModel(nn.Module):
         lenient = self.unseen_min_over_experts > 0 and self.num_experts > 1
         if lenient:
             patch_scores, expert_index, weights, lowest = self.score_patches_and_lowest(adapted)
+            if self.unseen_min_near_twin:  # a patch without a near twin in its image keeps its routed score
+                lowest = torch.where(self._has_twin(adapted), lowest, patch_scores)
         else:
             patch_scores, expert_index, weights = self.score_patches(adapted)
         if self.expert_offset_score or lenient:
@@ -358,6 +368,17 @@ class AdaptedMoEModel(nn.Module):
         if self.expert_offset_score:
             pred_score = pred_score - self.calibration.image_offsets(expert_index, weights, gate)
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+
+    def _has_twin(self, adapted: torch.Tensor) -> torch.Tensor:
+        """:meth:`.near_twin.NearTwin.has_twin`, refused while its limit is unfitted (not checked when exporting)."""
+        if not torch.compiler.is_compiling() and bool(torch.isnan(self.near_twin.limit)):
+            msg = (
+                "unseen_min_near_twin is on, but this model's near-twin limit was never fitted: it was trained (or its "
+                "checkpoint written) before the limit existed. Fix: train again, or fit it on the training images' "
+                "patch features with anomalib_adapted_moe.models.adapted_moe.training.fit_near_twin_limit."
+            )
+            raise ValueError(msg)
+        return self.near_twin.has_twin(adapted)
 
     def score_patches_and_lowest(
         self, adapted: torch.Tensor

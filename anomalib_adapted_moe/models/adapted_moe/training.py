@@ -229,6 +229,21 @@ def fit_expert_image_offsets(
     return [int(expert) for expert in torch.nonzero(~routed).flatten()]
 
 
+@torch.no_grad()
+def fit_near_twin_limit(model: AdaptedMoEModel, features: torch.Tensor | LiveFeatures, chunk: int = 32) -> None:
+    """Fit the near-twin limit (``unseen_min_near_twin``, :class:`.near_twin.NearTwin`) on the training images'
+    patch features, with the final adaptor (eval mode): the training images, not the validation split's few, as a
+    quantile of every patch of every seen subclass (a defect must not set it, and the training images hold none).
+
+    Fitted whatever the switch, so it can be turned on after training. From the cache a pass of the adaptor and one
+    ``P x P`` distance per image; with a training augmentation (no cache), one more backbone pass.
+    """
+    model.eval()
+    device = model.adaptor.linear.weight.device
+    batches = features.split(chunk)
+    model.near_twin.fit(model.near_twin.distances(model.adapt(batch.to(device, torch.float32))) for batch in batches)
+
+
 def _routing_without_the_top_expert(model: AdaptedMoEModel, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-k experts and weights an image would be routed to if its top-1 expert did not exist."""
     probabilities = model.router.probabilities(model.router.embed(adapted))

@@ -131,23 +131,31 @@ def test_openvino_matches_torch_on_sixteen_images(tmp_path: Path, fitted, ir: st
 
 
 @pytest.mark.parametrize(
-    "switch", ["image_score_window", "level_corrected_score", "expert_offset_score", "unseen_min_over_experts"]
+    "switch",
+    [
+        "image_score_window",
+        "level_corrected_score",
+        "expert_offset_score",
+        "unseen_min_over_experts",
+        "unseen_min_near_twin",
+    ],
 )
 def test_openvino_matches_torch_with_the_image_score_switches(
     tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, switch: str
 ) -> None:
     """The inference switches ``image_score_window`` (an average pool over the patch scores),
     ``level_corrected_score`` (a median by ``topk``, its buffers), ``expert_offset_score`` (a gather of the
-    experts' offsets by the routing index) and ``unseen_min_over_experts`` (the router's ranking, a minimum over
-    experts, the gate) are in the exported graph: their scores differ from the default's in torch and OpenVINO
-    follows them at f32."""
+    experts' offsets by the routing index), ``unseen_min_over_experts`` (the router's ranking, a minimum over
+    experts, the gate) and ``unseen_min_near_twin`` (a patch-to-patch distance per image, its k-th nearest outside a
+    window, the fitted limit) are in the exported graph: their scores differ from the default's (the near twin's
+    from the plain minimum's) in torch and OpenVINO follows them at f32."""
     monkeypatch.chdir(tmp_path)
     engine, model, datamodule, _ = fitted
     images = [datamodule.test_data[index].image for index in range(16)]
     model.eval()
     inner = model.model
     saved = inner.normal_image_level.clone(), inner.level_slope.clone(), inner.calibration.image_offset.clone()
-    saved_shift = inner.adaptation.expert_shift.clone()
+    saved_shift, saved_limit = inner.adaptation.expert_shift.clone(), inner.near_twin.limit.clone()
     try:
         with torch.no_grad():
             default = model(torch.stack(images)).pred_score
@@ -159,9 +167,17 @@ def test_openvino_matches_torch_with_the_image_score_switches(
                 # apply; the gate that decides it is in the graph either way
                 inner.adaptation.expert_shift.mul_(2.0)
                 monkeypatch.setattr(inner, "expert_offset_score", True)
-            elif switch == "unseen_min_over_experts":  # every expert's range narrowed: every test image's gate open
+            elif switch.startswith("unseen_min"):  # every expert's range narrowed: every test image's gate open
                 inner.adaptation.expert_shift.mul_(0.01)
                 monkeypatch.setattr(inner, "unseen_min_over_experts", inner.num_experts)
+                if switch == "unseen_min_near_twin":  # about half the patches with a twin: against the minimum
+                    default = model(torch.stack(images)).pred_score
+                    adapted = inner.adapt(inner.patch_features(model.pre_processor.transform(torch.stack(images))))
+                    middle = inner.near_twin.distances(adapted).flatten().sort().values
+                    middle = middle[int(0.4 * len(middle)) : int(0.6 * len(middle))]
+                    gap = int((middle[1:] - middle[:-1]).argmax())  # the limit far from every patch's distance
+                    inner.near_twin.limit.fill_(float(middle[gap : gap + 2].mean()))
+                    monkeypatch.setattr(inner, "unseen_min_near_twin", True)
             else:  # half the images above the reference level, a slope the tiny model's fit need not give
                 levels = inner.image_level(
                     inner.score_patches(
@@ -187,6 +203,7 @@ def test_openvino_matches_torch_with_the_image_score_switches(
         inner.level_slope.copy_(saved[1])
         inner.calibration.image_offset.copy_(saved[2])
         inner.adaptation.expert_shift.copy_(saved_shift)
+        inner.near_twin.limit.copy_(saved_limit)
     assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
 

@@ -128,6 +128,12 @@ class AdaptedMoEModel(nn.Module):
         if unseen_min_over_experts < 0:
             msg = f"unseen_min_over_experts must be 0 (off) or a number of experts, got {unseen_min_over_experts}."
             raise ValueError(msg)
+        if unseen_min_near_twin and unseen_min_over_experts == 0:
+            msg = (
+                "unseen_min_near_twin narrows which patches unseen_min_over_experts lowers, but that is 0 (off). "
+                "Fix: set unseen_min_over_experts too (e.g. 5: every expert of the real-texture sets)."
+            )
+            raise ValueError(msg)
         self.patch_features = PatchFeatureExtractor(
             backbone, layers, pre_trained, backbone_weights, embed_dim, aggregation_size
         )
@@ -373,9 +379,9 @@ class AdaptedMoEModel(nn.Module):
         """:meth:`.near_twin.NearTwin.has_twin`, refused while its limit is unfitted (not checked when exporting)."""
         if not torch.compiler.is_compiling() and bool(torch.isnan(self.near_twin.limit)):
             msg = (
-                "unseen_min_near_twin is on, but this model's near-twin limit was never fitted: it was trained (or its "
-                "checkpoint written) before the limit existed. Fix: train again, or fit it on the training images' "
-                "patch features with anomalib_adapted_moe.models.adapted_moe.training.fit_near_twin_limit."
+                "unseen_min_near_twin is on, but this model's near-twin limit was never fitted: the model is "
+                "untrained, or was trained before the limit existed. Fix: train again, or fit it on the training "
+                "images' patch features with anomalib_adapted_moe.models.adapted_moe.training.fit_near_twin_limit."
             )
             raise ValueError(msg)
         return self.near_twin.has_twin(adapted)

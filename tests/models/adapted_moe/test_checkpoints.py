@@ -122,6 +122,24 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     assert fresh.post_processor.min_range == 1.0
 
 
+def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_path: Path, fitted_tiny) -> None:
+    """Training fits the near-twin limit whatever the switch; a checkpoint written before it existed loads, scores
+    as before, and refuses ``unseen_min_near_twin`` (no limit to test against) instead of scoring without it."""
+    _, model, datamodule, checkpoint = fitted_tiny
+    assert torch.isfinite(model.model.near_twin.limit) and float(model.model.near_twin.limit) > 0
+    old = torch.load(checkpoint, weights_only=True)
+    del old["state_dict"]["model.near_twin.limit"]
+    torch.save(old, tmp_path / "old.ckpt")
+    reloaded = AdaptedMoE.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True).eval()
+    assert torch.isnan(reloaded.model.near_twin.limit)
+    images = next(iter(datamodule.test_dataloader())).image
+    with torch.no_grad():
+        assert torch.equal(reloaded(images).pred_score, model.eval()(images).pred_score)
+        reloaded.model.unseen_min_over_experts, reloaded.model.unseen_min_near_twin = 2, True
+        with pytest.raises(ValueError, match="near-twin limit was never fitted"):
+            reloaded(images)
+
+
 def test_a_checkpoint_loads_with_another_map_smoothing(fitted_tiny) -> None:
     """``blur_sigma`` acts only at inference (the CPU recipe changed it from 4 to 8): a checkpoint loads into a model
     configured with another sigma, which then smooths with its own."""

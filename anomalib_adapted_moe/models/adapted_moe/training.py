@@ -236,12 +236,18 @@ def fit_near_twin_limit(model: AdaptedMoEModel, features: torch.Tensor | LiveFea
     quantile of every patch of every seen subclass (a defect must not set it, and the training images hold none).
 
     Fitted whatever the switch, so it can be turned on after training. From the cache a pass of the adaptor and one
-    ``P x P`` distance per image; with a training augmentation (no cache), one more backbone pass.
+    ``P x P`` distance per image, one image at a time (a 64 x 64 patch grid makes it 64 MiB); with a training
+    augmentation (no cache), one more backbone pass.
     """
     model.eval()
     device = model.adaptor.linear.weight.device
-    batches = features.split(chunk)
-    model.near_twin.fit(model.near_twin.distances(model.adapt(batch.to(device, torch.float32))) for batch in batches)
+
+    def distances():
+        for batch in features.split(chunk):
+            for adapted in model.adapt(batch.to(device, torch.float32)).split(1):
+                yield model.near_twin.distances(adapted)
+
+    model.near_twin.fit(distances())
 
 
 def _routing_without_the_top_expert(model: AdaptedMoEModel, adapted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

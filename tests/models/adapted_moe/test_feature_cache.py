@@ -86,9 +86,9 @@ def test_random_augmentation_bypasses_the_cache_every_epoch(tmp_path, monkeypatc
     model, backbone_images, count = fit(tmp_path / "aug", monkeypatch, epochs=2, train_augmentations=jitter)
     assert "Feature cache bypassed: the training augmentation changes pixels (ColorJitter)" in caplog.text
     assert f"no feature cache, {count} images' features recomputed every epoch" in caplog.text
-    # two training epochs, then the TTA statistics, the experts' calibration (no validation loader here) and
-    # their image offsets
-    assert backbone_images == count * 2 + count + count + count
+    # two training epochs, then the TTA statistics, the experts' calibration (no validation loader here), their
+    # image offsets and the near-twin limit
+    assert backbone_images == count * 2 + count + count + count + count
     assert "calibration fitted on the training images (no validation loader)" in caplog.text
     assert len(model.epoch_seconds) == 2 and all(seconds > 0 for seconds in model.epoch_seconds)
 

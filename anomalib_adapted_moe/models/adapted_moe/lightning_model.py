@@ -557,6 +557,19 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Trained on normal images only."""
         return LearningType.ONE_CLASS
 
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """anomalib's ONNX export (also the first step of OpenVINO's), refused before anything is written when
+        ``unseen_min_near_twin`` has no fitted limit, whichever way torch traces (a strict trace skips the forward's
+        check, and the exported graph cannot make it)."""
+        self.model.check_near_twin_fitted()
+        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+
     def to_openvino(
         self,
         export_root: Path | str,

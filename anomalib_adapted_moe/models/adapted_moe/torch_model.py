@@ -376,15 +376,20 @@ class AdaptedMoEModel(nn.Module):
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def _has_twin(self, adapted: torch.Tensor) -> torch.Tensor:
-        """:meth:`.near_twin.NearTwin.has_twin`, refused while its limit is unfitted (not checked when exporting)."""
-        if not torch.compiler.is_compiling() and bool(torch.isnan(self.near_twin.limit)):
+        """:meth:`.near_twin.NearTwin.has_twin`, refused while its limit is unfitted (checked before an export)."""
+        if not torch.compiler.is_compiling():  # a traced graph cannot branch on a value; export checks first
+            self.check_near_twin_fitted()
+        return self.near_twin.has_twin(adapted)
+
+    def check_near_twin_fitted(self) -> None:
+        """Refuse ``unseen_min_near_twin`` without a fitted limit: a NaN limit lets no patch through, silently."""
+        if self.unseen_min_near_twin and bool(torch.isnan(self.near_twin.limit)):
             msg = (
                 "unseen_min_near_twin is on, but this model's near-twin limit was never fitted: the model is "
                 "untrained, or was trained before the limit existed. Fix: train again, or fit it on the training "
                 "images' patch features with anomalib_adapted_moe.models.adapted_moe.training.fit_near_twin_limit."
             )
             raise ValueError(msg)
-        return self.near_twin.has_twin(adapted)
 
     def score_patches_and_lowest(
         self, adapted: torch.Tensor

@@ -138,6 +138,10 @@ def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_pat
         reloaded.model.unseen_min_over_experts, reloaded.model.unseen_min_near_twin = 2, True
         with pytest.raises(ValueError, match="near-twin limit was never fitted"):
             reloaded(images)
+    # the exported graph cannot check the limit: the export is refused before anything is written
+    with pytest.raises(ValueError, match="near-twin limit was never fitted"):
+        reloaded.to_openvino(tmp_path / "export")
+    assert not (tmp_path / "export").exists()
 
 
 def test_a_checkpoint_loads_with_another_map_smoothing(fitted_tiny) -> None:

@@ -124,7 +124,8 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
 
 def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_path: Path, fitted_tiny) -> None:
     """Training fits the near-twin limit whatever the switch; a checkpoint written before it existed loads, scores
-    as before, and refuses ``unseen_min_near_twin`` (no limit to test against) instead of scoring without it."""
+    as before, and refuses ``unseen_min_near_twin`` (no limit to test against) instead of scoring or exporting
+    without it."""
     _, model, datamodule, checkpoint = fitted_tiny
     assert torch.isfinite(model.model.near_twin.limit) and float(model.model.near_twin.limit) > 0
     old = torch.load(checkpoint, weights_only=True)

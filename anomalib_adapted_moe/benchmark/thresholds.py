@@ -15,10 +15,12 @@ test set
 - beside the pooled - mean AUROC and the mean F1 gap, their 90 % bootstrap intervals over redraws of the test
   images (:mod:`anomalib_adapted_moe.evaluation.resampling`): whether the test set can decide a target;
 - with ``--compare-to`` (the ``--output`` of an earlier run on the same data), how each of the two figures changed
-  against that run, with a paired interval (the same redrawn images scored by both): whether a setting helps.
+  against that run, with a paired interval (the same redrawn images scored by both): whether a setting helps;
+- with ``--variant-level-images N``, the unseen split's two figures again with each unseen subclass's level read
+  from N of its test images, left out of them (:mod:`.variant_levels`): the line's level of a new product.
 
     python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
-        [--compare-to EARLIER_OUTPUT]
+        [--compare-to EARLIER_OUTPUT] [--variant-level-images N]
 
 Writes ``--output/thresholds.json`` and ``--markdown`` (default ``docs/thresholds.md``) with the
 command, seed, commit and machine; prints the issue's targets with PASS/MISS. Each category's result is
@@ -136,6 +138,7 @@ def measure_category(
         "image_threshold_rule": model.post_processor.image_threshold_rule,
         "switches": dict(effective_switches(model)),
         "f1_image_threshold": float(model.post_processor.f1_image_threshold),
+        "normal_image_quartile": float(model.post_processor.normal_image_quartile),
         "expert_thresholds": model.expert_thresholds(),
         "engine_test_image_auroc": 100 * float(tested["image_AUROC"]),
         "raw_image_auroc": 100 * SubclassScores.merged(groups.values()).image_auroc(),
@@ -243,6 +246,32 @@ def targets(results: list[dict]) -> list[dict]:
                     interval=intervals["f1_gap"],
                 ),
             ]
+    return lines
+
+
+def variant_level_targets(rows: list[dict]) -> list[dict]:
+    """The issue's two one-threshold targets on the unseen split with each variant's level (:mod:`.variant_levels`)."""
+    lines = []
+    for row in rows:
+        where = f"{row['category']} unseen, each variant's level from {row['images']} of its images"
+        pooled_gap, f1_gap, intervals = row["pooled_minus_mean"], row["f1_gap"], row["intervals"]
+        lines += [
+            _target(
+                f"{where}: pooled - mean image AUROC (ABOVE: pooled ranks better than the mean)",
+                pooled_gap,
+                POOLED_VS_MEAN,
+                abs(pooled_gap) <= POOLED_VS_MEAN,
+                above=pooled_gap > POOLED_VS_MEAN,
+                interval=intervals["pooled_minus_mean"],
+            ),
+            _target(
+                f"{where}: mean F1 gap to each subclass's best",
+                f1_gap,
+                F1_GAP,
+                f1_gap <= F1_GAP,
+                interval=intervals["f1_gap"],
+            ),
+        ]
     return lines
 
 
@@ -400,9 +429,36 @@ def render_markdown(report: dict) -> str:
     lines += [
         f"| {t['target']} | {t['value']} | {_interval(t)} | {t['limit']} | {t['result']} |" for t in report["targets"]
     ]
+    if "variant_levels" in report:
+        lines += _variant_level_markdown(report["variant_levels"], level)
     if "comparison" in report:
         lines += _comparison_markdown(report["comparison"], level)
     return "\n".join(lines) + "\n"
+
+
+def _variant_level_markdown(rows: list[dict], level: str) -> list[str]:
+    """The section of the report with each unseen variant's level."""
+    images = rows[0]["images"] if rows else 0
+    lines = [
+        "",
+        f"## Each unseen variant's level from {images} of its images",
+        "",
+        f"Per unseen subclass, {images} of its test images drawn at random (labels not read; the test set's defect "
+        "share comes with them) give its level, their scores' lower quartile less the validation normal images' "
+        "(`AdaptedMoEPostProcessor.fit_variant_level`), and are left out; the subclass's other images meet the "
+        f"threshold raised by it. *[low, high]*: {level} interval over redraws of the remaining images.",
+        "",
+        "| category | level per subclass | pooled - mean | mean F1 gap |",
+        "|---|---|---:|---:|",
+    ]
+    for row in rows:
+        (low, high), (gap_low, gap_high) = row["intervals"]["pooled_minus_mean"], row["intervals"]["f1_gap"]
+        levels = ", ".join(f"{name} {value:+.2f}" for name, value in row["levels"].items())
+        lines.append(
+            f"| {row['category']} | {levels} | {row['pooled_minus_mean']:+.2f} [{low:+.2f}, {high:+.2f}] | "
+            f"{row['f1_gap']:.2f} [{gap_low:.2f}, {gap_high:.2f}] |"
+        )
+    return lines
 
 
 def _comparison_markdown(comparison: dict, level: str) -> list[str]:
@@ -432,9 +488,11 @@ def _comparison_markdown(comparison: dict, level: str) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     """Parse, measure every category, write and print the report."""
     from anomalib_adapted_moe.deploy import cpu_model
+    from anomalib_adapted_moe.models.adapted_moe.post_processor import MIN_VARIANT_IMAGES
 
     from .__main__ import _data_config
     from .provenance import commit
+    from .variant_levels import with_variant_levels
     from .zoo import Settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -453,6 +511,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="--output of an earlier thresholds run on the same data: each figure's change against it, paired",
     )
+    parser.add_argument(
+        "--variant-level-images",
+        type=int,
+        default=0,
+        help="N: also the unseen figures with each unseen subclass's level read from N of its test images (0: off)",
+    )
     parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
     args = parser.parse_args(argv)
@@ -464,6 +528,8 @@ def main(argv: list[str] | None = None) -> dict:
     # what a stored category must have been measured under to be kept
     spec = {"data": data, "seed": args.seed, "settings": asdict(settings), "model_args": model_args, "commit": code}
     earlier = earlier_report(args.compare_to, data) if args.compare_to else None  # checked before hours of training
+    if args.variant_level_images and args.variant_level_images < MIN_VARIANT_IMAGES:  # before training, too
+        parser.error(f"--variant-level-images must be at least {MIN_VARIANT_IMAGES}, got {args.variant_level_images}")
     results = []
     for category in args.categories:
         result = stored_result(args.output, category, spec)
@@ -483,6 +549,13 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "targets": targets(results),
     }
+    if args.variant_level_images:
+        report["variant_levels"] = [
+            {"category": result["category"]} | with_variant_levels(result, args.variant_level_images, args.seed)
+            for result in results
+            if "unseen" in result["splits"]
+        ]
+        report["targets"] += variant_level_targets(report["variant_levels"])
     if earlier is not None:
         report["comparison"] = {
             "to": str(args.compare_to),

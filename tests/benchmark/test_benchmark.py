@@ -280,7 +280,9 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     names = [name for figures in result["splits"].values() for name in figures["f1_gaps"]]
     assert sorted(stored) == sorted(names)
     assert all(len(stored[name]["scores"]) == len(stored[name]["labels"]) == images[name] for name in names)
+    assert result["normal_image_quartile"] == pytest.approx(result["normal_image_quartile"])  # fitted: not NaN
     _thresholds_compare_to(output, [*common, *switch, "--data-init-args", data_args])
+    _thresholds_variant_levels_refused(output, [*common, *switch, "--data-init-args", data_args])
     _thresholds_resume_and_keep_finished_categories(output, [*common, *switch, "--data-init-args", data_args])
 
 
@@ -325,6 +327,66 @@ def _thresholds_compare_to(output: Path, argv: list[str]) -> None:
         (other / "thresholds.json").write_text(json.dumps(earlier | {"results": unscored}))
         with pytest.raises(ValueError, match=r"carries no per-image scores.*run that thresholds command again"):
             thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)])
+
+
+def _thresholds_variant_levels_refused(output: Path, argv: list[str]) -> None:
+    """--variant-level-images below the model's floor is refused before any training; one that leaves a subclass
+    nothing to score (the tiny set's 6 test images) is refused naming it, from the stored category."""
+    import anomalib_adapted_moe.benchmark.thresholds as thresholds
+
+    argv = [*argv, "--output", str(output), "--markdown", str(output / "levels.md")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thresholds, "measure_category", lambda *args, **kwargs: pytest.fail("trained"))
+        with pytest.raises(SystemExit):
+            thresholds.main([*argv, "--variant-level-images", "8"])
+        with pytest.raises(
+            ValueError, match=r"cloth .*: 16 images drawn for its level leave no normal or no defective"
+        ):
+            thresholds.main([*argv, "--variant-level-images", "16"])
+
+
+def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_ranking() -> None:
+    """Two unseen variants, one scoring 3 above the other throughout: pooled, its normals tie with the other's
+    defects; with each level read from 32 of its own images (left out) the pooled ranking is the mean's again, and
+    the one threshold (the seen normals' mean + 3 std, here 1.5) fits both."""
+    import numpy as np
+    import torch
+
+    from anomalib_adapted_moe.benchmark.thresholds import variant_level_targets
+    from anomalib_adapted_moe.benchmark.variant_levels import with_variant_levels
+    from anomalib_adapted_moe.evaluation import SubclassScores, one_threshold_figures
+
+    generator = np.random.default_rng(0)
+    scores = {}
+    for name, level in (("low", 0.0), ("high", 3.0)):
+        normal, defect = generator.normal(level, 0.5, 100), generator.normal(level + 3.0, 0.5, 100)
+        scores[name] = {"scores": [*normal, *defect], "labels": [0] * 100 + [1] * 100}
+    result = {
+        "category": "metal",
+        "image_threshold": 1.5,
+        "normal_image_quartile": -0.34,  # the seen normals' (level 0, std 0.5)
+        "splits": {"unseen": {"f1_gaps": {"high": 0.0, "low": 0.0}}},
+        "image_scores": scores,
+    }
+    plain = {
+        name: SubclassScores(image_scores=[torch.tensor(d["scores"])], image_labels=[torch.tensor(d["labels"])])
+        for name, d in scores.items()
+    }
+    assert one_threshold_figures(plain, 1.5)[0] < -5  # without the levels: the pooled ranking misses by far
+    row = with_variant_levels(result, 32, seed=0)
+    assert row["levels"]["high"] - row["levels"]["low"] == pytest.approx(3.0, abs=0.5)  # 32 images' quartiles
+    assert abs(row["pooled_minus_mean"]) < 0.5 and row["f1_gap"] < 3
+    low, high = row["intervals"]["pooled_minus_mean"]
+    assert low <= row["pooled_minus_mean"] <= high
+    assert with_variant_levels(result, 32, seed=0) == row  # seeded
+    assert with_variant_levels(result, 32, seed=1)["levels"] != row["levels"]  # another draw of the 32 images
+    lines = variant_level_targets([{"category": "metal"} | row])
+    assert [line["result"] for line in lines] == ["PASS", "PASS"]
+    assert "each variant's level from 32 of its images" in lines[0]["target"]
+    with pytest.raises(ValueError, match="must be at least 16"):
+        with_variant_levels(result, 8, seed=0)
+    with pytest.raises(ValueError, match=r"metal: the stored result carries no validation quartile.*Fix: run"):
+        with_variant_levels({**result, "normal_image_quartile": float("nan")}, 32, seed=0)
 
 
 def _thresholds_resume_and_keep_finished_categories(output: Path, argv: list[str]) -> None:

@@ -526,6 +526,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
             state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
             state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))
+            # and before the variant level: none fitted, and no quartile to fit one against (fit_variant_level says)
+            state.setdefault("post_processor.normal_image_quartile", torch.tensor(float("nan")))
+            state.setdefault("post_processor.variant_level", torch.tensor(0.0))
         if "model.blur.kernel" in state:  # a function of blur_sigma, an inference setting: the configured one wins
             state["model.blur.kernel"] = self.model.blur.kernel.detach().clone()
         weight = state.get("model.experts.weight1")

@@ -1,5 +1,5 @@
 """AdaptedMoE's post-processor: anomalib's, with a squashing normalisation that never clamps scores into ties,
-and an image threshold taken from the validation split's normal images."""
+an image threshold taken from the validation split's normal images, and the level of the variant a line runs."""
 
 import logging
 from typing import Any, Literal
@@ -8,6 +8,16 @@ import torch
 from anomalib.post_processing import PostProcessor
 
 logger = logging.getLogger(__name__)
+
+#: the quantile of image scores a variant's level is read at: below the defects of a stream up to half defective
+VARIANT_QUANTILE = 0.25
+#: the fewest images :meth:`AdaptedMoEPostProcessor.fit_variant_level` reads a level from
+MIN_VARIANT_IMAGES = 16
+
+
+def read_variant_level(scores: torch.Tensor, normal_quartile: float | torch.Tensor) -> float:
+    """How far a variant's image scores sit above the validation normal images': lower quartiles, less."""
+    return float(torch.quantile(scores.detach().float().reshape(-1).cpu(), VARIANT_QUANTILE) - normal_quartile)
 
 
 class AdaptedMoEPostProcessor(PostProcessor):
@@ -39,6 +49,13 @@ class AdaptedMoEPostProcessor(PostProcessor):
     one-class three-sigma rule, which needs no anomaly at all. ``"f1"`` keeps
     anomalib's; both are kept (``f1_image_threshold``, ``normal_image_threshold``).
 
+    The variant's level (:meth:`fit_variant_level`): a variant the model never trained on can score a whole level
+    above or below the seen ones, so one threshold flags its normal images or misses its defects, and several
+    such variants rank badly together. A line knows which product it runs: from the scores of that product's first
+    images (no labels) the image threshold moves by how far their lower quartile sits from the validation normal
+    images' (``normal_image_quartile``). ``variant_level`` is a buffer: saved in the checkpoint, a constant of the
+    exported graph, 0 (the seen variants' threshold) until fitted and after every validation.
+
     Args:
         min_range: smallest normalisation range, in the raw scores' units (``0``: anomalib's min-max as is).
         image_threshold_rule: ``"normal"`` (mean + ``normal_sigmas`` std of the validation normal images'
@@ -63,6 +80,8 @@ class AdaptedMoEPostProcessor(PostProcessor):
         self.normal_sigmas = normal_sigmas
         self.register_buffer("f1_image_threshold", torch.tensor(float("nan")))
         self.register_buffer("normal_image_threshold", torch.tensor(float("nan")))
+        self.register_buffer("normal_image_quartile", torch.tensor(float("nan")))
+        self.register_buffer("variant_level", torch.tensor(0.0))
         self._normal_scores: list[torch.Tensor] = []
 
     @property
@@ -76,13 +95,17 @@ class AdaptedMoEPostProcessor(PostProcessor):
             self._normal_scores.append(outputs.pred_score[outputs.gt_label == 0].detach().float().cpu())
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        """anomalib's thresholds and min/max; then the image threshold by ``image_threshold_rule``."""
+        """anomalib's thresholds and min/max; then the image threshold by ``image_threshold_rule``, the normal
+        images' quartile, and the variant's level back to 0 (it was read against the thresholds refitted here)."""
         super().on_validation_epoch_end(trainer, pl_module)
         if not self.enable_thresholding:
             return
         normal = torch.cat(self._normal_scores) if self._normal_scores else torch.empty(0)
         self._normal_scores = []
         self.f1_image_threshold.copy_(self._image_threshold)
+        self.variant_level.zero_()
+        if len(normal):
+            self.normal_image_quartile.fill_(float(torch.quantile(normal, VARIANT_QUANTILE)))
         if len(normal) >= 2:
             self.normal_image_threshold.fill_(float(normal.mean() + self.normal_sigmas * normal.std()))
         if self.image_threshold_rule != "normal":
@@ -95,6 +118,47 @@ class AdaptedMoEPostProcessor(PostProcessor):
             )
             return
         self._image_threshold.copy_(self.normal_image_threshold)
+
+    @property
+    def image_threshold(self) -> torch.Tensor:
+        """anomalib's image threshold, raised by the variant's level (0 until :meth:`fit_variant_level`)."""
+        return super().image_threshold + self.variant_level
+
+    def fit_variant_level(self, scores: torch.Tensor) -> float:
+        """Set ``variant_level`` from the raw image scores of the first images of the variant the line runs.
+
+        The level is the scores' lower quartile less the validation normal images' (``normal_image_quartile``):
+        read that low, up to about half of the images may be defective. Unlabelled images are enough; more
+        images give a steadier level (32 in the model README's measurements). ``variant_level.zero_()``
+        returns to the seen variants' threshold.
+
+        Returns:
+            The level, in the raw scores' units.
+
+        Raises:
+            ValueError: fewer than :data:`MIN_VARIANT_IMAGES` scores, a score that is not finite, or no
+                validation quartile (a model from before it was kept: validate it, or train again).
+        """
+        scores = scores.detach().float().reshape(-1).cpu()
+        if len(scores) < MIN_VARIANT_IMAGES:
+            msg = (
+                f"A variant's level needs at least {MIN_VARIANT_IMAGES} of its images, got {len(scores)}. Fix: "
+                "give more images of the product the line runs (32 or more give a steadier level)."
+            )
+            raise ValueError(msg)
+        if not bool(torch.isfinite(scores).all()):
+            msg = "A variant's level needs finite image scores; some are NaN or infinite. Fix: check those images."
+            raise ValueError(msg)
+        if bool(torch.isnan(self.normal_image_quartile)):
+            msg = (
+                "This model keeps no quartile of its validation normal images (it was trained before the variant "
+                "level existed), so a variant's level has nothing to be read against. Fix: run engine.validate "
+                "on its datamodule once (or train it again), then fit the level."
+            )
+            raise ValueError(msg)
+        level = read_variant_level(scores, self.normal_image_quartile)
+        self.variant_level.fill_(level)
+        return level
 
     def _normalize(  # anomalib's is a staticmethod; both forward and the test/predict callbacks call it
         self,

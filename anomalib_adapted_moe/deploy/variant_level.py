@@ -1,0 +1,80 @@
+"""A line's switch to a product the model never trained on: its level, read from its first images, in a checkpoint.
+
+    python -m anomalib_adapted_moe.deploy.variant_level --ckpt model.ckpt --images FIRST_IMAGES --output new.ckpt
+    anomalib export --config ... --export_type openvino --ckpt_path new.ckpt
+
+The first images of the new product (16 or more, no labels; up to about half of them may be defective) are scored
+raw and the image threshold moves by how far their lower quartile sits from the validation normal images'
+(:meth:`.AdaptedMoEPostProcessor.fit_variant_level`). The new checkpoint differs from the old in that one buffer,
+so the export that follows carries the product's threshold; the old checkpoint is never written to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> float:
+    """Score the images in ``images`` with the model of ``checkpoint``, fit the variant's level from them, and write
+    ``checkpoint`` with that level to ``output``.
+
+    Returns:
+        The level, in the model's raw score units (how far the image threshold moved).
+
+    Raises:
+        FileExistsError: ``output`` exists (or is ``checkpoint``): nothing is overwritten.
+        FileNotFoundError: ``checkpoint`` or the ``images`` folder is missing.
+        ValueError: too few images, or a model from before the variant level (the message says how to fix it);
+            a damaged image gets the predict path's error, naming the file.
+    """
+    from anomalib.engine import Engine
+
+    from anomalib_adapted_moe import AdaptedMoE
+    from anomalib_adapted_moe.evaluation import normalization_disabled
+
+    if output.exists() or output.resolve() == checkpoint.resolve():
+        msg = f"{output} exists; the level is written to a new checkpoint. Fix: give another --output, or delete it."
+        raise FileExistsError(msg)
+    if not checkpoint.is_file():
+        msg = f"{checkpoint}: no such checkpoint. Fix: give the model.ckpt that training wrote (weights/lightning/)."
+        raise FileNotFoundError(msg)
+    if not images.is_dir():
+        msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
+        raise FileNotFoundError(msg)
+    model = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
+    model.visualizer = None  # scores only: no result images to write
+    with tempfile.TemporaryDirectory() as root, normalization_disabled(model):
+        engine = Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+        batches = engine.predict(model=model, data_path=images)
+    scores = torch.cat([batch.pred_score.reshape(-1) for batch in batches])
+    try:
+        level = model.post_processor.fit_variant_level(scores)
+    except ValueError as error:
+        raise ValueError(f"{images}: {error}") from error
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state["state_dict"]["post_processor.variant_level"] = model.post_processor.variant_level.detach().clone()
+    partial = output.with_name(output.name + ".partial")  # written whole, then renamed: no half checkpoint
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, partial)
+    partial.replace(output)
+    return level
+
+
+def main(argv: list[str] | None = None) -> float:
+    """Parse, fit, write, and print the level."""
+    parser = argparse.ArgumentParser(prog="python -m anomalib_adapted_moe.deploy.variant_level", description=__doc__)
+    parser.add_argument("--ckpt", type=Path, required=True, help="the trained AdaptedMoE checkpoint (read only)")
+    parser.add_argument("--images", type=Path, required=True, help="folder of the new product's first images")
+    parser.add_argument("--output", type=Path, required=True, help="the checkpoint to write, with the level")
+    args = parser.parse_args(argv)
+    level = write_variant_checkpoint(args.ckpt, args.images, args.output)
+    print(f"variant level {level:+.4f} (raw score units; the image threshold moves by it): wrote {args.output}")
+    return level
+
+
+if __name__ == "__main__":
+    main()

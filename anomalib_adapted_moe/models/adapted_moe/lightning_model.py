@@ -627,7 +627,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         With ``spread_scaled_score`` these hold for an image whose patch scores spread at most
         ``model.normal_image_spread``; beyond, the threshold grows with the spread. With
         ``unseen_min_over_experts`` an image beyond its expert's range is scored by other experts too: the
-        thresholds are those of images within it.
+        thresholds are those of images within it. A fitted variant level (the post-processor's ``variant_level``)
+        is in the category threshold, so in these too.
         """
         threshold = getattr(self.post_processor, "image_threshold", None)
         if threshold is None or bool(torch.isnan(threshold)):

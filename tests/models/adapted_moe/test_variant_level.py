@@ -8,6 +8,7 @@ import pytest
 import torch
 from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
+from conftest import tiny_adapted_moe
 
 from anomalib_adapted_moe import AdaptedMoE
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError
@@ -112,8 +113,9 @@ def test_the_variant_checkpoint_carries_the_level_into_the_openvino_graph(
     with torch.no_grad():
         moved = variant(torch.stack(tensors)).pred_score
         assert (moved - plain(torch.stack(tensors)).pred_score).abs().min() > 1e-2  # every image's score moved
-    path = engine.export(
-        model=AdaptedMoE.load_from_checkpoint(output, weights_only=True),
+    path = engine.export(  # as `anomalib export --ckpt_path variant.ckpt` does: the model loaded from the file
+        model=tiny_adapted_moe(),
+        ckpt_path=output,
         export_type="openvino",
         export_root=tmp_path / "export",
         datamodule=datamodule,

@@ -222,31 +222,37 @@ def targets(results: list[dict]) -> list[dict]:
             anomalib_gap = abs(figures["anomalib_image_auroc"] - figures["raw_pooled_image_auroc"])
             pooled_gap = figures["raw_pooled_image_auroc"] - figures["mean_image_auroc"]
             f1_gap = sum(figures["f1_gaps"].values()) / max(1, len(figures["f1_gaps"]))
-            intervals = figures["intervals"]
-            lines += [
+            lines.append(
                 _target(
                     f"{where}: anomalib AUROC vs raw AUROC, absolute difference",
                     anomalib_gap,
                     ANOMALIB_VS_RAW,
                     anomalib_gap <= ANOMALIB_VS_RAW,
-                ),
-                _target(
-                    f"{where}: pooled - mean image AUROC (ABOVE: pooled ranks better than the mean)",
-                    pooled_gap,
-                    POOLED_VS_MEAN,
-                    abs(pooled_gap) <= POOLED_VS_MEAN,
-                    above=pooled_gap > POOLED_VS_MEAN,
-                    interval=intervals["pooled_minus_mean"],
-                ),
-                _target(
-                    f"{where}: mean F1 gap to each subclass's best",
-                    f1_gap,
-                    F1_GAP,
-                    f1_gap <= F1_GAP,
-                    interval=intervals["f1_gap"],
-                ),
-            ]
+                )
+            )
+            lines += _one_threshold_targets(where, pooled_gap, f1_gap, figures["intervals"])
     return lines
+
+
+def _one_threshold_targets(where: str, pooled_gap: float, f1_gap: float, intervals: dict) -> list[dict]:
+    """The two figures one category threshold is judged by: pooled - mean image AUROC and the mean F1 gap."""
+    return [
+        _target(
+            f"{where}: pooled - mean image AUROC (ABOVE: pooled ranks better than the mean)",
+            pooled_gap,
+            POOLED_VS_MEAN,
+            abs(pooled_gap) <= POOLED_VS_MEAN,
+            above=pooled_gap > POOLED_VS_MEAN,
+            interval=intervals["pooled_minus_mean"],
+        ),
+        _target(
+            f"{where}: mean F1 gap to each subclass's best",
+            f1_gap,
+            F1_GAP,
+            f1_gap <= F1_GAP,
+            interval=intervals["f1_gap"],
+        ),
+    ]
 
 
 def variant_level_targets(rows: list[dict]) -> list[dict]:
@@ -254,24 +260,7 @@ def variant_level_targets(rows: list[dict]) -> list[dict]:
     lines = []
     for row in rows:
         where = f"{row['category']} unseen, each variant's level from {row['images']} of its images"
-        pooled_gap, f1_gap, intervals = row["pooled_minus_mean"], row["f1_gap"], row["intervals"]
-        lines += [
-            _target(
-                f"{where}: pooled - mean image AUROC (ABOVE: pooled ranks better than the mean)",
-                pooled_gap,
-                POOLED_VS_MEAN,
-                abs(pooled_gap) <= POOLED_VS_MEAN,
-                above=pooled_gap > POOLED_VS_MEAN,
-                interval=intervals["pooled_minus_mean"],
-            ),
-            _target(
-                f"{where}: mean F1 gap to each subclass's best",
-                f1_gap,
-                F1_GAP,
-                f1_gap <= F1_GAP,
-                interval=intervals["f1_gap"],
-            ),
-        ]
+        lines += _one_threshold_targets(where, row["pooled_minus_mean"], row["f1_gap"], row["intervals"])
     return lines
 
 

@@ -26,7 +26,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         The level, in the model's raw score units (how far the image threshold moved).
 
     Raises:
-        FileExistsError: ``output`` exists (or is ``checkpoint``): nothing is overwritten.
+        FileExistsError: ``output`` exists (``checkpoint`` too): nothing is overwritten.
         FileNotFoundError: ``checkpoint`` or the ``images`` folder is missing.
         ValueError: too few images, or a model from before the variant level (the message says how to fix it);
             a damaged image gets the predict path's error, naming the file.
@@ -36,7 +36,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     from anomalib_adapted_moe import AdaptedMoE
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
-    if output.exists() or output.resolve() == checkpoint.resolve():
+    if output.exists():  # the trained checkpoint included
         msg = f"{output} exists; the level is written to a new checkpoint. Fix: give another --output, or delete it."
         raise FileExistsError(msg)
     if not checkpoint.is_file():

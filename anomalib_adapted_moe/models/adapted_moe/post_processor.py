@@ -16,8 +16,9 @@ MIN_VARIANT_IMAGES = 16
 
 
 def read_variant_level(scores: torch.Tensor, normal_quartile: float | torch.Tensor) -> float:
-    """How far a variant's image scores sit above the validation normal images': lower quartiles, less."""
-    return float(torch.quantile(scores.detach().float().reshape(-1).cpu(), VARIANT_QUANTILE) - normal_quartile)
+    """How far a variant's image scores (one float tensor) sit above the validation normal images': lower quartiles,
+    less."""
+    return float(torch.quantile(scores, VARIANT_QUANTILE) - normal_quartile)
 
 
 class AdaptedMoEPostProcessor(PostProcessor):
@@ -152,8 +153,9 @@ class AdaptedMoEPostProcessor(PostProcessor):
         if bool(torch.isnan(self.normal_image_quartile)):
             msg = (
                 "This model keeps no quartile of its validation normal images (it was trained before the variant "
-                "level existed), so a variant's level has nothing to be read against. Fix: run engine.validate "
-                "on its datamodule once (or train it again), then fit the level."
+                "level existed, or its validation split held no normal image), so a variant's level has nothing to "
+                "be read against. Fix: run engine.validate on a datamodule whose validation split has normal images "
+                "(or train it again), then fit the level."
             )
             raise ValueError(msg)
         level = read_variant_level(scores, self.normal_image_quartile)

@@ -17,10 +17,11 @@ test set
 - with ``--compare-to`` (the ``--output`` of an earlier run on the same data), how each of the two figures changed
   against that run, with a paired interval (the same redrawn images scored by both): whether a setting helps;
 - with ``--variant-level-images N``, the unseen split's two figures again with each unseen subclass's level read
-  from N of its test images, left out of them (:mod:`.variant_levels`): the line's level of a new product.
+  from N of its test images (``--variant-level-defect-share``, default 10 %, of them defective), left out of them
+  (:mod:`.variant_levels`): the line's level of a new product.
 
     python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
-        [--compare-to EARLIER_OUTPUT] [--variant-level-images N]
+        [--compare-to EARLIER_OUTPUT] [--variant-level-images N [--variant-level-defect-share 0.1]]
 
 Writes ``--output/thresholds.json`` and ``--markdown`` (default ``docs/thresholds.md``) with the
 command, seed, commit and machine; prints the issue's targets with PASS/MISS. Each category's result is
@@ -259,7 +260,8 @@ def variant_level_targets(rows: list[dict]) -> list[dict]:
     """The issue's two one-threshold targets on the unseen split with each variant's level (:mod:`.variant_levels`)."""
     lines = []
     for row in rows:
-        where = f"{row['category']} unseen, each variant's level from {row['images']} of its images"
+        share = f"{row['defect_share']:.0%} defective"
+        where = f"{row['category']} unseen, each variant's level from {row['images']} of its images ({share})"
         lines += _one_threshold_targets(where, row["pooled_minus_mean"], row["f1_gap"], row["intervals"])
     return lines
 
@@ -427,22 +429,29 @@ def render_markdown(report: dict) -> str:
 
 def _variant_level_markdown(rows: list[dict], level: str) -> list[str]:
     """The section of the report with each unseen variant's level."""
-    images = rows[0]["images"] if rows else 0
+    images, share = (rows[0]["images"], rows[0]["defect_share"]) if rows else (0, 0.0)
     lines = [
         "",
-        f"## Each unseen variant's level from {images} of its images",
+        f"## Each unseen variant's level from {images} of its images, {share:.0%} of them defective",
         "",
-        f"Per unseen subclass, {images} of its test images drawn at random (labels not read; the test set's defect "
-        "share comes with them) give its level, their scores' lower quartile less the validation normal images' "
+        f"Per unseen subclass, {images} of its test images drawn at random as a line's first images would come, "
+        f"{share:.0%} of them defective (`--variant-level-defect-share`; the labels set the mix only, the level "
+        "reads none), give its level, their scores' lower quartile less the validation normal images' "
         "(`AdaptedMoEPostProcessor.fit_variant_level`), and are left out; the subclass's other images meet the "
-        f"threshold raised by it. *[low, high]*: {level} interval over redraws of the remaining images.",
+        f"threshold raised by it. *refused*: a draw the model refuses as a defect burst (more than half of it above "
+        "the threshold at its level; `DefectBurstError`), which leaves that subclass at the trained threshold "
+        f"(level 0). *[low, high]*: {level} interval over redraws of the remaining images.",
         "",
         "| category | level per subclass | pooled - mean | mean F1 gap |",
         "|---|---|---:|---:|",
     ]
     for row in rows:
         (low, high), (gap_low, gap_high) = row["intervals"]["pooled_minus_mean"], row["intervals"]["f1_gap"]
-        levels = ", ".join(f"{name} {value:+.2f}" for name, value in row["levels"].items())
+        refused = row["refused"]
+        levels = ", ".join(
+            f"{name} refused ({refused[name]} above)" if name in refused else f"{name} {value:+.2f}"
+            for name, value in row["levels"].items()
+        )
         lines.append(
             f"| {row['category']} | {levels} | {row['pooled_minus_mean']:+.2f} [{low:+.2f}, {high:+.2f}] | "
             f"{row['f1_gap']:.2f} [{gap_low:.2f}, {gap_high:.2f}] |"
@@ -506,6 +515,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=0,
         help="N: also the unseen figures with each unseen subclass's level read from N of its test images (0: off)",
     )
+    parser.add_argument(
+        "--variant-level-defect-share",
+        type=float,
+        default=0.1,
+        help="the share of those N images drawn from the defective ones: a line's first images (default 0.1)",
+    )
     parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
     args = parser.parse_args(argv)
@@ -519,6 +534,8 @@ def main(argv: list[str] | None = None) -> dict:
     earlier = earlier_report(args.compare_to, data) if args.compare_to else None  # checked before hours of training
     if args.variant_level_images and args.variant_level_images < MIN_VARIANT_IMAGES:  # before training, too
         parser.error(f"--variant-level-images must be at least {MIN_VARIANT_IMAGES}, got {args.variant_level_images}")
+    if not 0 <= args.variant_level_defect_share < 1:
+        parser.error(f"--variant-level-defect-share must be in [0, 1), got {args.variant_level_defect_share}")
     results = []
     for category in args.categories:
         result = stored_result(args.output, category, spec)
@@ -540,7 +557,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.variant_level_images:
         report["variant_levels"] = [
-            {"category": result["category"]} | with_variant_levels(result, args.variant_level_images, args.seed)
+            {"category": result["category"]}
+            | with_variant_levels(result, args.variant_level_images, args.seed, args.variant_level_defect_share)
             for result in results
             if "unseen" in result["splits"]
         ]

@@ -3,9 +3,10 @@
     python -m anomalib_adapted_moe.deploy.variant_level --ckpt model.ckpt --images FIRST_IMAGES --output new.ckpt
     anomalib export --config ... --export_type openvino --ckpt_path new.ckpt
 
-The first images of the new product (16 or more, no labels; up to about half of them may be defective) are scored
-raw and the image threshold moves by how far their lower quartile sits from the validation normal images'
-(:meth:`.AdaptedMoEPostProcessor.fit_variant_level`). The new checkpoint differs from the old in that one buffer,
+The first images of the new product (16 or more, no labels, mostly good parts) are scored raw and the image threshold
+moves by how far their lower quartile sits from the validation normal images'
+(:meth:`.AdaptedMoEPostProcessor.fit_variant_level`); more than half of them above the threshold that gives is
+refused as a defect burst. The new checkpoint differs from the old in that one buffer,
 so the export that follows carries the product's threshold; the old checkpoint is never written to.
 """
 
@@ -28,8 +29,8 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     Raises:
         FileExistsError: ``output`` exists (``checkpoint`` too): nothing is overwritten.
         FileNotFoundError: ``checkpoint`` or the ``images`` folder is missing.
-        ValueError: too few images, or a model from before the variant level (the message says how to fix it);
-            a damaged image gets the predict path's error, naming the file.
+        ValueError: too few images, a defect burst among them, or a model from before the variant level (the
+            message says how to fix it); a damaged image gets the predict path's error, naming the file.
     """
     from anomalib.engine import Engine
 

@@ -330,8 +330,9 @@ def _thresholds_compare_to(output: Path, argv: list[str]) -> None:
 
 
 def _thresholds_variant_levels_refused(output: Path, argv: list[str]) -> None:
-    """--variant-level-images below the model's floor is refused before any training; one that leaves a subclass
-    nothing to score (the tiny set's 6 test images) is refused naming it, from the stored category."""
+    """--variant-level-images below the model's floor, or a defect share outside [0, 1), is refused before any
+    training; a draw that leaves a subclass nothing to score (the tiny set's 6 test images) is refused naming it,
+    from the stored category."""
     import anomalib_adapted_moe.benchmark.thresholds as thresholds
 
     argv = [*argv, "--output", str(output), "--markdown", str(output / "levels.md")]
@@ -339,16 +340,17 @@ def _thresholds_variant_levels_refused(output: Path, argv: list[str]) -> None:
         patch.setattr(thresholds, "measure_category", lambda *args, **kwargs: pytest.fail("trained"))
         with pytest.raises(SystemExit):
             thresholds.main([*argv, "--variant-level-images", "8"])
-        with pytest.raises(
-            ValueError, match=r"cloth .*: 16 images drawn for its level leave no normal or no defective"
-        ):
+        with pytest.raises(SystemExit):
+            thresholds.main([*argv, "--variant-level-images", "16", "--variant-level-defect-share", "1"])
+        with pytest.raises(ValueError, match=r"cloth .*: 14 normal images drawn for its level leave none of its"):
             thresholds.main([*argv, "--variant-level-images", "16"])
 
 
 def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_ranking() -> None:
     """Two unseen variants, one scoring 3 above the other throughout: pooled, its normals tie with the other's
     defects; with each level read from 32 of its own images (left out) the pooled ranking is the mean's again, and
-    the one threshold (the seen normals' mean + 3 std, here 1.5) fits both."""
+    the one threshold (the seen normals' mean + 3 std, here 1.5) fits both. A draw three quarters defective, of
+    defects scoring far above (as real ones do), is refused as a defect burst and leaves the trained threshold."""
     import numpy as np
     import torch
 
@@ -373,20 +375,33 @@ def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_rankin
         for name, d in scores.items()
     }
     assert one_threshold_figures(plain, 1.5)[0] < -5  # without the levels: the pooled ranking misses by far
-    row = with_variant_levels(result, 32, seed=0)
+    row = with_variant_levels(result, 32, seed=0, defect_share=0.1)
     assert row["levels"]["high"] - row["levels"]["low"] == pytest.approx(3.0, abs=0.5)  # 32 images' quartiles
-    assert abs(row["pooled_minus_mean"]) < 0.5 and row["f1_gap"] < 3
+    assert abs(row["pooled_minus_mean"]) < 0.5 and row["f1_gap"] < 3 and row["refused"] == {}
     low, high = row["intervals"]["pooled_minus_mean"]
     assert low <= row["pooled_minus_mean"] <= high
-    assert with_variant_levels(result, 32, seed=0) == row  # seeded
-    assert with_variant_levels(result, 32, seed=1)["levels"] != row["levels"]  # another draw of the 32 images
+    assert with_variant_levels(result, 32, seed=0, defect_share=0.1) == row  # seeded
+    assert with_variant_levels(result, 32, seed=1, defect_share=0.1)["levels"] != row["levels"]  # another draw
     lines = variant_level_targets([{"category": "metal"} | row])
     assert [line["result"] for line in lines] == ["PASS", "PASS"]
-    assert "each variant's level from 32 of its images" in lines[0]["target"]
+    assert "each variant's level from 32 of its images (10% defective)" in lines[0]["target"]
+    far = {  # the defects 7 higher: 10 above their normals
+        name: {**d, "scores": [v + 7.0 * k for v, k in zip(d["scores"], d["labels"], strict=True)]}
+        for name, d in scores.items()
+    }
+    burst = with_variant_levels({**result, "image_scores": far}, 32, seed=0, defect_share=0.75)  # 24 of 32 defective
+    assert burst["refused"] == {"high": "24 of 32", "low": "24 of 32"}  # every defect above the threshold it gives
+    assert burst["levels"] == {"high": 0.0, "low": 0.0}  # refused: the trained threshold, as a line keeps it
+    burst_lines = variant_level_targets([{"category": "metal"} | burst])  # high's normal parts all flagged again
+    assert [line["result"] for line in burst_lines] == ["PASS", "MISS"]
     with pytest.raises(ValueError, match="must be at least 16"):
-        with_variant_levels(result, 8, seed=0)
+        with_variant_levels(result, 8, seed=0, defect_share=0.1)
+    with pytest.raises(ValueError, match=r"defect-share must be in \[0, 1\)"):
+        with_variant_levels(result, 32, seed=0, defect_share=1.0)
+    with pytest.raises(ValueError, match=r"metal high: 100 normal images drawn for its level leave none of its 100"):
+        with_variant_levels(result, 111, seed=0, defect_share=0.1)
     with pytest.raises(ValueError, match=r"metal: the stored result carries no validation quartile.*Fix: run"):
-        with_variant_levels({**result, "normal_image_quartile": float("nan")}, 32, seed=0)
+        with_variant_levels({**result, "normal_image_quartile": float("nan")}, 32, seed=0, defect_share=0.1)
 
 
 def _thresholds_resume_and_keep_finished_categories(output: Path, argv: list[str]) -> None:

@@ -13,12 +13,37 @@ logger = logging.getLogger(__name__)
 VARIANT_QUANTILE = 0.25
 #: the fewest images :meth:`AdaptedMoEPostProcessor.fit_variant_level` reads a level from
 MIN_VARIANT_IMAGES = 16
+#: a level whose own images score above the threshold it gives, more than this share of them, is refused
+MAX_FLAGGED_SHARE = 0.5
 
 
-def read_variant_level(scores: torch.Tensor, normal_quartile: float | torch.Tensor) -> float:
+class DefectBurstError(ValueError):
+    """Most of a variant's images score as defects at the level they give: they are no run of good parts, and the
+    level, read among their defects, would raise the threshold over them."""
+
+    def __init__(self, message: str, flagged: int, images: int) -> None:
+        super().__init__(message)
+        self.flagged, self.images = flagged, images
+
+
+def read_variant_level(
+    scores: torch.Tensor, normal_quartile: float | torch.Tensor, image_threshold: float | torch.Tensor
+) -> float:
     """How far a variant's image scores (one float tensor) sit above the validation normal images': lower quartiles,
-    less."""
-    return float(torch.quantile(scores, VARIANT_QUANTILE) - normal_quartile)
+    less; refused (:class:`DefectBurstError`) when more than :data:`MAX_FLAGGED_SHARE` of the scores lie above
+    ``image_threshold`` (the trained one) raised by that level."""
+    level = float(torch.quantile(scores, VARIANT_QUANTILE) - normal_quartile)
+    flagged = int((scores > image_threshold + level).sum())
+    if flagged > MAX_FLAGGED_SHARE * len(scores):
+        msg = (
+            f"{flagged} of {len(scores)} images score above the image threshold at the level they give "
+            f"({level:+.3f}), more than {MAX_FLAGGED_SHARE:.0%}: the lower quartile the level is read at then lies "
+            "among defects, and the level would raise the threshold over them. Fix: give images of the product a "
+            "person has checked as good (or a later run of the line's images); if they are good, this product's good "
+            "parts spread wider than the trained ones' and no level holds one threshold for it: train with its images."
+        )
+        raise DefectBurstError(msg, flagged, len(scores))
+    return level
 
 
 class AdaptedMoEPostProcessor(PostProcessor):
@@ -129,14 +154,17 @@ class AdaptedMoEPostProcessor(PostProcessor):
         """Set ``variant_level`` from the raw image scores of the first images of the variant the line runs.
 
         The level is the scores' lower quartile less the validation normal images' (``normal_image_quartile``):
-        read that low, up to about half of the images may be defective. Unlabelled images are enough; more
-        images give a steadier level (32 in the model README's measurements). ``variant_level.zero_()``
-        returns to the seen variants' threshold.
+        read that low, some of the images may be defective. Unlabelled images are enough; more images give a
+        steadier level (32 in the model README's measurements). A defect burst is refused: more than half of the
+        images above the threshold the level gives. ``variant_level.zero_()`` returns to the seen variants'
+        threshold.
 
         Returns:
             The level, in the raw scores' units.
 
         Raises:
+            DefectBurstError: more than :data:`MAX_FLAGGED_SHARE` of the images score above the threshold at the
+                level they give (a ``ValueError``; the level is left as it was).
             ValueError: fewer than :data:`MIN_VARIANT_IMAGES` scores, a score that is not finite, or no
                 validation quartile (a model from before it was kept: validate it, or train again).
         """
@@ -158,7 +186,7 @@ class AdaptedMoEPostProcessor(PostProcessor):
                 "(or train it again), then fit the level."
             )
             raise ValueError(msg)
-        level = read_variant_level(scores, self.normal_image_quartile)
+        level = read_variant_level(scores, self.normal_image_quartile, super().image_threshold)
         self.variant_level.fill_(level)
         return level
 

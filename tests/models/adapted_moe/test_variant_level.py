@@ -14,7 +14,11 @@ from anomalib_adapted_moe import AdaptedMoE
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError
 from anomalib_adapted_moe.deploy.variant_level import main, write_variant_checkpoint
 from anomalib_adapted_moe.evaluation import normalization_disabled, openvino_parity
-from anomalib_adapted_moe.models.adapted_moe.post_processor import MIN_VARIANT_IMAGES, AdaptedMoEPostProcessor
+from anomalib_adapted_moe.models.adapted_moe.post_processor import (
+    MIN_VARIANT_IMAGES,
+    AdaptedMoEPostProcessor,
+    DefectBurstError,
+)
 
 
 def _post_processor(threshold: float = 2.0, quartile: float = 1.0) -> AdaptedMoEPostProcessor:
@@ -57,6 +61,19 @@ def test_a_level_needs_enough_finite_scores_and_the_validation_quartile() -> Non
     with pytest.raises(ValueError, match=r"no quartile of its validation normal images.*Fix: run engine\.validate"):
         post_processor.fit_variant_level(torch.ones(16))
     assert float(post_processor.variant_level) == 0.0  # a refused fit leaves the threshold as it was
+
+
+def test_a_defect_burst_among_the_level_images_is_refused() -> None:
+    """Mostly defective first images put the lower quartile among the defects; the level they give would raise the
+    threshold over them, so more than half of them above the threshold at that level is refused."""
+    post_processor = _post_processor()  # threshold 2, validation quartile 1
+    good, defects = torch.linspace(0.8, 1.2, 12), torch.full((20,), 10.0)
+    with pytest.raises(DefectBurstError, match=r"20 of 32 images score above .* more than 50%.*Fix: give images") as e:
+        post_processor.fit_variant_level(torch.cat([good, defects]))
+    assert (e.value.flagged, e.value.images) == (20, 32) and isinstance(e.value, ValueError)
+    assert float(post_processor.variant_level) == 0.0  # refused: the threshold as it was
+    post_processor.fit_variant_level(torch.cat([good + 1.0, good + 1.0, defects[:8]]))  # a quarter defective: kept
+    assert float(post_processor.image_threshold) == pytest.approx(3.0, abs=0.1)  # the good parts' level, 1 up
 
 
 @pytest.mark.slow
@@ -150,6 +167,13 @@ def test_the_variant_level_command_refuses_bad_input_by_name_with_the_fix(tmp_pa
     assert str(bad) in str(info.value)
     shutil.copy(datamodule.test_data.samples.image_path.iloc[3], bad)
     state = torch.load(checkpoint, weights_only=True)
+    quartile = state["state_dict"]["post_processor.normal_image_quartile"]
+    state["state_dict"]["post_processor._image_threshold"] = quartile - 100.0  # every image far above, whatever level
+    flagging = tmp_path / "flagging.ckpt"
+    torch.save(state, flagging)
+    with pytest.raises(ValueError, match=r"first_images: 16 of 16 images score above .*Fix: give images"):
+        write_variant_checkpoint(flagging, images, tmp_path / "out.ckpt")
+    assert not (tmp_path / "out.ckpt").exists()
     del state["state_dict"]["post_processor.normal_image_quartile"], state["state_dict"]["post_processor.variant_level"]
     old = tmp_path / "old.ckpt"
     torch.save(state, old)

@@ -354,7 +354,7 @@ def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_rankin
     import numpy as np
     import torch
 
-    from anomalib_adapted_moe.benchmark.thresholds import variant_level_targets
+    from anomalib_adapted_moe.benchmark.thresholds import _variant_level_markdown, variant_level_targets
     from anomalib_adapted_moe.benchmark.variant_levels import with_variant_levels
     from anomalib_adapted_moe.evaluation import SubclassScores, one_threshold_figures
 
@@ -394,6 +394,12 @@ def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_rankin
     assert burst["levels"] == {"high": 0.0, "low": 0.0}  # refused: the trained threshold, as a line keeps it
     burst_lines = variant_level_targets([{"category": "metal"} | burst])  # high's normal parts all flagged again
     assert [line["result"] for line in burst_lines] == ["PASS", "MISS"]
+    section = "\n".join(_variant_level_markdown([{"category": "metal"} | burst], "90 %"))
+    assert "level from 32 of its images, 75% of them defective" in section
+    assert "| metal | high refused (24 of 32 above), low refused (24 of 32 above) |" in section
+    assert f"| metal | high {row['levels']['high']:+.2f}, low" in "\n".join(
+        _variant_level_markdown([{"category": "metal"} | row], "90 %")
+    )
     with pytest.raises(ValueError, match="must be at least 16"):
         with_variant_levels(result, 8, seed=0, defect_share=0.1)
     with pytest.raises(ValueError, match=r"defect-share must be in \[0, 1\)"):

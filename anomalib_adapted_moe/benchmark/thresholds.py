@@ -16,7 +16,7 @@ test set
   images (:mod:`anomalib_adapted_moe.evaluation.resampling`): whether the test set can decide a target;
 - with ``--compare-to`` (the ``--output`` of an earlier run on the same data), how each of the two figures changed
   against that run, with a paired interval (the same redrawn images scored by both): whether a setting helps;
-- with ``--variant-level-images N``, the unseen split's two figures again with each unseen subclass's level read
+- with ``--variant-level-images N``, each split's two figures again with each subclass's level read
   from N of its test images (``--variant-level-defect-share``, default 10 %, of them defective), left out of them
   (:mod:`.variant_levels`): the line's level of a new product.
 
@@ -257,11 +257,11 @@ def _one_threshold_targets(where: str, pooled_gap: float, f1_gap: float, interva
 
 
 def variant_level_targets(rows: list[dict]) -> list[dict]:
-    """The issue's two one-threshold targets on the unseen split with each variant's level (:mod:`.variant_levels`)."""
+    """The issue's two one-threshold targets on each split with each variant's level (:mod:`.variant_levels`)."""
     lines = []
     for row in rows:
         share = f"{row['defect_share']:.0%} defective"
-        where = f"{row['category']} unseen, each variant's level from {row['images']} of its images ({share})"
+        where = f"{row['category']} {row['split']}, each variant's level from {row['images']} of its images ({share})"
         lines += _one_threshold_targets(where, row["pooled_minus_mean"], row["f1_gap"], row["intervals"])
     return lines
 
@@ -428,13 +428,14 @@ def render_markdown(report: dict) -> str:
 
 
 def _variant_level_markdown(rows: list[dict], level: str) -> list[str]:
-    """The section of the report with each unseen variant's level."""
+    """The section of the report with each variant's level."""
     images, share = (rows[0]["images"], rows[0]["defect_share"]) if rows else (0, 0.0)
     lines = [
         "",
-        f"## Each unseen variant's level from {images} of its images, {share:.0%} of them defective",
+        f"## Each variant's level from {images} of its images, {share:.0%} of them defective",
         "",
-        f"Per unseen subclass, {images} of its test images drawn at random as a line's first images would come, "
+        "Per subclass, seen or unseen (a line fits the level of every product it switches to), "
+        f"{images} of its test images drawn at random as a line's first images would come, "
         f"{share:.0%} of them defective (`--variant-level-defect-share`; the labels set the mix only, the level "
         "reads none), give its level, their scores' lower quartile less the validation normal images' "
         "(`AdaptedMoEPostProcessor.fit_variant_level`), and are left out; the subclass's other images meet the "
@@ -442,8 +443,8 @@ def _variant_level_markdown(rows: list[dict], level: str) -> list[str]:
         "the threshold at its level; `DefectBurstError`), which leaves that subclass at the trained threshold "
         f"(level 0). *[low, high]*: {level} interval over redraws of the remaining images.",
         "",
-        "| category | level per subclass | pooled - mean | mean F1 gap |",
-        "|---|---|---:|---:|",
+        "| category | split | level per subclass | pooled - mean | mean F1 gap |",
+        "|---|---|---|---:|---:|",
     ]
     for row in rows:
         (low, high), (gap_low, gap_high) = row["intervals"]["pooled_minus_mean"], row["intervals"]["f1_gap"]
@@ -453,7 +454,8 @@ def _variant_level_markdown(rows: list[dict], level: str) -> list[str]:
             for name, value in row["levels"].items()
         )
         lines.append(
-            f"| {row['category']} | {levels} | {row['pooled_minus_mean']:+.2f} [{low:+.2f}, {high:+.2f}] | "
+            f"| {row['category']} | {row['split']} | {levels} | "
+            f"{row['pooled_minus_mean']:+.2f} [{low:+.2f}, {high:+.2f}] | "
             f"{row['f1_gap']:.2f} [{gap_low:.2f}, {gap_high:.2f}] |"
         )
     return lines
@@ -513,7 +515,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--variant-level-images",
         type=int,
         default=0,
-        help="N: also the unseen figures with each unseen subclass's level read from N of its test images (0: off)",
+        help="N: also each split's figures with each subclass's level read from N of its test images (0: off)",
     )
     parser.add_argument(
         "--variant-level-defect-share",
@@ -558,9 +560,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.variant_level_images:
         report["variant_levels"] = [
             {"category": result["category"]}
-            | with_variant_levels(result, args.variant_level_images, args.seed, args.variant_level_defect_share)
+            | with_variant_levels(result, args.variant_level_images, args.seed, args.variant_level_defect_share, split)
             for result in results
-            if "unseen" in result["splits"]
+            for split in result["splits"]
         ]
         report["targets"] += variant_level_targets(report["variant_levels"])
     if earlier is not None:

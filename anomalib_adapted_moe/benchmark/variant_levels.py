@@ -1,16 +1,15 @@
-"""Issue 15's one-threshold figures with each unseen variant's level read from some of its own images.
+"""Issue 15's one-threshold figures with each variant's level read from some of its own images.
 
-A line knows which product it runs, so the level of one it never trained on can be read from that product's first
-images (:meth:`.AdaptedMoEPostProcessor.fit_variant_level`: their lower quartile against the validation normal
-images'). Here, per unseen subclass, ``images`` of its test images are drawn at random as a line's first images
-would come: ``defect_share`` of them defective, the rest normal (the labels set that mix only, the line's defect
-rate; the level reads none). They give the subclass's level from their stored scores and are left out of the
-figures; its other images are scored against the threshold raised by its level (the same as their scores less it).
-A draw the model refuses as a defect burst (more than half of it above the threshold at its level) leaves that
-subclass at the trained threshold, as the refused command leaves a line. Seen subclasses keep the threshold as
-trained. The pooled - mean AUROC and the mean F1 gap are then computed as for the plain run, with their bootstrap
-intervals over redraws of the remaining images; the draw of the level's images is one, seeded (a new draw moves the
-figures too).
+A line knows which product it runs, so the level of one it switches to can be read from that product's first images
+(:meth:`.AdaptedMoEPostProcessor.fit_variant_level`: their lower quartile against the validation normal images').
+Here, per subclass of a split (seen or unseen), ``images`` of its test images are drawn at random as a line's first
+images would come: ``defect_share`` of them defective, the rest normal (the labels set that mix only, the line's
+defect rate; the level reads none). They give the subclass's level from their stored scores and are left out of the
+figures; its other images are scored against the threshold raised by its level (the same as their scores less it). A
+draw the model refuses as a defect burst (more than half of it above the threshold at its level) leaves that subclass
+at the trained threshold, as the refused command leaves a line. The pooled - mean AUROC and the mean F1 gap are then
+computed as for the plain run, with their bootstrap intervals over redraws of the remaining images; the draw of the
+level's images is one, seeded (a new draw moves the figures too).
 """
 
 from __future__ import annotations
@@ -26,14 +25,16 @@ from anomalib_adapted_moe.models.adapted_moe.post_processor import (
 )
 
 
-def with_variant_levels(result: dict, images: int, seed: int, defect_share: float) -> dict:
-    """The unseen split of one category's stored ``result`` (:func:`.thresholds.measure_category`), each
-    subclass's level read from ``images`` of its test images, ``defect_share`` of them defective, drawn with ``seed``.
+def with_variant_levels(result: dict, images: int, seed: int, defect_share: float, split: str = "unseen") -> dict:
+    """The ``split`` (``"seen"`` or ``"unseen"``) of one category's stored ``result``
+    (:func:`.thresholds.measure_category`), each subclass's level read from ``images`` of its test images,
+    ``defect_share`` of them defective, drawn with ``seed``.
 
     Returns:
-        ``{"images": images, "defect_share": defect_share, "levels": {subclass: level}, "refused": {subclass:
-        "flagged of images"}, "pooled_minus_mean": ..., "f1_gap": ..., "intervals": {...}}``, the figures in percent
-        points; a subclass whose draw the model refuses as a defect burst (:class:`.DefectBurstError`) keeps level 0.
+        ``{"split": split, "images": images, "defect_share": defect_share, "levels": {subclass: level},
+        "refused": {subclass: "flagged of images"}, "pooled_minus_mean": ..., "f1_gap": ..., "intervals": {...}}``,
+        the figures in percent points; a subclass whose draw the model refuses as a defect burst
+        (:class:`.DefectBurstError`) keeps level 0.
 
     Raises:
         ValueError: fewer than :data:`MIN_VARIANT_IMAGES` ``images``, a ``defect_share`` outside [0, 1), a subclass
@@ -53,7 +54,7 @@ def with_variant_levels(result: dict, images: int, seed: int, defect_share: floa
             "kept), so no level can be read. Fix: run the thresholds command again at this commit."
         )
         raise ValueError(msg)
-    names = sorted(result["splits"]["unseen"]["f1_gaps"])
+    names = sorted(result["splits"][split]["f1_gaps"])
     generator = np.random.default_rng(seed)
     defective = round(defect_share * images)
     levels, refused, groups = {}, {}, {}
@@ -79,6 +80,7 @@ def with_variant_levels(result: dict, images: int, seed: int, defect_share: floa
         groups[name] = SubclassScores(image_scores=[scores[~drawn] - levels[name]], image_labels=[labels[~drawn]])
     pooled_minus_mean, f1_gap = one_threshold_figures(groups, result["image_threshold"])
     return {
+        "split": split,
         "images": images,
         "defect_share": defect_share,
         "levels": levels,

@@ -381,6 +381,8 @@ def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_rankin
     low, high = row["intervals"]["pooled_minus_mean"]
     assert low <= row["pooled_minus_mean"] <= high
     assert with_variant_levels(result, 32, seed=0, defect_share=0.1) == row  # seeded
+    as_seen = with_variant_levels({**result, "splits": {"seen": result["splits"]["unseen"]}}, 32, 0, 0.1, "seen")
+    assert as_seen == row | {"split": "seen"}  # a seen split's products the same way
     assert with_variant_levels(result, 32, seed=1, defect_share=0.1)["levels"] != row["levels"]  # another draw
     lines = variant_level_targets([{"category": "metal"} | row])
     assert [line["result"] for line in lines] == ["PASS", "PASS"]
@@ -396,8 +398,8 @@ def test_variant_levels_take_each_unseen_subclass_level_out_of_the_pooled_rankin
     assert [line["result"] for line in burst_lines] == ["PASS", "MISS"]
     section = "\n".join(_variant_level_markdown([{"category": "metal"} | burst], "90 %"))
     assert "level from 32 of its images, 75% of them defective" in section
-    assert "| metal | high refused (24 of 32 above), low refused (24 of 32 above) |" in section
-    assert f"| metal | high {row['levels']['high']:+.2f}, low" in "\n".join(
+    assert "| metal | unseen | high refused (24 of 32 above), low refused (24 of 32 above) |" in section
+    assert f"| metal | unseen | high {row['levels']['high']:+.2f}, low" in "\n".join(
         _variant_level_markdown([{"category": "metal"} | row], "90 %")
     )
     with pytest.raises(ValueError, match="must be at least 16"):

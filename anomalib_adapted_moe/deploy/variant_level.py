@@ -6,8 +6,8 @@
 The first images of the new product (16 or more, no labels, mostly good parts) are scored raw and the image threshold
 moves by how far their lower quartile sits from the validation normal images'
 (:meth:`.AdaptedMoEPostProcessor.fit_variant_level`); more than half of them above the threshold that gives is
-refused as a defect burst. The new checkpoint differs from the old in that one buffer,
-so the export that follows carries the product's threshold; the old checkpoint is never written to.
+refused as a defect burst. The new checkpoint differs from the old in that one buffer, so the export that follows
+carries the product's threshold; the old checkpoint is never written to.
 """
 
 from __future__ import annotations

@@ -174,6 +174,7 @@ def test_the_variant_level_command_refuses_bad_input_by_name_with_the_fix(tmp_pa
     with pytest.raises(ValueError, match=r"first_images: 16 of 16 images score above .*Fix: give images"):
         write_variant_checkpoint(flagging, images, tmp_path / "out.ckpt")
     assert not (tmp_path / "out.ckpt").exists()
+    state = torch.load(checkpoint, weights_only=True)  # the trained thresholds again
     del state["state_dict"]["post_processor.normal_image_quartile"], state["state_dict"]["post_processor.variant_level"]
     old = tmp_path / "old.ckpt"
     torch.save(state, old)

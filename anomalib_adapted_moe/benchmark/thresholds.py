@@ -429,7 +429,7 @@ def render_markdown(report: dict) -> str:
 
 def _variant_level_markdown(rows: list[dict], level: str) -> list[str]:
     """The section of the report with each variant's level."""
-    images, share = (rows[0]["images"], rows[0]["defect_share"]) if rows else (0, 0.0)
+    images, share = rows[0]["images"], rows[0]["defect_share"]  # one row per category and split: never empty
     lines = [
         "",
         f"## Each variant's level from {images} of its images, {share:.0%} of them defective",

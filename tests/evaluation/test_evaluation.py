@@ -77,6 +77,18 @@ def test_pooled_rows_rank_all_images_of_a_split_together_and_f1_uses_the_one_thr
     assert "| **pooled seen** | seen | 4 | 75.00 | 100.00 |  | " in table and "best F1 %" in table
 
 
+def test_best_f1_is_the_best_of_every_threshold_counted_as_f1_at_counts_it_ties_included() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        labels = torch.randint(0, 2, (30,), generator=generator)
+        labels[0] = 1
+        scores = (torch.randn(30, generator=generator) + 1.5 * labels).round(decimals=1)  # ties on purpose
+        group = SubclassScores(image_scores=[scores], image_labels=[labels])
+        best = group.best_f1()
+        at_every_cut = [group.f1_at(float(t)) for t in torch.cat([scores.unique(), scores.min()[None] - 1])]
+        assert best == max(at_every_cut)  # exactly: one arithmetic, so no gap of -1e-17 prints as -0.00
+
+
 def _drawn(shift: float) -> SubclassScores:
     """40 normal images scoring N(shift, 1) and 40 defective ones N(shift + 2.5, 1)."""
     scores = torch.cat([torch.randn(40) + shift, torch.randn(40) + shift + 2.5])

@@ -69,7 +69,7 @@ class SubclassScores:
 
         Counted as ``f1_at`` counts (2 TP / (defective + flagged), sklearn's arithmetic) at every cut between
         distinct scores, so ``f1_at`` of any threshold is one of these values exactly and never exceeds the best
-        (F1 from precision and recall differed from it by 1e-17 and printed gaps of -0.00).
+        (F1 from precision and recall differed from it in the last bit and printed gaps of -0.00).
         """
         labels = torch.cat(self.image_labels).numpy()
         if labels.max() == 0:

@@ -86,7 +86,7 @@ def test_best_f1_is_the_best_of_every_threshold_counted_as_f1_at_counts_it_ties_
         group = SubclassScores(image_scores=[scores], image_labels=[labels])
         best = group.best_f1()
         at_every_cut = [group.f1_at(float(t)) for t in torch.cat([scores.unique(), scores.min()[None] - 1])]
-        assert best == max(at_every_cut)  # exactly: one arithmetic, so no gap of -1e-17 prints as -0.00
+        assert best == max(at_every_cut)  # exactly: one arithmetic, so no last-bit gap prints as -0.00
 
 
 def _drawn(shift: float) -> SubclassScores:

@@ -53,7 +53,7 @@ def machine() -> str:
     )
 
 
-def _data_config(path: Path | None, init_args: str | None) -> dict:
+def _data_config(path: Path | None, init_args: dict | None) -> dict:
     if path is None:
         data = json.loads(json.dumps(SYNTHETIC))
     else:
@@ -68,8 +68,39 @@ def _data_config(path: Path | None, init_args: str | None) -> dict:
             msg = f"--data {path}: no class_path in it; see configs/data/texture_ad.yaml for the format."
             raise SystemExit(msg)
     if init_args:
-        data.setdefault("init_args", {}).update(json.loads(init_args))
+        data.setdefault("init_args", {}).update(init_args)
     return data
+
+
+def json_object(text: str) -> dict:
+    """An argparse ``type`` for the options that take JSON: a typo is named with the option, not a traceback."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        msg = f'not JSON ({error}): {text!r}. Fix: quote it for the shell, e.g. \'{{"root": "./datasets/x"}}\''
+        raise argparse.ArgumentTypeError(msg) from None
+    if not isinstance(value, dict):
+        msg = f"a JSON object ({{...}}) is needed, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def adapted_moe_arguments(text: str) -> dict:
+    """An argparse ``type`` for ``--model-args``: a JSON object of AdaptedMoE's own arguments, checked before any
+    training starts."""
+    import inspect
+
+    from anomalib_adapted_moe import AdaptedMoE
+
+    value = json_object(text)
+    known = set(inspect.signature(AdaptedMoE.__init__).parameters) - {"self"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        msg = (
+            f"AdaptedMoE has no argument(s) {unknown}. Fix: use its own names (`anomalib train --model AdaptedMoE -h`)"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
         help="backbone weights for every model that takes them; 'none' = random init (tests only)",
     )
     runs.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")
-    runs.add_argument("--data-init-args", default=None, help="JSON merged into the data config's init_args")
+    runs.add_argument(
+        "--data-init-args", type=json_object, default=None, help="JSON merged into the data config's init_args"
+    )
     runs.add_argument("--budget-seconds", type=float, default=300, help="trained baselines' budget without ours")
     runs.add_argument("--imagenette", default=None, help="imagenette folder, for EfficientAd")
     runs.add_argument(
@@ -133,18 +166,25 @@ def main(argv: list[str] | None = None) -> None:
 
         speed_main(argv[1:])
         return
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     from .report import render
 
     report_dir = args.report_dir or args.output
     if args.command == "render":
+        if not (args.output / "manifest.json").is_file():
+            parser.error(f"{args.output} holds no benchmark runs (no manifest.json). Fix: give the --output of a run.")
         render(args.output, report_dir)
         print(f"wrote {args.output / 'results.json'}, {args.output / 'results.csv'}, {report_dir / 'benchmarks.md'}")
         return
 
     from .driver import execute
     from .studies import rows
-    from .zoo import Settings
+    from .zoo import MODELS, SETTINGS_OF_OURS, Settings
+
+    unknown = [name for name in getattr(args, "models", None) or [] if name not in {*MODELS, *SETTINGS_OF_OURS}]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; known: {sorted([*MODELS, *SETTINGS_OF_OURS])}")
 
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs, imagenette=args.imagenette)
@@ -155,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         studies = ["table2", "table3", "topk", "inference"] if args.study == "all" else [args.study]
     _updated_manifest(args, settings, data, studies, argv)
     planned = [row for study in studies for row in rows(study, args.categories, getattr(args, "models", None))]
-    execute(
+    failed = execute(
         planned,
         args.output,
         settings,
@@ -166,6 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     render(args.output, report_dir)
     print(f"report: {report_dir / 'benchmarks.md'}; figures: {args.output / 'results.json'}, results.csv")
+    if failed:  # the report shows what finished; a script or CI must not read the run as a success
+        msg = (
+            f"{len(failed)} run(s) failed: {', '.join(failed)}; their logs are in {args.output / 'logs'}. Calling "
+            "the same command again runs them again and keeps the finished ones."
+        )
+        raise SystemExit(msg)
 
 
 def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: list[str], argv: list[str]) -> dict:

@@ -70,8 +70,8 @@ def execute(
     seed: int,
     budget_seconds: float | None = None,
     all_settings: bool = True,
-) -> None:
-    """Run every training ``rows`` need that is not finished yet, printing progress.
+) -> list[str]:
+    """Run every training ``rows`` need that is not finished yet, printing progress; return the keys that failed.
 
     ``all_settings``: test every inference setting on each training, so that later studies reuse it; otherwise
     only the settings ``rows`` read (faster; a later study that reads more trains again).
@@ -80,6 +80,7 @@ def execute(
     (output / "logs").mkdir(parents=True, exist_ok=True)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    failed = []
     for index, row in enumerate(runs, start=1):
         prefix = f"[{index}/{len(runs)}] {row.key}"
         stored = load_run(output, row.key)
@@ -106,11 +107,14 @@ def execute(
             continue
         budget = f" (training budget {spec['budget_seconds']:.0f} s)" if spec["budget_seconds"] else ""
         print(f"{prefix}: running{budget}, {time.monotonic() - started:.0f} s into the benchmark", flush=True)
-        _run_in_subprocess(spec, output, prefix)
+        if not _run_in_subprocess(spec, output, prefix):
+            failed.append(row.key)
+    return failed
 
 
-def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> None:
-    """Start ``python -m anomalib_adapted_moe.benchmark.run``; its log goes to ``logs/<key>.log``."""
+def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
+    """Start ``python -m anomalib_adapted_moe.benchmark.run``; its log goes to ``logs/<key>.log``. True if it
+    finished."""
     name = spec["key"].replace(" ", "_")
     spec_path = output / "logs" / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
@@ -129,10 +133,9 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> None:
     if result["status"] == "ok":
         unseen = _mean(result, "unseen", "pixel_auroc")
         print(f"{prefix}: done in {seconds:.0f} s, unseen-subclass pixel AUROC {100 * unseen:.2f}", flush=True)
-    else:
-        print(
-            f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True
-        )
+        return True
+    print(f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True)
+    return False
 
 
 def _mean(result: dict, split: str, metric: str, variant: str = "default") -> float:

@@ -545,7 +545,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     seed_everything(args.seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     # the demo's data, set up before the model is built as the demo does, so that one seed trains one model
-    datamodule = demo_datamodule(args.category, args.image_size, args.seed, json.loads(args.data_init_args or "{}"))
+    datamodule = demo_datamodule(args.category, args.image_size, args.seed, args.data_init_args or {})
     weights = None if args.weights.lower() == "none" else args.weights
     model, _ = _adapted_moe(Settings(image_size=args.image_size, weights=weights, epochs=args.epochs))
     rounds = {1: args.rounds_batch1, 16: args.rounds_batch16}
@@ -582,6 +582,8 @@ def _pairs_per_subclass(datamodule) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure (or load a saved JSON), save it, write the markdown section."""
+    from .__main__ import json_object
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="python -m anomalib_adapted_moe.benchmark precision",
@@ -593,13 +595,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--weights", default=CPU_RECIPE["backbone_weights"], help="'none' = random init (tests only)")
-    parser.add_argument("--data-init-args", default=None, help="JSON merged into SyntheticTextureAD's arguments")
+    parser.add_argument(
+        "--data-init-args", type=json_object, default=None, help="JSON merged into SyntheticTextureAD's arguments"
+    )
     parser.add_argument("--rounds-batch1", type=int, default=40, help="timed calls at batch 1")
     parser.add_argument("--rounds-batch16", type=int, default=8, help="timed calls at batch 16")
     parser.add_argument("--output", type=Path, default=Path("results/precision"))
     parser.add_argument("--markdown", type=Path, default=Path("docs/performance.md"))
     parser.add_argument("--render", type=Path, default=None, help="only re-render a saved precision.json")
     args = parser.parse_args(argv)
+    if args.render is not None and not args.render.is_file():
+        parser.error(f"--render {args.render}: no such file. Fix: give the precision.json a run wrote in --output.")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logger.setLevel(logging.INFO)
     if args.render is not None:

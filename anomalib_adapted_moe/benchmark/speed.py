@@ -482,7 +482,11 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure (or load a saved JSON), save the JSON, render the markdown and copy the JSON beside it."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.benchmark speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="few images, epochs and repeats: a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-images", type=int, default=None, help="images of the memory run (default 2000)")
@@ -492,6 +496,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--markdown", type=Path, default=Path("docs/performance.md"))
     parser.add_argument("--render", type=Path, default=None, help="only re-render the markdown of a saved speed.json")
     args = parser.parse_args(argv)
+    if args.render is not None and not args.render.is_file():
+        parser.error(f"--render {args.render}: no such file. Fix: give the speed.json a run wrote in --output.")
     if args.render is not None:
         results = json.loads(args.render.read_text())
     else:

@@ -490,21 +490,32 @@ def main(argv: list[str] | None = None) -> dict:
     from anomalib_adapted_moe.deploy import cpu_model
     from anomalib_adapted_moe.models.adapted_moe.post_processor import MIN_VARIANT_IMAGES
 
-    from .__main__ import _data_config
+    from .__main__ import _data_config, adapted_moe_arguments, json_object
     from .provenance import commit
     from .variant_levels import with_variant_levels
     from .zoo import Settings
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m anomalib_adapted_moe.benchmark thresholds", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.benchmark thresholds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")
-    parser.add_argument("--data-init-args", default=None, help="JSON merged into the data config's init_args")
+    parser.add_argument(
+        "--data-init-args", type=json_object, default=None, help="JSON merged into the data config's init_args"
+    )
     parser.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--weights", default=CPU_RECIPE["backbone_weights"], help="'none': random init (tests only)")
-    parser.add_argument("--model-args", default=None, help="JSON of AdaptedMoE arguments over the CPU recipe")
+    parser.add_argument(
+        "--model-args",
+        type=adapted_moe_arguments,
+        default=None,
+        help="JSON of AdaptedMoE arguments over the CPU recipe",
+    )
     parser.add_argument(
         "--compare-to",
         type=Path,
@@ -529,7 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)
-    model_args = json.loads(args.model_args) if args.model_args else {}
+    model_args = args.model_args or {}
     code = commit()
     # what a stored category must have been measured under to be kept
     spec = {"data": data, "seed": args.seed, "settings": asdict(settings), "model_args": model_args, "commit": code}

@@ -13,6 +13,7 @@ carries the product's threshold; the old checkpoint is never written to.
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -48,9 +49,17 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         raise FileNotFoundError(msg)
     model = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
     model.visualizer = None  # scores only: no result images to write
-    with tempfile.TemporaryDirectory() as root, normalization_disabled(model):
-        engine = Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-        batches = engine.predict(model=model, data_path=images)
+    engine_log = logging.getLogger("anomalib.engine.engine")
+    quiet = engine_log.level
+    engine_log.setLevel(logging.ERROR)  # its "ckpt_path is not provided" is wrong here: the model is the checkpoint's
+    try:
+        with tempfile.TemporaryDirectory() as root, normalization_disabled(model):
+            engine = Engine(
+                default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
+            )
+            batches = engine.predict(model=model, data_path=images)
+    finally:
+        engine_log.setLevel(quiet)
     scores = torch.cat([batch.pred_score.reshape(-1) for batch in batches])
     try:
         level = model.post_processor.fit_variant_level(scores)
@@ -67,12 +76,19 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
 
 def main(argv: list[str] | None = None) -> float:
     """Parse, fit, write, and print the level."""
-    parser = argparse.ArgumentParser(prog="python -m anomalib_adapted_moe.deploy.variant_level", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.deploy.variant_level",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ckpt", type=Path, required=True, help="the trained AdaptedMoE checkpoint (read only)")
     parser.add_argument("--images", type=Path, required=True, help="folder of the new product's first images")
     parser.add_argument("--output", type=Path, required=True, help="the checkpoint to write, with the level")
     args = parser.parse_args(argv)
-    level = write_variant_checkpoint(args.ckpt, args.images, args.output)
+    try:
+        level = write_variant_checkpoint(args.ckpt, args.images, args.output)
+    except (OSError, ValueError) as error:  # each names the file and the fix: a message, not a traceback
+        parser.exit(1, f"error: {error}\n")
     print(f"variant level {level:+.4f} (raw score units; the image threshold moves by it): wrote {args.output}")
     return level
 

@@ -448,3 +448,49 @@ def test_the_inference_study_tries_and_records_every_inference_switch() -> None:
     tried = {switch for settings in _variants(model).values() for switch in settings}
     assert tried == INFERENCE_SWITCHES
     assert {name for name, _ in effective_switches(model)} == INFERENCE_SWITCHES
+
+
+def test_benchmark_commands_name_a_bad_argument_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Typos end in one line naming the option (argparse's exit code 2), not a traceback or an hour of training."""
+    from anomalib_adapted_moe.benchmark import precision, speed, thresholds
+
+    calls = {
+        "unknown model(s) ['Nonexistent']; known: ['AdaptedMoE'": (
+            main,
+            ["compare", "--models", "AdaptedMoE", "Nonexistent", "--output", str(tmp_path / "a")],
+        ),
+        "argument --data-init-args: not JSON": (main, ["compare", "--data-init-args", "{bad", "--output", "x"]),
+        "argument --data-init-args: a JSON object": (thresholds.main, ["--data-init-args", "[1]"]),
+        "argument --model-args: AdaptedMoE has no argument(s) ['nosuch_arg']": (
+            thresholds.main,
+            ["--model-args", '{"nosuch_arg": 1}'],
+        ),
+        "holds no benchmark runs (no manifest.json)": (main, ["render", "--output", str(tmp_path / "empty")]),
+        "--render nope.json: no such file": (speed.main, ["--render", "nope.json"]),
+        "--render nope.json: no such file.": (precision.main, ["--render", "nope.json"]),
+    }
+    for message, (command, argv) in calls.items():
+        with pytest.raises(SystemExit) as stopped:
+            command(argv)
+        assert stopped.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not (tmp_path / "a").exists()  # nothing started
+
+
+def test_compare_exits_non_zero_when_a_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report still shows what finished, but a script or CI must not read a failed run as a success."""
+    from anomalib_adapted_moe.benchmark import driver
+
+    def failing_run(spec: dict, output: Path, prefix: str) -> bool:
+        result = {"spec": spec, "status": "failed", "error": "ValueError: no category 'nosuch'"}
+        driver.run_path(output, spec["key"]).write_text(json.dumps(result))
+        return False
+
+    monkeypatch.setattr(driver, "_run_in_subprocess", failing_run)
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "Padim", "--categories", "nosuch", "--weights", "none", "--output", str(output)]
+    with pytest.raises(SystemExit, match=r"1 run\(s\) failed: nosuch__Padim; their logs are in .*logs"):
+        main(argv)
+    assert "nosuch | Padim | failed" in (output / "benchmarks.md").read_text()

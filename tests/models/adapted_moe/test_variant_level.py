@@ -100,7 +100,7 @@ def _first_images(datamodule, folder: Path, count: int) -> Path:
 
 @pytest.mark.slow
 def test_the_variant_checkpoint_carries_the_level_into_the_openvino_graph(
-    tmp_path: Path, fitted_tiny, capsys: pytest.CaptureFixture
+    tmp_path: Path, fitted_tiny, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine, _, datamodule, checkpoint = fitted_tiny
     state = torch.load(checkpoint, weights_only=True)
@@ -113,7 +113,9 @@ def test_the_variant_checkpoint_carries_the_level_into_the_openvino_graph(
 
     level = main(["--ckpt", str(trained), "--images", str(images), "--output", str(output)])
 
-    assert f"variant level {level:+.4f}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"variant level {level:+.4f}" in printed.out
+    assert "ckpt_path is not provided" not in caplog.text  # anomalib's warning is wrong here: the model is the file's
     assert trained.read_bytes() == before  # the trained checkpoint is only read
     plain = AdaptedMoE.load_from_checkpoint(trained, weights_only=True).eval()
     tensors = [datamodule.test_data[index].image for index in range(MIN_VARIANT_IMAGES)]
@@ -144,9 +146,19 @@ def test_the_variant_checkpoint_carries_the_level_into_the_openvino_graph(
 
 
 @pytest.mark.slow
-def test_the_variant_level_command_refuses_bad_input_by_name_with_the_fix(tmp_path: Path, fitted_tiny) -> None:
+def test_the_variant_level_command_refuses_bad_input_by_name_with_the_fix(
+    tmp_path: Path, fitted_tiny, capsys: pytest.CaptureFixture
+) -> None:
     _, _, datamodule, checkpoint = fitted_tiny
     images = _first_images(datamodule, tmp_path / "first_images", MIN_VARIANT_IMAGES)
+    # the command line: one line naming the folder and the fix, exit code 1, no traceback
+    with pytest.raises(SystemExit) as stopped:
+        main(["--ckpt", str(checkpoint), "--images", str(tmp_path / "missing"), "--output", str(tmp_path / "o.ckpt")])
+    assert stopped.value.code == 1
+    assert (
+        capsys.readouterr().err == f"error: {tmp_path / 'missing'}: no such folder. Fix: give a folder holding the "
+        "first images of the product the line runs.\n"
+    )
     existing = tmp_path / "existing.ckpt"
     existing.write_bytes(b"earlier work")
     for output in (existing, checkpoint):

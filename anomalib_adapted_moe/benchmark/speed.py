@@ -166,6 +166,7 @@ def fill_plausibly(model, num_experts: int, top_k: int, seed: int) -> None:
         net.adaptation.expert_std.copy_(0.5 + torch.rand(num_experts, dim, generator=generator))
         net.experts.running_mean.copy_(torch.randn(num_experts, dim, generator=generator))
         net.experts.running_var.copy_(0.5 + torch.rand(num_experts, dim, generator=generator))
+        model._is_fitted.fill_(True)  # stands for a trained model: no untrained-model warning on its export
     model.eval()
 
 

@@ -40,6 +40,14 @@ RELEVANT_CPU_FLAGS = (
 )
 
 
+#: what a CPU needs for OpenVINO to run each precision natively (named in the refusal's fix)
+_NEEDS = {
+    "bf16": "bf16 support (AVX512_BF16 or AMX, e.g. Intel Xeon Sapphire Rapids)",
+    "f16": "f16 support (AVX512_FP16, e.g. Intel Xeon Sapphire Rapids)",
+    "int8": "int8 support (AVX2 or later)",
+}
+
+
 class UnsupportedPrecisionError(ValueError):
     """A precision was asked for that this CPU does not run."""
 
@@ -85,25 +93,32 @@ def default_precision() -> str:
 def check_precision(precision: str) -> None:
     """Raise :class:`UnsupportedPrecisionError` naming the precision, the CPU and what it offers instead."""
     if precision not in (*PRECISIONS, "int8"):
-        msg = f"Unknown precision {precision!r}; choose one of {', '.join((*PRECISIONS, 'int8'))}."
+        msg = (
+            f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)} (int8 comes with the IR: "
+            "anomalib export --compression_type INT8_PTQ)."
+        )
         raise UnsupportedPrecisionError(msg)
     offered = available_precisions()
     if precision not in offered:
         flags = ", ".join(cpu_flags()) or "none of " + ", ".join(RELEVANT_CPU_FLAGS)
+        hints = [name for name in offered if name != "int8"]  # int8 is no inference hint: not a choice to offer
         msg = (
             f"{precision} inference was asked for, but this CPU ({cpu_model()}; flags: {flags}) does not run it: "
-            f"OpenVINO offers {', '.join(offered)} here. Fix: choose one of those (f32 is exact everywhere), or "
-            f"run on a CPU with {precision} support (bf16: AVX512_BF16 or AMX, e.g. Intel Xeon Sapphire Rapids)."
+            f"OpenVINO runs {', '.join(hints)} here. Fix: choose {' or '.join(hints)} (f32 is exact everywhere), or "
+            f"run on a CPU with {_NEEDS[precision]}."
         )
         raise UnsupportedPrecisionError(msg)
 
 
 def compile_config(precision: Precision = "f32") -> dict[str, str]:
     """``compile_model`` config that makes OpenVINO's CPU plugin run in ``precision``, checked against this CPU."""
-    check_precision(precision)
     if precision == "int8":
-        msg = "int8 is a property of the IR (anomalib export --compression_type INT8_PTQ), not an inference hint."
+        msg = (
+            "int8 is a property of the IR (anomalib export --compression_type INT8_PTQ), not an inference hint. "
+            "Fix: compile that INT8 IR with f32 or bf16, the precision of its float layers."
+        )
         raise UnsupportedPrecisionError(msg)
+    check_precision(precision)
     return {"INFERENCE_PRECISION_HINT": precision}
 
 

@@ -359,7 +359,12 @@ def test_check_on_a_clean_copy_exits_zero_with_a_summary(
 
 def test_check_on_a_missing_root_exits_two_with_instructions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert check_main(["--check", str(tmp_path / "nowhere")]) == 2
-    assert HF_DATASET in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert HF_DATASET in err and "nowhere does not exist" in err
+    image = tmp_path / "image.png"  # an image given for the root: it exists, it is just no folder
+    image.write_bytes(b"")
+    assert check_main(["--check", str(image)]) == 2
+    assert "image.png is a file, not a folder" in capsys.readouterr().err
 
 
 def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(

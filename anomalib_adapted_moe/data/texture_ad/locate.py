@@ -18,8 +18,9 @@ def not_found_message(root: Path, category: str | None = None, missing: Path | N
     if category is not None and root.is_dir():
         names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         available = f"\nFolders found in {root}: {names or 'none'}."
+    state = "is a file, not a folder" if missing.is_file() else "does not exist"
     return (
-        f"Texture AD not found: {missing} does not exist.{available}\n"
+        f"Texture AD not found: {missing} {state}.{available}\n"
         f"Texture AD is distributed as the Hugging Face dataset {HF_DATASET} ({HF_URL}); "
         "download the category archives (e.g. Cloth.zip, Wafer.zip) and extract them so that "
         "the folders follow this layout:\n"

@@ -463,12 +463,35 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         predictions = self.model(batch.image)
         return batch.update(**predictions._asdict())
 
+    def refuse_untrained(self, action: str) -> None:
+        """Stop ``anomalib test``/``predict``/``export`` run without ``--ckpt_path``: they would use a model that
+        never trained and finish without a word (exit 0, an empty metrics table, an IR of random experts).
+
+        From Python it is a warning: a script may export an untrained model on purpose (the speed benchmark does).
+        """
+        if bool(self._is_fitted.all()):
+            return
+        msg = (
+            f"{action}: this AdaptedMoE has not been trained (no checkpoint was loaded), so its experts are random. "
+            "Fix: give the checkpoint training wrote, --ckpt_path <results>/.../weights/lightning/model.ckpt "
+            "(engine.test/predict/export(..., ckpt_path=...) from Python), or train first."
+        )
+        if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
+            raise SystemExit(f"error: {msg}")
+        logger.warning(msg)
+
+    def on_test_start(self) -> None:
+        """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``)."""
+        self.refuse_untrained("test")
+        super().on_test_start()
+
     def on_predict_start(self) -> None:
         """Check the files of anomalib's ``PredictDataset`` (``anomalib predict --data <folder>``) before predicting.
 
-        Names every skipped non-image file, and stops on a damaged or 16-bit image
-        before any prediction (see :mod:`anomalib_adapted_moe.data.predict_check`).
+        Refuses a model that never trained; names every skipped non-image file, and stops on a damaged or 16-bit
+        image before any prediction (see :mod:`anomalib_adapted_moe.data.predict_check`).
         """
+        self.refuse_untrained("predict")
         super().on_predict_start()
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
@@ -569,9 +592,15 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     ) -> Path:
         """anomalib's ONNX export (also the first step of OpenVINO's), refused before anything is written when
         ``unseen_min_near_twin`` has no fitted limit, whichever way torch traces (a strict trace skips the forward's
-        check, and the exported graph cannot make it)."""
+        check, and the exported graph cannot make it); a model that never trained is refused too."""
+        self.refuse_untrained("export")
         self.model.check_near_twin_fitted()
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """anomalib's torch export, refusing a model that never trained."""
+        self.refuse_untrained("export")
+        return super().to_torch(export_root, model_file_name)
 
     def to_openvino(
         self,

@@ -85,7 +85,11 @@ def _stage(start: float, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the per-subclass rows and the export parity figures."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--category", default="cloth", help="synthetic category: cloth, wafer or metal")
     parser.add_argument(
         "--epochs", type=int, default=CPU_RECIPE["epochs"], help="training passes over the cached features"

@@ -123,7 +123,11 @@ def write_figures(model: Any, datamodule: Any, output: Path, dpi: int = 120) -> 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """Train, draw, save; returns the written paths."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.viz.make_figures",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--output", type=Path, default=Path("docs"))
     parser.add_argument("--category", default="cloth", help="synthetic category: cloth, wafer or metal")
     parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])

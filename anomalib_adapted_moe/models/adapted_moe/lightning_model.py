@@ -33,6 +33,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 
+from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
 from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.validation_split import validates_on_test_images
@@ -231,37 +232,42 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             )
             raise ValueError(msg)
         self.requested_experts = 1 if not moe else num_experts
-        self.model = AdaptedMoEModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            backbone_weights=backbone_weights,
-            embed_dim=embed_dim,
-            aggregation_size=aggregation_size,
-            expert_hidden_dim=expert_hidden_dim,
-            routing_dim=routing_dim,
-            num_experts=self.requested_experts or 1,
-            tta=tta,
-            tta_gate=tta_gate,
-            tta_blend=tta_blend,
-            normalize=normalize,
-            routing_loss=routing_loss,
-            routing_rule=routing_rule,
-            alpha=alpha,
-            center_lr=center_lr,
-            temperature=temperature,
-            routing_pool=routing_pool,
-            top_k=top_k,
-            image_top_k=image_top_k,
-            center_image_score=center_image_score,
-            image_score_window=image_score_window,
-            spread_scaled_score=spread_scaled_score,
-            level_corrected_score=level_corrected_score,
-            expert_offset_score=expert_offset_score,
-            unseen_min_over_experts=unseen_min_over_experts,
-            unseen_min_near_twin=unseen_min_near_twin,
-            blur_sigma=blur_sigma,
-        )
+        try:
+            self.model = AdaptedMoEModel(
+                backbone=backbone,
+                layers=layers,
+                pre_trained=pre_trained,
+                backbone_weights=backbone_weights,
+                embed_dim=embed_dim,
+                aggregation_size=aggregation_size,
+                expert_hidden_dim=expert_hidden_dim,
+                routing_dim=routing_dim,
+                num_experts=self.requested_experts or 1,
+                tta=tta,
+                tta_gate=tta_gate,
+                tta_blend=tta_blend,
+                normalize=normalize,
+                routing_loss=routing_loss,
+                routing_rule=routing_rule,
+                alpha=alpha,
+                center_lr=center_lr,
+                temperature=temperature,
+                routing_pool=routing_pool,
+                top_k=top_k,
+                image_top_k=image_top_k,
+                center_image_score=center_image_score,
+                image_score_window=image_score_window,
+                spread_scaled_score=spread_scaled_score,
+                level_corrected_score=level_corrected_score,
+                expert_offset_score=expert_offset_score,
+                unseen_min_over_experts=unseen_min_over_experts,
+                unseen_min_near_twin=unseen_min_near_twin,
+                blur_sigma=blur_sigma,
+            )
+        except BackboneWeightsUnavailableError as error:  # offline: the fix, not 200 lines of CLI traceback
+            if running_the_anomalib_command():
+                raise SystemExit(f"error: {error}") from None
+            raise
         self.schedule = TrainingSchedule(
             epochs=epochs,
             batch_size=batch_size,

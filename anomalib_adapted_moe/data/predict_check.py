@@ -82,12 +82,19 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
         raise errors[0]
     if errors:
         lines = [str(error).split(" Fix: ", 1)[0] for error in errors]
-        fixes = dict.fromkeys(str(error).split(" Fix: ", 1)[-1] for error in errors)
+        fixes: dict[str, str] = {}  # one fix per kind of file, said once and named by its kind
+        for error in errors:
+            kind = "high-bit-depth images" if isinstance(error, HighBitDepthImageError) else "damaged files"
+            fixes.setdefault(kind, str(error).split(" Fix: ", 1)[-1])
+        if len(fixes) == 1:
+            fix = "Fix: " + next(iter(fixes.values()))
+        else:
+            fix = "Fix:\n" + "\n".join(f"  - {kind}: {text[:1].upper()}{text[1:]}" for kind, text in fixes.items())
         msg = (
             f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was:\n  - "
             + "\n  - ".join(lines)
-            + "\nFix: "
-            + " ".join(fixes)
+            + "\n"
+            + fix
         )
         raise BadPredictImagesError(msg)
 

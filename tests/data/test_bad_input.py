@@ -143,3 +143,15 @@ def test_every_bad_image_of_a_predict_folder_is_named_in_one_message(predict_fol
     assert message.startswith("3 of 3 images cannot be predicted")
     assert all(f"  - {path}: cannot be read as an image" in message for path in bad)
     assert message.count("Fix:") == 1
+
+
+def test_a_folder_with_two_kinds_of_bad_image_gets_each_kinds_fix_by_name(predict_folder: Path) -> None:
+    """A damaged file and a 16-bit image: two fixes, each named by the files it is for, not run together."""
+    damage(predict_folder / "rgb.png", "random_bytes")
+    damage(predict_folder / "grey.png", "sixteen_bit")
+    with pytest.raises(BadPredictImagesError) as info:
+        check_predict_images(sorted(predict_folder.glob("*.png")))
+    fixes = dict(line.removeprefix("  - ").split(": ", 1) for line in str(info.value).split("\nFix:\n")[1].splitlines())
+    assert set(fixes) == {"damaged files", "high-bit-depth images"}
+    assert fixes["damaged files"].startswith("The file is damaged or incomplete")
+    assert fixes["high-bit-depth images"].startswith("Convert it to 8-bit grey or RGB")

@@ -44,7 +44,6 @@ RELEVANT_CPU_FLAGS = (
 _NEEDS = {
     "bf16": "bf16 support (AVX512_BF16 or AMX, e.g. Intel Xeon Sapphire Rapids)",
     "f16": "f16 support (AVX512_FP16, e.g. Intel Xeon Sapphire Rapids)",
-    "int8": "int8 support (AVX2 or later)",
 }
 
 
@@ -105,7 +104,7 @@ def check_precision(precision: str) -> None:
         msg = (
             f"{precision} inference was asked for, but this CPU ({cpu_model()}; flags: {flags}) does not run it: "
             f"OpenVINO runs {', '.join(hints)} here. Fix: choose {' or '.join(hints)} (f32 is exact everywhere), or "
-            f"run on a CPU with {_NEEDS[precision]}."
+            f"run on a CPU with {_NEEDS.get(precision, precision + ' support')}."
         )
         raise UnsupportedPrecisionError(msg)
 

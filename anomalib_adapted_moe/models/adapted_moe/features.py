@@ -123,8 +123,8 @@ class PatchFeatureExtractor(nn.Module):
         """Return patch features ``(B, C, H, W)`` on the grid of the first (finest) layer.
 
         The images go to the backbone channels-last: oneDNN's CPU convolutions (and the pooling after them) run on
-        that layout without reordering; feature extraction went from 26 to 16 ms/img on CPU (model README, "The
-        backbone reads channels-last images").
+        that layout without reordering; feature extraction went from 26 to 16 ms/img on CPU (docs/real_textures,
+        "The backbone reads channels-last images").
         """
         images = images.contiguous(memory_format=torch.channels_last)
         features = self.feature_extractor(self.renormalize(images))

@@ -3,7 +3,7 @@
 ``unseen_min_over_experts`` lets another expert explain a patch of an unseen variant: a structure a nearby
 subclass knows (a die pitch, a grain). A defect can look like such a structure too (rust stains like another
 plate's patina), and then loses its score. What tells them apart on the real textures is that a variant's
-structure repeats across its image and a defect does not (issue 15's probes, model README): a patch has a *near
+structure repeats across its image and a defect does not (issue 15's probes, docs/real_textures): a patch has a *near
 twin* when its ``twins``-th nearest patch of the same image outside the ``(2 radius + 1)^2`` window around it (its
 own neighbourhood, which shares its receptive field) lies within ``limit`` in the adapted feature space. The limit
 is a quantile of that same distance over the training images' patches (:meth:`NearTwin.fit`, after training), so a

@@ -155,7 +155,7 @@ class AdaptedMoEPostProcessor(PostProcessor):
 
         The level is the scores' lower quartile less the validation normal images' (``normal_image_quartile``):
         read that low, some of the images may be defective. Unlabelled images are enough; more images give a
-        steadier level (32 in the model README's measurements). A defect burst is refused: more than half of the
+        steadier level (32 in the measurements of docs/real_textures). A defect burst is refused: more than half of the
         images above the threshold the level gives. ``variant_level.zero_()`` returns to the seen variants'
         threshold.
 

@@ -398,7 +398,7 @@ class AdaptedMoEModel(nn.Module):
         ``unseen_min_over_experts`` most probable experts. An unseen variant goes whole to one expert, whose
         subclass need not explain a structure another expert knows (a die pitch, a grain); a defect patch no expert
         has seen stays high, one that looks like another subclass's normal structure does not (a dent on a tread
-        plate: the model README). The routed experts are the first candidates: each is ranked and scored once."""
+        plate: docs/real_textures). The routed experts are the first candidates: each is ranked and scored once."""
         k, n = min(self.top_k, self.num_experts), min(self.unseen_min_over_experts, self.num_experts)
         ranked = self.rank_experts(adapted, max(k, n))
         scores = self.calibration(self.expert_scores(adapted, ranked[0]), ranked[0])  # (B, max(k, n), P)

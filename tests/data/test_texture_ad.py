@@ -248,6 +248,8 @@ def test_unreadable_image_raises_naming_the_file(texture_ad_root: Path, damage: 
         _item_for(dataset, path)
     assert str(path) in str(info.value)
     assert "Fix:" in str(info.value)
+    if damage == "zero_bytes":  # worded as `--check` words it, not PIL's "cannot identify image file"
+        assert "the file is empty (0 bytes)" in str(info.value)
 
 
 def test_defect_image_without_mask_raises_naming_it(texture_ad_root: Path) -> None:

@@ -30,6 +30,13 @@ def _corrupt(path: Path | str, err: BaseException, fix: str = CORRUPT_FIX) -> Te
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+def open_image(path: Path | str) -> Image.Image:
+    """``Image.open``, but a zero-byte file says so (PIL says "cannot identify image file", as for any non-image)."""
+    if Path(path).stat().st_size == 0:
+        raise OSError("the file is empty (0 bytes)")
+    return Image.open(path)
+
+
 def read_image_tensor(path: Path | str) -> torch.Tensor:
     """Read an image as float RGB ``[3, H, W]`` in [0, 1]; raise :class:`CorruptImageError` naming the file.
 
@@ -37,7 +44,7 @@ def read_image_tensor(path: Path | str) -> torch.Tensor:
     is what a plain ``convert("RGB")`` does).
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.mode in _SIXTEEN_BIT_MODES:
                 array = np.asarray(image, dtype=np.float32) / 65535.0
                 tensor = torch.from_numpy(np.clip(array, 0.0, 1.0)).unsqueeze(0).expand(3, -1, -1).contiguous()
@@ -57,7 +64,7 @@ def read_binary_mask(path: Path | str) -> np.ndarray:
     16-bit masks. ``Image.convert("L")`` would lose e.g. a pure-blue value of 1.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             array = np.asarray(image)
@@ -74,7 +81,7 @@ def read_binary_mask(path: Path | str) -> np.ndarray:
 def image_size(path: Path | str) -> tuple[int, int]:
     """``(width, height)`` from the header; raise :class:`CorruptImageError` naming the file."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return image.size
     except Exception as err:
         raise _corrupt(path, err) from err
@@ -107,11 +114,9 @@ def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
         CorruptImageError: if the file is empty, not an image, or truncated.
     """
     try:
-        if path.stat().st_size == 0:
-            raise OSError("the file is empty (0 bytes)")
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.verify()
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             return image.size
     except Exception as err:

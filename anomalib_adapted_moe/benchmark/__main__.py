@@ -10,7 +10,7 @@
 Runs are stored under ``--output``; calling a command again resumes: finished runs
 are kept, the rest are run. Other data: ``--data configs/data/texture_ad.yaml``
 (an anomalib-style ``class_path``/``init_args`` file; MVTecAD or Folder work too,
-each category then being one "seen" subclass).
+each category then being one "seen" subclass; a Folder config is one run, named by its ``name``).
 """
 
 import argparse
@@ -114,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--output", type=Path, default=Path("results/benchmark"), help="runs and results go here")
     common.add_argument("--report-dir", type=Path, default=None, help="benchmarks.md and plots (default: --output)")
     runs = argparse.ArgumentParser(add_help=False)
-    runs.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
+    runs.add_argument(
+        "--categories", nargs="+", default=None, help="default: cloth wafer metal; Folder: its one dataset"
+    )
     runs.add_argument("--seed", type=int, default=0)
     runs.add_argument(
         "--epochs", type=int, default=CPU_RECIPE["epochs"], help="AdaptedMoE's passes over the cached features"
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     from .driver import execute
+    from .run import run_categories
     from .studies import rows
     from .zoo import MODELS, SETTINGS_OF_OURS, Settings
 
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs, imagenette=args.imagenette)
     data = _data_config(args.data, args.data_init_args)
+    args.categories = run_categories(data, args.categories)
     if args.command == "compare":
         studies = ["compare"]
     else:

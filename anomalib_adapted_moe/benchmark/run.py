@@ -43,6 +43,33 @@ def resolve_class_path(class_path: str) -> type:
     raise ValueError(msg)
 
 
+#: the categories a run takes when --categories is not given and the datamodule has them (the synthetic set's)
+DEFAULT_CATEGORIES = ("cloth", "wafer", "metal")
+
+
+def has_categories(data: dict) -> bool:
+    """Whether the datamodule takes a ``category`` (TextureAD, MVTecAD); Folder reads one dataset per config."""
+    return "category" in inspect.signature(resolve_class_path(data["class_path"])).parameters
+
+
+def run_categories(data: dict, requested: list[str] | None) -> list[str]:
+    """What each run is called: the requested categories, or for a datamodule without categories (Folder) its
+    one dataset, named by its ``name`` (or one label given with --categories).
+
+    Raises:
+        SystemExit: several categories for a datamodule that reads one dataset per config.
+    """
+    if has_categories(data):
+        return list(requested or DEFAULT_CATEGORIES)
+    if requested and len(requested) > 1:
+        msg = (
+            f"--categories {' '.join(requested)}: {data['class_path']} has no categories (one dataset per config). "
+            "Fix: run once per dataset, each with its own --data config (and --output), or give one label."
+        )
+        raise SystemExit(msg)
+    return list(requested or [str(data.get("init_args", {}).get("name") or data["class_path"].rpartition(".")[2])])
+
+
 def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one: bool):
     """The datamodule named by an anomalib-style ``{class_path, init_args}`` config, for one category.
 
@@ -53,7 +80,7 @@ def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one
 
     datamodule_class = resolve_class_path(data["class_path"])
     init_args = copy.deepcopy(data.get("init_args", {}))  # jsonargparse turns nested dicts into Namespaces in place
-    if category is not None:
+    if category is not None and has_categories(data):  # else the category is the run's label (Folder)
         init_args["category"] = category
     if "seed" in inspect.signature(datamodule_class).parameters:
         init_args.setdefault("seed", seed)

@@ -492,6 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from .__main__ import _data_config, adapted_moe_arguments, json_object
     from .provenance import commit
+    from .run import run_categories
     from .variant_levels import with_variant_levels
     from .zoo import Settings
 
@@ -505,7 +506,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--data-init-args", type=json_object, default=None, help="JSON merged into the data config's init_args"
     )
-    parser.add_argument("--categories", nargs="+", default=["cloth", "wafer", "metal"])
+    parser.add_argument(
+        "--categories", nargs="+", default=None, help="default: cloth wafer metal; Folder: its one dataset"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=CPU_RECIPE["epochs"])
     parser.add_argument("--image-size", type=int, default=256)
@@ -540,6 +543,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)
+    args.categories = run_categories(data, args.categories)
     model_args = args.model_args or {}
     code = commit()
     # what a stored category must have been measured under to be kept

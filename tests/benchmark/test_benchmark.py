@@ -240,6 +240,23 @@ def test_data_config_builds_nested_class_paths_as_the_anomalib_command_does(tmp_
         build_datamodule({"class_path": "anomalib_adapted_moe.SyntheticTextureAD"}, "stone", 0, False)
 
 
+def test_a_folder_config_is_one_run_named_by_its_dataset(tmp_path: Path) -> None:
+    """Folder has no `category`: the harness once put one into its init_args, so `compare` and `thresholds` on a
+    user's own Folder config failed with "Group 'data' does not accept option 'category'" (the docs say it works)."""
+    from anomalib_adapted_moe.benchmark.run import build_datamodule, run_categories
+
+    folder = {"class_path": "anomalib.data.Folder", "init_args": {"name": "bolts", "root": str(tmp_path)}}
+    folder["init_args"] |= {"normal_dir": "good", "abnormal_dir": "defect"}
+    assert run_categories(folder, None) == ["bolts"]
+    assert run_categories(folder, ["line_3"]) == ["line_3"]  # one label of the user's choosing
+    with pytest.raises(SystemExit, match=r"has no categories .* Fix: run once per dataset"):
+        run_categories(folder, ["a", "b"])
+    assert build_datamodule(folder, "bolts", seed=0, batch_size_one=False).name == "bolts"
+    texture_ad = {"class_path": "TextureAD", "init_args": {"root": str(tmp_path)}}
+    assert run_categories(texture_ad, None) == ["cloth", "wafer", "metal"]
+    assert run_categories(texture_ad, ["stone"]) == ["stone"]
+
+
 @pytest.mark.slow
 def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path: Path) -> None:
     output, markdown = tmp_path / "thresholds", tmp_path / "thresholds.md"

@@ -1,12 +1,15 @@
-"""Checks of the files anomalib's ``PredictDataset`` reads (``anomalib predict --data <folder>``), before predicting.
+"""Checks of the image files anomalib's own datasets read, before a run uses them.
 
-``PredictDataset`` reads with ``PIL.Image.open(path).convert("RGB")``. Left alone,
-it passes over a non-image file without a word, fails deep inside the
-dataloader on a damaged file, and clips a 16-bit grey image to 8 bits (every
-value above 255 turns white), so the scores are silently wrong. This module
-turns each into a warning or an error that names the file and the fix.
-Grey and RGBA images are converted to RGB by that reader (alpha dropped): a
-recovery, documented in the README.
+``PredictDataset`` (``anomalib predict --data <folder>``) reads with
+``PIL.Image.open(path).convert("RGB")``. Left alone, it passes over a non-image
+file without a word, fails deep inside the dataloader on a damaged file, and
+clips a 16-bit grey image to 8 bits (every value above 255 turns white), so the
+scores are silently wrong. anomalib's ``Folder``, ``MVTecAD`` and other image
+datasets read the same way for training and testing ("image file is truncated",
+no file named), and resize a mask of another size to its image without a word.
+This module turns each into a warning or an error that names the file and the
+fix. Grey and RGBA images are converted to RGB by that reader (alpha dropped): a
+recovery, documented in the README. (TextureAD names such files itself.)
 """
 
 from __future__ import annotations
@@ -21,12 +24,18 @@ from anomalib.data.utils.image import is_image_file
 from PIL import Image
 
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
+from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
+from anomalib_adapted_moe.data.texture_ad.files import image_size, mask_size_problem
 
 logger = logging.getLogger(__name__)
 
 PREDICT_FIX = (
     "the file is damaged or incomplete (e.g. an interrupted copy or camera transfer); replace it with a good "
     "copy, or move it out of the folder being predicted."
+)
+DATASET_FIX = (
+    "the file is damaged or incomplete (e.g. an interrupted copy or camera transfer); replace it with a good "
+    "copy, or move it (and its mask) out of the dataset's folders."
 )
 
 #: modes ``convert("RGB")`` clips to 8 bits instead of scaling
@@ -54,8 +63,15 @@ def running_the_anomalib_command() -> bool:
     return os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") in ("anomalib", "anomalib.exe")
 
 
+def refuse(error: ValueError) -> None:
+    """Stop the stock ``anomalib`` command with the error's one-line message; raise it as it is from Python."""
+    if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
+        raise SystemExit(f"error: {error}") from None
+    raise error
+
+
 class BadPredictImagesError(CorruptImageError):
-    """Several files of a predict folder would be misread: every one is named in one message."""
+    """Several files of a predict folder or dataset would be misread: every one is named in one message."""
 
 
 def check_predict_images(image_files: Sequence[Path | str]) -> None:
@@ -78,24 +94,52 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
             _check_one(path)
         except (CorruptImageError, HighBitDepthImageError) as error:
             errors.append(error)
+    _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
+
+
+def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[Path | str | None], split: str) -> None:
+    """Raise before a run, naming every image or mask of a dataset split that anomalib would misread.
+
+    Args:
+        image_files: the split's images (an anomalib dataset's ``samples.image_path``).
+        mask_files: each image's mask, or an empty or missing value for none (``samples.mask_path``).
+        split: what the files are for, in the message ("training", "test").
+
+    Raises:
+        CorruptImageError: a damaged image or mask; HighBitDepthImageError: a 16-bit grey image;
+        MaskSizeMismatchError: a mask of another size than its image; BadPredictImagesError: several of these.
+    """
+    errors: list[ValueError] = []
+    for image, mask in zip(map(Path, image_files), mask_files, strict=True):
+        try:
+            width_height = verify_image_file(image, fix=DATASET_FIX)
+            check_bit_depth(image)
+            if isinstance(mask, str | Path) and str(mask):  # NaN or "" for a normal image
+                problem = mask_size_problem(image, width_height, mask, image_size(mask))
+                if problem is not None:
+                    raise problem.to_error()
+        except (CorruptImageError, HighBitDepthImageError, MaskSizeMismatchError) as error:
+            errors.append(error)
+    _raise_for(
+        errors, f"{len(errors)} of {len(image_files)} {split} images cannot be read as they are, so the run stopped"
+    )
+
+
+def _raise_for(errors: list[ValueError], headline: str) -> None:
+    """Raise the one error, or all of them in one message with each kind's fix said once."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         lines = [str(error).split(" Fix: ", 1)[0] for error in errors]
         fixes: dict[str, str] = {}  # one fix per kind of file, said once and named by its kind
         for error in errors:
-            kind = "high-bit-depth images" if isinstance(error, HighBitDepthImageError) else "damaged files"
-            fixes.setdefault(kind, str(error).split(" Fix: ", 1)[-1])
+            kind = {HighBitDepthImageError: "high-bit-depth images", MaskSizeMismatchError: "masks of another size"}
+            fixes.setdefault(kind.get(type(error), "damaged files"), str(error).split(" Fix: ", 1)[-1])
         if len(fixes) == 1:
             fix = "Fix: " + next(iter(fixes.values()))
         else:
             fix = "Fix:\n" + "\n".join(f"  - {kind}: {text[:1].upper()}{text[1:]}" for kind, text in fixes.items())
-        msg = (
-            f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was:\n  - "
-            + "\n  - ".join(lines)
-            + "\n"
-            + fix
-        )
+        msg = f"{headline}:\n  - " + "\n  - ".join(lines) + "\n" + fix
         raise BadPredictImagesError(msg)
 
 

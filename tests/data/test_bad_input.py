@@ -1,4 +1,4 @@
-"""Bad files on the two ways images come in: a Texture AD folder, and a folder given to ``anomalib predict``.
+"""Bad files on the ways images come in: a Texture AD folder, anomalib's Folder, and ``anomalib predict``.
 
 Each bad input gets an error naming the file and the fix, or a documented
 recovery (README, "Bad input"). The Texture AD errors for damaged files and
@@ -13,17 +13,19 @@ import numpy as np
 import pytest
 import torch
 from anomalib.engine import Engine
-from conftest import tiny_adapted_moe, write_image
+from conftest import tiny_adapted_moe, write_image, write_mask
 from PIL import Image
 
 from anomalib_adapted_moe.data import TextureADDataset
 from anomalib_adapted_moe.data.predict_check import (
     BadPredictImagesError,
     HighBitDepthImageError,
+    check_dataset_files,
     check_predict_images,
     skipped_files,
 )
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, read_image_tensor
+from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 
 
 def damage(path: Path, kind: str) -> Path:
@@ -155,3 +157,72 @@ def test_a_folder_with_two_kinds_of_bad_image_gets_each_kinds_fix_by_name(predic
     assert set(fixes) == {"damaged files", "high-bit-depth images"}
     assert fixes["damaged files"].startswith("The file is damaged or incomplete")
     assert fixes["high-bit-depth images"].startswith("Convert it to 8-bit grey or RGB")
+
+
+# --------------------------------------------------------------------------- anomalib's own datasets (Folder)
+
+
+@pytest.fixture
+def folder_root(tmp_path: Path) -> Path:
+    """A user's own images in anomalib's Folder layout: normal images, defective ones and their masks."""
+    root = tmp_path / "bolts"
+    for i in range(8):
+        write_image(root / "good" / f"{i:03d}.png", 40 + 20 * i)
+    for i in range(3):
+        write_image(root / "defect" / f"{i:03d}.png", 200 + 10 * i)
+        write_mask(root / "mask" / f"{i:03d}.png")
+    return root
+
+
+def fit_on_folder(root: Path, results: Path) -> None:
+    from anomalib.data import Folder
+
+    folder = Folder(
+        name="bolts",
+        root=root,
+        normal_dir="good",
+        abnormal_dir="defect",
+        mask_dir="mask",
+        train_batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        val_split_mode="same_as_test",
+    )
+    engine = Engine(default_root_dir=results, accelerator="cpu", devices=1, logger=False)
+    engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
+
+
+@pytest.mark.parametrize("where", ["good", "defect"])
+def test_a_damaged_image_of_a_folder_dataset_is_named_before_training(
+    tmp_path: Path, folder_root: Path, where: str
+) -> None:
+    """anomalib's reader stopped on "image file is truncated" without naming the file: in the middle of the
+    feature pass for a training image, after training for a test image."""
+    bad = damage(folder_root / where / "001.png", "truncated")
+    with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
+        fit_on_folder(folder_root, tmp_path / "results")
+    assert str(bad) in str(info.value)
+    assert "move it (and its mask) out of the dataset's folders" in str(info.value)
+    assert not list((tmp_path / "results").rglob("*.ckpt"))  # stopped before anything trained
+
+
+def test_a_mask_of_another_size_in_a_folder_dataset_is_named_with_its_image(tmp_path: Path, folder_root: Path) -> None:
+    """anomalib's Folder resized a 16 x 16 mask to its 32 x 32 image without a word (TextureAD refuses it)."""
+    mask = write_mask(folder_root / "mask" / "002.png", size=(16, 16))
+    with pytest.raises(MaskSizeMismatchError) as info:
+        fit_on_folder(folder_root, tmp_path / "results")
+    assert str(mask) in str(info.value) and str(folder_root / "defect" / "002.png") in str(info.value)
+
+
+def test_every_bad_file_of_a_dataset_split_is_named_in_one_message(folder_root: Path) -> None:
+    images = sorted((folder_root / "defect").glob("*.png"))
+    damage(images[0], "zero_bytes")
+    damage(images[1], "sixteen_bit")
+    masks = [str(folder_root / "mask" / path.name) for path in images]
+    write_mask(Path(masks[2]), size=(16, 16))
+    with pytest.raises(BadPredictImagesError) as info:
+        check_dataset_files(images, masks, "test")
+    message = str(info.value)
+    assert message.startswith("3 of 3 test images cannot be read as they are, so the run stopped")
+    assert all(str(path) in message for path in images)
+    assert "damaged files:" in message and "high-bit-depth images:" in message and "masks of another size:" in message

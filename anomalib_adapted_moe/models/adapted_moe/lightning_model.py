@@ -34,7 +34,12 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
-from anomalib_adapted_moe.data.predict_check import check_predict_images, running_the_anomalib_command
+from anomalib_adapted_moe.data.predict_check import (
+    check_dataset_files,
+    check_predict_images,
+    refuse,
+    running_the_anomalib_command,
+)
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.validation_split import validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
@@ -301,6 +306,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "images through the frozen backbone, then it trains for --model.epochs passes (now %d).",
                 self.schedule.epochs,
             )
+        datamodule = getattr(self.trainer, "datamodule", None)  # its validation and test images too, before training
+        self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
+        self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
+        self.check_dataset_files("test", getattr(datamodule, "test_data", None))
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
         self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
@@ -487,9 +496,26 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         logger.warning(msg)
 
     def on_test_start(self) -> None:
-        """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``)."""
+        """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``); check the test files."""
         self.refuse_untrained("test")
         super().on_test_start()
+        loaders = self.trainer.test_dataloaders
+        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+            self.check_dataset_files("test", getattr(loader, "dataset", None))
+
+    @staticmethod
+    def check_dataset_files(split: str, dataset: object) -> None:
+        """Name every damaged, 16-bit or mask-mismatched file of an anomalib dataset (Folder, MVTecAD) before
+        the run reads it: anomalib's reader stops on "image file is truncated" without naming the file, clips
+        16-bit images and resizes a mask of another size silently. TextureAD names such files itself."""
+        samples = getattr(dataset, "samples", None)
+        if getattr(dataset, "checks_its_files", False) or samples is None or "image_path" not in samples:
+            return
+        masks = list(samples["mask_path"]) if "mask_path" in samples else [None] * len(samples)
+        try:
+            check_dataset_files(list(samples["image_path"]), masks, split)
+        except ValueError as error:
+            refuse(error)
 
     def on_predict_start(self) -> None:
         """Check the files of anomalib's ``PredictDataset`` (``anomalib predict --data <folder>``) before predicting.
@@ -506,9 +532,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 try:
                     check_predict_images(dataset.image_filenames)
                 except ValueError as error:
-                    if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
-                        raise SystemExit(f"error: {error}") from None
-                    raise
+                    refuse(error)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store which subclass each expert stands for (plain strings: safe for ``weights_only`` loading)."""

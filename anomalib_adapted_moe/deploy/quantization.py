@@ -48,8 +48,8 @@ def calibration_loader(datamodule: AnomalibDataModule | None):
     if mode := validates_on_test_images(datamodule):
         msg = (
             f"INT8 calibration reads the validation split, and val_split_mode={mode!r} takes it from the test set; "
-            "a deployed model must not be tuned on test images. Fix: use val_split_mode='synthetic' (TextureAD) "
-            "or 'from_train'."
+            "a deployed model must not be tuned on test images. Fix: use val_split_mode='synthetic' (held-out "
+            "training images with synthetic anomalies; --data.val_split_mode synthetic) or 'from_train'."
         )
         raise CalibrationDataError(msg)
     datamodule.setup("fit")

@@ -41,6 +41,7 @@ from anomalib_adapted_moe.data.predict_check import (
     running_the_anomalib_command,
 )
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+from anomalib_adapted_moe.data.texture_ad import TextureAD
 from anomalib_adapted_moe.data.validation_split import validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import quantize_backbone
@@ -310,6 +311,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
         self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
         self.check_dataset_files("test", getattr(datamodule, "test_data", None))
+        if (mode := validates_on_test_images(datamodule)) and not isinstance(datamodule, TextureAD):
+            logger.warning(  # TextureAD says so itself
+                "val_split_mode=%r (anomalib's default for Folder and MVTecAD) validates on test images: the "
+                "thresholds and the score normalisation are fitted on part of the test set, drawn anew each run. "
+                "For an honest test score: --data.val_split_mode synthetic (held-out training images with synthetic "
+                "anomalies; val_split_mode='synthetic' from Python).",
+                mode,
+            )
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
         self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)

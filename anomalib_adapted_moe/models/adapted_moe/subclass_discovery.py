@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 MAX_AUTO_EXPERTS = 8
 MIN_SILHOUETTE = 0.1
+#: a discovered expert with fewer training images is most likely odd images, not a variant (warned)
+MIN_CLUSTER_IMAGES = 3
 
 
 def image_descriptors(features: torch.Tensor, chunk: int = 64) -> np.ndarray:
@@ -56,7 +58,8 @@ def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: 
             raise ValueError(msg)
         if num_experts == 1:
             return np.zeros(num_images, dtype=np.int64)
-        return KMeans(n_clusters=num_experts, n_init=10, random_state=seed).fit_predict(descriptors).astype(np.int64)
+        labels = KMeans(n_clusters=num_experts, n_init=10, random_state=seed).fit_predict(descriptors)
+        return report_cluster_sizes(labels.astype(np.int64))
 
     best_k, best_score, best_labels = 1, MIN_SILHOUETTE, np.zeros(num_images, dtype=np.int64)
     for k in range(2, min(MAX_AUTO_EXPERTS, distinct - 1) + 1):
@@ -65,4 +68,23 @@ def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: 
         if score > best_score:
             best_k, best_score, best_labels = k, score, labels.astype(np.int64)
     logger.info("Subclass discovery chose %d expert(s) (silhouette %.3f).", best_k, best_score)
-    return best_labels
+    return report_cluster_sizes(best_labels)
+
+
+def report_cluster_sizes(labels: np.ndarray) -> np.ndarray:
+    """Log how many training images each discovered expert got; warn about an expert of one or two images, which
+    is usually one odd image (a grey frame, another camera) rather than a variant of the product."""
+    sizes = np.bincount(labels)
+    counts = ", ".join(f"cluster_{i}: {n}" for i, n in enumerate(sizes))
+    logger.info("Training images per discovered expert: %s.", counts)
+    for i, size in enumerate(sizes):
+        if size < MIN_CLUSTER_IMAGES:
+            logger.warning(
+                "Discovered expert cluster_%d has %d training image(s) of %d: most likely odd images (another "
+                "camera, a blank or grey frame) rather than a variant; test images like them go to it. Fix: look "
+                "for such images in the training folder, or set num_experts to the number of variants.",
+                i,
+                size,
+                len(labels),
+            )
+    return labels

@@ -251,6 +251,21 @@ def test_subclass_discovery_finds_the_requested_number_of_clusters() -> None:
         discover_subclasses(points[:2], num_experts=3)
 
 
+def test_an_odd_image_that_gets_its_own_discovered_expert_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """A new user's grey frame among colour training images became an expert of its own without a word."""
+    rng = torch.Generator().manual_seed(0)
+    centres = torch.eye(3, 8) * 5
+    points = torch.cat([centres[i] + 0.1 * torch.randn(10, 8, generator=rng) for i in range(2)] + [centres[2:]])
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        labels = discover_subclasses(points.numpy(), num_experts=None)
+    assert len(set(labels.tolist())) == 3 and (labels == labels[-1]).sum() == 1  # the odd one is alone
+    lone = f"cluster_{labels[-1]}"
+    assert f"{lone}: 1" in caplog.text  # every expert's image count is logged
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"Discovered expert {lone} has 1 training image(s) of 21" in warnings[0]
+    assert "Fix:" in warnings[0]
+
+
 def test_feature_cache_spills_to_a_memory_mapped_file_past_its_budget(tmp_path) -> None:
     from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
 

@@ -111,7 +111,7 @@ def _variants(model) -> dict[str, dict]:
     the blend, top-k 1..experts, an unseen image's patches at the lowest of its 3 most probable experts (every
     patch, or those with a near twin) or not, softer routing temperatures at the paper's top-4, top-k means as the
     image score, the image score centred on the image's mean patch score or not, over windows of patch scores or
-    not, and the anomaly map's smoothing."""
+    not, and the anomaly map's smoothing and patch placement."""
     inner = model.model
     if not hasattr(inner, "tta"):
         return {"default": {}}
@@ -139,6 +139,7 @@ def _variants(model) -> dict[str, dict]:
     variants |= {f"level_corrected_score={on}": {"level_corrected_score": on} for on in (True, False)}
     variants |= {f"expert_offset_score={on}": {"expert_offset_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
+    variants |= {f"map_at_feature_centre={on}": {"map_at_feature_centre": on} for on in (True, False)}
     if "tta=gated" in variants:
         variants |= {
             f"tta=gated,image_top_k={k}": {"tta": True, "tta_gate": True, "tta_blend": False, "image_top_k": k}
@@ -173,6 +174,7 @@ def effective_switches(model) -> tuple:
         ("unseen_min_over_experts", lenient),
         ("unseen_min_near_twin", bool(lenient and inner.unseen_min_near_twin)),
         ("blur_sigma", inner.blur_sigma),
+        ("map_at_feature_centre", inner.map_at_feature_centre),
     )
 
 

@@ -130,6 +130,7 @@ INFERENCE_SWITCHES = frozenset(
         "unseen_min_over_experts",
         "unseen_min_near_twin",
         "blur_sigma",
+        "map_at_feature_centre",
     }
 )
 

@@ -208,6 +208,28 @@ def test_openvino_matches_torch_with_the_image_score_switches(
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
 
 
+def test_openvino_matches_torch_with_the_map_at_the_features_centre(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The map's patch placement (``map_at_feature_centre``) is in the exported graph: the maps move in torch and
+    OpenVINO follows them at f32."""
+    monkeypatch.chdir(tmp_path)
+    engine, model, datamodule, _ = fitted
+    images = [datamodule.test_data[index].image for index in range(16)]
+    model.eval()
+    with torch.no_grad():
+        default = model(torch.stack(images)).anomaly_map
+        monkeypatch.setattr(model.model, "map_at_feature_centre", True)
+        moved = model(torch.stack(images)).anomaly_map
+    assert (default - moved).abs().max() > 10 * OPENVINO_TOLERANCE["fp32", "f32"]  # a graph without it fails
+    kwargs = {"export_root": tmp_path, "datamodule": datamodule, "onnx_kwargs": {"opset_version": 18}}
+    path = engine.export(model=model, export_type="openvino", **kwargs)
+    paths = list(datamodule.test_data.samples.image_path)[:16]
+    parity = openvino_parity(model, path, paths, images, precision="f32")
+    assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
+    assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
+
+
 def _assert_backbone_marked_precise(path: Path) -> None:
     """Every backbone node of the exported IR carries the f32 mark, no head node does."""
     import openvino as ov

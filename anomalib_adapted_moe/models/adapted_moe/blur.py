@@ -18,10 +18,22 @@ class UpsampledGaussianBlur(GaussianBlur2d):
     the one buffer.
     """
 
-    def axis_operator(self, grid: int, size: int, profile: torch.Tensor) -> torch.Tensor:
-        """``(size, grid)`` matrix: linear upsampling (``align_corners=False``) then the reflect-padded blur."""
-        impulses = torch.eye(grid, dtype=profile.dtype, device=profile.device)[:, None]  # (grid, 1, grid)
-        upsampled = F.interpolate(impulses, size=size, mode="linear", align_corners=False)  # (grid, 1, size)
+    #: where each patch score lies in the image, in pixels from ``stride * i`` (rows, columns), when known
+    #: (:meth:`.features.PatchFeatureExtractor.feature_centre`); ``None``: the centre of the patch's grid cell,
+    #: ``stride * (i + 0.5) - 0.5``, as ``align_corners=False`` upsampling has it
+    patch_centre: tuple[float, float] | None = None
+
+    def axis_operator(self, grid: int, size: int, profile: torch.Tensor, centre: float | None = None) -> torch.Tensor:
+        """``(size, grid)`` matrix: linear upsampling (``align_corners=False``, or patch ``i`` at ``stride * i +
+        centre`` pixels, held constant beyond the first and last patch) then the reflect-padded blur."""
+        if centre is None:
+            impulses = torch.eye(grid, dtype=profile.dtype, device=profile.device)[:, None]  # (grid, 1, grid)
+            upsampled = F.interpolate(impulses, size=size, mode="linear", align_corners=False)  # (grid, 1, size)
+        else:
+            pixels = torch.arange(size, dtype=profile.dtype, device=profile.device)
+            position = ((pixels - centre) * (grid / size)).clamp(0, grid - 1)  # in patches
+            patches = torch.arange(grid, dtype=profile.dtype, device=profile.device)[:, None]
+            upsampled = (1 - (position - patches).abs()).clamp(min=0)[:, None]  # (grid, 1, size): linear weights
         pad = profile.shape[-1] // 2
         blurred = F.conv1d(F.pad(upsampled, (pad, pad), mode=self.border_type), profile.view(1, 1, -1))
         return blurred[:, 0].T
@@ -31,6 +43,7 @@ class UpsampledGaussianBlur(GaussianBlur2d):
         kernel = self.kernel[0, 0]  # (kh, kw), rank one: column profile x row profile / kernel sum
         column = kernel.sum(dim=1)
         row = kernel.sum(dim=0) / kernel.sum()
-        rows = self.axis_operator(patch_scores.shape[-2], size[0], column)  # (H, h)
-        columns = self.axis_operator(patch_scores.shape[-1], size[1], row)  # (W, w)
+        centre_row, centre_column = self.patch_centre or (None, None)
+        rows = self.axis_operator(patch_scores.shape[-2], size[0], column, centre_row)  # (H, h)
+        columns = self.axis_operator(patch_scores.shape[-1], size[1], row, centre_column)  # (W, w)
         return (rows @ patch_scores @ columns.T)[:, None]

@@ -145,6 +145,22 @@ def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_pat
     assert not (tmp_path / "export").exists()
 
 
+def test_a_checkpoint_trained_without_it_draws_its_map_at_the_features_centre_when_asked(fitted_tiny) -> None:
+    """``map_at_feature_centre`` acts only at inference: a checkpoint from before loads with it and draws the maps as
+    the fitted model does with the switch set."""
+    _, model, datamodule, checkpoint = fitted_tiny
+    reloaded = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True, map_at_feature_centre=True).eval()
+    assert reloaded.model.blur.patch_centre == reloaded.model.patch_features.feature_centre()
+    images = next(iter(datamodule.test_dataloader())).image
+    model.eval()
+    model.model.map_at_feature_centre = True
+    try:
+        with torch.no_grad():
+            assert torch.allclose(reloaded(images).anomaly_map, model(images).anomaly_map)
+    finally:
+        model.model.map_at_feature_centre = False
+
+
 def test_a_checkpoint_loads_with_another_map_smoothing(fitted_tiny) -> None:
     """``blur_sigma`` acts only at inference (the CPU recipe changed it from 4 to 8): a checkpoint loads into a model
     configured with another sigma, which then smooths with its own."""

@@ -30,6 +30,26 @@ def test_fused_map_equals_bilinear_upsampling_then_anomalibs_2d_blur(
     assert fused.state_dict().keys() == reference.state_dict().keys()  # checkpoints load either way
 
 
+@pytest.mark.parametrize(("grid", "size"), [((32, 32), (256, 256)), ((12, 10), (48, 40))])
+def test_a_patch_placed_at_its_cell_centre_gives_the_bilinear_map_and_elsewhere_moves_it(
+    grid: tuple[int, int], size: tuple[int, int]
+) -> None:
+    """``patch_centre`` (the map at the features' centre) with the cell centre, ``stride * (i + 0.5) - 0.5``, is the
+    align_corners=False upsampling; another centre moves a lone hot patch's peak by exactly the difference."""
+    blur = UpsampledGaussianBlur(kernel_size=(9, 9), sigma=(1.0, 1.0), channels=1)
+    scores = torch.rand(2, *grid)
+    plain = blur(scores, size=size)
+    stride_rows, stride_columns = size[0] / grid[0], size[1] / grid[1]
+    blur.patch_centre = ((stride_rows - 1) / 2, (stride_columns - 1) / 2)
+    assert torch.allclose(blur(scores, size=size), plain, atol=1e-5)
+    hot = torch.zeros(1, *grid)
+    hot[0, grid[0] // 2, grid[1] // 3] = 1.0
+    blur.patch_centre = (-3.0, 5.0)
+    peak = blur(hot, size=size)[0, 0]
+    row, column = divmod(int(peak.argmax()), size[1])
+    assert (row, column) == (round(stride_rows * (grid[0] // 2) - 3), round(stride_columns * (grid[1] // 3) + 5))
+
+
 def test_pruned_backbone_gives_the_same_features_without_the_later_layers() -> None:
     torch.manual_seed(0)
     backbone = timm.create_model("efficientnet_lite0", pretrained=False).eval()

@@ -266,6 +266,34 @@ def test_blur_sigma_and_temperature_can_be_changed_after_training_and_back(image
         model.blur_sigma = 0.0
 
 
+def test_the_map_at_the_features_centre_moves_the_map_only_and_follows_the_backbone(images: torch.Tensor) -> None:
+    """An inference-only switch: image scores stay, the map moves by the backbone's measured patch centre, and
+    loading other backbone weights measures it again."""
+    model = tiny_model().eval()
+    with torch.no_grad():
+        before = model(images)
+        model.map_at_feature_centre = True
+        moved = model(images)
+    centre = model.blur.patch_centre
+    assert centre == model.patch_features.feature_centre() and all(abs(c) < 32 for c in centre)
+    assert torch.equal(moved.pred_score, before.pred_score)
+    assert not torch.allclose(moved.anomaly_map, before.anomaly_map)
+    model.blur_sigma = 2.0  # a new blur keeps the placement
+    assert model.blur.patch_centre == centre
+    model.blur_sigma = 4.0
+    other = tiny_model()
+    torch.manual_seed(1)
+    for parameter in other.patch_features.parameters():
+        parameter.data.normal_(0, 0.05)
+    model.load_state_dict(other.state_dict())
+    assert model.blur.patch_centre == other.patch_features.feature_centre() != centre
+    with torch.inference_mode():  # Lightning may restore a checkpoint under inference mode
+        model.measure_patch_centre_again()
+    assert model.blur.patch_centre == other.patch_features.feature_centre()
+    model.map_at_feature_centre = False
+    assert model.blur.patch_centre is None
+
+
 def test_eval_forward_gives_finite_scores_even_for_constant_images() -> None:
     model = tiny_model().eval()
     constant = torch.stack([torch.zeros(3, 64, 64), torch.ones(3, 64, 64), torch.full((3, 64, 64), 0.5)])

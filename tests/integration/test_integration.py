@@ -143,7 +143,8 @@ def test_openvino_matches_torch_on_sixteen_images(tmp_path: Path, fitted, ir: st
 def test_openvino_matches_torch_with_the_image_score_switches(
     tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, switch: str
 ) -> None:
-    """The inference switches ``image_score_window`` (an average pool over the patch scores),
+    """The inference switches ``image_score_window`` (an average pool over the patch scores; exported with
+    ``map_at_feature_centre``, the map's patch placement, which moves the maps only),
     ``level_corrected_score`` (a median by ``topk``, its buffers), ``expert_offset_score`` (a gather of the
     experts' offsets by the routing index), ``unseen_min_over_experts`` (the router's ranking, a minimum over
     experts, the gate) and ``unseen_min_near_twin`` (a patch-to-patch distance per image, its k-th nearest outside a
@@ -159,8 +160,12 @@ def test_openvino_matches_torch_with_the_image_score_switches(
     try:
         with torch.no_grad():
             default = model(torch.stack(images)).pred_score
-            if switch == "image_score_window":
+            if switch == "image_score_window":  # and the map's patch placement, in the same export
+                default_map = model(torch.stack(images)).anomaly_map
                 monkeypatch.setattr(inner, "image_score_window", 3)
+                monkeypatch.setattr(inner, "map_at_feature_centre", True)
+                moved_map = model(torch.stack(images)).anomaly_map
+                assert (default_map - moved_map).abs().max() > 10 * OPENVINO_TOLERANCE["fp32", "f32"]
             elif switch == "expert_offset_score":  # offsets far apart, so every routing moves the score its own way
                 inner.calibration.image_offset.copy_(torch.linspace(-1.0, 1.0, inner.num_experts))
                 # every expert's range widened: the test images (seen subclasses) lie within it, so their offsets
@@ -204,28 +209,6 @@ def test_openvino_matches_torch_with_the_image_score_switches(
         inner.calibration.image_offset.copy_(saved[2])
         inner.adaptation.expert_shift.copy_(saved_shift)
         inner.near_twin.limit.copy_(saved_limit)
-    assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
-    assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
-
-
-def test_openvino_matches_torch_with_the_map_at_the_features_centre(
-    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The map's patch placement (``map_at_feature_centre``) is in the exported graph: the maps move in torch and
-    OpenVINO follows them at f32."""
-    monkeypatch.chdir(tmp_path)
-    engine, model, datamodule, _ = fitted
-    images = [datamodule.test_data[index].image for index in range(16)]
-    model.eval()
-    with torch.no_grad():
-        default = model(torch.stack(images)).anomaly_map
-        monkeypatch.setattr(model.model, "map_at_feature_centre", True)
-        moved = model(torch.stack(images)).anomaly_map
-    assert (default - moved).abs().max() > 10 * OPENVINO_TOLERANCE["fp32", "f32"]  # a graph without it fails
-    kwargs = {"export_root": tmp_path, "datamodule": datamodule, "onnx_kwargs": {"opset_version": 18}}
-    path = engine.export(model=model, export_type="openvino", **kwargs)
-    paths = list(datamodule.test_data.samples.image_path)[:16]
-    parity = openvino_parity(model, path, paths, images, precision="f32")
     assert parity["max_score_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
     assert parity["max_map_diff"] <= OPENVINO_TOLERANCE["fp32", "f32"]
 

@@ -22,6 +22,13 @@ from .router import RoutingNetwork
 from .tta import TestTimeAdaptation
 
 
+def _measure_patch_centre_after_load(model: "AdaptedMoEModel", incompatible_keys: object) -> None:
+    """``load_state_dict`` post hook: new backbone weights, their patch centre (a function, not a lambda: torch's
+    export pickles the model with its hooks)."""
+    del incompatible_keys
+    model.measure_patch_centre_again()
+
+
 class AdaptedMoEModel(nn.Module):
     """Adapted-MoE torch model.
 
@@ -180,7 +187,7 @@ class AdaptedMoEModel(nn.Module):
         self._patch_centre: tuple[float, float] | None = None  # measured on first use
         self._map_at_feature_centre = map_at_feature_centre
         self.blur_sigma = blur_sigma
-        self.register_load_state_dict_post_hook(lambda model, _: model.measure_patch_centre_again())
+        self.register_load_state_dict_post_hook(_measure_patch_centre_after_load)
 
     def set_num_experts(self, num_experts: int) -> None:
         """(Re)build the router, the experts and the TTA statistics for ``num_experts`` experts."""

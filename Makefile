@@ -61,7 +61,7 @@ precision: $(STAMP)
 # One threshold per category: anomalib's AUROC on post-processed scores vs raw, pooled vs per-subclass AUROC,
 # F1 at the category threshold; writes docs/thresholds.md (synthetic set; THRESHOLDS_ARGS for other data).
 thresholds: $(STAMP)
-	$(BIN)/python -m anomalib_adapted_moe.benchmark thresholds $(THRESHOLDS_ARGS)
+	$(BIN)/python -m anomalib_adapted_moe.benchmark thresholds --markdown docs/thresholds.md $(THRESHOLDS_ARGS)
 
 # AdaptedMoE vs anomalib's built-in models and the paper's ablations; resumable; writes docs/benchmarks.md.
 benchmark: $(STAMP)

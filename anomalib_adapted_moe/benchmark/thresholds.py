@@ -23,7 +23,7 @@ test set
     python -m anomalib_adapted_moe.benchmark thresholds [--data CONFIG] [--categories ...] [--seed 0]
         [--compare-to EARLIER_OUTPUT] [--variant-level-images N [--variant-level-defect-share 0.1]]
 
-Writes ``--output/thresholds.json`` and ``--markdown`` (default ``docs/thresholds.md``) with the
+Writes ``--output/thresholds.json`` and ``--markdown`` (default ``--output/thresholds.md``) with the
 command, seed, commit and machine; prints the issue's targets with PASS/MISS. Each category's result is
 stored under ``--output/categories/`` as soon as it is measured (a category trains for about 20 minutes on
 two cores), so calling the command again resumes: a category stored with the same data, settings, seed,
@@ -538,8 +538,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="the share of those N images drawn from the defective ones: a line's first images (default 0.1)",
     )
     parser.add_argument("--output", type=Path, default=Path("results/thresholds"))
-    parser.add_argument("--markdown", type=Path, default=Path("docs/thresholds.md"))
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="the report (default: --output/thresholds.md; make: docs/)"
+    )
     args = parser.parse_args(argv)
+    args.markdown = args.markdown or args.output / "thresholds.md"  # a run on one's own data leaves docs/ alone
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)

@@ -53,6 +53,36 @@ def test_int8_calibration_without_a_datamodule_says_how_to_give_one() -> None:
         quantization.calibration_loader(None)
 
 
+@pytest.mark.parametrize(
+    ("compression", "refusal"),
+    [
+        ("int8_ptq", "INT8 calibration reads the validation split, and val_split_mode='from_test' takes it from"),
+        ("int8_acq", "INT8_ACQ tunes the quantised model against the datamodule's test set"),
+    ],
+)
+def test_an_int8_export_the_model_cannot_calibrate_is_refused_before_the_conversion(
+    tmp_path, monkeypatch, compression: str, refusal: str
+) -> None:
+    """The stock command gets one line at once, not a traceback after the minute the ONNX conversion takes."""
+    import sys
+
+    from anomalib.deploy import CompressionType
+    from anomalib.models.components import AnomalibModule
+    from conftest import tiny_adapted_moe
+
+    model = tiny_adapted_moe()
+    model._is_fitted.fill_(True)  # as a loaded checkpoint leaves it
+    monkeypatch.setattr(AnomalibModule, "to_openvino", lambda *args, **kwargs: pytest.fail("converted first"))
+    datamodule = SimpleNamespace(val_split_mode="from_test")
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "export"])
+    with pytest.raises(SystemExit, match=f"^error: {refusal}"):
+        model.to_openvino(tmp_path, compression_type=CompressionType(compression), datamodule=datamodule)
+    monkeypatch.setattr(sys, "argv", ["python"])  # from Python: the error itself
+    with pytest.raises(ValueError, match=refusal):
+        model.to_openvino(tmp_path, compression_type=CompressionType(compression), datamodule=datamodule)
+    assert not list(tmp_path.iterdir())
+
+
 def _fixed_size_ir(folder, height: int, width: int):
     """A one-node IR with AdaptedMoE's input layout, exported for ``height x width`` images (batch free)."""
     import openvino as ov

@@ -44,7 +44,7 @@ from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD
 from anomalib_adapted_moe.data.validation_split import validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
-from anomalib_adapted_moe.deploy.quantization import quantize_backbone
+from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone
 
 from .calibration import NoCalibrationImagesError
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
@@ -659,12 +659,25 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """anomalib's OpenVINO export, with the backbone marked to stay in f32 whatever the CPU's default.
 
         A bare ``OpenVINOInferencer(path)`` on a CPU with bf16 then runs the backbone in f32 and the head in bf16
-        (:mod:`anomalib_adapted_moe.deploy.ir_marks`). An INT8 export is left as NNCF made it.
+        (:mod:`anomalib_adapted_moe.deploy.ir_marks`). An INT8 export is left as NNCF made it; one this model
+        would refuse to quantise is refused before the conversion (about a minute), not after it.
         """
+        self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
         if compression_type in (None, CompressionType.FP16):
             keep_backbone_in_f32(path)
         return path
+
+    def refuse_int8_it_cannot_calibrate(self, compression_type: CompressionType | None, datamodule=None) -> None:
+        """Refuse ``INT8_ACQ``, and ``INT8_PTQ`` without training-derived calibration images (one line under the
+        stock command)."""
+        try:
+            if compression_type == CompressionType.INT8_ACQ:
+                self._accuracy_control_quantization_ov()
+            elif compression_type == CompressionType.INT8_PTQ:
+                calibration_loader(datamodule)
+        except ValueError as error:
+            refuse(error)
 
     @staticmethod
     def _post_training_quantization_ov(model, datamodule=None):

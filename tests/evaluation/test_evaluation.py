@@ -6,6 +6,7 @@ import pytest
 import torch
 from anomalib.data import ImageBatch
 from anomalib.post_processing import PostProcessor
+from sklearn.metrics import f1_score
 
 from anomalib_adapted_moe.data import SubclassImageBatch
 from anomalib_adapted_moe.evaluation import (
@@ -85,8 +86,11 @@ def test_best_f1_is_the_best_of_every_threshold_counted_as_f1_at_counts_it_ties_
         scores = (torch.randn(30, generator=generator) + 1.5 * labels).round(decimals=1)  # ties on purpose
         group = SubclassScores(image_scores=[scores], image_labels=[labels])
         best = group.best_f1()
-        at_every_cut = [group.f1_at(float(t)) for t in torch.cat([scores.unique(), scores.min()[None] - 1])]
+        cuts = torch.cat([scores.unique(), scores.min()[None] - 1])
+        at_every_cut = [group.f1_at(float(t)) for t in cuts]
         assert best == max(at_every_cut)  # exactly: one arithmetic, so no last-bit gap prints as -0.00
+        sklearn = [f1_score(labels.numpy(), (scores > t).numpy(), zero_division=0) for t in cuts[:3]]
+        assert at_every_cut[:3] == sklearn  # f1_at is sklearn's F1 to the last bit, without its input checks
 
 
 def _drawn(shift: float) -> SubclassScores:

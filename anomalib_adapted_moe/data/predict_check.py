@@ -97,6 +97,12 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
     _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
 
 
+#: (path, size, mtime) of each image and mask pair that passed :func:`check_dataset_files` in this process:
+#: ``anomalib train`` tests on the images it checked before fitting, and a validation split taken from the test
+#: set holds the same files, so a pair is decoded again only when a file changed since
+_PASSED: set[tuple] = set()
+
+
 def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[Path | str | None], split: str) -> None:
     """Raise before a run, naming every image or mask of a dataset split that anomalib would misread.
 
@@ -111,18 +117,37 @@ def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[
     """
     errors: list[ValueError] = []
     for image, mask in zip(map(Path, image_files), mask_files, strict=True):
+        mask = mask if isinstance(mask, str | Path) and str(mask) else None  # NaN or "" for a normal image
+        files_now = _file_states(image, mask)
+        if files_now in _PASSED:
+            continue
         try:
             width_height = verify_image_file(image, fix=DATASET_FIX)
             check_bit_depth(image)
-            if isinstance(mask, str | Path) and str(mask):  # NaN or "" for a normal image
+            if mask is not None:
                 problem = mask_size_problem(image, width_height, mask, image_size(mask))
                 if problem is not None:
                     raise problem.to_error()
         except (CorruptImageError, HighBitDepthImageError, MaskSizeMismatchError) as error:
             errors.append(error)
+        else:
+            if files_now is not None:
+                _PASSED.add(files_now)
     _raise_for(
         errors, f"{len(errors)} of {len(image_files)} {split} images cannot be read as they are, so the run stopped"
     )
+
+
+def _file_states(*paths: Path | str | None) -> tuple | None:
+    """Each file's path, size and modification time (``None`` for no file); ``None`` if one cannot be read."""
+    states = []
+    for path in paths:
+        try:
+            stat = None if path is None else os.stat(path)
+        except OSError:
+            return None
+        states.append(None if stat is None else (str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(states)
 
 
 def _raise_for(errors: list[ValueError], headline: str) -> None:

@@ -16,7 +16,7 @@ from anomalib.engine import Engine
 from conftest import tiny_adapted_moe, write_image, write_mask
 from PIL import Image
 
-from anomalib_adapted_moe.data import TextureADDataset
+from anomalib_adapted_moe.data import TextureADDataset, predict_check
 from anomalib_adapted_moe.data.predict_check import (
     BadPredictImagesError,
     HighBitDepthImageError,
@@ -24,7 +24,7 @@ from anomalib_adapted_moe.data.predict_check import (
     check_predict_images,
     skipped_files,
 )
-from anomalib_adapted_moe.data.texture_ad import CorruptImageError, read_image_tensor
+from anomalib_adapted_moe.data.texture_ad import CorruptImageError, read_image_tensor, verify_image_file
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 
 
@@ -174,7 +174,7 @@ def folder_root(tmp_path: Path) -> Path:
     return root
 
 
-def fit_on_folder(root: Path, results: Path) -> None:
+def fit_on_folder(root: Path, results: Path) -> tuple:
     from anomalib.data import Folder
 
     folder = Folder(
@@ -189,7 +189,9 @@ def fit_on_folder(root: Path, results: Path) -> None:
         val_split_mode="same_as_test",
     )
     engine = Engine(default_root_dir=results, accelerator="cpu", devices=1, logger=False)
-    engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
+    model = tiny_adapted_moe(num_experts=2, epochs=1)
+    engine.fit(model=model, datamodule=folder)
+    return engine, model, folder
 
 
 @pytest.mark.parametrize("where", ["good", "defect"])
@@ -212,6 +214,31 @@ def test_a_mask_of_another_size_in_a_folder_dataset_is_named_with_its_image(tmp_
     with pytest.raises(MaskSizeMismatchError) as info:
         fit_on_folder(folder_root, tmp_path / "results")
     assert str(mask) in str(info.value) and str(folder_root / "defect" / "002.png") in str(info.value)
+
+
+def test_training_then_testing_decodes_each_file_of_a_folder_dataset_once(
+    tmp_path: Path, folder_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`anomalib train` tests after fitting: the test images (and a validation split taken from them) were
+    decoded again at the test, a second pass over the whole test set before any prediction."""
+    decoded: list[Path] = []
+
+    def counting_verify(path: Path, **kwargs) -> tuple[int, int]:
+        decoded.append(Path(path))
+        return verify_image_file(path, **kwargs)
+
+    monkeypatch.setattr(predict_check, "verify_image_file", counting_verify)
+    engine, model, folder = fit_on_folder(folder_root, tmp_path / "results")
+    engine.test(model=model, datamodule=folder)
+    assert sorted(decoded) == sorted([*folder_root.glob("good/*.png"), *folder_root.glob("defect/*.png")])
+
+
+def test_a_file_changed_after_training_is_checked_again_before_testing(tmp_path: Path, folder_root: Path) -> None:
+    engine, model, folder = fit_on_folder(folder_root, tmp_path / "results")
+    bad = damage(folder_root / "defect" / "001.png", "truncated")
+    with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
+        engine.test(model=model, datamodule=folder)
+    assert str(bad) in str(info.value)
 
 
 def test_every_bad_file_of_a_dataset_split_is_named_in_one_message(folder_root: Path) -> None:

@@ -219,7 +219,7 @@ class AdaptedMoEModel(nn.Module):
         kernel = 2 * int(4.0 * sigma + 0.5) + 1
         blur = UpsampledGaussianBlur(kernel_size=(kernel, kernel), sigma=(sigma, sigma), channels=1)
         self.blur = blur.to(self.adaptor.linear.weight.device)
-        self.blur.patch_centre = self._measured_patch_centre() if self.map_at_feature_centre else None
+        self._place_map_scores()
         #: smallest image side: the blur reflect-pads the map by kernel // 2, which must be less than the side
         self.min_image_size = kernel // 2 + 1
         self._blur_sigma = sigma
@@ -232,12 +232,16 @@ class AdaptedMoEModel(nn.Module):
     @map_at_feature_centre.setter
     def map_at_feature_centre(self, on: bool) -> None:
         self._map_at_feature_centre = on
-        self.blur.patch_centre = self._measured_patch_centre() if on else None
+        self._place_map_scores()
 
     def measure_patch_centre_again(self) -> None:
         """After new backbone weights (a checkpoint loaded): the patch centre is theirs."""
         self._patch_centre = None
-        self.map_at_feature_centre = self.map_at_feature_centre
+        self._place_map_scores()
+
+    def _place_map_scores(self) -> None:
+        """Tell the map's blur where each patch score goes: its features' centre, or its grid cell's."""
+        self.blur.patch_centre = self._measured_patch_centre() if self.map_at_feature_centre else None
 
     def _measured_patch_centre(self) -> tuple[float, float]:
         """The frozen backbone's patch centre, measured once (a backward pass of one 256-pixel image)."""

@@ -40,6 +40,28 @@ def validates_on_test_images(datamodule: object) -> str | None:
     return ValSplitMode(mode).value if mode is not None and ValSplitMode(mode) in TEST_IMAGE_MODES else None
 
 
+#: the share of the training images held out for validation from which training loses enough to say so
+#: (anomalib's default val_split_ratio for Folder and MVTecAD is 0.5; TextureAD's is 0.2)
+LARGE_HELD_OUT_SHARE = 0.5
+
+
+def large_held_out_share(datamodule: object) -> str | None:
+    """A warning when the validation split takes half of the normal training images or more (``from_train``,
+    ``synthetic``), else ``None``: anomalib's Folder and MVTecAD default to half, so a model validated honestly
+    trains on half of the images it was given."""
+    mode, ratio = getattr(datamodule, "val_split_mode", None), getattr(datamodule, "val_split_ratio", None)
+    if mode is None or ratio is None or ValSplitMode(mode) not in (ValSplitMode.FROM_TRAIN, ValSplitMode.SYNTHETIC):
+        return None
+    held_out, kept = len(getattr(datamodule, "val_data", ())), len(getattr(datamodule, "train_data", ()))
+    if ratio < LARGE_HELD_OUT_SHARE or held_out == 0:
+        return None
+    return (
+        f"val_split_ratio={ratio:g} holds out {held_out} of the {held_out + kept} training images for validation "
+        f"(val_split_mode={ValSplitMode(mode).value!r}), so the model trains on {kept}. Fix: --data.val_split_ratio "
+        "0.2 (val_split_ratio=0.2 from Python) holds out one in five, as TextureAD does."
+    )
+
+
 def split_train_per_subclass(
     dataset: TextureADDataset,
     ratio: float,

@@ -8,6 +8,7 @@ OpenVINO graph (routing and TTA inside it) scores like the torch model.
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from anomalib.engine import Engine
 from conftest import tiny_adapted_moe
 
 from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+from anomalib_adapted_moe.data.validation_split import large_held_out_share
 from anomalib_adapted_moe.evaluation import openvino_parity
 
 pytestmark = pytest.mark.slow
@@ -334,6 +336,46 @@ def test_int8_export_with_too_few_calibration_images_says_so_and_writes_nothing(
     ):
         export_int8(fitted, tmp_path)
     assert not list(tmp_path.rglob("*.xml")) and not list(tmp_path.rglob("*.bin"))
+
+
+def test_a_folder_validated_on_half_its_training_images_is_told_so(
+    tmp_path: Path, fitted, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's advice for Folder and MVTecAD, `val_split_mode synthetic`, holds out anomalib's default half of
+    the training images (val_split_ratio 0.5): the model trained on half of them without a word."""
+    _, _, datamodule, _ = fitted
+    from anomalib.data import Folder
+
+    category_root = Path(datamodule.train_data.samples.image_path[0]).parents[3]
+    normal_dirs = sorted({str(p.parent.relative_to(category_root)) for p in category_root.glob("*/train/good/*.png")})
+    folder = Folder(
+        name="unlabelled",
+        root=category_root,
+        normal_dir=normal_dirs,
+        train_batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        test_split_mode="synthetic",
+        test_split_ratio=0.25,
+        val_split_mode="synthetic",
+    )
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
+    held_out, kept = len(folder.val_data), len(folder.train_data)
+    assert held_out > 0 and kept > 0
+    assert (
+        f"val_split_ratio=0.5 holds out {held_out} of the {held_out + kept} training images for validation "
+        f"(val_split_mode='synthetic'), so the model trains on {kept}. Fix: --data.val_split_ratio 0.2"
+    ) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("mode", "ratio"), [("synthetic", 0.2), ("from_train", 0.3), ("from_test", 0.5), ("same_as_test", 0.5)]
+)
+def test_a_smaller_held_out_share_or_a_split_from_test_images_gets_no_held_out_warning(mode: str, ratio: float) -> None:
+    datamodule = SimpleNamespace(val_split_mode=mode, val_split_ratio=ratio, val_data=[0] * 10, train_data=[0] * 40)
+    assert large_held_out_share(datamodule) is None
 
 
 def test_no_subclass_labels_discovers_the_requested_number_of_experts(

@@ -42,7 +42,7 @@ from anomalib_adapted_moe.data.predict_check import (
 )
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD
-from anomalib_adapted_moe.data.validation_split import validates_on_test_images
+from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone
 
@@ -321,10 +321,13 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             logger.warning(  # TextureAD says so itself
                 "val_split_mode=%r (anomalib's default for Folder and MVTecAD) validates on test images: the "
                 "thresholds and the score normalisation are fitted on part of the test set, drawn anew each run. "
-                "For an honest test score: --data.val_split_mode synthetic (held-out training images with synthetic "
-                "anomalies; val_split_mode='synthetic' from Python).",
+                "For an honest test score: --data.val_split_mode synthetic --data.val_split_ratio 0.2 (a fifth of the "
+                "training images held out, with synthetic anomalies; val_split_mode='synthetic', val_split_ratio=0.2 "
+                "from Python).",
                 mode,
             )
+        elif (held_out := large_held_out_share(datamodule)) and not isinstance(datamodule, TextureAD):
+            logger.warning(held_out)
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
         self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)

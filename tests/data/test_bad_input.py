@@ -241,6 +241,39 @@ def test_a_file_changed_after_training_is_checked_again_before_testing(tmp_path:
     assert str(bad) in str(info.value)
 
 
+def test_a_grey_frame_among_the_training_images_of_a_folder_is_named_by_its_expert_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A discovered expert of one image (a grey frame, another camera) was warned about by its cluster number only:
+    the user was told to look for odd images in the training folder, not which."""
+    from anomalib.data import Folder
+
+    root = tmp_path / "bolts"
+    for i in range(8):
+        write_image(root / "good" / f"{i:03d}.png", 40 + i)
+    grey = root / "good" / "frame.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(grey)
+    for i in range(2):
+        write_image(root / "good_test" / f"{i:03d}.png", 90 + i)
+        write_image(root / "defect" / f"{i:03d}.png", 200 + i)
+    folder = Folder(
+        name="bolts",
+        root=root,
+        normal_dir="good",
+        normal_test_dir="good_test",
+        abnormal_dir="defect",
+        train_batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        val_split_mode="same_as_test",
+    )
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
+    warnings = [record.getMessage() for record in caplog.records if "Discovered expert" in record.getMessage()]
+    assert len(warnings) == 1 and f"has 1 training image(s) of 9: {grey}." in warnings[0]
+
+
 def test_every_bad_file_of_a_dataset_split_is_named_in_one_message(folder_root: Path) -> None:
     images = sorted((folder_root / "defect").glob("*.png"))
     damage(images[0], "zero_bytes")

@@ -297,6 +297,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30), dtype=getattr(torch, cache_dtype))
         self.feature_cache = feature_cache
         self._live: LiveFeatures | None = None
+        self._cached_paths: list[str | None] = []  # the image file of each cached feature map
         #: seconds of each training epoch of the last fit; the first includes the pass that extracts the features
         self.epoch_seconds: list[float] = []
         self._epoch_clock = 0.0
@@ -330,6 +331,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             logger.warning(held_out)
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
         self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
+        self._cached_paths = []
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
         reason = cache_bypass_reason(dataset, getattr(self.trainer, "datamodule", None))
         if self.feature_cache is False:
@@ -361,6 +363,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if subclass_id is None:
             subclass_id = torch.full((len(features),), -1, dtype=torch.long)
         self.cache.append(features, subclass_id)
+        paths = getattr(batch, "image_path", None)
+        self._cached_paths += list(paths) if paths is not None else [None] * len(features)
         return torch.tensor(0.0, requires_grad=True, device=self.device)
 
     def fit(self) -> None:
@@ -377,7 +381,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self.cache = gather_feature_cache(self.cache, self.trainer)
         features, labels = self.cache.tensors() if self._live is None else (self._live, self._live.labels())
         source = self.cache.describe() if self._live is None else self._live.describe()
-        labels, names = self._expert_labels(features, labels)
+        # the cached images' files, in cache order, to name odd ones (one process: DDP's gather reorders them)
+        paths = self._cached_paths if not distributed and self._live is None else []
+        known = len(paths) == len(features) and None not in paths
+        labels, names = self._expert_labels(features, labels, paths if known else None)
         if distributed:  # k-means may differ between ranks: every rank takes rank 0's experts
             labels, names = self.trainer.strategy.broadcast((labels, names), src=0)
         self._use_experts(names)
@@ -409,7 +416,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if distributed:  # bit-identical ranks, whatever floating point did on each
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
-        self._live = None
+        self._live, self._cached_paths = None, []
 
     def _calibrate(self, training_features: torch.Tensor | LiveFeatures, chunk: int = 32) -> None:
         """Fit each expert's score calibration on the validation split's normal images.
@@ -467,8 +474,11 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         for name, value in self.last_losses.items():
             self.log(f"train_{name}", value)
 
-    def _expert_labels(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-        """Expert of every training image: its subclass label, or a discovered cluster."""
+    def _expert_labels(
+        self, features: torch.Tensor, labels: torch.Tensor, image_paths: list[str] | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """Expert of every training image: its subclass label, or a discovered cluster (a tiny one named by its
+        ``image_paths``, when known)."""
         if len(features) == 0:
             msg = "The training set is empty: AdaptedMoE needs normal training images (train/good)."
             raise ValueError(msg)
@@ -486,7 +496,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 len(names),
             )
         seed = torch.initial_seed() % 2**32
-        clusters = discover_subclasses(image_descriptors(features), self.requested_experts, seed=seed)
+        clusters = discover_subclasses(image_descriptors(features), self.requested_experts, seed, image_paths)
         count = int(clusters.max()) + 1
         return torch.as_tensor(clusters, dtype=torch.long), [f"cluster_{i}" for i in range(count)]
 

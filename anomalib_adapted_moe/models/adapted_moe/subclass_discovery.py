@@ -30,7 +30,9 @@ def image_descriptors(features: torch.Tensor, chunk: int = 64) -> np.ndarray:
     return F.normalize(torch.cat(means), dim=1).numpy()
 
 
-def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: int = 0) -> np.ndarray:
+def discover_subclasses(
+    descriptors: np.ndarray, num_experts: int | None, seed: int = 0, image_paths: list[str] | None = None
+) -> np.ndarray:
     """Cluster image descriptors into subclasses; returns one label in ``[0, k)`` per image.
 
     Args:
@@ -39,6 +41,7 @@ def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: 
             score and falls back to a single expert when no k separates the images
             (silhouette below 0.1).
         seed: k-means seed.
+        image_paths: each descriptor's image file, when known: a warning about a tiny expert names its images.
 
     Raises:
         ValueError: more experts requested than there are distinct training images.
@@ -59,7 +62,7 @@ def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: 
         if num_experts == 1:
             return np.zeros(num_images, dtype=np.int64)
         labels = KMeans(n_clusters=num_experts, n_init=10, random_state=seed).fit_predict(descriptors)
-        return report_cluster_sizes(labels.astype(np.int64))
+        return report_cluster_sizes(labels.astype(np.int64), image_paths)
 
     best_k, best_score, best_labels = 1, MIN_SILHOUETTE, np.zeros(num_images, dtype=np.int64)
     for k in range(2, min(MAX_AUTO_EXPERTS, distinct - 1) + 1):
@@ -68,10 +71,10 @@ def discover_subclasses(descriptors: np.ndarray, num_experts: int | None, seed: 
         if score > best_score:
             best_k, best_score, best_labels = k, score, labels.astype(np.int64)
     logger.info("Subclass discovery chose %d expert(s) (silhouette %.3f).", best_k, best_score)
-    return report_cluster_sizes(best_labels)
+    return report_cluster_sizes(best_labels, image_paths)
 
 
-def report_cluster_sizes(labels: np.ndarray) -> np.ndarray:
+def report_cluster_sizes(labels: np.ndarray, image_paths: list[str] | None = None) -> np.ndarray:
     """Log how many training images each discovered expert got; warn about an expert of one or two images, which
     is usually one odd image (a grey frame, another camera) rather than a variant of the product."""
     sizes = np.bincount(labels)
@@ -79,12 +82,15 @@ def report_cluster_sizes(labels: np.ndarray) -> np.ndarray:
     logger.info("Training images per discovered expert: %s.", counts)
     for i, size in enumerate(sizes):
         if size < MIN_CLUSTER_IMAGES:
+            files = [] if image_paths is None else [image_paths[j] for j in np.flatnonzero(labels == i)]
+            images = ": " + ", ".join(files) if files else ""
             logger.warning(
-                "Discovered expert cluster_%d has %d training image(s) of %d: most likely odd images (another "
+                "Discovered expert cluster_%d has %d training image(s) of %d%s. Most likely odd images (another "
                 "camera, a blank or grey frame) rather than a variant; test images like them go to it. Fix: look "
                 "for such images in the training folder, or set num_experts to the number of variants.",
                 i,
                 size,
                 len(labels),
+                images,
             )
     return labels

@@ -256,13 +256,14 @@ def test_an_odd_image_that_gets_its_own_discovered_expert_is_warned_about(caplog
     rng = torch.Generator().manual_seed(0)
     centres = torch.eye(3, 8) * 5
     points = torch.cat([centres[i] + 0.1 * torch.randn(10, 8, generator=rng) for i in range(2)] + [centres[2:]])
+    paths = [f"good/{i:03d}.png" for i in range(21)]
     with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
-        labels = discover_subclasses(points.numpy(), num_experts=None)
+        labels = discover_subclasses(points.numpy(), num_experts=None, image_paths=paths)
     assert len(set(labels.tolist())) == 3 and (labels == labels[-1]).sum() == 1  # the odd one is alone
     lone = f"cluster_{labels[-1]}"
     assert f"{lone}: 1" in caplog.text  # every expert's image count is logged
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert len(warnings) == 1 and f"Discovered expert {lone} has 1 training image(s) of 21" in warnings[0]
+    assert len(warnings) == 1 and f"Discovered expert {lone} has 1 training image(s) of 21: good/020.png" in warnings[0]
     assert "Fix:" in warnings[0]
 
 

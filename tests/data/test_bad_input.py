@@ -174,19 +174,19 @@ def folder_root(tmp_path: Path) -> Path:
     return root
 
 
-def fit_on_folder(root: Path, results: Path) -> tuple:
+def fit_on_folder(root: Path, results: Path, **folder_args: str | None) -> tuple:
+    """Engine, model and anomalib Folder (``good``, ``defect``, ``mask`` unless ``folder_args`` say otherwise)."""
     from anomalib.data import Folder
 
+    folder_args = {"normal_dir": "good", "abnormal_dir": "defect", "mask_dir": "mask", **folder_args}
     folder = Folder(
         name="bolts",
         root=root,
-        normal_dir="good",
-        abnormal_dir="defect",
-        mask_dir="mask",
         train_batch_size=4,
         eval_batch_size=4,
         num_workers=0,
         val_split_mode="same_as_test",
+        **folder_args,
     )
     engine = Engine(default_root_dir=results, accelerator="cpu", devices=1, logger=False)
     model = tiny_adapted_moe(num_experts=2, epochs=1)
@@ -246,8 +246,6 @@ def test_a_grey_frame_among_the_training_images_of_a_folder_is_named_by_its_expe
 ) -> None:
     """A discovered expert of one image (a grey frame, another camera) was warned about by its cluster number only:
     the user was told to look for odd images in the training folder, not which."""
-    from anomalib.data import Folder
-
     root = tmp_path / "bolts"
     for i in range(8):
         write_image(root / "good" / f"{i:03d}.png", 40 + i)
@@ -256,20 +254,8 @@ def test_a_grey_frame_among_the_training_images_of_a_folder_is_named_by_its_expe
     for i in range(2):
         write_image(root / "good_test" / f"{i:03d}.png", 90 + i)
         write_image(root / "defect" / f"{i:03d}.png", 200 + i)
-    folder = Folder(
-        name="bolts",
-        root=root,
-        normal_dir="good",
-        normal_test_dir="good_test",
-        abnormal_dir="defect",
-        train_batch_size=4,
-        eval_batch_size=4,
-        num_workers=0,
-        val_split_mode="same_as_test",
-    )
-    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
-        engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
+        fit_on_folder(root, tmp_path / "results", normal_test_dir="good_test", mask_dir=None)
     warnings = [record.getMessage() for record in caplog.records if "Discovered expert" in record.getMessage()]
     assert len(warnings) == 1 and f"has 1 training image(s) of 9: {grey}." in warnings[0]
 

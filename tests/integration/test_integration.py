@@ -338,17 +338,13 @@ def test_int8_export_with_too_few_calibration_images_says_so_and_writes_nothing(
     assert not list(tmp_path.rglob("*.xml")) and not list(tmp_path.rglob("*.bin"))
 
 
-def test_a_folder_validated_on_half_its_training_images_is_told_so(
-    tmp_path: Path, fitted, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The README's advice for Folder and MVTecAD, `val_split_mode synthetic`, holds out anomalib's default half of
-    the training images (val_split_ratio 0.5): the model trained on half of them without a word."""
-    _, _, datamodule, _ = fitted
+def unlabelled_folder(datamodule: SyntheticTextureAD, val_split_mode: str):
+    """anomalib's Folder over every training image of the synthetic category, without subclass labels."""
     from anomalib.data import Folder
 
     category_root = Path(datamodule.train_data.samples.image_path[0]).parents[3]
     normal_dirs = sorted({str(p.parent.relative_to(category_root)) for p in category_root.glob("*/train/good/*.png")})
-    folder = Folder(
+    return Folder(
         name="unlabelled",
         root=category_root,
         normal_dir=normal_dirs,
@@ -357,8 +353,16 @@ def test_a_folder_validated_on_half_its_training_images_is_told_so(
         num_workers=0,
         test_split_mode="synthetic",
         test_split_ratio=0.25,
-        val_split_mode="synthetic",
+        val_split_mode=val_split_mode,
     )
+
+
+def test_a_folder_validated_on_half_its_training_images_is_told_so(
+    tmp_path: Path, fitted, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's advice for Folder and MVTecAD, `val_split_mode synthetic`, holds out anomalib's default half of
+    the training images (val_split_ratio 0.5): the model trained on half of them without a word."""
+    folder = unlabelled_folder(fitted[2], val_split_mode="synthetic")
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
@@ -383,22 +387,7 @@ def test_no_subclass_labels_discovers_the_requested_number_of_experts(
 ) -> None:
     """On data without labels (any anomalib image datamodule) the experts come from clustering, and their scores
     are calibrated on the training images when the validation split holds test images."""
-    _, _, datamodule, _ = fitted
-    from anomalib.data import Folder
-
-    category_root = Path(datamodule.train_data.samples.image_path[0]).parents[3]
-    normal_dirs = sorted({str(p.parent.relative_to(category_root)) for p in category_root.glob("*/train/good/*.png")})
-    folder = Folder(
-        name="unlabelled",
-        root=category_root,
-        normal_dir=normal_dirs,
-        train_batch_size=4,
-        eval_batch_size=4,
-        num_workers=0,
-        test_split_mode="synthetic",
-        test_split_ratio=0.25,
-        val_split_mode="same_as_test",
-    )
+    folder = unlabelled_folder(fitted[2], val_split_mode="same_as_test")
     model = tiny_adapted_moe(num_experts=2, epochs=1)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
     with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):

@@ -83,14 +83,16 @@ def report_cluster_sizes(labels: np.ndarray, image_paths: list[str] | None = Non
     for i, size in enumerate(sizes):
         if size < MIN_CLUSTER_IMAGES:
             files = [] if image_paths is None else [image_paths[j] for j in np.flatnonzero(labels == i)]
-            images = ": " + ", ".join(files) if files else ""
+            images, look = (": " + ", ".join(files), "look at them") if files else ("", "look for such images")
             logger.warning(
                 "Discovered expert cluster_%d has %d training image(s) of %d%s. Most likely odd images (another "
-                "camera, a blank or grey frame) rather than a variant; test images like them go to it. Fix: look "
-                "for such images in the training folder, or set num_experts to the number of variants.",
+                "camera, a blank or grey frame) rather than a variant; test images like them go to it. Fix: %s "
+                "and move them out of the training folder if they are not the product, or set num_experts to the "
+                "number of variants.",
                 i,
                 size,
                 len(labels),
                 images,
+                look,
             )
     return labels

@@ -174,7 +174,7 @@ def folder_root(tmp_path: Path) -> Path:
     return root
 
 
-def fit_on_folder(root: Path, results: Path, **folder_args: str | None) -> tuple:
+def fit_on_folder(root: Path, results: Path, **folder_args: object) -> tuple:
     """Engine, model and anomalib Folder (``good``, ``defect``, ``mask`` unless ``folder_args`` say otherwise)."""
     from anomalib.data import Folder
 
@@ -241,11 +241,15 @@ def test_a_file_changed_after_training_is_checked_again_before_testing(tmp_path:
     assert str(bad) in str(info.value)
 
 
+@pytest.mark.parametrize("features", ["cached", "live"])
 def test_a_grey_frame_among_the_training_images_of_a_folder_is_named_by_its_expert_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, features: str
 ) -> None:
     """A discovered expert of one image (a grey frame, another camera) was warned about by its cluster number only:
-    the user was told to look for odd images in the training folder, not which."""
+    the user was told to look for odd images in the training folder, not which. A random pixel augmentation
+    trains on live features instead of the cache: the files are named there too."""
+    from torchvision.transforms import v2
+
     root = tmp_path / "bolts"
     for i in range(8):
         write_image(root / "good" / f"{i:03d}.png", 40 + i)
@@ -254,8 +258,12 @@ def test_a_grey_frame_among_the_training_images_of_a_folder_is_named_by_its_expe
     for i in range(2):
         write_image(root / "good_test" / f"{i:03d}.png", 90 + i)
         write_image(root / "defect" / f"{i:03d}.png", 200 + i)
-    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
-        fit_on_folder(root, tmp_path / "results", normal_test_dir="good_test", mask_dir=None)
+    augmentations = v2.ColorJitter(brightness=0.05) if features == "live" else None
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        fit_on_folder(
+            root, tmp_path / "results", normal_test_dir="good_test", mask_dir=None, train_augmentations=augmentations
+        )
+    assert ("Feature cache bypassed" in caplog.text) == (features == "live")
     warnings = [record.getMessage() for record in caplog.records if "Discovered expert" in record.getMessage()]
     assert len(warnings) == 1 and f"has 1 training image(s) of 9: {grey}." in warnings[0]
 

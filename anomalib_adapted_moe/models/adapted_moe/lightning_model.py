@@ -381,8 +381,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self.cache = gather_feature_cache(self.cache, self.trainer)
         features, labels = self.cache.tensors() if self._live is None else (self._live, self._live.labels())
         source = self.cache.describe() if self._live is None else self._live.describe()
-        # the cached images' files, in cache order, to name odd ones (one process: DDP's gather reorders them)
-        paths = self._cached_paths if not distributed and self._live is None else []
+        paths = self._training_image_paths(distributed)
         known = len(paths) == len(features) and None not in paths
         labels, names = self._expert_labels(features, labels, paths if known else None)
         if distributed:  # k-means may differ between ranks: every rank takes rank 0's experts
@@ -417,6 +416,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
         self._live, self._cached_paths = None, []
+
+    def _training_image_paths(self, distributed: bool) -> list[str | None]:
+        """Each training feature map's image file, in the order :meth:`_fit` reads them, to name odd images: the
+        cached batches' files, or the dataset's for live features; none after DDP's gather, which reorders them."""
+        if self._live is not None:
+            samples = getattr(self._live.dataset, "samples", None)
+            return list(samples["image_path"]) if samples is not None and "image_path" in samples else []
+        return [] if distributed else self._cached_paths
 
     def _calibrate(self, training_features: torch.Tensor | LiveFeatures, chunk: int = 32) -> None:
         """Fit each expert's score calibration on the validation split's normal images.

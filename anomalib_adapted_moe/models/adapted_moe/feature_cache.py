@@ -27,7 +27,7 @@ DETERMINISTIC_TRANSFORMS = frozenset(
 
 
 class FeatureCache:
-    """Append-only store of ``(C, H, W)`` feature maps and their subclass labels.
+    """Append-only store of ``(C, H, W)`` feature maps, their subclass labels and image files.
 
     Args:
         budget_bytes: RAM the cache may hold; above it the features spill to disk.
@@ -52,6 +52,7 @@ class FeatureCache:
             self._spill.close()
         self._chunks: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
+        self._paths: list[str | None] = []
         self._bytes = 0
         self._count = 0
         self._shape: tuple[int, ...] | None = None
@@ -70,8 +71,8 @@ class FeatureCache:
         """Bytes of features held in RAM: at most the budget, 0 once the cache has spilled to its file."""
         return sum(chunk.numel() * chunk.element_size() for chunk in self._chunks)
 
-    def append(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch of ``(B, C, H, W)`` features with their ``(B,)`` labels."""
+    def append(self, features: torch.Tensor, labels: torch.Tensor, paths: list[str] | None = None) -> None:
+        """Add a batch of ``(B, C, H, W)`` features with their ``(B,)`` labels and, when known, image files."""
         chunk = features.detach().to("cpu", self.dtype)
         if self._shape is None:
             self._shape = tuple(chunk.shape[1:])
@@ -82,6 +83,7 @@ class FeatureCache:
             )
             raise ValueError(msg)
         self._labels.append(labels.detach().to("cpu", torch.long).reshape(-1))
+        self._paths += list(paths) if paths is not None else [None] * len(chunk)
         self._count += len(chunk)
         self._bytes += chunk.numel() * chunk.element_size()
         if self._spill is None and self._bytes > self.budget_bytes:
@@ -111,6 +113,10 @@ class FeatureCache:
         numpy_dtype = np.float16 if self.dtype == torch.float16 else np.float32
         mapped = np.memmap(self._spill.name, dtype=numpy_dtype, mode="c", shape=(self._count, *self._shape))
         return torch.from_numpy(np.asarray(mapped)), labels
+
+    def paths(self) -> list[str] | None:
+        """Each cached feature map's image file, or ``None`` unless every one is known (to name odd images)."""
+        return None if None in self._paths else list(self._paths)
 
     def describe(self) -> str:
         """One line for the log: size and where the cache lives."""
@@ -199,6 +205,11 @@ class LiveFeatures:
         if samples is not None and "subclass_id" in samples:
             return torch.tensor(samples["subclass_id"].to_numpy(), dtype=torch.long)
         return torch.full((len(self),), -1, dtype=torch.long)
+
+    def paths(self) -> list[str] | None:
+        """Image file of every item (the dataset's ``image_path`` column), or ``None`` without one."""
+        samples = getattr(self.dataset, "samples", None)
+        return list(samples["image_path"]) if samples is not None and "image_path" in samples else None
 
     def describe(self) -> str:
         """One line for the log: no cache, and why."""

@@ -297,7 +297,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30), dtype=getattr(torch, cache_dtype))
         self.feature_cache = feature_cache
         self._live: LiveFeatures | None = None
-        self._cached_paths: list[str | None] = []  # the image file of each cached feature map
         #: seconds of each training epoch of the last fit; the first includes the pass that extracts the features
         self.epoch_seconds: list[float] = []
         self._epoch_clock = 0.0
@@ -331,7 +330,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             logger.warning(held_out)
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
         self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
-        self._cached_paths = []
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
         reason = cache_bypass_reason(dataset, getattr(self.trainer, "datamodule", None))
         if self.feature_cache is False:
@@ -362,9 +360,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         subclass_id = getattr(batch, "subclass_id", None)
         if subclass_id is None:
             subclass_id = torch.full((len(features),), -1, dtype=torch.long)
-        self.cache.append(features, subclass_id)
-        paths = getattr(batch, "image_path", None)
-        self._cached_paths += list(paths) if paths is not None else [None] * len(features)
+        self.cache.append(features, subclass_id, getattr(batch, "image_path", None))
         return torch.tensor(0.0, requires_grad=True, device=self.device)
 
     def fit(self) -> None:
@@ -381,9 +377,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self.cache = gather_feature_cache(self.cache, self.trainer)
         features, labels = self.cache.tensors() if self._live is None else (self._live, self._live.labels())
         source = self.cache.describe() if self._live is None else self._live.describe()
-        paths = self._training_image_paths(distributed)
-        known = len(paths) == len(features) and None not in paths
-        labels, names = self._expert_labels(features, labels, paths if known else None)
+        # DDP's gathered cache holds no files: the ranks' names would have to be gathered and interleaved too
+        paths = self.cache.paths() if self._live is None else self._live.paths()
+        labels, names = self._expert_labels(features, labels, paths)
         if distributed:  # k-means may differ between ranks: every rank takes rank 0's experts
             labels, names = self.trainer.strategy.broadcast((labels, names), src=0)
         self._use_experts(names)
@@ -415,15 +411,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if distributed:  # bit-identical ranks, whatever floating point did on each
             broadcast_from_rank_zero(self.model, skip=("patch_features.",))
         self.cache.clear()
-        self._live, self._cached_paths = None, []
-
-    def _training_image_paths(self, distributed: bool) -> list[str | None]:
-        """Each training feature map's image file, in the order :meth:`_fit` reads them, to name odd images: the
-        cached batches' files, or the dataset's for live features; none after DDP's gather, which reorders them."""
-        if self._live is not None:
-            samples = getattr(self._live.dataset, "samples", None)
-            return list(samples["image_path"]) if samples is not None and "image_path" in samples else []
-        return [] if distributed else self._cached_paths
+        self._live = None
 
     def _calibrate(self, training_features: torch.Tensor | LiveFeatures, chunk: int = 32) -> None:
         """Fit each expert's score calibration on the validation split's normal images.

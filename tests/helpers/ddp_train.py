@@ -7,9 +7,9 @@ the running script once per extra rank (pytest cannot be that script)::
 
 Every rank writes ``OUT_DIR/<strategy>_<devices>_rank<r>.pt``: router centres,
 TTA statistics, expert names, what the experts were trained on (one feature
-checksum and one expert label per training image, in training order) and the
-test metrics. The experts are discovered by k-means (``num_experts=2`` on
-3 labelled subclasses), so the clusters must agree across ranks too.
+checksum, one expert label and the image file per training image, in training
+order) and the test metrics. The experts are discovered by k-means
+(``num_experts=2`` on 3 labelled subclasses), so the clusters must agree across ranks too.
 """
 
 import argparse
@@ -37,6 +37,16 @@ def recording_train_from_cache(model, features, labels, *args, **kwargs):
 
 TRAIN_FROM_CACHE = lightning_model.train_from_cache
 lightning_model.train_from_cache = recording_train_from_cache
+
+
+def recording_expert_labels(module, features, labels, image_paths=None):
+    """Note each training feature's image file, as the model has it to name odd training images."""
+    TRAINED_ON["paths"] = image_paths
+    return EXPERT_LABELS(module, features, labels, image_paths)
+
+
+EXPERT_LABELS = lightning_model.AdaptedMoE._expert_labels
+lightning_model.AdaptedMoE._expert_labels = recording_expert_labels
 
 # 3 seen subclasses of 4 images, one of each held out for validation: 9 training images, an odd number, so the
 # DistributedSampler of 2 ranks pads with a repeat; 20 test images, an even number, so testing repeats none.

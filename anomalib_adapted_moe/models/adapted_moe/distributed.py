@@ -50,7 +50,7 @@ def disable_gradient_sync(wrapper: nn.Module) -> None:
 
 
 def gather_feature_cache(cache: FeatureCache, trainer: Trainer, chunk: int = 64) -> FeatureCache:
-    """All ranks' cached features and labels, in the sampler's order, without its padding repeats.
+    """All ranks' cached features, labels and image files, in the sampler's order, without its padding repeats.
 
     Streams ``chunk`` images per rank at a time into a new cache with the same
     RAM budget (it spills to disk like the original).
@@ -80,6 +80,9 @@ def gather_feature_cache(cache: FeatureCache, trainer: Trainer, chunk: int = 64)
         raise ValueError(msg)
     world = len(counts)
     distinct = min(len(sampler.dataset), sampler.total_size)  # drop_last=True drops instead of padding
+    rank_paths: list[list[str] | None] = [None] * world
+    torch.distributed.all_gather_object(rank_paths, cache.paths())  # to name odd training images
+    paths = None if None in rank_paths else [rank_paths[p % world][p // world] for p in range(distinct)]
     gathered = FeatureCache(budget_bytes=cache.budget_bytes, directory=cache.directory, dtype=cache.dtype)
     for start in range(0, sampler.num_samples, chunk):
         local = features[start : start + chunk].to(strategy.root_device)
@@ -87,8 +90,13 @@ def gather_feature_cache(cache: FeatureCache, trainer: Trainer, chunk: int = 64)
         all_labels = strategy.all_gather(labels[start : start + chunk].to(strategy.root_device))
         # position in the sampler's padded order of rank r's k-th image: k * world + r
         interleaved = all_features.transpose(0, 1).reshape(-1, *all_features.shape[2:])
-        keep = max(0, min(len(interleaved), distinct - start * world))
-        gathered.append(interleaved[:keep], all_labels.transpose(0, 1).reshape(-1)[:keep])
+        first = start * world  # the chunk's first position in that order
+        keep = max(0, min(len(interleaved), distinct - first))
+        gathered.append(
+            interleaved[:keep],
+            all_labels.transpose(0, 1).reshape(-1)[:keep],
+            None if paths is None else paths[first : first + keep],
+        )
     logger.info(
         "DDP: gathered the feature caches of %d ranks: %d training images (%d sampler padding repeats dropped).",
         world,

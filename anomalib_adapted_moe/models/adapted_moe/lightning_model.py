@@ -377,7 +377,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self.cache = gather_feature_cache(self.cache, self.trainer)
         features, labels = self.cache.tensors() if self._live is None else (self._live, self._live.labels())
         source = self.cache.describe() if self._live is None else self._live.describe()
-        # DDP's gathered cache holds no files: the ranks' names would have to be gathered and interleaved too
         paths = self.cache.paths() if self._live is None else self._live.paths()
         labels, names = self._expert_labels(features, labels, paths)
         if distributed:  # k-means may differ between ranks: every rank takes rank 0's experts

@@ -48,6 +48,10 @@ def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp
     for rank in ranks:
         assert torch.equal(rank["trained_on"]["checksums"], single["trained_on"]["checksums"])
         assert torch.equal(rank["trained_on"]["labels"], single["trained_on"]["labels"])  # same k-means clusters
+        assert rank["trained_on"]["paths"] == single["trained_on"]["paths"]  # each feature's file, to name odd ones
+    assert len(single["trained_on"]["paths"]) == 9 and all(
+        Path(path).is_file() for path in single["trained_on"]["paths"]
+    )
 
     # identical router centres, TTA statistics, calibration (from all validation images on every rank), weights
     # and expert names on both ranks, and as on one process
@@ -74,17 +78,25 @@ class TwoRanks:
         return torch.stack([tensor, self.other.pop(0)])
 
 
-def rank_cache(indices: list[int]) -> FeatureCache:
-    """A cache holding image ``i`` as a feature map filled with ``i`` and label ``i``."""
+def rank_cache(indices: list[int], named: bool = True) -> FeatureCache:
+    """A cache holding image ``i`` as a feature map filled with ``i``, label ``i`` and (``named``) file ``i.png``."""
     cache = FeatureCache()
     cache.append(
-        torch.tensor(indices, dtype=torch.float)[:, None, None, None].expand(-1, 1, 2, 2), torch.tensor(indices)
+        torch.tensor(indices, dtype=torch.float)[:, None, None, None].expand(-1, 1, 2, 2),
+        torch.tensor(indices),
+        [f"{i}.png" for i in indices] if named else None,
     )
     return cache
 
 
-def test_gathering_reassembles_the_sampler_order_and_drops_its_padding() -> None:
-    """5 images on 2 ranks: rank 0 holds [0, 2, 4], rank 1 [1, 3, 0] (0 repeated as padding), gathered 2 at a time."""
+@pytest.mark.parametrize("rank1_named", [True, False])
+def test_gathering_reassembles_the_sampler_order_and_drops_its_padding(
+    monkeypatch: pytest.MonkeyPatch, rank1_named: bool
+) -> None:
+    """5 images on 2 ranks: rank 0 holds [0, 2, 4], rank 1 [1, 3, 0] (0 repeated as padding), gathered 2 at a time.
+
+    The image files come along in the same order (to name odd training images), unless a rank knows none.
+    """
     sampler = DistributedSampler(list(range(5)), num_replicas=2, rank=0, shuffle=False)
     assert list(sampler) == [0, 2, 4]
     other = [torch.tensor(3)]  # rank 1's count, then per chunk its features and labels
@@ -93,10 +105,17 @@ def test_gathering_reassembles_the_sampler_order_and_drops_its_padding() -> None
             torch.tensor(chunk, dtype=torch.float16)[:, None, None, None].expand(-1, 1, 2, 2),
             torch.tensor(chunk),
         ]
+
+    def all_gather_object(output: list, rank0_paths: list[str] | None) -> None:
+        output[:] = [rank0_paths, rank_cache([1, 3, 0], named=rank1_named).paths()]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
     trainer = SimpleNamespace(train_dataloader=SimpleNamespace(sampler=sampler), strategy=TwoRanks(other))
-    features, labels = gather_feature_cache(rank_cache([0, 2, 4]), trainer, chunk=2).tensors()
+    gathered = gather_feature_cache(rank_cache([0, 2, 4]), trainer, chunk=2)
+    features, labels = gathered.tensors()
     assert labels.tolist() == [0, 1, 2, 3, 4]
     assert features[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert gathered.paths() == ([f"{i}.png" for i in range(5)] if rank1_named else None)
 
 
 def test_gathering_refuses_a_rank_that_skipped_part_of_its_share() -> None:

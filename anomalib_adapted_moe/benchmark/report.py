@@ -145,7 +145,8 @@ def _target_lines(entries: list[dict]) -> list[str]:
     """
     ours, baseline = "AdaptedMoE", "AdaptedMoE SimpleNet-baseline"
     labels = {e["label"] for e in entries}
-    builtin = {e["label"] for e in entries if e["model"] != "AdaptedMoE" and e["status"] == "ok"}
+    # sorted: of built-ins tied for best, the report names the first by name, not by the set's hash order
+    builtin = sorted({e["label"] for e in entries if e["model"] != "AdaptedMoE" and e["status"] == "ok"})
     if ours not in labels:
         return []
     scopes = [("mean over categories", entries)]

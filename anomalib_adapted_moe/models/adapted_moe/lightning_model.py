@@ -326,6 +326,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "from Python).",
                 mode,
             )
+        # TextureAD holds out a fifth by default: a larger share there is the user's own choice
         elif (held_out := large_held_out_share(datamodule)) and not isinstance(datamodule, TextureAD):
             logger.warning(held_out)
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP

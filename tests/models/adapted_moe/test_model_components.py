@@ -267,7 +267,7 @@ def test_an_odd_image_that_gets_its_own_discovered_expert_is_warned_about(caplog
     assert "Fix: look at them and move them out of the training folder if they are not the product" in warnings[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
-        discover_subclasses(points.numpy(), num_experts=None)  # files unknown (DDP, live features)
+        discover_subclasses(points.numpy(), num_experts=None)  # files unknown (a dataset without image paths)
     assert f"{lone} has 1 training image(s) of 21. Most likely" in caplog.text
     assert "Fix: look for such images and move them out" in caplog.text
 

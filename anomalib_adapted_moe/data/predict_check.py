@@ -186,7 +186,7 @@ def refuse_high_bit_depth(name: str, mode: str) -> None:
         msg = (
             f"{name}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
             "(every value above 255 becomes white), so its scores would be wrong. Fix: convert it to 8-bit grey "
-            "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit), "
-            "or predict through TextureAD, which scales 16-bit images."
+            "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit)"
+            + (", or predict through TextureAD, which scales 16-bit images." if mode != "F" else ".")
         )
         raise HighBitDepthImageError(msg)

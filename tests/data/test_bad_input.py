@@ -280,3 +280,15 @@ def test_every_bad_file_of_a_dataset_split_is_named_in_one_message(folder_root: 
     assert message.startswith("3 of 3 test images cannot be read as they are, so the run stopped")
     assert all(str(path) in message for path in images)
     assert "damaged files:" in message and "high-bit-depth images:" in message and "masks of another size:" in message
+
+
+def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_too() -> None:
+    from anomalib_adapted_moe.data.predict_check import refuse_high_bit_depth
+
+    with pytest.raises(HighBitDepthImageError) as sixteen:
+        refuse_high_bit_depth("frame.png", "I;16")
+    assert "or predict through TextureAD, which scales 16-bit images." in str(sixteen.value)
+    with pytest.raises(HighBitDepthImageError) as floating:
+        refuse_high_bit_depth("frame.tif", "F")
+    assert "frame.tif" in str(floating.value) and "Fix: convert it to 8-bit" in str(floating.value)
+    assert "TextureAD" not in str(floating.value)

@@ -18,12 +18,14 @@ from PIL import Image
 from anomalib_adapted_moe.data import SubclassImageBatch, SubclassImageItem, TextureAD, TextureADDataset
 from anomalib_adapted_moe.data.texture_ad import (
     CorruptImageError,
+    EmptyTestSetError,
     EmptyTrainingSetError,
     MaskSizeMismatchError,
     MissingMaskError,
     OrphanMaskError,
     TextureADLayoutError,
     UnknownSubclassError,
+    UnsupportedPixelFormatError,
     read_binary_mask,
     read_image_tensor,
 )
@@ -383,3 +385,86 @@ def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(
     assert f"WARNING {texture_ad_root / 'LICENSES'}: not a category" in out
     assert f"WARNING {texture_ad_root / '__MACOSX'}: not a category" in out
     assert "1 category, 3 subclasses, 12 images, no problems" in out
+
+
+# --------------------------------------------------------------------------- files read wrong without a word before
+
+
+@pytest.mark.parametrize(
+    ("array", "said"),
+    [(np.full((32, 32), 0.5, np.float32), "32-bit float"), (np.full((32, 32), 100000, np.int32), "beyond 16 bits")],
+)
+def test_a_32_bit_image_is_refused_by_the_dataset_and_the_check(
+    texture_ad_root: Path, capsys: pytest.CaptureFixture, array: np.ndarray, said: str
+) -> None:
+    """A float image read black, a 32-bit integer one white (clipped): both are named, with the fix."""
+    path = texture_ad_root / "cloth" / "fabric_a" / "train" / "good" / "003.tif"
+    Image.fromarray(array).save(path)
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
+    with pytest.raises(UnsupportedPixelFormatError, match=said) as info:
+        _item_for(dataset, path)
+    assert str(path) in str(info.value) and "Fix: save it as an 8-bit or 16-bit image" in str(info.value)
+    assert check_main(["--check", str(texture_ad_root), "--category", "cloth"]) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+    assert len(problems) == 1 and str(path) in problems[0] and said in problems[0]
+
+
+@pytest.mark.parametrize("selected_by", ["test_subclasses", "split.json"])
+def test_a_selected_test_subclass_without_test_images_is_refused(split_json_root: Path, selected_by: str) -> None:
+    """Its rows and its share of the seen/unseen means would be missing from every table without a word."""
+    wafer = split_json_root / "wafer"
+    for image in (wafer / "wafer_3" / "test").rglob("*.png"):
+        image.unlink()
+    arguments = {"test_subclasses": ["wafer_1", "wafer_3"]} if selected_by == "test_subclasses" else {}
+    with pytest.raises(EmptyTestSetError, match=r"\['wafer_3'\] \(selected by") as info:
+        TextureADDataset(root=split_json_root, category="wafer", **arguments)
+    assert "Fix:" in str(info.value)
+
+
+def test_by_the_default_rule_a_subclass_without_test_images_is_left_out_and_named(
+    texture_ad_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fabric_b = texture_ad_root / "cloth" / "fabric_b"
+    for folder in ("test", "ground_truth"):
+        for path in sorted((fabric_b / folder).rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+    datamodule = _datamodule(texture_ad_root)
+    with caplog.at_level("WARNING"):
+        datamodule.setup()
+    assert datamodule.test_subclasses == ["fabric_a", "fabric_c"]
+    assert datamodule.train_subclasses == ["fabric_a", "fabric_b"]
+    assert f"{fabric_b}: no image under test/, so this subclass is not tested." in caplog.text
+
+
+def test_a_broken_link_among_the_images_is_a_problem_not_an_unsupported_extension(texture_ad_root: Path) -> None:
+    link = texture_ad_root / "cloth" / "fabric_a" / "train" / "good" / "003.png"
+    link.symlink_to(texture_ad_root / "gone.png")
+    with pytest.raises(CorruptImageError, match="is a broken link") as info:
+        TextureADDataset(root=texture_ad_root, category="cloth")
+    assert str(link) in str(info.value) and "gone.png does not exist" in str(info.value)
+
+
+def test_a_jpeg_mask_is_read_at_half_scale_so_compression_does_not_grow_the_defect(tmp_path: Path) -> None:
+    yy, xx = np.mgrid[:256, :256]
+    circle = (yy - 128) ** 2 + (xx - 128) ** 2 < 30**2
+    Image.fromarray((circle * 255).astype(np.uint8)).save(tmp_path / "mask.jpg", quality=90)
+    read = read_binary_mask(tmp_path / "mask.jpg")
+    assert (read != circle).sum() < 0.02 * circle.sum()  # any non-zero pixel: 14 % more
+
+
+def test_an_empty_mask_of_a_defect_image_is_named_by_the_dataset_and_the_check(
+    texture_ad_root: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    hole = texture_ad_root / "cloth" / "fabric_a"
+    mask = hole / "ground_truth" / "hole" / "000_mask.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    (hole / "ground_truth" / "good").mkdir()  # masks of normal images: ignored, and said so
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="test")
+    with caplog.at_level("WARNING"):
+        item = _item_for(dataset, hole / "test" / "hole" / "000.png")
+    assert not item.gt_mask.any()
+    assert f"{mask}: the mask of the defect image" in caplog.text
+    assert check_main(["--check", str(texture_ad_root), "--category", "cloth"]) == 0  # a warning, not a problem
+    out = capsys.readouterr().out
+    assert f"WARNING {mask}: the mask of the defect image {hole / 'test' / 'hole' / '000.png'} marks no pixel" in out
+    assert f"WARNING {hole / 'ground_truth' / 'good'}: ignored" in out

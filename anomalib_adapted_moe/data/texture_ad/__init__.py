@@ -21,6 +21,7 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
     TextureADLayoutError,
     TextureADNotFoundError,
     UnknownSubclassError,
+    UnsupportedPixelFormatError,
     raise_first,
 )
 from anomalib_adapted_moe.data.texture_ad.files import (
@@ -54,6 +55,7 @@ __all__ = [
     "TextureADLayoutError",
     "TextureADNotFoundError",
     "UnknownSubclassError",
+    "UnsupportedPixelFormatError",
     "check_category",
     "find_category_dir",
     "image_size",

@@ -20,7 +20,14 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
     TextureADLayoutError,
     TextureADNotFoundError,
 )
-from anomalib_adapted_moe.data.texture_ad.files import mask_size_problem, verify_image_file
+from anomalib_adapted_moe.data.texture_ad.files import (
+    empty_mask_warning,
+    mask_size_problem,
+    open_image,
+    pixel_format_problem,
+    read_binary_mask,
+    verify_image_file,
+)
 from anomalib_adapted_moe.data.texture_ad.layout import LAYOUT_TEXT
 from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, not_found_message
 from anomalib_adapted_moe.data.texture_ad.scan import scan_category
@@ -54,17 +61,25 @@ def check_category(category_root: Path, workers: int = 4) -> CheckReport:
         problems += [p for p in sub.problems if id(p) not in selected_problem_ids]
     report.problems = problems
 
-    files = []
+    files, images = [], set()
     for sub in layout.subclasses.values():
         files += sub.train_images + [image for image, _ in sub.test_images] + sub.mask_files
+        images |= {*sub.train_images, *(image for image, _ in sub.test_images)}
+    masked = {mask: image for sub in layout.subclasses.values() for image, mask in sub.masks.items()}
     report.images = sum(len(s.train_images) + len(s.test_images) for s in layout.subclasses.values())
     report.masks = sum(len(s.mask_files) for s in layout.subclasses.values())
 
     def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem]:
         try:
-            return path, verify_image_file(path)
+            size = verify_image_file(path)
         except CorruptImageError as err:
             return path, err.problem
+        if path in images:  # a mask's values only say defect or not; an image's must scale to [0, 1]
+            with open_image(path) as image:
+                return path, pixel_format_problem(path, image) or size
+        if path in masked and not read_binary_mask(path).any():  # an orphan mask is a problem already
+            report.warnings.append(empty_mask_warning(path, masked[path]))
+        return path, size
 
     sizes: dict[Path, tuple[int, int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -31,7 +31,12 @@ from torchvision.tv_tensors import Mask
 
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
 from anomalib_adapted_moe.data.texture_ad.errors import raise_first
-from anomalib_adapted_moe.data.texture_ad.files import mask_size_problem, read_binary_mask, read_image_tensor
+from anomalib_adapted_moe.data.texture_ad.files import (
+    empty_mask_warning,
+    mask_size_problem,
+    read_binary_mask,
+    read_image_tensor,
+)
 from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir
 from anomalib_adapted_moe.data.texture_ad.samples import make_texture_ad_samples
 from anomalib_adapted_moe.data.texture_ad.scan import CategoryLayout, scan_category
@@ -54,9 +59,13 @@ def _log_layout_warnings(layout: CategoryLayout) -> None:
     for sub in layout.subclasses.values():
         lines += sub.warnings
     for line in lines:
-        if line not in _logged_warnings:
-            _logged_warnings.add(line)
-            logger.warning(line)
+        _warn_once(line)
+
+
+def _warn_once(line: str) -> None:
+    if line not in _logged_warnings:
+        _logged_warnings.add(line)
+        logger.warning(line)
 
 
 class TextureADDataset(AnomalibDataset):
@@ -137,6 +146,8 @@ class TextureADDataset(AnomalibDataset):
                 gt_mask = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
             elif label_index == LabelName.ABNORMAL:
                 mask = read_binary_mask(mask_path)
+                if not mask.any():
+                    _warn_once(empty_mask_warning(mask_path, image_path))
                 height, width = image.shape[-2:]
                 problem = mask_size_problem(image_path, (width, height), mask_path, (mask.shape[1], mask.shape[0]))
                 if problem is not None:

@@ -43,6 +43,10 @@ class MaskSizeMismatchError(TextureADLayoutError):
     """A mask's width and height differ from its image's."""
 
 
+class UnsupportedPixelFormatError(TextureADLayoutError):
+    """An image whose values have no range to scale to [0, 1] (32-bit float, or integers beyond 16 bits)."""
+
+
 class UnknownSubclassError(TextureADLayoutError):
     """A requested subclass name (argument or ``split.json``) has no folder."""
 

@@ -13,12 +13,19 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
     LayoutProblem,
     MaskSizeMismatchError,
     TextureADLayoutError,
+    UnsupportedPixelFormatError,
 )
 from anomalib_adapted_moe.data.texture_ad.layout import HF_DATASET
 
 CORRUPT_FIX = (
-    "the file is damaged or incomplete (e.g. an interrupted download or extraction); extract it again from "
-    f"the Hugging Face dataset {HF_DATASET}, or delete it (and its mask) if you accept losing it."
+    "the file is damaged or incomplete (e.g. an interrupted download, extraction or generation); restore it from "
+    f"where the copy came from (Texture AD: extract it again from the Hugging Face dataset {HF_DATASET}; "
+    "SyntheticTextureAD: delete its category folder in the cache and it is generated again on next use; the real "
+    "textures: build them again with `python -m anomalib_adapted_moe.data.real_textures`), or delete it (and its "
+    "mask) if you accept losing it."
+)
+PIXEL_FORMAT_FIX = (
+    "save it as an 8-bit or 16-bit image (PNG or TIFF), scaling its values into that range rather than clipping them."
 )
 
 
@@ -37,23 +44,39 @@ def open_image(path: Path | str) -> Image.Image:
     return Image.open(path)
 
 
+def pixel_format_problem(path: Path | str, image: Image.Image) -> LayoutProblem | None:
+    """The problem of an open image that ``convert("RGB")`` would misread and 65535 cannot scale, or ``None``.
+
+    A 32-bit float image (mode ``F``) has no full scale (``convert`` clips it: 0.5 reads black); a mode ``I``
+    image may hold 32-bit integers, which dividing by 65535 would clip (their values are read to tell).
+    """
+    if image.mode == "F":
+        message = "is a 32-bit float image (PIL mode F): its values have no full scale to divide by."
+    elif image.mode == "I" and ((values := np.asarray(image)).min() < 0 or values.max() > 65535):
+        message = f"holds values from {values.min()} to {values.max()} (PIL mode I), beyond 16 bits."
+    else:
+        return None
+    return LayoutProblem(UnsupportedPixelFormatError, path, message, PIXEL_FORMAT_FIX)
+
+
 def read_image_tensor(path: Path | str) -> torch.Tensor:
     """Read an image as float RGB ``[3, H, W]`` in [0, 1]; raise :class:`CorruptImageError` naming the file.
 
-    16-bit grey images are scaled by 65535 instead of being clipped to 255 (which
-    is what a plain ``convert("RGB")`` does).
+    16-bit grey images are scaled by 65535 instead of being clipped to 255 (which is what a plain
+    ``convert("RGB")`` does); 32-bit ones raise :class:`UnsupportedPixelFormatError`.
     """
     try:
         with open_image(path) as image:
-            if image.mode in _SIXTEEN_BIT_MODES:
-                array = np.asarray(image, dtype=np.float32) / 65535.0
-                tensor = torch.from_numpy(np.clip(array, 0.0, 1.0)).unsqueeze(0).expand(3, -1, -1).contiguous()
-            else:
-                array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-                tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+            problem = pixel_format_problem(path, image)
+            sixteen_bit = image.mode in _SIXTEEN_BIT_MODES
+            array = np.asarray(image if sixteen_bit else image.convert("RGB"), dtype=np.float32)
     except Exception as err:
         raise _corrupt(path, err) from err
-    return tensor
+    if problem is not None:
+        raise problem.to_error()
+    if sixteen_bit:
+        return torch.from_numpy(array / 65535.0).unsqueeze(0).expand(3, -1, -1).contiguous()
+    return torch.from_numpy(array / 255.0).permute(2, 0, 1).contiguous()
 
 
 def read_binary_mask(path: Path | str) -> np.ndarray:
@@ -62,20 +85,32 @@ def read_binary_mask(path: Path | str) -> np.ndarray:
     Handles grey, RGB(A) (any channel > 0; alpha ignored), palette (the palette
     colour of each index, so a dark but non-black label colour still counts) and
     16-bit masks. ``Image.convert("L")`` would lose e.g. a pure-blue value of 1.
+    A JPEG mask is the exception: its compression leaves faint values around every
+    label edge (a circle read 14 % too large), so there a pixel is defect above half scale.
     """
     try:
         with open_image(path) as image:
+            lossy = image.format == "JPEG"
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             array = np.asarray(image)
             mode = image.mode
     except Exception as err:
         raise _corrupt(path, err) from err
+    floor = 127 if lossy else 0  # JPEG is 8-bit
     if array.ndim == 3:
         if mode in {"RGBA", "RGBa", "LA", "La", "PA"}:
             array = array[..., :-1]  # alpha says nothing about the defect
-        return (array > 0).any(axis=-1)
-    return array > 0
+        return (array > floor).any(axis=-1)
+    return array > floor
+
+
+def empty_mask_warning(mask: Path | str, image: Path | str) -> str:
+    """The warning for a defect image whose mask marks no pixel (its image label still says defect)."""
+    return (
+        f"{mask}: the mask of the defect image {image} marks no pixel, so pixel metrics count its defect as normal. "
+        "Draw the defect in it, or move the image to test/good if it has none."
+    )
 
 
 def image_size(path: Path | str) -> tuple[int, int]:

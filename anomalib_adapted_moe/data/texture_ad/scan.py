@@ -7,11 +7,13 @@ The scan never opens an image, so it is cheap enough to run on every ``setup``;
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from anomalib_adapted_moe.data.texture_ad.errors import (
     AmbiguousMaskError,
+    CorruptImageError,
     LayoutProblem,
     MissingMaskError,
     OrphanMaskError,
@@ -66,12 +68,22 @@ class CategoryLayout:
         return sorted(self.subclasses)
 
 
-def _images_in(folder: Path, warnings: list[str]) -> list[Path]:
-    """Image files directly in ``folder``; anything else is reported as a warning, not dropped silently."""
+def _images_in(folder: Path, warnings: list[str], problems: list[LayoutProblem]) -> list[Path]:
+    """Image files directly in ``folder``; anything else is reported as a warning, not dropped silently, and a
+    link whose target is gone as a problem (an image of the copy is missing)."""
     images = []
     for child in _visible_children(folder):
         if child.is_file() and is_image_file(child):
             images.append(child)
+        elif child.is_symlink() and not child.exists():
+            problems.append(
+                LayoutProblem(
+                    CorruptImageError,
+                    child,
+                    f"is a broken link: its target {os.readlink(child)} does not exist.",
+                    "restore the file it points to, or delete the link (and its mask) if you accept losing it.",
+                )
+            )
         else:
             kind = "folder" if child.is_dir() else "file with an unsupported extension"
             warnings.append(f"{child}: ignored ({kind}; only {', '.join(IMG_EXTENSIONS)} images are read here).")
@@ -81,7 +93,7 @@ def _images_in(folder: Path, warnings: list[str]) -> list[Path]:
 def _match_masks(sub: SubclassLayout, defect: str, images: list[Path]) -> None:
     """Pair every defect image with exactly one mask, and every mask with exactly one image."""
     gt_dir = sub.root / "ground_truth" / defect
-    masks = _images_in(gt_dir, sub.warnings) if gt_dir.is_dir() else []
+    masks = _images_in(gt_dir, sub.warnings, sub.problems) if gt_dir.is_dir() else []
     sub.mask_files.extend(masks)
     by_stem: dict[str, list[Path]] = {}
     for mask in masks:
@@ -145,7 +157,7 @@ def scan_subclass(folder: Path) -> SubclassLayout:
                 sub.warnings.append(f"{child}: ignored (training data is read from train/{NORMAL_LABEL} only).")
     sub.has_train_dir = sub.train_dir.is_dir()
     if sub.has_train_dir:
-        sub.train_images = _images_in(sub.train_dir, sub.warnings)
+        sub.train_images = _images_in(sub.train_dir, sub.warnings, sub.problems)
 
     test_root = folder / "test"
     defects: set[str] = set()
@@ -154,17 +166,21 @@ def scan_subclass(folder: Path) -> SubclassLayout:
             if not child.is_dir():
                 sub.warnings.append(f"{child}: ignored (test images belong in test/good or test/<defect>/).")
                 continue
-            images = _images_in(child, sub.warnings)
+            images = _images_in(child, sub.warnings, sub.problems)
             sub.test_images.extend((image, child.name) for image in images)
             if child.name != NORMAL_LABEL:
                 defects.add(child.name)
                 _match_masks(sub, child.name, images)
 
+    if not sub.test_images:
+        sub.warnings.append(f"{folder}: no image under test/, so this subclass is not tested.")
     gt_root = folder / "ground_truth"
     if gt_root.is_dir():
         for child in _visible_children(gt_root):
             if child.is_dir() and child.name not in defects and child.name != NORMAL_LABEL:
                 _match_masks(sub, child.name, [])  # every mask here is an orphan
+            elif child.name == NORMAL_LABEL:
+                sub.warnings.append(f"{child}: ignored (a defect-free image's mask is empty by definition).")
             elif not child.is_dir():
                 sub.warnings.append(f"{child}: ignored (masks belong in ground_truth/<defect>/).")
     return sub

@@ -56,10 +56,13 @@ def resolve_subclasses(
     if test_subclasses is not None:
         problems += _unknown_names(test_subclasses, layout, "test_subclasses")
         test = sorted(set(test_subclasses) & set(layout.names))
+        test_source = "test_subclasses"
     elif layout.split is not None:
         test = sorted(n for n in {*layout.split[0], *layout.split[1]} if n in layout.subclasses)
-    else:
-        test = list(layout.names)
+        test_source = f"split.json in {layout.root}"
+    else:  # every subclass that has test images (one without is named by the scan's warnings)
+        test = [n for n in layout.names if layout.subclasses[n].test_images]
+        test_source = None
 
     if not train and not any(p.error is UnknownSubclassError for p in problems):
         problems.append(
@@ -84,6 +87,17 @@ def resolve_subclasses(
                     "(train_subclasses / 'seen' in split.json).",
                 )
             )
+    untested = [n for n in test if not layout.subclasses[n].test_images]
+    if test_source is not None and untested and len(untested) < len(test):  # all empty: the problem below
+        problems.append(
+            LayoutProblem(
+                EmptyTestSetError,
+                layout.root,
+                f"test subclass(es) {untested} (selected by {test_source}) hold no image under test/, so their "
+                "rows and the seen/unseen means would leave them out without a word.",
+                "add test/good and test/<defect> folders to them, or leave them out of the test subclasses.",
+            )
+        )
     if test and not any(layout.subclasses[n].test_images for n in test):
         problems.append(
             LayoutProblem(

@@ -303,6 +303,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         #: name of the subclass each expert was trained on (cluster names when discovered)
         self.expert_names: list[str] = []
         self.last_losses: dict[str, float] = {}
+        #: the scoring settings the post-processor's thresholds were last fitted under (``{}``: not yet)
+        self.threshold_settings: dict[str, Any] = {}
 
     def on_train_start(self) -> None:
         """Choose between the feature cache and live features (random pixel augmentation), and log which."""
@@ -518,9 +520,32 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             raise SystemExit(f"error: {msg}")
         logger.warning(msg)
 
+    def on_validation_epoch_end(self) -> None:
+        """Record the scoring settings the post-processor has just fitted its thresholds and normalisation under."""
+        super().on_validation_epoch_end()
+        self.threshold_settings = self.model.scoring_settings()
+
+    def warn_if_thresholds_stale(self, action: str) -> None:
+        """Name the scoring settings changed since the thresholds were fitted (``--model.level_corrected_score
+        true`` on a checkpoint trained without it): the scores moved, the thresholds did not, so the labels are
+        wrong where ranking is not."""
+        fitted, now = self.threshold_settings, self.model.scoring_settings()
+        changed = [f"{key} {fitted[key]} -> {now[key]}" for key in now if key in fitted and fitted[key] != now[key]]
+        if changed:
+            logger.warning(
+                "%s: this AdaptedMoE's thresholds and score normalisation were fitted with other scoring settings "
+                "(%s), so its labels (pred_label, the F1 and every thresholded metric) use thresholds fitted on "
+                "other scores; AUROC is unaffected. Fix: validate it with these settings first (engine.validate("
+                "model, datamodule=...) refits them, then test, predict or export the same model object), or train "
+                "with them (anomalib train --model.<setting> <value>).",
+                action,
+                ", ".join(changed),
+            )
+
     def on_test_start(self) -> None:
         """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``); check the test files."""
         self.refuse_untrained("test")
+        self.warn_if_thresholds_stale("test")
         super().on_test_start()
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
@@ -547,6 +572,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         image before any prediction (see :mod:`anomalib_adapted_moe.data.predict_check`).
         """
         self.refuse_untrained("predict")
+        self.warn_if_thresholds_stale("predict")
         super().on_predict_start()
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
@@ -561,6 +587,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Store which subclass each expert stands for (plain strings: safe for ``weights_only`` loading)."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["adapted_moe_expert_names"] = list(self.expert_names)
+        checkpoint["adapted_moe_threshold_settings"] = dict(self.threshold_settings)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the experts with the checkpoint's count before its weights are loaded.
@@ -570,6 +597,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         remaining batches only: refused, rather than silently scoring with it.
         """
         super().on_load_checkpoint(checkpoint)
+        # the settings its thresholds were fitted under (none recorded before they were: nothing to compare)
+        self.threshold_settings = dict(checkpoint.get("adapted_moe_threshold_settings", {}))
         fitted = checkpoint["state_dict"].get("_is_fitted")
         if fitted is not None and not bool(fitted.all()):
             msg = (
@@ -647,12 +676,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         ``unseen_min_near_twin`` has no fitted limit, whichever way torch traces (a strict trace skips the forward's
         check, and the exported graph cannot make it); a model that never trained is refused too."""
         self.refuse_untrained("export")
+        self.warn_if_thresholds_stale("export")
         self.model.check_near_twin_fitted()
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's torch export, refusing a model that never trained."""
         self.refuse_untrained("export")
+        self.warn_if_thresholds_stale("export")
         return super().to_torch(export_root, model_file_name)
 
     def to_openvino(

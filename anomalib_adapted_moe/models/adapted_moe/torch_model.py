@@ -189,6 +189,29 @@ class AdaptedMoEModel(nn.Module):
         self.blur_sigma = blur_sigma
         self.register_load_state_dict_post_hook(_measure_patch_centre_after_load)
 
+    def scoring_settings(self) -> dict[str, bool | int | float | None]:
+        """The inference settings as they act on the scores and maps: ``top_k`` clamped to the expert count, the
+        temperature only where experts are mixed. The post-processor's thresholds hold for these settings only."""
+        top_k = min(self.top_k, self.num_experts)
+        lenient = min(self.unseen_min_over_experts, self.num_experts) if self.num_experts > 1 else 0
+        return {
+            "tta": bool(self.tta),
+            "tta_gate": bool(self.tta and self.tta_gate),
+            "tta_blend": bool(self.tta and self.tta_blend),
+            "top_k": top_k,
+            "temperature": self.temperature if top_k > 1 else None,
+            "image_top_k": self.image_top_k,
+            "center_image_score": self.center_image_score,
+            "image_score_window": self.image_score_window,
+            "spread_scaled_score": self.spread_scaled_score,
+            "level_corrected_score": self.level_corrected_score,
+            "expert_offset_score": self.expert_offset_score,
+            "unseen_min_over_experts": lenient,
+            "unseen_min_near_twin": bool(lenient and self.unseen_min_near_twin),
+            "blur_sigma": self.blur_sigma,
+            "map_at_feature_centre": self.map_at_feature_centre,
+        }
+
     def set_num_experts(self, num_experts: int) -> None:
         """(Re)build the router, the experts and the TTA statistics for ``num_experts`` experts."""
         if num_experts < 1:

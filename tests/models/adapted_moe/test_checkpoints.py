@@ -176,3 +176,25 @@ def test_a_checkpoint_loads_with_another_map_smoothing(fitted_tiny) -> None:
             assert torch.equal(reloaded(images).anomaly_map, model(images).anomaly_map)
     finally:
         model.model.blur_sigma = trained_sigma
+
+
+def test_a_scoring_setting_changed_after_training_is_named_until_validation_refits_the_thresholds(
+    tmp_path: Path, fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The thresholds are fitted on the scores as the model was set; a checkpoint loaded with another scoring setting
+    keeps them, so its labels are wrong where its ranking is not: named at test, gone once validation refits them."""
+    _, model, datamodule, checkpoint = fitted_tiny
+    assert model.threshold_settings == model.model.scoring_settings()
+    reloaded = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True, level_corrected_score=True)
+    assert reloaded.threshold_settings == model.threshold_settings  # from the checkpoint
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    stale = "thresholds and score normalisation were fitted with other scoring settings (level_corrected_score False"
+    with caplog.at_level("WARNING"):
+        engine.test(model=reloaded, datamodule=datamodule, verbose=False)
+    assert stale in caplog.text and "Fix: validate it with these settings first" in caplog.text
+    caplog.clear()
+    engine.validate(model=reloaded, datamodule=datamodule, verbose=False)
+    assert reloaded.threshold_settings["level_corrected_score"] is True
+    with caplog.at_level("WARNING"):
+        engine.test(model=reloaded, datamodule=datamodule, verbose=False)
+    assert "fitted with other scoring settings" not in caplog.text

@@ -1,6 +1,6 @@
 """Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
 
-from .image_input import ImageDtypeError
+from .image_input import ImageDtypeError, ImageShapeError
 from .inferencer import BatchSizeError, ImageSizeError, openvino_inferencer
 from .precision import (
     PRECISIONS,
@@ -20,6 +20,7 @@ __all__ = [
     "BatchSizeError",
     "CalibrationDataError",
     "ImageDtypeError",
+    "ImageShapeError",
     "ImageSizeError",
     "UnsupportedPrecisionError",
     "available_precisions",

@@ -12,7 +12,12 @@ from anomalib_adapted_moe.data.predict_check import refuse_high_bit_depth
 
 
 class ImageDtypeError(ValueError):
-    """An image array whose values anomalib's pre-processing would scale wrongly (integers other than 8-bit)."""
+    """An image array whose values anomalib's pre-processing would scale wrongly (integers other than 8-bit, floats
+    outside [0, 1], NaN or infinite values)."""
+
+
+class ImageShapeError(ValueError):
+    """An image array of a shape anomalib's pre-processing would misread (an H x W x 2 array became a 256 x 2 image)."""
 
 
 def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
@@ -22,7 +27,19 @@ def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
     0 and 1: a covered lens, lights off) was read 255 times brighter, and a 16-bit array was never
     scaled; grey (H x W) and RGBA arrays failed with errors that named neither. Grey and RGBA become
     RGB as anomalib's file reader makes them (the grey value on every channel, alpha dropped).
+
+    Floats must lie in [0, 1]: anomalib divided a frame on the 0..255 scale by 255 only where its maximum exceeded 1
+    (a dark one was read up to 255 times brighter), and an all-NaN frame scored like a normal image.
     """
+    channels_last = image.ndim in (3, 4) and image.shape[-1] in (1, 3, 4)
+    channels_first = image.ndim in (3, 4) and image.shape[-3] == 3  # anomalib takes 3 x H x W as it is
+    if image.size == 0 or not (image.ndim == 2 or channels_last or channels_first):
+        msg = (
+            f"an image array of shape {image.shape}: anomalib's inferencer reads only H x W (grey), H x W x 1, "
+            "H x W x 3 (RGB), H x W x 4 (RGBA) or 3 x H x W arrays, or a batch of them (N first). Fix: give the image "
+            "in one of those shapes (grey with alpha, H x W x 2: image[..., 0])."
+        )
+        raise ImageShapeError(msg)
     if image.dtype == np.uint8:
         image = image.astype(np.float32) / 255.0
     elif not np.issubdtype(image.dtype, np.floating):
@@ -30,6 +47,20 @@ def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
             f"an image array of {image.dtype}: anomalib's inferencer scales only by 255, so its scores would be "
             "wrong. Fix: give float32 in [0, 1] (divide by the sensor's full scale, e.g. 4095 for 12-bit or 65535 "
             "for 16-bit images) or uint8."
+        )
+        raise ImageDtypeError(msg)
+    elif not np.isfinite(image).all():
+        msg = (
+            f"an image array of {image.dtype} holding NaN or infinite values: its scores would mean nothing. Fix: "
+            "give finite values in [0, 1] (a failed capture or a division by zero upstream leaves NaN)."
+        )
+        raise ImageDtypeError(msg)
+    elif image.min() < 0 or image.max() > 1:
+        msg = (
+            f"an image array of {image.dtype} with values from {image.min():g} to {image.max():g}: float images are "
+            "read as [0, 1] (anomalib divides by 255 only where the maximum exceeds 1, so a dark frame on the 0..255 "
+            "scale was read up to 255 times brighter). Fix: scale floats to [0, 1] (divide 0..255 values by 255; clip "
+            "a resampling's overshoot with numpy.clip(image, 0, 1)), or give uint8."
         )
         raise ImageDtypeError(msg)
     if image.ndim == 2:

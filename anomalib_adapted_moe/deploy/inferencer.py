@@ -37,6 +37,18 @@ class BatchSizeError(ValueError):
     """A batch of another size than the one the inferencer was compiled for (``batch_size``)."""
 
 
+def unreadable_model(path: str | Path, error: RuntimeError) -> ValueError:
+    """The error for a model file OpenVINO cannot read (truncated, damaged, not a model): OpenVINO's names neither
+    the file nor the fix, and for a missing ``.bin`` not even the path."""
+    reason = str(error).strip().splitlines()[-1]  # OpenVINO's last line says what; the others, where in its source
+    msg = (
+        f"{path}: OpenVINO cannot read it as a model ({reason}). Fix: give the model.xml that `anomalib export "
+        "--export_type openvino` wrote, its model.bin beside it; if it is that file, it is damaged or incomplete "
+        "(e.g. an interrupted copy): copy it again or export again."
+    )
+    return ValueError(msg)
+
+
 def compiled_model_cache() -> dict[str, str]:
     """OpenVINO's ``CACHE_DIR`` for compiled models: ``openvino`` in the package's cache folder.
 
@@ -86,7 +98,10 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         if isinstance(path, tuple):
             model = core.read_model(model=path[0], weights=path[1])
         else:
-            model = core.read_model(Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else path)
+            try:
+                model = core.read_model(Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else path)
+            except RuntimeError as error:
+                raise unreadable_model(path, error) from error
         compiled = core.compile_model(model, self.device, {**(self.config or {}), **compiled_model_cache()})
         return compiled.input(0), compiled.output(0), compiled
 
@@ -165,7 +180,8 @@ def openvino_inferencer(
     An INT8 IR (``--compression_type INT8_PTQ``) runs its quantised layers in int8
     whatever ``precision`` says; ``precision`` then applies to the layers left in float.
     An image that does not fit an IR exported for a fixed size raises :class:`ImageSizeError`;
-    a missing IR, ``FileNotFoundError`` naming it and how to export one. Compiled models are cached
+    a missing IR (or its ``.bin``), ``FileNotFoundError`` naming it and how to export one; a damaged one,
+    ``ValueError`` naming it and the fix (:func:`unreadable_model`). Compiled models are cached
     in the package's cache folder (:func:`compiled_model_cache`), not in the working directory.
     ``predict`` runs one call at a time (threads may share the inferencer) and reads image arrays and
     PIL images as anomalib reads image files (:mod:`.image_input`).
@@ -186,12 +202,24 @@ def openvino_inferencer(
             "(weights/openvino/model.xml in the run's folder; its model.bin beside it)."
         )
         raise FileNotFoundError(msg)
+    xml = Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else Path(path)
+    if xml.suffix == ".xml" and not (xml.is_file() and xml.with_suffix(".bin").is_file()):
+        missing = xml.with_suffix(".bin") if xml.is_file() else xml
+        msg = (
+            f"{path}: {missing} is missing beside it (an IR is the .xml and the .bin together). Fix: put the "
+            "model.xml and model.bin that `anomalib export --export_type openvino` wrote in one folder, or export "
+            "again."
+        )
+        raise FileNotFoundError(msg)
     if batch_size is not None and batch_size < 1:
         msg = f"batch_size must be a positive number of images (or None for any), not {batch_size}."
         raise BatchSizeError(msg)
     if precision != "f32" or batch_size is not None:
         # a named precision other than f32 takes the IR's f32 marks off: they would keep the backbone out of it
-        model = model_for(path, None if precision == "f32" else precision)
+        try:
+            model = model_for(xml, None if precision == "f32" else precision)
+        except RuntimeError as error:
+            raise unreadable_model(path, error) from error
         if batch_size is not None:
             shape = model.input(0).get_partial_shape()
             shape[0] = batch_size

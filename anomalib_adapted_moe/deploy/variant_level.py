@@ -14,10 +14,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
+
+
+def _unreadable(checkpoint: Path, error: Exception) -> ValueError:
+    """The error for a checkpoint that is damaged or another model's: torch's and Lightning's name no file, and
+    torch's advises ``weights_only=False``, which runs any code a bad file holds."""
+    msg = (
+        f"{checkpoint}: cannot be read as an AdaptedMoE checkpoint ({type(error).__name__}). Fix: give the model.ckpt "
+        "an AdaptedMoE training wrote (weights/lightning/); this one is damaged (e.g. an interrupted copy) or another "
+        "model's."
+    )
+    return ValueError(msg)
 
 
 def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> float:
@@ -30,8 +42,9 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     Raises:
         FileExistsError: ``output`` exists (``checkpoint`` too): nothing is overwritten.
         FileNotFoundError: ``checkpoint`` or the ``images`` folder is missing.
-        ValueError: too few images, a defect burst among them, or a model from before the variant level (the
-            message says how to fix it); a damaged image gets the predict path's error, naming the file.
+        ValueError: too few images, a defect burst among them, a damaged checkpoint or another model's, or a model
+            from before the variant level (the message says how to fix it); a damaged image gets the predict path's
+            error, naming the file.
     """
     from anomalib.engine import Engine
 
@@ -47,7 +60,16 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     if not images.is_dir():
         msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
         raise FileNotFoundError(msg)
-    model = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
+    try:  # the file alone first: an OSError here is a damaged file; the model's own (backbone weights) names its fix
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise  # names the file
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
+        raise _unreadable(checkpoint, error) from error
+    try:
+        model = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
+    except (RuntimeError, KeyError, TypeError) as error:  # another model's: missing keys, no Lightning keys
+        raise _unreadable(checkpoint, error) from error
     model.visualizer = None  # scores only: no result images to write
     engine_log = logging.getLogger("anomalib.engine.engine")
     quiet = engine_log.level
@@ -65,7 +87,6 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         level = model.post_processor.fit_variant_level(scores)
     except ValueError as error:
         raise ValueError(f"{images}: {error}") from error
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state["state_dict"]["post_processor.variant_level"] = model.post_processor.variant_level.detach().clone()
     partial = output.with_name(output.name + ".partial")  # written whole, then renamed: no half checkpoint
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,143 @@
+"""Bad input to the deployment path is refused by name with the fix: image arrays anomalib would misread, damaged IRs,
+and checkpoints the variant-level command cannot read."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anomalib_adapted_moe.deploy import ImageDtypeError, ImageShapeError, openvino_inferencer
+from anomalib_adapted_moe.deploy.variant_level import main
+
+
+def _ir(folder: Path) -> Path:
+    """A one-node IR with AdaptedMoE's input layout for 32 x 48 images, scoring an image by its mean."""
+    import openvino as ov
+
+    image = ov.opset13.parameter([-1, 3, 32, 48], ov.Type.f32, name="input")
+    score = ov.opset13.reduce_mean(image, [1, 2, 3])
+    score.output(0).set_names({"pred_score"})
+    xml = folder / "model.xml"
+    ov.save_model(ov.Model([score], [image]), xml)
+    return xml
+
+
+def _score(inferencer, image) -> float:
+    return float(inferencer.predict(image).pred_score.reshape(-1)[0])
+
+
+@pytest.mark.parametrize(
+    ("image", "named"),
+    [
+        (np.full((32, 48, 3), np.nan, np.float32), "NaN or infinite"),  # scored like a normal image
+        (np.full((32, 48, 3), np.inf, np.float32), "NaN or infinite"),
+        (np.linspace(0, 255, 32 * 48 * 3, dtype=np.float32).reshape(32, 48, 3), "values from 0 to 255"),
+        (np.linspace(-0.5, 1.5, 32 * 48 * 3, dtype=np.float32).reshape(32, 48, 3), "values from -0.5 to 1.5"),
+    ],
+    ids=["nan", "inf", "0..255", "-0.5..1.5"],
+)
+def test_float_arrays_not_finite_or_outside_the_unit_range_are_refused_with_the_fix(
+    tmp_path, image: np.ndarray, named: str
+) -> None:
+    """anomalib divides a float frame by 255 only where its maximum exceeds 1: a dark frame on the 0..255 scale was
+    read as [0, 1], one in [-0.5, 1.5] was divided by 255, and an all-NaN one scored like a normal image."""
+    inferencer = openvino_inferencer(_ir(tmp_path))
+    with pytest.raises(ImageDtypeError) as refused:
+        inferencer.predict(image)
+    message = str(refused.value)
+    assert message.startswith("an image array of float32") and named in message
+    assert "Fix: " in message and "[0, 1]" in message
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)  # uint8 and [0, 1] as they were
+    assert _score(inferencer, rgb.astype(np.float32) / 255) == pytest.approx(_score(inferencer, rgb), rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(32, 48, 2), (32, 48, 5), (2, 32, 48, 2), (48,), (0, 0, 3)])
+def test_arrays_of_a_shape_anomalib_would_misread_name_their_shape_and_the_ones_read(tmp_path, shape) -> None:
+    """An H x W x 2 array was read as a 32-pixel-high, 2-pixel-wide image: 'the image is 32 x 2 (height x width)'."""
+    inferencer = openvino_inferencer(_ir(tmp_path))
+    with pytest.raises(ImageShapeError) as refused:
+        inferencer.predict(np.zeros(shape, np.uint8))
+    message = str(refused.value)
+    assert message.startswith(f"an image array of shape {shape}: ") and "H x W x 3 (RGB)" in message
+    assert "Fix: " in message
+    assert _score(inferencer, np.full((3, 32, 48), 51, np.uint8)) == pytest.approx(0.2)  # 3 x H x W read as before
+
+
+def _damage(xml: Path, how: str) -> Path:
+    """The exported IR at ``xml`` damaged ``how``; returns the path to give the inferencer."""
+    weights = xml.with_suffix(".bin")
+    if how == "bin missing":
+        weights.unlink()
+    elif how == "xml missing":
+        xml.unlink()
+        return weights
+    elif how == "bin truncated":
+        weights.write_bytes(weights.read_bytes()[:10])
+    elif how == "xml truncated":
+        xml.write_bytes(xml.read_bytes()[: xml.stat().st_size // 2])
+    elif how == "a checkpoint":
+        xml = xml.with_name("model.ckpt")
+        torch.save({"state_dict": {}}, xml)
+    return xml
+
+
+@pytest.mark.parametrize("batch_size", [None, 1])  # the plain load, and the one that reads the IR to reshape it
+@pytest.mark.parametrize(
+    ("how", "error", "named"),
+    [
+        ("bin missing", FileNotFoundError, "model.bin is missing beside it"),
+        ("xml missing", FileNotFoundError, "model.xml is missing beside it"),
+        ("bin truncated", ValueError, "OpenVINO cannot read it as a model ("),  # (Incorrect weights in bin file!)
+        ("xml truncated", ValueError, "OpenVINO cannot read it as a model ("),  # (Error parsing ... at offset 769)
+        ("a checkpoint", ValueError, "OpenVINO cannot read it as a model ("),  # (Unable to read the model: ...)
+    ],
+)
+def test_a_damaged_ir_is_named_with_the_fix(tmp_path, how: str, error: type, named: str, batch_size) -> None:
+    """OpenVINO's own errors named no file and no fix: "Empty weights data in bin file or bin file cannot be found!"."""
+    path = _damage(_ir(tmp_path), how)
+    with pytest.raises(error) as refused:
+        openvino_inferencer(path, batch_size=batch_size)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ") and named in message
+    assert "Fix: " in message and "anomalib export --export_type openvino" in message and "again" in message
+
+
+def _truncated(path: Path, size: int) -> None:
+    torch.save({"state_dict": {"weight": torch.zeros(size)}}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: path.write_bytes(np.random.default_rng(0).bytes(4096)),  # UnpicklingError, weights_only=False
+        lambda path: path.write_bytes(b""),  # EOFError
+        lambda path: _truncated(path, 4096),  # OSError: [Errno 22] Invalid argument
+        lambda path: _truncated(path, 100_000),  # RuntimeError: PytorchStreamReader failed reading zip archive
+        lambda path: torch.save(  # another anomalib model's checkpoint: Missing key(s) in state_dict
+            {
+                "pytorch-lightning_version": "2.5.0",
+                "state_dict": {"model.gaussian.mean": torch.zeros(4)},
+                "hparams_name": "kwargs",
+                "hyper_parameters": {"backbone": "resnet18", "layers": ["layer1"], "pre_trained": False},
+            },
+            path,
+        ),
+        lambda path: torch.save({"model.memory_bank": torch.zeros(4)}, path),  # a bare state dict: KeyError
+    ],
+    ids=["random bytes", "zero bytes", "truncated small", "truncated", "another model", "bare state dict"],
+)
+def test_the_variant_level_command_refuses_a_checkpoint_it_cannot_read_by_name_with_the_fix(
+    tmp_path, capsys: pytest.CaptureFixture, write
+) -> None:
+    checkpoint, images, output = tmp_path / "model.ckpt", tmp_path / "images", tmp_path / "variant.ckpt"
+    write(checkpoint)
+    images.mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main(["--ckpt", str(checkpoint), "--images", str(images), "--output", str(output)])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {checkpoint}: cannot be read as an AdaptedMoE checkpoint (") and err.count("\n") == 1
+    assert "Fix: give the model.ckpt an AdaptedMoE training wrote" in err and "weights_only" not in err
+    assert not output.exists()

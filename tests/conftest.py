@@ -231,3 +231,21 @@ def fitted_tiny(tmp_path_factory: pytest.TempPathFactory):
     engine.fit(model=model, datamodule=datamodule)
     callback = engine.trainer.checkpoint_callback
     return engine, model, datamodule, Path(callback.best_model_path or callback.last_model_path)
+
+
+def mean_score_ir(folder: Path, height: int = 32, width: int = 48) -> Path:
+    """A one-node IR with AdaptedMoE's input layout, exported for ``height x width`` images (batch free), whose
+    score is the image's mean: what a deployment check needs without a trained model."""
+    import openvino as ov
+
+    image = ov.opset13.parameter([-1, 3, height, width], ov.Type.f32, name="input")
+    score = ov.opset13.reduce_mean(image, [1, 2, 3])
+    score.output(0).set_names({"pred_score"})
+    xml = folder / "model.xml"
+    ov.save_model(ov.Model([score], [image]), xml)
+    return xml
+
+
+def first_score(inferencer, image) -> float:
+    """The one image score ``inferencer.predict`` gives."""
+    return float(inferencer.predict(image).pred_score.reshape(-1)[0])

@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import pytest
+from conftest import first_score, mean_score_ir
 
 from anomalib_adapted_moe.deploy import (
     CalibrationDataError,
@@ -83,33 +84,16 @@ def test_an_int8_export_the_model_cannot_calibrate_is_refused_before_the_convers
     assert not list(tmp_path.iterdir())
 
 
-def _fixed_size_ir(folder, height: int, width: int):
-    """A one-node IR with AdaptedMoE's input layout, exported for ``height x width`` images (batch free)."""
-    import openvino as ov
-
-    image = ov.opset13.parameter([-1, 3, height, width], ov.Type.f32, name="input")
-    score = ov.opset13.reduce_mean(image, [1, 2, 3])
-    score.output(0).set_names({"pred_score"})
-    xml = folder / "model.xml"
-    ov.save_model(ov.Model([score], [image]), xml)
-    return xml
-
-
-def _score(inferencer, image) -> float:
-    """The one image score ``inferencer.predict`` gives."""
-    return float(inferencer.predict(image).pred_score.reshape(-1)[0])
-
-
 def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes_and_the_fix(tmp_path) -> None:
     from PIL import Image
 
     from anomalib_adapted_moe.deploy import ImageSizeError, openvino_inferencer
 
-    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path, 32, 48))
     fitting, other = tmp_path / "fitting.png", tmp_path / "other.png"
     Image.new("RGB", (48, 32), (255, 255, 255)).save(fitting)  # PIL sizes are (width, height)
     Image.new("RGB", (40, 30)).save(other)
-    assert _score(inferencer, fitting) == pytest.approx(1.0)
+    assert first_score(inferencer, fitting) == pytest.approx(1.0)
     with pytest.raises(ImageSizeError) as refused:
         inferencer.predict(other)
     message = str(refused.value)
@@ -126,13 +110,13 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
     from anomalib_adapted_moe.data.texture_ad import CorruptImageError
     from anomalib_adapted_moe.deploy import openvino_inferencer
 
-    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path, 32, 48))
     good, grey16 = tmp_path / "good.png", tmp_path / "grey16.png"
     Image.fromarray(np.full((32, 48, 3), 51, np.uint8)).save(good)
     Image.fromarray(np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 40).save(grey16)
     (tmp_path / "truncated.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (tmp_path / "junk.png").write_bytes(b"not an image" * 10)
-    assert _score(inferencer, good) == pytest.approx(0.2)
+    assert first_score(inferencer, good) == pytest.approx(0.2)
     with pytest.raises(HighBitDepthImageError) as clipped:
         inferencer.predict(grey16)
     message = str(clipped.value)
@@ -154,20 +138,21 @@ def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_w
     from anomalib_adapted_moe.data.predict_check import HighBitDepthImageError
     from anomalib_adapted_moe.deploy import ImageDtypeError, openvino_inferencer
 
-    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path, 32, 48))
 
     dark = (np.random.default_rng(0).random((32, 48, 3)) < 0.5).astype(np.uint8)  # pixel values 0 and 1
-    assert _score(inferencer, dark) == pytest.approx(dark.mean() / 255, rel=1e-4)
+    assert first_score(inferencer, dark) == pytest.approx(dark.mean() / 255, rel=1e-4)
     grey = np.full((32, 48), 51, np.uint8)
     rgba = np.dstack([np.full((32, 48, 3), 51, np.uint8), np.full((32, 48), 255, np.uint8)])  # opaque
     palette = Image.fromarray(np.full((32, 48), 1, np.uint8), mode="P")
     palette.putpalette([0, 0, 0, 51, 51, 51] + [0, 0, 0] * 254)  # index 1 is the grey 51
     for image in (grey, grey[..., None], rgba, Image.fromarray(grey), Image.fromarray(rgba), palette):
-        assert _score(inferencer, image) == pytest.approx(0.2, rel=1e-4)  # 51 / 255 on every channel, alpha dropped
+        # 51 / 255 on every channel, alpha dropped
+        assert first_score(inferencer, image) == pytest.approx(0.2, rel=1e-4)
     with pytest.raises(ImageDtypeError, match=r"uint16.*divide by the sensor's full scale"):
-        _score(inferencer, np.full((32, 48, 3), 819, np.uint16))
+        first_score(inferencer, np.full((32, 48, 3), 819, np.uint16))
     with pytest.raises(HighBitDepthImageError, match="mode I;16"):
-        _score(inferencer, Image.fromarray(np.full((32, 48), 13107, np.uint16)))
+        first_score(inferencer, Image.fromarray(np.full((32, 48), 13107, np.uint16)))
 
 
 def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_working_directory(
@@ -180,13 +165,13 @@ def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_workin
     from anomalib_adapted_moe.cache import CACHE_ENV
     from anomalib_adapted_moe.deploy import openvino_inferencer
 
-    xml = _fixed_size_ir(tmp_path, 32, 48)
+    xml = mean_score_ir(tmp_path, 32, 48)
     working = tmp_path / "working"
     working.mkdir()
     monkeypatch.chdir(working)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     image = np.full((32, 48, 3), 0.25, np.float32)
-    assert _score(openvino_inferencer(xml), image) == pytest.approx(0.25)
+    assert first_score(openvino_inferencer(xml), image) == pytest.approx(0.25)
     assert list(working.iterdir()) == []
     assert list((tmp_path / "cache" / "openvino").glob("*.blob"))
 
@@ -199,14 +184,14 @@ def test_a_cache_folder_that_cannot_be_written_warns_with_the_fix_and_the_model_
     from anomalib_adapted_moe.cache import CACHE_ENV
     from anomalib_adapted_moe.deploy import openvino_inferencer
 
-    xml = _fixed_size_ir(tmp_path, 32, 48)
+    xml = mean_score_ir(tmp_path, 32, 48)
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a_file" / "cache"))  # a folder inside a file cannot be made
     with pytest.warns(UserWarning, match=f"{tmp_path / 'a_file' / 'cache' / 'openvino'} cannot be written") as warned:
         inferencer = openvino_inferencer(xml)
     assert f"set {CACHE_ENV} to a writable folder" in str(warned[0].message)
     image = np.full((32, 48, 3), 0.5, np.float32)
-    assert _score(inferencer, image) == pytest.approx(0.5)
+    assert first_score(inferencer, image) == pytest.approx(0.5)
 
 
 def test_a_missing_model_file_is_named_with_how_to_export_one(tmp_path) -> None:
@@ -223,15 +208,15 @@ def test_an_inferencer_compiled_for_one_batch_size_scores_as_the_free_one_and_re
 
     from anomalib_adapted_moe.deploy import BatchSizeError, openvino_inferencer
 
-    xml = _fixed_size_ir(tmp_path, 32, 48)
+    xml = mean_score_ir(tmp_path, 32, 48)
     images = np.random.default_rng(0).random((2, 32, 48, 3), dtype=np.float32)
     expected = images.mean(axis=(1, 2, 3))
     free = openvino_inferencer(xml)
     single, pairs = openvino_inferencer(xml, batch_size=1), openvino_inferencer(xml, batch_size=2)
     assert free.input_blob.get_partial_shape()[0].is_dynamic
     assert single.input_blob.get_partial_shape().to_shape() == [1, 3, 32, 48]
-    assert _score(single, images[0]) == pytest.approx(expected[0], rel=1e-5)
-    assert _score(free, images[0]) == pytest.approx(expected[0], rel=1e-5)
+    assert first_score(single, images[0]) == pytest.approx(expected[0], rel=1e-5)
+    assert first_score(free, images[0]) == pytest.approx(expected[0], rel=1e-5)
     assert np.asarray(pairs.predict(images).pred_score).reshape(-1) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(BatchSizeError) as refused:
         single.predict(images)
@@ -251,7 +236,7 @@ def test_one_inferencer_shared_by_threads_gives_each_call_its_own_scores(tmp_pat
 
     from anomalib_adapted_moe.deploy import openvino_inferencer
 
-    inferencer = openvino_inferencer(_fixed_size_ir(tmp_path, 32, 48))
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path, 32, 48))
     images = list(np.random.default_rng(0).random((64, 32, 48, 3), dtype=np.float32))
     expected = [float(image.mean()) for image in images]
     for _ in range(3):
@@ -290,7 +275,7 @@ def test_inferencers_dropped_in_the_order_they_were_loaded_leave_signal_handling
     import subprocess
     import sys
 
-    xml = _fixed_size_ir(tmp_path, 32, 48)
+    xml = mean_score_ir(tmp_path, 32, 48)
     done = subprocess.run(
         [sys.executable, "-c", _RELOAD_THEN_SIGNAL, str(xml)], cwd=tmp_path, capture_output=True, text=True
     )

@@ -6,25 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import first_score, mean_score_ir
 
 from anomalib_adapted_moe.deploy import ImageDtypeError, ImageShapeError, openvino_inferencer
 from anomalib_adapted_moe.deploy.variant_level import main
-
-
-def _ir(folder: Path) -> Path:
-    """A one-node IR with AdaptedMoE's input layout for 32 x 48 images, scoring an image by its mean."""
-    import openvino as ov
-
-    image = ov.opset13.parameter([-1, 3, 32, 48], ov.Type.f32, name="input")
-    score = ov.opset13.reduce_mean(image, [1, 2, 3])
-    score.output(0).set_names({"pred_score"})
-    xml = folder / "model.xml"
-    ov.save_model(ov.Model([score], [image]), xml)
-    return xml
-
-
-def _score(inferencer, image) -> float:
-    return float(inferencer.predict(image).pred_score.reshape(-1)[0])
 
 
 @pytest.mark.parametrize(
@@ -42,26 +27,27 @@ def test_float_arrays_not_finite_or_outside_the_unit_range_are_refused_with_the_
 ) -> None:
     """anomalib divides a float frame by 255 only where its maximum exceeds 1: a dark frame on the 0..255 scale was
     read as [0, 1], one in [-0.5, 1.5] was divided by 255, and an all-NaN one scored like a normal image."""
-    inferencer = openvino_inferencer(_ir(tmp_path))
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path))
     with pytest.raises(ImageDtypeError) as refused:
         inferencer.predict(image)
     message = str(refused.value)
     assert message.startswith("an image array of float32") and named in message
     assert "Fix: " in message and "[0, 1]" in message
     rgb = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)  # uint8 and [0, 1] as they were
-    assert _score(inferencer, rgb.astype(np.float32) / 255) == pytest.approx(_score(inferencer, rgb), rel=1e-6)
+    as_uint8 = first_score(inferencer, rgb)
+    assert first_score(inferencer, rgb.astype(np.float32) / 255) == pytest.approx(as_uint8, rel=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(32, 48, 2), (32, 48, 5), (2, 32, 48, 2), (48,), (0, 0, 3)])
 def test_arrays_of_a_shape_anomalib_would_misread_name_their_shape_and_the_ones_read(tmp_path, shape) -> None:
     """An H x W x 2 array was read as a 32-pixel-high, 2-pixel-wide image: 'the image is 32 x 2 (height x width)'."""
-    inferencer = openvino_inferencer(_ir(tmp_path))
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path))
     with pytest.raises(ImageShapeError) as refused:
         inferencer.predict(np.zeros(shape, np.uint8))
     message = str(refused.value)
     assert message.startswith(f"an image array of shape {shape}: ") and "H x W x 3 (RGB)" in message
     assert "Fix: " in message
-    assert _score(inferencer, np.full((3, 32, 48), 51, np.uint8)) == pytest.approx(0.2)  # 3 x H x W read as before
+    assert first_score(inferencer, np.full((3, 32, 48), 51, np.uint8)) == pytest.approx(0.2)  # 3 x H x W read as before
 
 
 def _damage(xml: Path, how: str) -> Path:
@@ -95,7 +81,7 @@ def _damage(xml: Path, how: str) -> Path:
 )
 def test_a_damaged_ir_is_named_with_the_fix(tmp_path, how: str, error: type, named: str, batch_size) -> None:
     """OpenVINO's own errors named no file and no fix: "Empty weights data in bin file or bin file cannot be found!"."""
-    path = _damage(_ir(tmp_path), how)
+    path = _damage(mean_score_ir(tmp_path), how)
     with pytest.raises(error) as refused:
         openvino_inferencer(path, batch_size=batch_size)
     message = str(refused.value)

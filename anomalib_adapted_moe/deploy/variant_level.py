@@ -46,6 +46,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
             from before the variant level (the message says how to fix it); a damaged image gets the predict path's
             error, naming the file.
     """
+    from anomalib.data.utils.image import is_image_file
     from anomalib.engine import Engine
 
     from anomalib_adapted_moe import AdaptedMoE
@@ -60,6 +61,12 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     if not images.is_dir():
         msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
         raise FileNotFoundError(msg)
+    if not any(is_image_file(path) for path in images.rglob("*")):  # anomalib's "Found 0 images" says no fix
+        msg = (
+            f"{images}: no image in this folder (png, jpg, bmp, tif, ...; other files are skipped). Fix: give the "
+            "folder holding the first images of the product the line runs (32 or more give a steadier level)."
+        )
+        raise ValueError(msg)
     try:  # the file alone first: an OSError here is a damaged file; the model's own (backbone weights) names its fix
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except PermissionError:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import first_score, mean_score_ir
+from conftest import first_score, mean_score_ir, write_image
 
 from anomalib_adapted_moe.deploy import ImageDtypeError, ImageShapeError, openvino_inferencer
 from anomalib_adapted_moe.deploy.variant_level import main
@@ -119,7 +119,7 @@ def test_the_variant_level_command_refuses_a_checkpoint_it_cannot_read_by_name_w
 ) -> None:
     checkpoint, images, output = tmp_path / "model.ckpt", tmp_path / "images", tmp_path / "variant.ckpt"
     write(checkpoint)
-    images.mkdir()
+    write_image(images / "000.png")  # the folder holds an image: the checkpoint is what is wrong
     with pytest.raises(SystemExit) as stopped:
         main(["--ckpt", str(checkpoint), "--images", str(images), "--output", str(output)])
     assert stopped.value.code == 1
@@ -127,3 +127,17 @@ def test_the_variant_level_command_refuses_a_checkpoint_it_cannot_read_by_name_w
     assert err.startswith(f"error: {checkpoint}: cannot be read as an AdaptedMoE checkpoint (") and err.count("\n") == 1
     assert "Fix: give the model.ckpt an AdaptedMoE training wrote" in err and "weights_only" not in err
     assert not output.exists()
+
+
+def test_the_variant_level_command_names_a_folder_without_images(tmp_path: Path, capsys) -> None:
+    """anomalib's PredictDataset said only "Found 0 images in <folder>", after the model had loaded."""
+    images = tmp_path / "first_images"
+    images.mkdir()
+    (images / "notes.txt").write_text("not an image\n")
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"never read: the folder is checked first")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--ckpt", str(checkpoint), "--images", str(images), "--output", str(tmp_path / "out.ckpt")])
+    assert stopped.value.code == 1
+    error = capsys.readouterr().err
+    assert f"{images}: no image in this folder" in error and "Fix: give the folder holding the first images" in error

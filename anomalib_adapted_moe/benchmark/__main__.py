@@ -24,6 +24,7 @@ from pathlib import Path
 
 from anomalib_adapted_moe.recipes import CPU_RECIPE
 
+from .jsonfiles import write_json
 from .provenance import commit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,20 +54,36 @@ def machine() -> str:
     )
 
 
-def _data_config(path: Path | None, init_args: dict | None) -> dict:
-    if path is None:
-        data = json.loads(json.dumps(SYNTHETIC))
-    else:
-        import yaml
+DATA_CONFIG = "a mapping with class_path and init_args, as configs/data/texture_ad.yaml"
 
-        if not path.is_file():
-            msg = f"--data {path}: no such file. Give an anomalib-style data config (class_path, init_args)."
-            raise SystemExit(msg)
+
+def data_config_file(text: str) -> dict:
+    """An argparse ``type`` for ``--data``: the file read and checked, so a bad one is named before anything runs."""
+    import yaml
+
+    path = Path(text)
+    if not path.is_file():
+        msg = f"{path}: no such file. Fix: give an anomalib-style data config, {DATA_CONFIG}."
+        raise argparse.ArgumentTypeError(msg)
+    try:
         data = yaml.safe_load(path.read_text())
-        data = data.get("data", data)
-        if "class_path" not in data:
-            msg = f"--data {path}: no class_path in it; see configs/data/texture_ad.yaml for the format."
-            raise SystemExit(msg)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        mark = getattr(error, "problem_mark", None)  # where the parser stopped
+        problem = getattr(error, "problem", None) or error
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        msg = f"{path} is not valid YAML ({problem}{where}). Fix: write it as {DATA_CONFIG}."
+        raise argparse.ArgumentTypeError(msg) from None
+    if isinstance(data, dict):
+        data = data.get("data", data)  # a whole anomalib config: its data section
+    if not (isinstance(data, dict) and "class_path" in data and isinstance(data.get("init_args", {}), dict)):
+        msg = f"{path} holds no data config (it reads as {data!r:.80}). Fix: write it as {DATA_CONFIG}."
+        raise argparse.ArgumentTypeError(msg)
+    return data
+
+
+def _data_config(data: dict | None, init_args: dict | None) -> dict:
+    """The config of ``--data`` (default: the synthetic set) with ``--data-init-args`` merged into its init_args."""
+    data = json.loads(json.dumps(SYNTHETIC)) if data is None else data
     if init_args:
         data.setdefault("init_args", {}).update(init_args)
     return data
@@ -127,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         default=CPU_RECIPE["backbone_weights"],
         help="backbone weights for every model that takes them; 'none' = random init (tests only)",
     )
-    runs.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")
+    runs.add_argument(
+        "--data", type=data_config_file, default=None, help="anomalib-style data config (default: synthetic)"
+    )
     runs.add_argument(
         "--data-init-args", type=json_object, default=None, help="JSON merged into the data config's init_args"
     )
@@ -181,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     from .driver import execute
-    from .run import run_categories
+    from .run import category_problem, run_categories
     from .studies import rows
     from .zoo import MODELS, SETTINGS_OF_OURS, Settings
 
@@ -193,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs, imagenette=args.imagenette)
     data = _data_config(args.data, args.data_init_args)
     args.categories = run_categories(data, args.categories)
+    problem = category_problem(data, args.categories)
+    if problem:
+        parser.error(problem)
     if args.command == "compare":
         studies = ["compare"]
     else:
@@ -220,9 +242,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: list[str], argv: list[str]) -> dict:
     """The output folder's record of settings and studies; refuses to mix runs made with other settings."""
+    from .report import load_manifest
+
     path = args.output / "manifest.json"
     fixed = {"settings": asdict(settings), "seed": args.seed, "data": data}
-    manifest = json.loads(path.read_text()) if path.is_file() else {**fixed, "studies": {}, "commands": {}}
+    manifest = load_manifest(args.output) if path.is_file() else {**fixed, "studies": {}, "commands": {}}
     for key, value in fixed.items():
         if manifest[key] != value:
             msg = (
@@ -237,7 +261,7 @@ def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: l
         manifest["studies"][study] = {"categories": args.categories, "models": getattr(args, "models", None)}
         manifest["commands"][study] = command
     args.output.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=1))
+    write_json(path, manifest)
     return manifest
 
 

@@ -6,13 +6,13 @@ retried. The comparison's AdaptedMoE run of a category sets the wall-clock budge
 of the trained baselines of that category, so it runs first.
 """
 
-import json
 import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .jsonfiles import read_json, write_json
 from .studies import Row
 from .zoo import BUDGETED, Settings, unavailable_reason
 
@@ -25,9 +25,10 @@ def run_path(output: Path, key: str) -> Path:
 
 
 def load_run(output: Path, key: str) -> dict | None:
-    """The stored result of run ``key``, or ``None``."""
+    """The stored result of run ``key``, or ``None`` (not run yet: the driver runs it)."""
     path = run_path(output, key)
-    return json.loads(path.read_text()) if path.is_file() else None
+    fix = "delete it and run the benchmark command again: that run is redone, the finished ones are kept."
+    return read_json(path, fix) if path.is_file() else None
 
 
 def _budget(output: Path, category: str, default: float | None) -> float | None:
@@ -103,7 +104,7 @@ def execute(
         reason = unavailable_reason(row.model, settings)
         if reason is not None:
             print(f"{prefix}: not run: {reason}", flush=True)
-            run_path(output, row.key).write_text(json.dumps({"spec": spec, "status": "not run", "reason": reason}))
+            write_json(run_path(output, row.key), {"spec": spec, "status": "not run", "reason": reason})
             continue
         budget = f" (training budget {spec['budget_seconds']:.0f} s)" if spec["budget_seconds"] else ""
         print(f"{prefix}: running{budget}, {time.monotonic() - started:.0f} s into the benchmark", flush=True)
@@ -117,7 +118,7 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
     finished."""
     name = spec["key"].replace(" ", "_")
     spec_path = output / "logs" / f"{name}.spec.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
+    write_json(spec_path, spec)
     log_path = output / "logs" / f"{name}.log"
     result_path = run_path(output, spec["key"])
     start = time.monotonic()
@@ -129,7 +130,7 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
     if result is None:  # killed before it could write (out of memory, a signal): record why and go on
         tail = log_path.read_text()[-2000:]
         result = {"spec": spec, "status": "failed", "error": f"exit code {returncode}; log tail:\n{tail}"}
-        result_path.write_text(json.dumps(result, indent=1))
+        write_json(result_path, result)
     if result["status"] == "ok":
         unseen = _mean(result, "unseen", "pixel_auroc")
         print(f"{prefix}: done in {seconds:.0f} s, unseen-subclass pixel AUROC {100 * unseen:.2f}", flush=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from anomalib_adapted_moe.viz.style import new_figure, save_png
 
 from .driver import load_run
+from .jsonfiles import read_json
 from .studies import PER_VARIANT_STUDIES, rows
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
@@ -28,6 +29,15 @@ def _variant_rows(result: dict, variant: str) -> list[tuple[str, list[dict]]]:
     if variant == "*":
         return [(name, table) for name, table in variants.items() if not name.startswith("top_k=")]
     return [(variant, variants[variant])] if variant in variants else []
+
+
+def load_manifest(output: Path) -> dict:
+    """The settings, seed, data and studies of the runs in ``output``."""
+    fix = (
+        f"delete it, then run again each benchmark command that wrote to {output}, with the same options (it is "
+        "what refuses to mix runs of other settings); finished runs are kept. Or delete the folder to start over."
+    )
+    return read_json(output / "manifest.json", fix)
 
 
 def collect(output: Path, manifest: dict) -> dict:
@@ -306,8 +316,7 @@ def plot_topk(results: dict, path: Path) -> Path | None:
 
 def render(output: Path, report_dir: Path) -> dict:
     """Write ``results.json`` and ``.csv`` (to ``output`` and ``report_dir/benchmarks``), ``benchmarks.md``, plots."""
-    manifest = json.loads((output / "manifest.json").read_text())
-    results = collect(output, manifest)
+    results = collect(output, load_manifest(output))
     plot_dir = report_dir / "benchmarks"
     plot_dir.mkdir(parents=True, exist_ok=True)
     for folder in {output, plot_dir}:  # the report's own copy of every figure sits beside its plots

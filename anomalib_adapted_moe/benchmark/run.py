@@ -22,6 +22,7 @@ import torch
 
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 
+from .jsonfiles import write_json
 from .provenance import commit
 from .zoo import BATCH_SIZE_ONE, BUDGETED, MODELS, RECOMMENDED_EPOCHS, Settings
 
@@ -68,6 +69,34 @@ def run_categories(data: dict, requested: list[str] | None) -> list[str]:
         )
         raise SystemExit(msg)
     return list(requested or [str(data.get("init_args", {}).get("name") or data["class_path"].rpartition(".")[2])])
+
+
+def category_problem(data: dict, categories: list[str]) -> str | None:
+    """Why a category cannot run, found before any run starts, where the datamodule's categories are known without
+    building it: the synthetic set's fixed list, TextureAD's folders (checked as its ``prepare_data`` does). Other
+    datamodules (MVTecAD, Folder, a user's own) are not checked here: their runs report a bad category."""
+    from anomalib.utils.path import resolve_dataset_root
+
+    from anomalib_adapted_moe.data import SyntheticTextureAD, TextureAD
+    from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES
+    from anomalib_adapted_moe.data.texture_ad.datamodule import DEFAULT_ROOT
+    from anomalib_adapted_moe.data.texture_ad.errors import TextureADNotFoundError
+    from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir
+
+    datamodule_class = resolve_class_path(data["class_path"])
+    for category in categories:
+        if issubclass(datamodule_class, SyntheticTextureAD) and category not in SYNTHETIC_CATEGORIES:
+            return (
+                f"--categories {category}: SyntheticTextureAD has no category {category!r}; it has "
+                f"{list(SYNTHETIC_CATEGORIES)}. Fix: choose among them, or give --data for other data."
+            )
+        if datamodule_class is TextureAD:
+            root = resolve_dataset_root(data.get("init_args", {}).get("root", DEFAULT_ROOT), "TextureAD")
+            try:
+                find_category_dir(root, category)
+            except TextureADNotFoundError as error:
+                return f"TextureAD category {category!r} (--categories, --data): {error}"
+    return None
 
 
 def build_datamodule(data: dict, category: str | None, seed: int, batch_size_one: bool):
@@ -149,33 +178,9 @@ def _variants(model) -> dict[str, dict]:
 
 
 def effective_switches(model) -> tuple:
-    """The inference switches as they act: ``top_k`` is clamped to the expert count, and the temperature
-    matters only when more than one expert is mixed."""
+    """The inference switches as they act (``AdaptedMoEModel.scoring_settings``); none for other models."""
     inner = model.model
-    if not hasattr(inner, "tta"):
-        return ()
-    gate = bool(inner.tta and inner.tta_gate)
-    blend = bool(inner.tta and inner.tta_blend)
-    top_k = min(inner.top_k, inner.num_experts)
-    temperature = inner.temperature if top_k > 1 else None
-    lenient = min(inner.unseen_min_over_experts, inner.num_experts) if inner.num_experts > 1 else 0
-    return (
-        ("tta", bool(inner.tta)),
-        ("tta_gate", gate),
-        ("tta_blend", blend),
-        ("top_k", top_k),
-        ("temperature", temperature),
-        ("image_top_k", inner.image_top_k),
-        ("center_image_score", inner.center_image_score),
-        ("image_score_window", inner.image_score_window),
-        ("spread_scaled_score", inner.spread_scaled_score),
-        ("level_corrected_score", inner.level_corrected_score),
-        ("expert_offset_score", inner.expert_offset_score),
-        ("unseen_min_over_experts", lenient),
-        ("unseen_min_near_twin", bool(lenient and inner.unseen_min_near_twin)),
-        ("blur_sigma", inner.blur_sigma),
-        ("map_at_feature_centre", inner.map_at_feature_centre),
-    )
+    return tuple(inner.scoring_settings().items()) if hasattr(inner, "scoring_settings") else ()
 
 
 def _routing(model, datamodule) -> dict[str, dict[str, float]]:
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         traceback.print_exc()
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-    Path(out_path).write_text(json.dumps({"spec": spec, **result}, indent=1))
+    write_json(Path(out_path), {"spec": spec, **result})
     sys.exit(0 if result["status"] == "ok" else 1)
 
 

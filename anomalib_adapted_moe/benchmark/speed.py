@@ -5,8 +5,8 @@ image size 256. Prints and writes ``--output/speed.json``, and renders
 ``--markdown`` (default ``docs/performance.md``) from that JSON: the machine, the
 command, the seed, every figure and the targets with PASS/MISS computed from them.
 
-* inference, ms per image, batch 1 and 16 (median of 10 rounds after 2 warm-up
-  rounds; a round times every model once, in turn): the bare backbone (fed
+* inference, ms per image, batch 1 and 16 (median of 40 rounds at batch 1 and 10 at
+  batch 16, after 2 warm-up rounds; a round times every model once, in turn): the bare backbone (fed
   channels-last, as AdaptedMoE feeds it); AdaptedMoE torch eager with 2, 8 and
   16 experts at top_k 1 and 4, and its SimpleNet-baseline setting (1 expert, no
   TTA, no norm); the 8-expert, top_k 4 model exported to OpenVINO FP32 and FP16;

@@ -43,6 +43,8 @@ from types import SimpleNamespace
 
 from anomalib_adapted_moe.recipes import CPU_RECIPE
 
+from .jsonfiles import write_json
+
 #: the issue's targets, in AUROC / F1 points
 ANOMALIB_VS_RAW, POOLED_VS_MEAN, F1_GAP = 0.1, 0.5, 3.0
 SPLITS = ("seen", "unseen")
@@ -200,9 +202,7 @@ def store_result(output: Path, category: str, spec: dict, result: dict) -> None:
     """Store one category's result, written whole (a temporary file renamed) so a crash leaves no half file."""
     path = category_path(output, category)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps({"spec": spec, "result": result}, indent=1))
-    partial.replace(path)
+    write_json(path, {"spec": spec, "result": result})
 
 
 def targets(results: list[dict]) -> list[dict]:
@@ -490,9 +490,9 @@ def main(argv: list[str] | None = None) -> dict:
     from anomalib_adapted_moe.deploy import cpu_model
     from anomalib_adapted_moe.models.adapted_moe.post_processor import MIN_VARIANT_IMAGES
 
-    from .__main__ import _data_config, adapted_moe_arguments, json_object
+    from .__main__ import _data_config, adapted_moe_arguments, data_config_file, json_object
     from .provenance import commit
-    from .run import run_categories
+    from .run import category_problem, run_categories
     from .variant_levels import with_variant_levels
     from .zoo import Settings
 
@@ -502,7 +502,9 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, default=None, help="anomalib-style data config (default: synthetic)")
+    parser.add_argument(
+        "--data", type=data_config_file, default=None, help="anomalib-style data config (default: synthetic)"
+    )
     parser.add_argument(
         "--data-init-args", type=json_object, default=None, help="JSON merged into the data config's init_args"
     )
@@ -547,6 +549,9 @@ def main(argv: list[str] | None = None) -> dict:
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)
     args.categories = run_categories(data, args.categories)
+    problem = category_problem(data, args.categories)
+    if problem:
+        parser.error(problem)
     model_args = args.model_args or {}
     code = commit()
     # what a stored category must have been measured under to be kept

@@ -509,13 +509,13 @@ def test_compare_exits_non_zero_when_a_run_failed(tmp_path: Path, monkeypatch: p
     from anomalib_adapted_moe.benchmark import driver
 
     def failing_run(spec: dict, output: Path, prefix: str) -> bool:
-        result = {"spec": spec, "status": "failed", "error": "ValueError: no category 'nosuch'"}
+        result = {"spec": spec, "status": "failed", "error": "RuntimeError: out of memory"}
         driver.run_path(output, spec["key"]).write_text(json.dumps(result))
         return False
 
     monkeypatch.setattr(driver, "_run_in_subprocess", failing_run)
     output = tmp_path / "bench"
-    argv = ["compare", "--models", "Padim", "--categories", "nosuch", "--weights", "none", "--output", str(output)]
-    with pytest.raises(SystemExit, match=r"1 run\(s\) failed: nosuch__Padim; their logs are in .*logs"):
+    argv = ["compare", "--models", "Padim", "--categories", "cloth", "--weights", "none", "--output", str(output)]
+    with pytest.raises(SystemExit, match=r"1 run\(s\) failed: cloth__Padim; their logs are in .*logs"):
         main(argv)
-    assert "nosuch | Padim | failed" in (output / "benchmarks.md").read_text()
+    assert "cloth | Padim | failed" in (output / "benchmarks.md").read_text()

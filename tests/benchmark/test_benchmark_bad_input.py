@@ -1,0 +1,180 @@
+"""Bad input to the benchmark harness: a cut-short run or manifest file, a bad --data file, an unknown category.
+
+Each stops with one message naming the file (or the option) and the fix, before anything trains; the files the
+benchmark resumes from are written whole, so a run killed while writing one leaves no half file behind.
+"""
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from anomalib_adapted_moe.benchmark import driver
+from anomalib_adapted_moe.benchmark import run as run_module
+from anomalib_adapted_moe.benchmark.__main__ import SYNTHETIC, _updated_manifest, main
+from anomalib_adapted_moe.benchmark.report import render
+from anomalib_adapted_moe.benchmark.studies import rows
+from anomalib_adapted_moe.benchmark.zoo import Settings
+
+FAST = ["--weights", "none", "--image-size", "64", "--epochs", "1"]
+
+
+class Killed(BaseException):
+    """A signal arriving while a file is being written (not an ``Exception``: nothing catches it)."""
+
+
+def _write_manifest(output: Path) -> Path:
+    args = argparse.Namespace(output=output, seed=0, categories=["cloth"], models=["Padim"])
+    _updated_manifest(args, Settings(weights=None), SYNTHETIC, ["compare"], ["compare"])
+    return output / "manifest.json"
+
+
+def _write_not_run(output: Path) -> Path:
+    """EfficientAd without its imagenette folder is recorded as not run, in-process."""
+    driver.execute(rows("compare", ["cloth"], ["EfficientAd"]), output, Settings(weights=None), SYNTHETIC, 0)
+    return driver.run_path(output, "cloth__EfficientAd")
+
+
+def _write_killed_run(output: Path) -> Path:
+    """A run's process killed before it wrote its result: the driver records the failure."""
+    original = driver.subprocess.call
+    driver.subprocess.call = lambda *args, **kwargs: -9
+    try:
+        driver.execute(rows("compare", ["cloth"], ["Padim"]), output, Settings(weights=None), SYNTHETIC, 0)
+    finally:
+        driver.subprocess.call = original
+    return driver.run_path(output, "cloth__Padim")
+
+
+def _write_failed_run(output: Path) -> Path:
+    """``benchmark.run`` itself, failing at once on a data config naming no class, writes its result file."""
+    spec = {"settings": {"weights": None}, "model": "Padim", "category": "cloth", "seed": 0}
+    spec |= {"data": {"class_path": "nosuch_module.Nothing"}, "work_dir": str(output / "work")}
+    spec_path, result = output / "spec.json", output / "runs" / "cloth__Padim.json"
+    result.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(SystemExit):
+        run_module.main([str(spec_path), str(result)])
+    return result
+
+
+@pytest.mark.parametrize("write", [_write_manifest, _write_not_run, _write_killed_run, _write_failed_run])
+def test_a_file_the_benchmark_resumes_from_is_written_whole(
+    write: Callable[[Path], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed half-way through the write, the file is absent (that run is redone), never cut short."""
+    output = tmp_path / "bench"
+    real_write_text = Path.write_text
+    target = {"name": ""}
+
+    def killed_mid_write(self: Path, text: str, *args, **kwargs) -> int:
+        if target["name"] and self.name.startswith(target["name"]):
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise Killed
+        return real_write_text(self, text, *args, **kwargs)
+
+    path = write(tmp_path / "dry")  # where it writes, found on a dry run
+    target["name"] = path.name
+    monkeypatch.setattr(Path, "write_text", killed_mid_write)
+    with pytest.raises(Killed):
+        write(output)
+    written = output / path.relative_to(tmp_path / "dry")
+    assert not written.exists() or json.loads(written.read_text())
+    monkeypatch.undo()
+    write(output)
+    assert isinstance(json.loads(written.read_text()), dict)
+    assert not list(output.rglob("*.partial"))
+
+
+def _cut_short(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+
+
+def test_a_cut_short_run_file_is_named_with_its_fix(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Resuming (compare) and render stop naming the run file, not with a bare JSONDecodeError."""
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "EfficientAd", "--categories", "cloth", "--output", str(output), *FAST]
+    main(argv)
+    path = driver.run_path(output, "cloth__EfficientAd")
+    _cut_short(path)
+    for call in (lambda: main(argv), lambda: render(output, output)):
+        with pytest.raises(SystemExit) as stopped:
+            call()
+        message = str(stopped.value.code)
+        assert str(path) in message and "Fix: delete it and run the benchmark command again" in message
+
+
+def test_a_cut_short_manifest_is_named_with_its_fix(tmp_path: Path) -> None:
+    output = tmp_path / "bench"
+    path = _write_manifest(output)
+    _cut_short(path)
+    argv = ["compare", "--models", "EfficientAd", "--categories", "cloth", "--output", str(output), *FAST]
+    for call in (lambda: main(argv), lambda: main(["render", "--output", str(output)])):
+        with pytest.raises(SystemExit) as stopped:
+            call()
+        message = str(stopped.value.code)
+        assert str(path) in message and "Fix: delete it" in message and "same options" in message
+    assert not (output / "runs").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("data: {class_path: [unclosed\n", "is not valid YAML"),
+        ("", "holds no data config"),
+        ("- a\n- b\n", "holds no data config"),
+        ("init_args: {category: cloth}\n", "holds no data config"),
+    ],
+    ids=["invalid-yaml", "empty", "list", "no-class-path"],
+)
+def test_a_bad_data_file_is_named_before_anything_runs(
+    content: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """argparse's exit code 2 and one line naming the file and what a data config is, not a yaml traceback."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    output = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "--models", "EfficientAd", "--data", str(config), "--output", str(output)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument --data: {config} {problem}" in error and "Fix:" in error and "class_path" in error
+    assert not output.exists()
+
+
+def test_an_unknown_synthetic_category_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The synthetic set has a fixed list of categories: the one that is not is refused, not run once per model."""
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "EfficientAd", "--categories", "cloth", "nosuch"]  # without the check: not run
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--output", str(output)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "--categories nosuch: SyntheticTextureAD has no category 'nosuch'" in error
+    assert "['cloth', 'wafer', 'metal']" in error and "Fix:" in error
+    assert not output.exists()
+
+
+def test_a_texture_ad_category_without_its_folder_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """TextureAD's categories are the folders of its root: a missing one is named with the folders found."""
+    root = tmp_path / "textures"
+    (root / "Cloth").mkdir(parents=True)
+    (root / "stone").mkdir()
+    config = Path(__file__).resolve().parents[2] / "configs" / "data" / "texture_ad.yaml"
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "EfficientAd", "--data", str(config)]
+    argv += ["--data-init-args", json.dumps({"root": str(root)})]
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--categories", "cloth", "nosuch", "--output", str(output)])  # Cloth matches, as in TextureAD
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "TextureAD category 'nosuch'" in error and f"{root / 'nosuch'} does not exist" in error
+    assert "['Cloth', 'stone']" in error
+    assert not output.exists()

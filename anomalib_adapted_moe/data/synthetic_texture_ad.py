@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_adapted_moe.cache import package_cache_dir
+from anomalib_adapted_moe.data.predict_check import refuse
 from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_texture_ad
 from anomalib_adapted_moe.data.texture_ad import TextureAD
 
@@ -106,7 +107,7 @@ class SyntheticTextureAD(TextureAD):
     ) -> None:
         if category not in SYNTHETIC_CATEGORIES:
             msg = f"SyntheticTextureAD has no category {category!r}; choose one of {list(SYNTHETIC_CATEGORIES)}."
-            raise ValueError(msg)
+            refuse(ValueError(msg))  # one line under the `anomalib` command, not 200 lines of traceback
         self.cache_root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.generator_kwargs = {
             "seed": data_seed,

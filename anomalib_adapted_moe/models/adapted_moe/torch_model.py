@@ -146,6 +146,9 @@ class AdaptedMoEModel(nn.Module):
                 "Fix: set unseen_min_over_experts too (e.g. 5: every expert of the real-texture sets)."
             )
             raise ValueError(msg)
+        if expert_hidden_dim is not None and expert_hidden_dim < 1:
+            msg = f"expert_hidden_dim must be at least 1 (or null: as wide as the features), got {expert_hidden_dim}."
+            raise ValueError(msg)
         self.patch_features = PatchFeatureExtractor(
             backbone, layers, pre_trained, backbone_weights, embed_dim, aggregation_size
         )

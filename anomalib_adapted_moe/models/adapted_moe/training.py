@@ -50,6 +50,12 @@ class TrainingSchedule:
         if not 0.0 < self.patch_fraction <= 1.0:
             msg = f"patch_fraction must lie in (0, 1], got {self.patch_fraction}."
             raise ValueError(msg)
+        # each of these at 0 or below trains nothing, or nothing useful, without an error: no fake anomaly to
+        # tell apart (noise_std), a loss already met (margin), a step that does not move (a learning rate)
+        for name in ("adaptor_lr", "expert_lr", "router_lr", "noise_std", "margin"):
+            if not getattr(self, name) > 0:
+                msg = f"{name} must be positive, got {getattr(self, name)}."
+                raise ValueError(msg)
 
 
 def training_step(

@@ -198,3 +198,38 @@ def test_a_scoring_setting_changed_after_training_is_named_until_validation_refi
     with caplog.at_level("WARNING"):
         engine.test(model=reloaded, datamodule=datamodule, verbose=False)
     assert "fitted with other scoring settings" not in caplog.text
+
+
+@pytest.mark.parametrize(("setting", "value"), [("normalize", False), ("aggregation_size", 1), ("routing_pool", 2)])
+def test_a_checkpoint_is_refused_by_a_model_built_with_other_trained_settings(fitted_tiny, setting, value) -> None:
+    """The weights hold none of these: ``anomalib test --ckpt_path ... --model.normalize false`` scored features its
+    weights never saw and finished (image AUROC 0.656 against 0.644 as trained), without a word."""
+    _, model, _, checkpoint = fitted_tiny
+    trained = model.hparams[setting]
+    with pytest.raises(ValueError, match=rf"trained with {setting}={trained!r} \(this model: {value!r}\).*Fix: leave"):
+        AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True, **{setting: value})
+
+
+def test_another_models_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
+    """It ended in 180 lines of missing and unexpected state-dict keys, naming neither model."""
+    padim = tmp_path / "padim.ckpt"
+    hyper_parameters = {"backbone": "resnet18", "layers": ["layer1", "layer2"], "pre_trained": False}
+    state = {"model.gaussian.mean": torch.zeros(4), "model.memory_bank": torch.zeros(4)}
+    torch.save({"pytorch-lightning_version": "2.5.0", "state_dict": state, "hyper_parameters": hyper_parameters}, padim)
+    with pytest.raises(ValueError, match=r"This checkpoint is not an AdaptedMoE's \(it holds no experts.*Fix: give"):
+        AdaptedMoE.load_from_checkpoint(padim, weights_only=True, pre_trained=False)
+
+
+def test_anomalib_export_names_the_model_settings_it_did_not_apply(
+    tmp_path: Path, fitted_tiny, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """anomalib's export builds the model anew from the checkpoint, so ``--model.*`` given to it were dropped."""
+    _, _, _, checkpoint = fitted_tiny
+    reloaded = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)  # what anomalib export does
+    same_top_k = str(reloaded.hparams["top_k"])
+    argv = ["/venv/bin/anomalib", "export", "--model.blur_sigma", "2", "--model.image_top_k=3", "--model.top_k"]
+    monkeypatch.setattr(sys, "argv", [*argv, same_top_k, "--ckpt_path", str(checkpoint)])
+    with caplog.at_level("WARNING"):
+        reloaded.to_torch(tmp_path / "export")
+    assert "so --model.blur_sigma 2, --model.image_top_k 3 were not applied" in caplog.text
+    assert "--model.top_k" not in caplog.text  # the checkpoint's own value: nothing dropped

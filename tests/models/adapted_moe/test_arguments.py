@@ -1,0 +1,44 @@
+"""Arguments that cannot train anything useful are refused when the model is built, naming the argument.
+
+They used to be accepted: some failed after the whole feature pass with torch's words (a zero-sized layer, "Invalid
+learning rate"), some trained a model that learns nothing (margin -1, noise_std 0), one dropped a layer with a
+warning and failed at the first image (``KeyError: 'layer9'``).
+"""
+
+import sys
+
+import pytest
+from conftest import tiny_adapted_moe
+
+
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        ({"num_experts": 0}, "num_experts must be at least 1"),
+        ({"cache_budget_gb": -1}, "cache_budget_gb must be 0 or more"),
+        ({"embed_dim": 0}, "embed_dim must be at least 1"),
+        ({"routing_dim": 0}, "routing_dim must be at least 1"),
+        ({"expert_hidden_dim": 0}, "expert_hidden_dim must be at least 1"),
+        ({"routing_pool": 0}, "routing_pool must be at least 1"),
+        ({"center_lr": 5.0}, r"center_lr, the centres' update rate \(Wen et al.\), must lie in \(0, 1\]"),
+        ({"margin": -1.0}, "margin must be positive"),
+        ({"noise_std": 0.0}, "noise_std must be positive"),
+        ({"adaptor_lr": -1.0}, "adaptor_lr must be positive"),
+        ({"expert_lr": 0.0}, "expert_lr must be positive"),
+        ({"layers": ["layer1", "layer9"]}, r"resnet18 has no layer\(s\) \['layer9'\]"),
+        ({"layers": []}, "layers names no backbone layer"),
+        ({"backbone": "resnet_nosuch"}, "backbone 'resnet_nosuch' is not a timm model name. Fix:"),
+    ],
+)
+def test_an_argument_that_cannot_train_is_refused_when_the_model_is_built(argument: dict, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        tiny_adapted_moe(**argument)
+
+
+def test_under_the_anomalib_command_a_refused_argument_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not two rich tracebacks and jsonargparse's union report (about 200 lines, the message 16 from the end)."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "fit"])
+    with pytest.raises(SystemExit, match=r"^error: top_k and image_top_k must be at least 1"):
+        tiny_adapted_moe(top_k=0)
+    with pytest.raises(SystemExit, match=r"^error: margin must be positive, got -1"):
+        tiny_adapted_moe(margin=-1.0)

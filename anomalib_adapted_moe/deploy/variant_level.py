@@ -75,8 +75,10 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         raise _unreadable(checkpoint, error) from error
     try:
         model = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
-    except (RuntimeError, KeyError, TypeError) as error:  # another model's: missing keys, no Lightning keys
+    except (RuntimeError, KeyError, TypeError) as error:  # no Lightning keys, or state-dict keys that do not fit
         raise _unreadable(checkpoint, error) from error
+    except ValueError as error:  # the model's own refusal (another model's, written mid-training): its words, named
+        raise ValueError(f"{checkpoint}: {error}") from error
     model.visualizer = None  # scores only: no result images to write
     engine_log = logging.getLogger("anomalib.engine.engine")
     quiet = engine_log.level

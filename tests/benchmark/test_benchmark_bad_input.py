@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from anomalib_adapted_moe.benchmark import driver
 from anomalib_adapted_moe.benchmark import run as run_module
@@ -93,7 +94,7 @@ def _cut_short(path: Path) -> None:
     path.write_text(text[: len(text) // 2])
 
 
-def test_a_cut_short_run_file_is_named_with_its_fix(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_cut_short_run_file_is_named_with_its_fix(tmp_path: Path) -> None:
     """Resuming (compare) and render stop naming the run file, not with a bare JSONDecodeError."""
     output = tmp_path / "bench"
     argv = ["compare", "--models", "EfficientAd", "--categories", "cloth", "--output", str(output), *FAST]
@@ -167,7 +168,7 @@ def test_a_texture_ad_category_without_its_folder_is_refused_before_anything_run
     root = tmp_path / "textures"
     (root / "Cloth").mkdir(parents=True)
     (root / "stone").mkdir()
-    config = Path(__file__).resolve().parents[2] / "configs" / "data" / "texture_ad.yaml"
+    config = REPO / "configs" / "data" / "texture_ad.yaml"
     output = tmp_path / "bench"
     argv = ["compare", "--models", "EfficientAd", "--data", str(config)]
     argv += ["--data-init-args", json.dumps({"root": str(root)})]

@@ -101,7 +101,7 @@ def _truncated(path: Path, size: int) -> None:
         lambda path: path.write_bytes(b""),  # EOFError
         lambda path: _truncated(path, 4096),  # OSError: [Errno 22] Invalid argument
         lambda path: _truncated(path, 100_000),  # RuntimeError: PytorchStreamReader failed reading zip archive
-        lambda path: torch.save(  # another anomalib model's checkpoint: Missing key(s) in state_dict
+        lambda path: torch.save(  # another anomalib model's checkpoint: the model's own refusal, named
             {
                 "pytorch-lightning_version": "2.5.0",
                 "state_dict": {"model.gaussian.mean": torch.zeros(4)},

@@ -63,7 +63,7 @@ def running_the_anomalib_command() -> bool:
     return os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") in ("anomalib", "anomalib.exe")
 
 
-def refuse(error: ValueError) -> None:
+def refuse(error: Exception) -> None:
     """Stop the stock ``anomalib`` command with the error's one-line message; raise it as it is from Python."""
     if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
         raise SystemExit(f"error: {error}") from None

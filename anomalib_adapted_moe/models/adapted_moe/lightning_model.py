@@ -325,9 +325,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 raise ValueError(msg)
             self.cache = FeatureCache(budget_bytes=int(cache_budget_gb * 2**30), dtype=getattr(torch, cache_dtype))
         except (ValueError, BackboneWeightsUnavailableError) as error:
-            if running_the_anomalib_command():
-                raise SystemExit(f"error: {error}") from None
-            raise
+            refuse(error)
         self.feature_cache = feature_cache
         self._live: LiveFeatures | None = None
         #: seconds of each training epoch of the last fit; the first includes the pass that extracts the features

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,18 +55,6 @@ def skipped_files(image_files: Sequence[Path | str]) -> list[Path]:
         return []
     root = Path(os.path.commonpath([Path(path).parent for path in image_files]))
     return sorted(path for path in root.rglob("*") if path.is_file() and not is_image_file(path))
-
-
-def running_the_anomalib_command() -> bool:
-    """True inside the stock ``anomalib`` command (the rule the package's ``.pth`` hook uses)."""
-    return os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") in ("anomalib", "anomalib.exe")
-
-
-def refuse(error: Exception) -> None:
-    """Stop the stock ``anomalib`` command with the error's one-line message; raise it as it is from Python."""
-    if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
-        raise SystemExit(f"error: {error}") from None
-    raise error
 
 
 class BadPredictImagesError(CorruptImageError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalib_adapted_moe.cache import package_cache_dir
-from anomalib_adapted_moe.data.predict_check import refuse
+from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_texture_ad
 from anomalib_adapted_moe.data.texture_ad import TextureAD
 

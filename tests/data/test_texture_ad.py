@@ -226,6 +226,17 @@ def test_missing_root_explains_where_the_data_comes_from(tmp_path: Path) -> None
     assert "root" in message
 
 
+def test_under_the_anomalib_command_missing_data_and_layout_errors_are_one_line(
+    tmp_path: Path, texture_ad_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message, not 150 lines of Lightning's and the datamodule's traceback before it."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "train"])
+    with pytest.raises(SystemExit, match=r"^error: Texture AD not found: .*nowhere does not exist"):
+        _datamodule(tmp_path / "nowhere").prepare_data()
+    with pytest.raises(SystemExit, match=r"^error: .*names unknown subclass\(es\) \['nosuch'\]"):
+        _datamodule(texture_ad_root, train_subclasses=["nosuch"]).setup()
+
+
 def test_missing_category_lists_what_is_there(texture_ad_root: Path) -> None:
     with pytest.raises(FileNotFoundError) as info:
         TextureADDataset(root=texture_ad_root, category="metal")

@@ -29,8 +29,9 @@ from anomalib.utils.path import resolve_dataset_root
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
+from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
-from anomalib_adapted_moe.data.texture_ad.errors import raise_first
+from anomalib_adapted_moe.data.texture_ad.errors import TextureADLayoutError, TextureADNotFoundError, raise_first
 from anomalib_adapted_moe.data.texture_ad.files import (
     empty_mask_warning,
     mask_size_problem,
@@ -300,7 +301,10 @@ class TextureAD(AnomalibDataModule):
 
     def prepare_data(self) -> None:
         """Fail early, with download instructions, if the category folder is missing."""
-        find_category_dir(self.root, self.category)
+        try:
+            find_category_dir(self.root, self.category)
+        except TextureADNotFoundError as error:
+            refuse(error)  # the message under the `anomalib` command, not after 150 lines of traceback
 
     def _make_dataset(self, split: Split) -> TextureADDataset:
         return TextureADDataset(
@@ -313,8 +317,11 @@ class TextureAD(AnomalibDataModule):
 
     def _setup(self, _stage: str | None = None) -> None:
         """Build the train and test datasets and publish the resolved subclass lists."""
-        self.train_data = self._make_dataset(Split.TRAIN)
-        self.test_data = self._make_dataset(Split.TEST)
+        try:
+            self.train_data = self._make_dataset(Split.TRAIN)
+            self.test_data = self._make_dataset(Split.TEST)
+        except (TextureADNotFoundError, TextureADLayoutError) as error:
+            refuse(error)
         self.train_subclasses = self.train_data.train_subclasses
         self.test_subclasses = self.train_data.test_subclasses
         self.unseen_subclasses = self.train_data.unseen_subclasses

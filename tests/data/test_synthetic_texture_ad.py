@@ -120,7 +120,7 @@ def test_generator_failure_without_a_folder_is_not_swallowed(tmp_path: Path, mon
         raise FileExistsError("something else")
 
     monkeypatch.setattr(module, "generate_synthetic_texture_ad", fails)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="something else"):
         _tiny(root=tmp_path).prepare_data()
 
 

@@ -21,6 +21,27 @@ def test_f32_is_offered_on_every_cpu_and_compiles_as_asked() -> None:
     assert compile_config("f32") == {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+def test_openvino_runs_bf16_by_default_exactly_where_the_cpu_has_the_instruction() -> None:
+    """What the three bf16-only checks skip on: were OpenVINO to report f32 on a CPU with AVX512_BF16 or AMX (a newer
+    release, a container hiding the flags), they would skip there too and CI would stay green without them."""
+    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(precision.cpu_flags()))
+    assert precision.default_precision() == ("bf16" if has_bf16 else "f32"), (cpu_model(), precision.cpu_flags())
+    assert ("bf16" in available_precisions()) == has_bf16, (cpu_model(), precision.cpu_flags())
+
+
+def test_the_machine_line_of_generated_docs_tells_two_cpus_of_one_name_apart(monkeypatch, tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "model name\t: Intel(R) Xeon(R) Processor @ 2.80GHz\ncpu family\t: 6\nmodel\t\t: {}\nflags\t\t: {}\n\n"
+    real_path = precision.Path
+    monkeypatch.setattr(precision, "Path", lambda name: cpuinfo if name == "/proc/cpuinfo" else real_path(name))
+    cpuinfo.write_text(block.format(143, "avx2 avx512f avx512_bf16 amx_tile amx_bf16") + block.format(1, "avx2"))
+    amx = precision.cpu_description()
+    cpuinfo.write_text(block.format(106, "avx2 avx512f"))
+    older = precision.cpu_description()
+    assert amx == "Intel(R) Xeon(R) Processor @ 2.80GHz (family 6 model 143; avx512_bf16, amx_bf16)"
+    assert older == "Intel(R) Xeon(R) Processor @ 2.80GHz (family 6 model 106; no bf16)"
+
+
 def test_a_precision_the_cpu_lacks_names_the_precision_the_cpu_and_what_it_has(monkeypatch) -> None:
     monkeypatch.setattr(precision, "cpu_capabilities", lambda: ["FP32", "INT8", "EXPORT_IMPORT"])
     monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", "avx512f"])

@@ -10,6 +10,7 @@ import pytest
 from anomalib_adapted_moe.benchmark.precision import layer_precisions, mark_first_feature_layer
 from anomalib_adapted_moe.deploy import cpu_model, default_precision
 from anomalib_adapted_moe.deploy.ir_marks import is_marked, keep_backbone_in_f32, mark_precise, model_for
+from anomalib_adapted_moe.deploy.openvino_core import shared_core
 from anomalib_adapted_moe.deploy.quantization import head_node_names, stem_node_names
 
 
@@ -86,7 +87,7 @@ def test_marking_an_exported_ir_in_place_changes_its_xml_only(tmp_path: Path) ->
 def test_marked_convolutions_run_in_f32_under_openvinos_bf16_default(tmp_path: Path) -> None:
     if default_precision() == "f32":
         pytest.skip(f"OpenVINO runs an FP32 IR in f32 by default on {cpu_model()}: no lower precision to keep out")
-    core = ov.Core()
+    core = shared_core()  # one Core per process (tests/conftest.py's signal-stack check says why)
     plain, marked = tmp_path / "plain.xml", tmp_path / "marked.xml"
     ov.save_model(backbone_and_head(), plain, compress_to_fp16=False)
     ov.save_model(mark_precise(backbone_and_head(), backbone_only=True), marked, compress_to_fp16=False)

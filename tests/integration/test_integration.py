@@ -229,6 +229,7 @@ def _assert_backbone_marked_precise(path: Path) -> None:
 
     model = ov.Core().read_model(path)
     head = set(head_node_names(model))
+    assert head  # an empty head would pass the second check without looking at anything
     computing = [op for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result", "Constant")]
     backbone = [op for op in computing if op.get_friendly_name() not in head]
     assert backbone and all(is_marked(op) for op in backbone)
@@ -309,6 +310,7 @@ def test_int8_export_quantises_the_backbone_only_and_runs(
 
     assert not any(is_marked(op) for op in quantized.get_ops())  # int8 layers, not f32 marks
     head = set(quantization.head_node_names(quantized))
+    assert head
     assert not {op.get_friendly_name() for op in fake_quantize} & head
     stem = [op for op in quantized.get_ops() if op.get_friendly_name() in quantization.stem_node_names(quantized)]
     assert len(stem) == 1  # the convolution of the three-channel image, left in float

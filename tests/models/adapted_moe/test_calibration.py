@@ -221,6 +221,7 @@ def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(
     _, model, datamodule, _ = fitted_tiny
     inner, calibration, post = model.model, model.model.calibration, model.post_processor
     saved = (inner.top_k, inner.center_image_score, calibration.location.clone(), calibration.scale.clone())
+    saved_offset_score = inner.expert_offset_score
     saved_offsets, saved_shift = calibration.image_offset.clone(), inner.adaptation.expert_shift.clone()
     saved_threshold = post._image_threshold.clone()
     images = model.pre_processor(torch.cat([batch.image for batch in datamodule.test_dataloader()]))
@@ -242,7 +243,7 @@ def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(
             raw = inner(images).pred_score
     finally:
         inner.train(training)
-        inner.top_k, inner.center_image_score, inner.expert_offset_score = saved[0], saved[1], False
+        inner.top_k, inner.center_image_score, inner.expert_offset_score = saved[0], saved[1], saved_offset_score
         calibration.image_offset.copy_(saved_offsets)
         inner.adaptation.expert_shift.copy_(saved_shift)
         calibration.location.copy_(saved[2])

@@ -153,12 +153,12 @@ def test_a_checkpoint_trained_without_it_draws_its_map_at_the_features_centre_wh
     assert reloaded.model.blur.patch_centre == reloaded.model.patch_features.feature_centre()
     images = next(iter(datamodule.test_dataloader())).image
     model.eval()
-    model.model.map_at_feature_centre = True
+    saved, model.model.map_at_feature_centre = model.model.map_at_feature_centre, True
     try:
         with torch.no_grad():
             assert torch.allclose(reloaded(images).anomaly_map, model(images).anomaly_map)
     finally:
-        model.model.map_at_feature_centre = False
+        model.model.map_at_feature_centre = saved
 
 
 def test_a_checkpoint_loads_with_another_map_smoothing(fitted_tiny) -> None:

@@ -35,6 +35,13 @@ def test_float32_cache_spills_and_maps_back_exactly(tmp_path) -> None:
         FeatureCache(dtype=torch.bfloat16)
 
 
+def untrained(root, epochs: int = 1, train_augmentations=None, **model_args):
+    """The datamodule and the model :func:`fit` trains, as seeded before training."""
+    torch.manual_seed(0)
+    datamodule = tiny_synthetic_datamodule(root, train_augmentations=train_augmentations)
+    return datamodule, tiny_adapted_moe(epochs=epochs, evaluator=False, visualizer=False, **model_args)
+
+
 def fit(root, monkeypatch, epochs: int = 1, train_augmentations=None, **model_args):
     """Seeded fit through anomalib's Engine; counts the images that pass through the frozen backbone.
 
@@ -42,13 +49,11 @@ def fit(root, monkeypatch, epochs: int = 1, train_augmentations=None, **model_ar
     order, the order in which the live source indexes them: both paths then draw
     the same images in every batch.
     """
-    torch.manual_seed(0)
-    datamodule = tiny_synthetic_datamodule(root, train_augmentations=train_augmentations)
+    datamodule, model = untrained(root, epochs, train_augmentations, **model_args)
     unshuffled = lambda: DataLoader(  # noqa: E731
         datamodule.train_data, batch_size=4, shuffle=False, collate_fn=datamodule.train_data.collate_fn
     )
     monkeypatch.setattr(datamodule, "train_dataloader", unshuffled)
-    model = tiny_adapted_moe(epochs=epochs, evaluator=False, visualizer=False, **model_args)
     seen = []
     model.model.patch_features.register_forward_hook(lambda _module, inputs, _output: seen.append(len(inputs[0])))
     engine = Engine(default_root_dir=root / "results", accelerator="cpu", devices=1, logger=False, limit_val_batches=0)
@@ -73,8 +78,8 @@ def test_cached_and_uncached_training_give_the_same_parameters(tmp_path, monkeyp
     cached_state, live_state = cached.model.state_dict(), live.model.state_dict()
     assert cached_state.keys() == live_state.keys()
     trained = ["adaptor.linear.weight", "experts.weight1", "router.projection.weight", "adaptation.expert_mean"]
-    initial = tiny_adapted_moe().model.state_dict()
-    for name in trained:  # the comparison is not vacuous: training moved these
+    initial = untrained(tmp_path / "c", feature_cache=True, cache_dtype="float32")[1].model.state_dict()
+    for name in trained:  # the comparison is not vacuous: training moved these from the same seeded start
         assert not torch.allclose(cached_state[name], initial[name], atol=1e-6)
     for name, value in cached_state.items():
         assert torch.allclose(value.float(), live_state[name].float(), atol=1e-5), name

@@ -40,9 +40,9 @@ def machine() -> str:
     import anomalib
     import torch
 
-    from anomalib_adapted_moe.deploy import cpu_model
+    from anomalib_adapted_moe.deploy import cpu_description
 
-    cpu = cpu_model()
+    cpu = cpu_description()
     memory = ""
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():

@@ -106,9 +106,9 @@ def machine() -> dict:
     import openvino
     import torch
 
-    from anomalib_adapted_moe.deploy import cpu_model
+    from anomalib_adapted_moe.deploy import cpu_description
 
-    cpu = cpu_model()
+    cpu = cpu_description()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

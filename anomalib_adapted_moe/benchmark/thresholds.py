@@ -487,7 +487,7 @@ def _comparison_markdown(comparison: dict, level: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse, measure every category, write and print the report."""
-    from anomalib_adapted_moe.deploy import cpu_model
+    from anomalib_adapted_moe.deploy import cpu_description
     from anomalib_adapted_moe.models.adapted_moe.post_processor import MIN_VARIANT_IMAGES
 
     from .__main__ import _data_config, adapted_moe_arguments, data_config_file, json_object
@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python -m anomalib_adapted_moe.benchmark thresholds " + shlex.join(argv),
         "seed": args.seed,
         "commit": code,
-        "machine": f"{cpu_model()}",
+        "machine": cpu_description(),
         "data": data,
         "results": results,
         "targets": targets(results),

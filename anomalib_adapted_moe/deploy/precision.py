@@ -73,6 +73,23 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def cpu_description() -> str:
+    """The model name with what tells two CPUs of that name apart, for the machine line of generated docs: one
+    name ("Intel(R) Xeon(R) Processor @ 2.80GHz") has covered a Xeon with AMX and one without bf16 on this project.
+    """
+    numbers = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("cpu family", "model"):
+            numbers.setdefault(key, value)
+        elif not key:  # the first processor's block ends here
+            break
+    family = f"family {numbers['cpu family']} model {numbers['model']}; " if len(numbers) == 2 else ""
+    bf16 = [flag for flag in cpu_flags() if flag in ("avx512_bf16", "amx_bf16")]
+    return f"{cpu_model()} ({family}{', '.join(bf16) if bf16 else 'no bf16'})"
+
+
 def cpu_capabilities() -> list[str]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU device, e.g. ``['BF16', 'FP32', 'INT8', ...]``."""
     return list(shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

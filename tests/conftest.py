@@ -207,14 +207,18 @@ def tiny_model(**kwargs):
     return AdaptedMoEModel(**{**TINY_MODEL_ARGS, "num_experts": 3, "top_k": 2, **kwargs})
 
 
-def tiny_adapted_moe(**kwargs):
-    """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input; seeded, so a test's
-    outcome does not hang on the random draws of the tests before it."""
+def tiny_adapted_moe(seed: int | None = 0, **kwargs):
+    """AdaptedMoE on a random-init ResNet-18 (no download), small dimensions, 64-px input.
+
+    Seeded, so a test's outcome does not hang on the random draws of the tests before it; ``seed=None`` keeps the
+    generator as the caller seeded it.
+    """
     import torch
 
     from anomalib_adapted_moe import AdaptedMoE
 
-    torch.manual_seed(0)
+    if seed is not None:
+        torch.manual_seed(seed)
 
     args = {
         **TINY_MODEL_ARGS,

@@ -64,7 +64,7 @@ def main() -> None:
 
     seed_everything(args.seed)
     datamodule = tiny_synthetic_datamodule(args.data_root, train_batch_size=2, **DATA)
-    model = tiny_adapted_moe(num_experts=2, epochs=5, batch_size=2, visualizer=False)
+    model = tiny_adapted_moe(seed=None, num_experts=2, epochs=5, batch_size=2, visualizer=False)
     engine = Engine(
         accelerator="cpu",
         devices=args.devices,

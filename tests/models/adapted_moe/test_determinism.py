@@ -19,7 +19,7 @@ def scores_after_fitting(seed: int, data: Path, results: Path) -> tuple[torch.Te
     """
     seed_everything(seed)
     datamodule = tiny_synthetic_datamodule(data)
-    model = tiny_adapted_moe(epochs=2)
+    model = tiny_adapted_moe(seed=None, epochs=2)  # built and trained from the generator seed_everything set
     engine = Engine(default_root_dir=results, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     engine.fit(model=model, datamodule=datamodule)
     model.eval()

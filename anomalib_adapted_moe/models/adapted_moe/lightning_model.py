@@ -13,7 +13,6 @@ epoch recomputes the features of freshly augmented images.
 """
 
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from anomalib.models.components import AnomalibModule, MemoryBankMixin
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
@@ -46,6 +46,7 @@ from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantiz
 from .calibration import NoCalibrationImagesError
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
+from .interruption import SIGTERM_EXIT_CODE, InterruptionReport
 from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
 from .subclass_discovery import discover_subclasses, image_descriptors
@@ -60,13 +61,6 @@ from .training import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: what an interrupted training says: the checkpoint is written only after the last epoch, so none looks trained
-STOPPED = (
-    "%s: AdaptedMoE stopped after expert epoch %d of %d. Nothing was saved: its checkpoint is written only when "
-    "training ends. Run the training again to get a model."
-)
-
 
 #: settings the trained weights were fitted under but do not hold: a checkpoint loads only into a model built alike
 TRAINED_SETTINGS = (
@@ -327,6 +321,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         #: seconds of each training epoch of the last fit; the first includes the pass that extracts the features
         self.epoch_seconds: list[float] = []
         self._epoch_clock = 0.0
+        self.expert_epochs_begun = False  # past the feature pass: what a stopped run reports (.interruption)
         #: name of the subclass each expert was trained on (cluster names when discovered)
         self.expert_names: list[str] = []
         self.last_losses: dict[str, float] = {}
@@ -359,7 +354,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         elif (held_out := large_held_out_share(datamodule)) and not isinstance(datamodule, TextureAD):
             logger.warning(held_out)
         disable_gradient_sync(self.trainer.model)  # fit() trains with its own optimisers, outside DDP
-        self.epoch_seconds, self._epoch_clock = [], time.perf_counter()
+        self.epoch_seconds, self._epoch_clock, self.expert_epochs_begun = [], time.perf_counter(), False
         dataset = getattr(self.trainer.train_dataloader, "dataset", None)
         reason = cache_bypass_reason(dataset, getattr(self.trainer, "datamodule", None))
         if self.feature_cache is False:
@@ -418,21 +413,18 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self.epoch_seconds.append(now - self._epoch_clock)
             self._epoch_clock = now
             progress.update(epoch, losses)
-            # Lightning's SIGTERM handler (timeout, SLURM, Kubernetes) only sets a flag its own loops read
+            # Lightning's SIGTERM handler (timeout, SLURM, Kubernetes) only sets a flag its own loops read; what
+            # was left is said by InterruptionReport
             if self._trainer is not None and self.trainer.received_sigterm:
-                logger.warning(STOPPED, "SIGTERM", epoch + 1, self.schedule.epochs)
-                raise SIGTERMException(128 + signal.SIGTERM)
+                raise SIGTERMException(SIGTERM_EXIT_CODE)
 
         bar = (
             self._trainer is not None and self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
         )
-        try:
-            logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
-            with EpochProgress(self.schedule.epochs, bar=bar) as progress:
-                self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
-        except KeyboardInterrupt:
-            logger.warning(STOPPED, "Ctrl-C", len(self.epoch_seconds), self.schedule.epochs)
-            raise
+        logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
+        self.expert_epochs_begun = True
+        with EpochProgress(self.schedule.epochs, bar=bar) as progress:
+            self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
         fit_expert_statistics(self.model, features, labels)
         self._calibrate(features)
         fit_expert_image_offsets(self.model, features)
@@ -634,6 +626,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     check_predict_images(dataset.image_filenames)
                 except ValueError as error:
                     refuse(error)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """anomalib's (pre- and post-processor, evaluator, visualizer) and :class:`.InterruptionReport`."""
+        return [*super().configure_callbacks(), InterruptionReport()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store which subclass each expert stands for, the scoring settings the thresholds were fitted under and

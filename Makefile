@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 	sys.exit(f'make: only {free:.1f} GiB free here; the environment needs about $(MIN_FREE_GIB) GiB (torch with CUDA \
 	wheels is most of it). Free some space, or set TORCH_INDEX for the CPU-only wheels (see the README).') \
 	if free < $(MIN_FREE_GIB) else None"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a venv without pip (an install stopped while venv set it up) is made again rather than used
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)

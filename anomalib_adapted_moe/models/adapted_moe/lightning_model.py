@@ -23,7 +23,7 @@ import torch
 import yaml
 from anomalib import LearningType
 from anomalib.data import Batch, PredictDataset
-from anomalib.deploy import CompressionType
+from anomalib.deploy import CompressionType, ExportType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 from anomalib.post_processing import PostProcessor
@@ -764,6 +764,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.warn_if_export_drops_settings()
         self.warn_if_thresholds_stale("export")
         self.model.check_near_twin_fitted()
+        warn_if_replacing(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
@@ -771,6 +772,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("export")
         self.warn_if_export_drops_settings()
         self.warn_if_thresholds_stale("export")
+        warn_if_replacing(export_root, ExportType.TORCH, f"{model_file_name}.pt")
         return super().to_torch(export_root, model_file_name)
 
     def to_openvino(
@@ -789,6 +791,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         would refuse to quantise is refused before the conversion (about a minute), not after it.
         """
         self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
+        warn_if_replacing(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
         if compression_type in (None, CompressionType.FP16):
             keep_backbone_in_f32(path)
@@ -853,3 +856,18 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if not self.model.center_image_score:
             raw = raw + calibration.location
         return {name: float(value) for name, value in zip(self.expert_names, raw, strict=True)}
+
+
+def warn_if_replacing(export_root: Path | str, export_type: ExportType, file_name: str) -> None:
+    """Name the earlier export an export is about to replace: ``anomalib export`` writes every checkpoint's model to
+    ``<export_root>/weights/<type>/model.*`` (``./results`` unless told), so exporting another category or a variant
+    checkpoint replaced the model a deployment pointed at without a word."""
+    path = Path(export_root) / "weights" / export_type.value / file_name
+    if path.is_file():
+        written = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+        logger.warning(
+            "export: replacing %s (exported %s). Fix: to keep it, give each model its own --export_root "
+            "(export_root=... from Python).",
+            path,
+            written,
+        )

@@ -233,3 +233,18 @@ def test_anomalib_export_names_the_model_settings_it_did_not_apply(
         reloaded.to_torch(tmp_path / "export")
     assert "so --model.blur_sigma 2, --model.image_top_k 3 were not applied" in caplog.text
     assert "--model.top_k" not in caplog.text  # the checkpoint's own value: nothing dropped
+
+
+def test_an_export_that_replaces_an_earlier_one_names_it(tmp_path: Path, fitted_tiny, caplog) -> None:
+    """``anomalib export`` writes every checkpoint to ``<export_root>/weights/<type>/model.*``: a second category's
+    export replaced the first's without a word."""
+    _, model, _, _ = fitted_tiny
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        first = model.to_torch(tmp_path / "cloth")
+        model.to_torch(tmp_path / "wafer")
+        assert "replacing" not in caplog.text  # a fresh folder each
+        model.to_torch(tmp_path / "cloth")
+    assert (
+        f"export: replacing {first} (exported " in caplog.text
+        and "give each model its own --export_root" in caplog.text
+    )

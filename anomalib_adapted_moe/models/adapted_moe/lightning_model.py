@@ -15,6 +15,7 @@ epoch recomputes the features of freshly augmented images.
 import logging
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -627,6 +628,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 except ValueError as error:
                     refuse(error)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> "AdaptedMoE":
+        """Lightning's, refusing a checkpoint file that is not whole by name (``anomalib export --ckpt_path`` loads
+        this way; torch's words, "failed finding central directory" after about 170 lines of traceback, named no file).
+        ``anomalib test`` and ``predict`` read the file before any hook of the model runs: torch's error there."""
+        refuse_a_partial_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def configure_callbacks(self) -> list[Callback]:
         """anomalib's (pre- and post-processor, evaluator, visualizer) and :class:`.InterruptionReport`."""
         return [*super().configure_callbacks(), InterruptionReport()]
@@ -871,3 +880,16 @@ def warn_if_replacing(export_root: Path | str, export_type: ExportType, file_nam
             path,
             written,
         )
+
+
+def refuse_a_partial_checkpoint(path: object) -> None:
+    """Refuse, naming it, a checkpoint file that is not a whole zip archive (torch's format): an interrupted copy or
+    download. Lightning writes its own checkpoints whole, so such a file never comes from a stopped training."""
+    if not isinstance(path, str | Path) or not Path(path).is_file() or zipfile.is_zipfile(path):
+        return
+    msg = (
+        f"{path}: not a whole checkpoint (a torch checkpoint is a zip archive; this one is cut short or is no "
+        "checkpoint), so it cannot be loaded. Fix: copy it again from where training wrote it "
+        "(weights/lightning/model.ckpt), or train again."
+    )
+    refuse(ValueError(msg))

@@ -248,3 +248,14 @@ def test_an_export_that_replaces_an_earlier_one_names_it(tmp_path: Path, fitted_
         f"export: replacing {first} (exported " in caplog.text
         and "give each model its own --export_root" in caplog.text
     )
+
+
+def test_a_checkpoint_cut_short_is_refused_by_name(tmp_path: Path, fitted_tiny) -> None:
+    """An interrupted copy given to ``anomalib export`` ended in about 170 lines of traceback and torch's "failed
+    finding central directory"."""
+    checkpoint = fitted_tiny[3]
+    cut = tmp_path / "copied.ckpt"
+    cut.write_bytes(Path(checkpoint).read_bytes()[:100_000])
+    said = rf"^{cut}: not a whole checkpoint .* Fix: copy it again"
+    with pytest.raises(ValueError, match=said):
+        AdaptedMoE.load_from_checkpoint(cut, weights_only=True)  # anomalib export's way

@@ -245,10 +245,16 @@ def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: l
     from .report import load_manifest
 
     path = args.output / "manifest.json"
-    fixed = {"settings": asdict(settings), "seed": args.seed, "data": data}
+    # the budget too: kept baselines trained under another one would be reported under this one
+    fixed = {
+        "settings": asdict(settings),
+        "seed": args.seed,
+        "data": data,
+        "budget_seconds": float(args.budget_seconds),
+    }
     manifest = load_manifest(args.output) if path.is_file() else {**fixed, "studies": {}, "commands": {}}
     for key, value in fixed.items():
-        if manifest[key] != value:
+        if manifest.setdefault(key, value) != value:  # a manifest from before a key was recorded takes this run's
             msg = (
                 f"{args.output} holds runs made with {key}={manifest[key]}, not {value}. Resuming would mix them: "
                 "use another --output, or delete that folder to start over."

@@ -2,10 +2,12 @@
 
 Every finished run is a JSON file under ``<output>/runs/``; a run whose file says
 ``ok`` or ``not run`` is never redone (delete the file to redo it), a failed one is
-retried. The comparison's AdaptedMoE run of a category sets the wall-clock budget
-of the trained baselines of that category, so it runs first.
+retried. A kept run made at another commit is said so, and the report names the commit of every run. The
+comparison's AdaptedMoE run of a category sets the wall-clock budget of the trained baselines of that category,
+so it runs first.
 """
 
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .jsonfiles import read_json, write_json
+from .provenance import commit
 from .studies import Row
 from .zoo import BUDGETED, Settings, unavailable_reason
 
@@ -63,6 +66,17 @@ def _finished(stored: dict | None, wanted: list[str] | None) -> bool:
     return tested_only is None or (wanted is not None and set(wanted) <= set(tested_only))
 
 
+def _kept(prefix: str, stored: dict, path: Path, checkout: str) -> str:
+    """The line for a kept run; one made at another commit says so, and how to measure it again at this one."""
+    made_at = stored.get("commit", "not recorded")
+    if stored["status"] != "ok" or made_at == checkout:
+        return f"{prefix}: finished earlier ({stored['status']}), kept"
+    return (
+        f"{prefix}: finished earlier at commit {made_at} (this checkout: {checkout}), kept; delete {path} to "
+        "measure it again"
+    )
+
+
 def execute(
     rows: list[Row],
     output: Path,
@@ -77,6 +91,7 @@ def execute(
     ``all_settings``: test every inference setting on each training, so that later studies reuse it; otherwise
     only the settings ``rows`` read (faster; a later study that reads more trains again).
     """
+    checkout = commit()
     runs = _unique_runs(rows)
     (output / "logs").mkdir(parents=True, exist_ok=True)
     (output / "runs").mkdir(parents=True, exist_ok=True)
@@ -87,7 +102,7 @@ def execute(
         stored = load_run(output, row.key)
         wanted = None if all_settings else _read_settings(rows, row.key)
         if _finished(stored, wanted):
-            print(f"{prefix}: finished earlier ({stored['status']}), kept", flush=True)
+            print(_kept(prefix, stored, run_path(output, row.key), checkout), flush=True)
             continue
         spec = {
             "key": row.key,
@@ -122,9 +137,13 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
     log_path = output / "logs" / f"{name}.log"
     result_path = run_path(output, spec["key"])
     start = time.monotonic()
-    with log_path.open("w") as log:
-        command = [sys.executable, "-m", "anomalib_adapted_moe.benchmark.run", str(spec_path), str(result_path)]
-        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with log_path.open("w") as log:
+            command = [sys.executable, "-m", "anomalib_adapted_moe.benchmark.run", str(spec_path), str(result_path)]
+            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     seconds = time.monotonic() - start
     result = load_run(output, spec["key"])
     if result is None:  # killed before it could write (out of memory, a signal): record why and go on
@@ -137,6 +156,12 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
         return True
     print(f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True)
     return False
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM as an exception, so that ``subprocess.call`` kills the run's process (as on Ctrl-C) instead of
+    leaving it training without its driver, beside the duplicate a rerun would start; 143 = 128 + SIGTERM."""
+    raise SystemExit(128 + signum)
 
 
 def _mean(result: dict, split: str, metric: str, variant: str = "default") -> float:

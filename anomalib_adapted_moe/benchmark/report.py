@@ -6,6 +6,7 @@ Every figure in the report is read from the runs' JSON files: nothing is typed b
 import csv
 import json
 import math
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def collect(output: Path, manifest: dict) -> dict:
                 "run": row.key,
                 "status": result["status"],
                 "reason": result.get("reason") or result.get("error", ""),
+                "commit": result.get("commit"),  # the code that made the run's figures (None: not recorded)
             }
             if result["status"] != "ok":
                 collected.append({**entry, "variant": row.variant, "subclasses": []})
@@ -79,7 +81,7 @@ def write_csv(results: dict, path: Path) -> None:
     """One line per row and subclass (means included), with the run's cost figures."""
     fields = ["study", "label", "category", "model", "variant", "status", "subclass", "split", "images"]
     fields += [*METRICS, "epochs", "train_seconds", "train_cpu_seconds", "inference_ms_per_image", "peak_rss_mib"]
-    fields += ["reason"]
+    fields += ["reason", "commit"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -336,6 +338,19 @@ def render(output: Path, report_dir: Path) -> dict:
     return results
 
 
+def _commit_line(results: dict) -> str:
+    """The commit of the last benchmark command; where a kept run was made at another, each run's commit with its
+    count, so that no figure is credited to code that did not produce it."""
+    latest = results.get("commit")
+    made_at = {entry["run"]: entry.get("commit") for entry in results["rows"] if entry["status"] == "ok"}
+    counts = Counter(made_at.values())
+    if set(counts) <= {latest}:
+        return latest or "not recorded (runs made before commits were stamped)"
+    runs = ", ".join(f"{sha or 'not recorded'} ({n} run{'s' * (n > 1)})" for sha, n in counts.most_common())
+    latest = latest or "an unrecorded commit"
+    return f"runs made at {runs}; the last benchmark command ran at {latest} (each row's commit: results.json)"
+
+
 def markdown(results: dict, plots: dict[str, str]) -> str:
     """The whole report: how it was made, then each study's table and plots."""
     settings = results["settings"]
@@ -346,7 +361,7 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
         "`python -m anomalib_adapted_moe.benchmark render`; do not edit by hand.",
         "",
         f"- Machine: {results['machine']}",
-        f"- Commit: {results.get('commit', 'not recorded (runs made before commits were stamped)')}",
+        f"- Commit: {_commit_line(results)}",
         f"- Seed {results['seed']}; image size {settings['image_size']}; backbone weights "
         f"`{settings['weights']}`; AdaptedMoE epochs {settings['epochs']}; data `{results['data']['class_path']}` "
         f"`{json.dumps(results['data'].get('init_args', {}))}`",

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,7 +168,8 @@ def test_benchmark_end_to_end_on_a_tiny_set_and_resume(tmp_path: Path, capsys: p
     stamp = finished.stat().st_mtime_ns
     capsys.readouterr()
     main(["ablate", "topk", *common])
-    assert "cloth__AdaptedMoE: finished earlier (ok), kept" in capsys.readouterr().out
+    kept = r"cloth__AdaptedMoE: finished earlier (\(ok\)|at commit \S+ \(this checkout: \S+\)), kept"
+    assert re.search(kept, capsys.readouterr().out)  # at commit ...: the checkout was edited while the test ran
     assert finished.stat().st_mtime_ns == stamp
     topk = [e for e in json.loads((output / "results.json").read_text())["rows"] if e["study"] == "topk"]
     assert [e["variant"] for e in topk] == ["top_k=1", "top_k=2"]  # two seen subclasses: two experts
@@ -524,3 +526,97 @@ def test_compare_exits_non_zero_when_a_run_failed(tmp_path: Path, monkeypatch: p
     with pytest.raises(SystemExit, match=r"1 run\(s\) failed: cloth__Padim; their logs are in .*logs"):
         main(argv)
     assert "cloth | Padim | failed" in (output / "benchmarks.md").read_text()
+
+
+def _fake_run(commit: dict[str, str]):
+    """A stand-in for a run's process: writes an ok result stamped with ``commit["now"]``, as run.py stamps its own."""
+    from anomalib_adapted_moe.benchmark import driver
+
+    def run(spec: dict, output: Path, prefix: str) -> bool:
+        means = [
+            {"subclass": f"mean {split}", "split": split, "image_auroc": 0.9, "pixel_auroc": 0.9, "pixel_aupro": 0.5}
+            for split in ("seen", "unseen")
+        ]
+        result = {"spec": spec, "status": "ok", "commit": commit["now"], "note": "", "variants": {"default": means}}
+        result |= {"train_seconds": 1.0, "train_cpu_seconds": 1.0, "epochs": 1, "inference_ms_per_image": 1.0}
+        result |= {"peak_rss_mib": 100.0, "load_average": [0.1, 0.1], "routing": {}}
+        driver.run_path(output, spec["key"]).write_text(json.dumps(result))
+        return True
+
+    return run
+
+
+def test_runs_kept_from_another_commit_are_named_and_the_report_credits_their_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Resuming after a code change kept the old runs silently and stamped the report with the new commit only, so
+    the docs credited old figures to new code."""
+    from anomalib_adapted_moe.benchmark import __main__ as command
+    from anomalib_adapted_moe.benchmark import driver
+
+    stamp = {"now": "aaaa111"}
+    for module in (command, driver):
+        monkeypatch.setattr(module, "commit", lambda: stamp["now"], raising=False)
+    monkeypatch.setattr(driver, "_run_in_subprocess", _fake_run(stamp))
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "AdaptedMoE", "Padim", "--categories", "cloth", "--weights", "none"]
+    argv += ["--output", str(output)]
+    main(argv)
+    assert "- Commit: aaaa111\n" in (output / "benchmarks.md").read_text()
+
+    stamp["now"] = "bbbb222"
+    capsys.readouterr()
+    main(argv)
+    printed = capsys.readouterr().out
+    padim = driver.run_path(output, "cloth__Padim")
+    assert (
+        f"cloth__Padim: finished earlier at commit aaaa111 (this checkout: bbbb222), kept; delete {padim} to "
+        "measure it again" in printed
+    )
+    commit_line = next(line for line in (output / "benchmarks.md").read_text().splitlines() if "Commit:" in line)
+    assert "runs made at aaaa111 (2 runs); the last benchmark command ran at bbbb222" in commit_line
+
+    padim.unlink()  # measured again at this commit: the report names both
+    main(argv)
+    commit_line = next(line for line in (output / "benchmarks.md").read_text().splitlines() if "Commit:" in line)
+    assert "runs made at aaaa111 (1 run), bbbb222 (1 run);" in commit_line
+    assert {row["run"]: row["commit"] for row in json.loads((output / "results.json").read_text())["rows"]} == {
+        "cloth__AdaptedMoE": "aaaa111",
+        "cloth__Padim": "bbbb222",
+    }
+
+
+def test_sigterm_to_the_driver_ends_the_run_it_started(tmp_path: Path) -> None:
+    """SIGTERM once left the run's process training without its driver (parent pid 1), beside the duplicate an
+    immediate rerun started. The run here is a stand-in that records its pid and sleeps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "run.pid"
+    fake_python = tmp_path / "fake_python"
+    fake_python.write_text(f"#!/bin/sh\necho $$ > {pid_file}.part && mv {pid_file}.part {pid_file}\nexec sleep 120\n")
+    fake_python.chmod(0o755)
+    script = (
+        "import sys; from pathlib import Path; from anomalib_adapted_moe.benchmark import driver; "
+        "output = Path(sys.argv[2]); (output / 'logs').mkdir(parents=True); "
+        "sys.executable = sys.argv[1]; driver._run_in_subprocess({'key': 'cloth__Padim'}, output, 'run')"
+    )
+    driver_process = subprocess.Popen([sys.executable, "-c", script, str(fake_python), str(tmp_path / "bench")])
+    run_pid = None
+    try:
+        deadline = time.monotonic() + 60  # a hang guard, not a timing check
+        while not pid_file.is_file() and driver_process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run_pid = int(pid_file.read_text())
+        driver_process.send_signal(signal.SIGTERM)
+        assert driver_process.wait(timeout=60) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):  # killed and reaped by the driver
+            os.kill(run_pid, 0)
+    finally:
+        driver_process.kill()
+        if run_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run_pid, signal.SIGKILL)

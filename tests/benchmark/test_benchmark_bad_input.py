@@ -27,7 +27,7 @@ class Killed(BaseException):
 
 
 def _write_manifest(output: Path) -> Path:
-    args = argparse.Namespace(output=output, seed=0, categories=["cloth"], models=["Padim"])
+    args = argparse.Namespace(output=output, seed=0, categories=["cloth"], models=["Padim"], budget_seconds=300)
     _updated_manifest(args, Settings(weights=None), SYNTHETIC, ["compare"], ["compare"])
     return output / "manifest.json"
 
@@ -179,3 +179,23 @@ def test_a_texture_ad_category_without_its_folder_is_refused_before_anything_run
     assert "TextureAD category 'nosuch'" in error and f"{root / 'nosuch'} does not exist" in error
     assert "['Cloth', 'stone']" in error
     assert not output.exists()
+
+
+def test_another_budget_is_refused_like_another_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--budget-seconds was not among the settings a resume checks: baselines trained under the old budget were
+    kept silently under the new one."""
+    started: list[str] = []
+
+    def run(spec: dict, output: Path, prefix: str) -> bool:
+        started.append(spec["key"])
+        driver.run_path(output, spec["key"]).write_text(json.dumps({"spec": spec, "status": "failed", "error": "x"}))
+        return False
+
+    monkeypatch.setattr(driver, "_run_in_subprocess", run)
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "Padim", "--categories", "cloth", "--output", str(output), *FAST]
+    with pytest.raises(SystemExit, match="1 run"):
+        main(argv)  # the default budget, 300 s
+    with pytest.raises(SystemExit, match=r"holds runs made with budget_seconds=300\.0, not 60\.0"):
+        main([*argv, "--budget-seconds", "60"])
+    assert started == ["cloth__Padim"]  # refused before anything ran

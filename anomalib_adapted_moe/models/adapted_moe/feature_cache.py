@@ -2,9 +2,10 @@
 
 The cache holds every training image's features, computed once, as float16 (or
 float32) in RAM up to a budget; past it, every chunk is written to a temporary
-file that is memory-mapped for training, and a log line says so. When the
-training data carry a random pixel augmentation, cached features would freeze
-one draw of it, so :class:`LiveFeatures` recomputes the features of freshly
+file that is memory-mapped for training, and a log line says so. That file is
+unlinked from its creation, so no kill (SIGKILL, the OOM killer) leaves it on
+disk. When the training data carry a random pixel augmentation, cached features
+would freeze one draw of it, so :class:`LiveFeatures` recomputes the features of freshly
 augmented images on every access instead (:func:`cache_bypass_reason` decides).
 """
 
@@ -47,7 +48,7 @@ class FeatureCache:
         self.clear()
 
     def clear(self) -> None:
-        """Forget every cached feature (and delete the spill file)."""
+        """Forget every cached feature (and free the spill file's disk space)."""
         if getattr(self, "_spill", None) is not None:
             self._spill.close()
         self._chunks: list[torch.Tensor] = []
@@ -87,12 +88,13 @@ class FeatureCache:
         self._count += len(chunk)
         self._bytes += chunk.numel() * chunk.element_size()
         if self._spill is None and self._bytes > self.budget_bytes:
-            # closed (and deleted) by clear(), when the cache is dropped after training
-            self._spill = tempfile.NamedTemporaryFile(dir=self.directory, prefix="adapted_moe_cache_", suffix=".bin")  # noqa: SIM115
+            # Unnamed (unlinked at once): a named file outlived a killed process, many GiB each time. Its space is
+            # freed when clear() closes it after training, or when the process ends however it ends.
+            self._spill = tempfile.TemporaryFile(dir=self.directory, prefix="adapted_moe_cache_", suffix=".bin")  # noqa: SIM115
             logger.info(
-                "Feature cache passed its RAM budget of %.2f GiB: spilling to the memory-mapped file %s.",
+                "Feature cache passed its RAM budget of %.2f GiB: spilling to %s.",
                 self.budget_bytes / 2**30,
-                self._spill.name,
+                self._where(),
             )
             for old in self._chunks:
                 self._spill.write(old.numpy().tobytes())
@@ -111,7 +113,7 @@ class FeatureCache:
             return torch.cat(self._chunks), labels
         self._spill.flush()
         numpy_dtype = np.float16 if self.dtype == torch.float16 else np.float32
-        mapped = np.memmap(self._spill.name, dtype=numpy_dtype, mode="c", shape=(self._count, *self._shape))
+        mapped = np.memmap(self._spill, dtype=numpy_dtype, mode="c", shape=(self._count, *self._shape))
         return torch.from_numpy(np.asarray(mapped)), labels
 
     def paths(self) -> list[str] | None:
@@ -120,8 +122,13 @@ class FeatureCache:
 
     def describe(self) -> str:
         """One line for the log: size and where the cache lives."""
-        where = f"memory-mapped file {self._spill.name}" if self._spill is not None else "RAM"
+        where = self._where() if self._spill is not None else "RAM"
         return f"feature cache: {self._count} images, {self._bytes / 2**20:.1f} MiB {str(self.dtype)[6:]} in {where}"
+
+    def _where(self) -> str:
+        """The spill file, for the log: it has no name, only a directory."""
+        directory = self.directory or tempfile.gettempdir()
+        return f"memory-mapped file in {directory} (unlinked: nothing is left when the process ends, however it ends)"
 
 
 def pixel_augmentations(transform: Any) -> list[str]:

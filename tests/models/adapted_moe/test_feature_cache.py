@@ -101,3 +101,22 @@ def test_random_augmentation_bypasses_the_cache_every_epoch(tmp_path, monkeypatc
     _, backbone_images, count = fit(tmp_path / "plain", monkeypatch, epochs=2)
     assert "Feature cache on" in caplog.text and "bypassed" not in caplog.text
     assert backbone_images == count  # once, in the Lightning epoch
+
+
+def test_a_killed_process_leaves_no_spill_file(tmp_path) -> None:
+    """SIGKILL and the OOM killer run no cleanup: the named spill file (GiBs in real use) stayed in the temp dir."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys, torch; "
+        "from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache; "
+        "cache = FeatureCache(budget_bytes=10, directory=sys.argv[1]); "
+        "features = torch.randn(4, 3, 2, 2); cache.append(features, torch.tensor([0, 1, 1, 0])); "
+        "assert cache.on_disk and torch.equal(cache.tensors()[0], features.half()); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # killed with the cache on disk, mapped
+    assert not list(tmp_path.iterdir())

@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
 
     _stage(start, "exporting to OpenVINO and running it at every precision this CPU has")
+    # From here the previous run's results describe a model whose IR is being replaced (export_variants removes
+    # its IR files): a rerun stopped midway must not leave them beside the new model.xml.
+    for name in ("summary.json", "per_subclass.md"):
+        (args.output / name).unlink(missing_ok=True)
     export_log = args.output / "export.log"
     with output_to(export_log):  # the ONNX exporter's and NNCF's own progress, hundreds of lines
         matrix = measure_precisions(model, datamodule, args.output, {1: 10}, ROWS, input_size=(size, size))

@@ -2,18 +2,22 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import openvino as ov
 import pytest
 from anomalib.engine import Engine
 
+from anomalib_adapted_moe import demo, evaluation
+from anomalib_adapted_moe.benchmark import precision
 from anomalib_adapted_moe.demo import main
-
-pytestmark = pytest.mark.slow
+from anomalib_adapted_moe.deploy import quantization
 
 TINY_DATA = {"num_train": 4, "num_test_good": 2, "num_test_defect": 3, "num_subclasses": 3, "num_unseen": 1}
 
 
+@pytest.mark.slow
 def test_demo_trains_tests_and_exports_fp32_and_fp16(
     tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,3 +70,66 @@ def test_demo_trains_tests_and_exports_fp32_and_fp16(
     assert [str(ov.Core().read_model(fp32).inputs[0].get_partial_shape()[axis]) for axis in (2, 3)] == ["64", "64"]
     # FP16 weights take about half the space: the export really compressed them.
     assert fp16.with_suffix(".bin").stat().st_size < 0.6 * fp32.with_suffix(".bin").stat().st_size
+
+
+class _TinyIRModel:
+    """Stands in for a fitted model: ``to_openvino`` writes a one-node IR where anomalib writes the real one."""
+
+    post_processor = None
+
+    def to_openvino(self, folder: Path, **_kwargs) -> Path:
+        image = ov.opset13.parameter([1, 3, 8, 8], np.float32)
+        path = Path(folder) / "weights" / "openvino" / "model.xml"
+        ov.save_model(ov.Model([ov.opset13.relu(image)], [image]), path)
+        return path
+
+
+def _no_int8(*_args) -> None:
+    raise quantization.CalibrationDataError("too few images")
+
+
+def test_export_leaves_no_ir_of_a_previous_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: a variant not made this time (INT8 on a small set), or all but model.xml when a rerun was stopped
+    # during the export, survived from the previous run: another model's IR beside the new model.xml
+    folders = [tmp_path / "weights" / "openvino", tmp_path / "raw" / "weights" / "openvino"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        for name in ("model_int8.xml", "model_int8.bin", "model_fp16.xml", "model_fp16.bin"):
+            (folder / name).write_text("the previous run's model")
+    monkeypatch.setattr(quantization, "quantize_backbone", _no_int8)
+    _, _, not_made = precision.export_variants(_TinyIRModel(), None, tmp_path)
+    assert "int8" in not_made
+    for folder in folders:
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "model.bin",
+            "model.xml",
+            "model_fp16.bin",
+            "model_fp16.xml",
+        ]
+        assert ov.Core().read_model(folder / "model_fp16.xml")  # this run's, not the text left there
+
+
+def test_a_rerun_stopped_during_export_leaves_no_summary_of_the_previous_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # before: stopped during the export, a rerun left summary.json and the table of the previous run's model
+    # beside the new model.xml
+    output = tmp_path / "demo"
+    output.mkdir()
+    for name in ("summary.json", "per_subclass.md"):
+        (output / name).write_text('{"category": "metal"}')
+    model = SimpleNamespace(expert_names=[], post_processor=SimpleNamespace(image_threshold=0.5))
+    monkeypatch.setattr(demo, "cpu_recipe_model", lambda **_kwargs: model)
+    monkeypatch.setattr(Engine, "fit", lambda *_args, **_kwargs: None)  # training and testing are not the point
+    monkeypatch.setattr(Engine, "test", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr(evaluation, "per_subclass_table", lambda *_args, **_kwargs: [])
+
+    def stopped(*_args, **_kwargs):
+        assert not (output / "summary.json").exists() and not (output / "per_subclass.md").exists()
+        raise KeyboardInterrupt  # Ctrl-C during the export
+
+    monkeypatch.setattr(precision, "measure_precisions", stopped)
+    data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data"), "num_workers": 0})
+    with pytest.raises(KeyboardInterrupt):
+        main(["--weights", "none", "--image-size", "64", "--output", str(output), "--data-init-args", data_args])
+    assert sorted(p.name for p in output.iterdir() if p.is_file()) == ["export.log"]

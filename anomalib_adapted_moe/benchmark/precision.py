@@ -93,6 +93,11 @@ def export_variants(
     from anomalib_adapted_moe.deploy.quantization import CalibrationDataError, quantize_backbone
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
+    # A previous export's IRs must not survive beside these: a variant not made this time (INT8), or all but
+    # model.xml when a rerun is stopped midway, would describe another model under the deployed names.
+    for ir_folder in (folder / "weights" / "openvino", folder / "raw" / "weights" / "openvino"):
+        for old in [*ir_folder.glob("model*.xml"), *ir_folder.glob("model*.bin")]:
+            old.unlink()
     core = shared_core()
     onnx_kwargs = {"opset_version": 18}
     deployed = {"fp32": model.to_openvino(folder, input_size=input_size, onnx_kwargs=onnx_kwargs)}

@@ -8,19 +8,28 @@ parsing, subclass selection and validation are :class:`TextureAD`'s.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from anomalib_adapted_moe.cache import package_cache_dir
 from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_texture_ad
-from anomalib_adapted_moe.data.texture_ad import TextureAD
+from anomalib_adapted_moe.data.synthetic.generate import expected_image_counts, expected_split
+from anomalib_adapted_moe.data.texture_ad import LayoutProblem, TextureAD, TextureADLayoutError
+from anomalib_adapted_moe.data.texture_ad.layout import IMG_EXTENSIONS, SPLIT_FILE
 
 logger = logging.getLogger(__name__)
 
 # Part of the cache key: bump it when the generator's output changes, so stale sets are not reused.
 GENERATOR_LAYOUT_VERSION = "v1"
+
+
+class AlteredSyntheticSetError(TextureADLayoutError):
+    """The cached generated set lacks files the generator wrote (or has others): reading it would silently use
+    a smaller or different set."""
 
 
 def default_cache_dir() -> Path:
@@ -142,6 +151,7 @@ class SyntheticTextureAD(TextureAD):
         if self.generated is not None and self.category_dir.is_dir():
             return
         if self.category_dir.is_dir():
+            self._check_cached_set()
             self.generated = False
             logger.info("SyntheticTextureAD: reusing the %s set in %s.", self.category, self.category_dir)
             return
@@ -162,6 +172,7 @@ class SyntheticTextureAD(TextureAD):
             # FileExistsError, or ENOTEMPTY when another process's rename won the race.
             if not self.category_dir.is_dir():
                 raise
+            self._check_cached_set()
             self.generated = False
             logger.info(
                 "SyntheticTextureAD: %s appeared while generating (another process made it); reusing it.",
@@ -170,3 +181,35 @@ class SyntheticTextureAD(TextureAD):
             return
         self.generated = True
         logger.info("SyntheticTextureAD: generated the %s set in %s.", self.category, self.category_dir)
+
+    def _check_cached_set(self) -> None:
+        """Refuse a cached set whose files differ from what the generator writes (a file deleted from it would
+        otherwise shrink the train or test set without a word), naming the folder to delete to regenerate it."""
+        kwargs = {k: v for k, v in self.generator_kwargs.items() if k not in ("seed", "image_size")}
+        expected = expected_image_counts(self.category, **kwargs)
+        found = Counter(
+            path.parent.relative_to(self.category_dir).as_posix()
+            for path in self.category_dir.rglob("*")
+            if path.suffix.lower() in IMG_EXTENSIONS and path.is_file()
+        )
+        differences = [
+            f"{folder}: {found.get(folder, 0)} images, expected {expected.get(folder, 0)}"
+            for folder in sorted(expected.keys() | found.keys())
+            if found.get(folder, 0) != expected.get(folder, 0)
+        ]
+        try:
+            split = json.loads((self.category_dir / SPLIT_FILE).read_text())
+        except (OSError, ValueError):
+            split = None
+        if split != expected_split(self.category, kwargs["num_subclasses"], kwargs["num_unseen"]):
+            differences.insert(0, f"{SPLIT_FILE} is missing or altered")
+        if differences:
+            shown = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3 else "")
+            problem = LayoutProblem(
+                AlteredSyntheticSetError,
+                self.category_dir,
+                f"the cached SyntheticTextureAD set differs from what the generator writes ({shown}), so it would "
+                "train or test on another set than asked for.",
+                f"delete {self.category_dir}; the next run generates it again.",
+            )
+            refuse(problem.to_error())

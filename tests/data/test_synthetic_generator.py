@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import multiprocessing
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +232,83 @@ def test_failed_generation_leaves_no_partial_category(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         generate_synthetic_texture_ad(tmp_path, ("cloth",), **SMALL)
     assert list(tmp_path.iterdir()) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _generate_until_sigterm(root: Path, pids: Path, workers: str) -> None:
+    """In a forked child: generate, and SIGTERM the generating process at the first image (as `kill PID` does).
+
+    With a pool, the worker that sends it then stays busy, as a worker rendering a large subclass would."""
+    os.environ[generate_module._WORKERS_ENV] = workers
+    generate_module._PARALLEL_MIN_IMAGES = 0
+    parent, real_save = os.getpid(), generate_module._save
+
+    def save(arr, path):
+        with pids.open("a") as file:
+            file.write(f"{os.getpid()}\n")
+        try:
+            os.close(os.open(pids.with_suffix(".sent"), os.O_CREAT | os.O_EXCL))  # the first caller only
+            os.kill(parent, signal.SIGTERM)
+        except FileExistsError:
+            pass
+        if os.getpid() != parent:
+            time.sleep(120)
+        real_save(arr, path)
+
+    generate_module._save = save
+    generate_synthetic_texture_ad(root, ("cloth",), **SMALL)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_during_generation_leaves_no_folder_and_no_worker(tmp_path, workers):
+    # before: SIGTERM's default action killed the process, leaving cloth.tmp-<pid>/ (which no later run removed)
+    # and the pool's workers, orphaned and blocked forever
+    pids = tmp_path / "pids.txt"
+    child = multiprocessing.get_context("fork").Process(
+        target=_generate_until_sigterm, args=(tmp_path / "out", pids, workers)
+    )
+    child.start()
+    child.join(100)
+    started = {int(line) for line in pids.read_text().split()} - {child.pid}
+    try:
+        assert child.exitcode == 143  # SystemExit(128 + SIGTERM), as a shell reports a SIGTERM'd command
+        assert not list((tmp_path / "out").iterdir())
+        assert bool(started) == (workers == "2")  # the pool's workers (the other one may not have started an image)
+        assert not [pid for pid in started if _alive(pid)]
+    finally:
+        for pid in started | {child.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_tmp_folders_of_dead_processes_are_removed(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=generate_module.__name__)
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()  # its pid now names no process: the one that made the folder was killed outright
+    (tmp_path / f"cloth.tmp-{dead.pid}" / "cloth_00").mkdir(parents=True)
+    running = tmp_path / f"cloth.tmp-{os.getppid()}"  # another process still generating: left alone
+    running.mkdir()
+    generate_synthetic_texture_ad(tmp_path, ("cloth",), **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cloth", running.name]
+    assert any(
+        f"cloth.tmp-{dead.pid}" in r.getMessage() and "no longer running" in r.getMessage() for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("category", SYNTHETIC_CATEGORIES)
+def test_expected_counts_and_split_are_what_generation_writes(tmp_path, category):
+    # SyntheticTextureAD checks its cache against these
+    args = {**SMALL, "num_test_defect": 3, "num_subclasses": 4}
+    cat = generate_synthetic_texture_ad(tmp_path, (category,), **args) / category
+    found = Counter(p.parent.relative_to(cat).as_posix() for p in cat.rglob("*.png"))
+    del args["image_size"]
+    assert found == generate_module.expected_image_counts(category, **args)
+    split = generate_module.expected_split(category, args["num_subclasses"], args["num_unseen"])
+    assert json.loads((cat / "split.json").read_text()) == split

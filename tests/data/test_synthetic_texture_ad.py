@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,36 @@ def test_an_unknown_category_is_named_with_the_choices_in_one_line_under_the_ano
     monkeypatch.setattr("sys.argv", ["/venv/bin/anomalib", "fit"])  # not 200 lines of traceback there
     with pytest.raises(SystemExit, match=r"^error: SyntheticTextureAD has no category 'nosuch'"):
         SyntheticTextureAD(root=tmp_path, category="nosuch")
+
+
+def _first(folder: Path, pattern: str) -> Path:
+    return sorted(folder.glob(pattern))[0]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda cat: _first(cat, "*/test/good/*.png").unlink(),  # before: 1 test image fewer, without a word
+        lambda cat: _first(cat, "*/train/good/*.png").unlink(),  # before: 1 training image fewer
+        lambda cat: shutil.rmtree(_first(cat, "*/train")),  # before: EmptyTrainingSetError with TextureAD's fix
+        lambda cat: shutil.rmtree(cat / _seen(cat)),  # before: UnknownSubclassError with TextureAD's fix
+        lambda cat: (cat / "split.json").write_text('{"seen": [], "unseen": []}'),
+        lambda cat: (_first(cat, "*/test/good") / "extra.png").write_bytes(b""),
+    ],
+    ids=["test-image", "train-image", "train-folder", "subclass-folder", "split-json", "added-file"],
+)
+def test_a_damaged_cache_is_refused_naming_the_folder_to_delete(tmp_path: Path, damage) -> None:
+    _tiny(root=tmp_path).prepare_data()
+    cat = tmp_path / TINY_KEY / "cloth"
+    damage(cat)
+    datamodule = _tiny(root=tmp_path)
+    with pytest.raises(module.AlteredSyntheticSetError, match=rf"Fix: delete {cat}; the next run generates it again"):
+        datamodule.prepare_data()
+        datamodule.setup()
+    shutil.rmtree(cat)  # as the message says: then it is generated again
+    datamodule.prepare_data()
+    assert datamodule.generated is True
+
+
+def _seen(cat: Path) -> str:
+    return json.loads((cat / "split.json").read_text())["seen"][0]

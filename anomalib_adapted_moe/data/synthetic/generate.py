@@ -2,19 +2,25 @@
 
 Each category is written into ``root/<category>.tmp-<pid>`` and renamed to
 ``root/<category>`` only when complete, so a half-written set is never mistaken for
-a finished one. Every file depends only on (seed, category index, subclass index,
-split code, image index), so output is byte-identical across runs and independent
+a finished one; a stopped run (exception, Ctrl-C, SIGTERM) removes its folder and
+its workers, and one that was killed outright has its folder removed by the next.
+Every file depends only on (seed, category index, subclass index, split code,
+image index), so output is byte-identical across runs and independent
 of which other categories are generated alongside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import multiprocessing
 import operator
 import os
 import shutil
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,6 +37,8 @@ _PNG_OPTIONS = {"format": "PNG", "compress_level": 1}  # fixed, and Pillow write
 # Worker processes (default: up to 2). Small jobs run in-process; results never depend on it.
 _WORKERS_ENV = "ANOMALIB_ADAPTED_MOE_SYNTH_WORKERS"
 _PARALLEL_MIN_IMAGES = 150
+
+logger = logging.getLogger(__name__)
 
 
 def _count(name: str, value: int, minimum: int) -> int:
@@ -62,12 +70,43 @@ def defect_counts(num_test_defect: int, subclass_index: int) -> list[int]:
     return [base + int((k - subclass_index) % len(DEFECT_FAMILIES) < extra) for k in range(len(DEFECT_FAMILIES))]
 
 
+def expected_image_counts(
+    category: str, num_train: int, num_test_good: int, num_test_defect: int, num_subclasses: int, num_unseen: int
+) -> dict[str, int]:
+    """Images per folder (``<subclass>/train/good``, ..., relative to the category folder) that generation writes.
+
+    Lets a cached copy be checked: a file deleted from it would otherwise shrink the set without a word.
+    """
+    folders = defect_kinds(category)
+    counts = {}
+    for sub_idx, spec in enumerate(subclass_specs(category, num_subclasses, num_unseen)):
+        if spec.seen:
+            counts[f"{spec.name}/train/good"] = num_train
+        counts[f"{spec.name}/test/good"] = num_test_good
+        for family, n in zip(DEFECT_FAMILIES, defect_counts(num_test_defect, sub_idx), strict=True):
+            if n:
+                counts[f"{spec.name}/test/{folders[family]}"] = n
+                counts[f"{spec.name}/ground_truth/{folders[family]}"] = n
+    return counts
+
+
+def expected_split(category: str, num_subclasses: int, num_unseen: int) -> dict[str, list[str]]:
+    """The ``split.json`` that generation writes (seen and unseen subclass names)."""
+    specs = subclass_specs(category, num_subclasses, num_unseen)
+    return {"seen": [s.name for s in specs if s.seen], "unseen": [s.name for s in specs if not s.seen]}
+
+
 def _save(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, **_PNG_OPTIONS)
 
 
 def _write_subclass_args(args: tuple) -> None:
     _write_subclass(*args)
+
+
+def _default_sigterm() -> None:
+    """Pool workers die on SIGTERM (a forked one would inherit :func:`_sigterm_exits`' handler and outlive it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run(tasks: list[tuple], num_images: int) -> None:
@@ -79,9 +118,60 @@ def _run(tasks: list[tuple], num_images: int) -> None:
     # fork avoids re-importing the (heavy) parent package in every worker.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_default_sigterm)
+    try:
         for _ in pool.map(_write_subclass_args, tasks):
             pass
+    except BaseException:
+        # Stopped: end the workers now, rather than wait for them to write into a folder about to be deleted
+        # (or leave them blocked forever once this process is gone). No public API lists the pool's processes.
+        for process in list((pool._processes or {}).values()):
+            process.terminate()
+        pool.shutdown(cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` meanwhile, so that the cleanup of a stopped run runs.
+
+    Generation runs in ``prepare_data``, before Lightning installs its handler; SIGTERM's default action would
+    kill the process on the spot, leaving the temporary folder and the pool's workers behind. A handler the
+    application set (or SIG_IGN) is left alone, and Python lets only the main thread set one.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def exit_143(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_dead_tmp_folders(root: Path, category: str) -> None:
+    """Remove ``<category>.tmp-<pid>`` folders of processes that are gone (killed before they could clean up)."""
+    for tmp in root.glob(f"{category}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if tmp.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            logger.warning("Removing %s, left behind by process %s, which is no longer running.", tmp, pid)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_subclass(
@@ -172,21 +262,23 @@ def generate_synthetic_texture_ad(
             tasks.append((tmps[c], c, spec, sub_idx, seed, image_size, num_train, num_test_good, num_test_defect))
             num_images += num_train * spec.seen + num_test_good + num_test_defect
     tasks.sort(key=lambda t: not t[2].seen)  # long (seen) subclasses first balances the workers
-    try:
-        for tmp in tmps.values():
-            if tmp.exists():  # left over by a crashed run of a process with our pid
-                shutil.rmtree(tmp)
-            tmp.mkdir()
-        _run(tasks, num_images)
-        for c in cats:
-            specs = plans[c]
-            split = {"seen": [s.name for s in specs if s.seen], "unseen": [s.name for s in specs if not s.seen]}
-            (tmps[c] / "split.json").write_text(json.dumps(split, indent=2) + "\n")
-            if (root / c).exists():
-                raise FileExistsError(f"{root / c} appeared while generating; not overwriting it")
-            tmps[c].rename(root / c)
-    except BaseException:
-        for tmp in tmps.values():
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    for c in cats:
+        _remove_dead_tmp_folders(root, c)
+    with _sigterm_exits():
+        try:
+            for tmp in tmps.values():
+                if tmp.exists():  # left over by a crashed run of a process with our pid
+                    shutil.rmtree(tmp)
+                tmp.mkdir()
+            _run(tasks, num_images)
+            for c in cats:
+                split = expected_split(c, num_subclasses, num_unseen)
+                (tmps[c] / "split.json").write_text(json.dumps(split, indent=2) + "\n")
+                if (root / c).exists():
+                    raise FileExistsError(f"{root / c} appeared while generating; not overwriting it")
+                tmps[c].rename(root / c)
+        except BaseException:
+            for tmp in tmps.values():
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return root

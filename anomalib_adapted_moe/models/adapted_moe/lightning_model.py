@@ -422,8 +422,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         bar = (
             self._trainer is not None and self.trainer.progress_bar_callback is not None and self.trainer.is_global_zero
         )
+        self.expert_epochs_begun = True  # before the line that says so: a Ctrl-C right after it stops the epochs
         logger.info("Training %d expert(s) for %d epochs; %s.", len(names), self.schedule.epochs, source)
-        self.expert_epochs_begun = True
         with EpochProgress(self.schedule.epochs, bar=bar) as progress:
             self.last_losses = train_from_cache(self.model, features, labels, self.schedule, on_epoch_end=report)
         fit_expert_statistics(self.model, features, labels)

@@ -1,4 +1,4 @@
-"""Errors for the person at the stock ``anomalib`` command: one line, no traceback.
+"""How the package's commands end: a refusal in one line, no traceback; SIGTERM as an exit that cleans up.
 
 The package's ``.pth`` hook registers the plugin when ``anomalib`` runs; the same
 rule tells a refusal (bad argument, missing dataset folder) to end that command
@@ -7,8 +7,12 @@ with its message, where from Python it stays an exception a caller can catch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 
 def running_the_anomalib_command() -> bool:
@@ -21,3 +25,26 @@ def refuse(error: Exception) -> None:
     if running_the_anomalib_command():  # a message for the person at the terminal, no traceback
         raise SystemExit(f"error: {error}") from None
     raise error
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` meanwhile, so that ``finally`` and ``except`` blocks run.
+
+    SIGTERM's default action (``timeout``, SLURM, ``kill``) ends the process on the spot: a generation's temporary
+    folder and pool workers, or the benchmark's run process, were left behind. A handler the application set (or
+    SIG_IGN, Lightning's own) is left alone, and Python lets only the main thread set one.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def exit_143(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_143)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

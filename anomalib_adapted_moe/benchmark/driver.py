@@ -7,12 +7,13 @@ comparison's AdaptedMoE run of a category sets the wall-clock budget of the trai
 so it runs first.
 """
 
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+from anomalib_adapted_moe.command_line import sigterm_exits
 
 from .jsonfiles import read_json, write_json
 from .provenance import commit
@@ -137,13 +138,11 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
     log_path = output / "logs" / f"{name}.log"
     result_path = run_path(output, spec["key"])
     start = time.monotonic()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        with log_path.open("w") as log:
-            command = [sys.executable, "-m", "anomalib_adapted_moe.benchmark.run", str(spec_path), str(result_path)]
-            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    # SIGTERM as an exception, so that subprocess.call kills the run's process (as on Ctrl-C) instead of leaving it
+    # training without its driver, beside the duplicate a rerun would start
+    with sigterm_exits(), log_path.open("w") as log:
+        command = [sys.executable, "-m", "anomalib_adapted_moe.benchmark.run", str(spec_path), str(result_path)]
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - start
     result = load_run(output, spec["key"])
     if result is None:  # killed before it could write (out of memory, a signal): record why and go on
@@ -156,12 +155,6 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
         return True
     print(f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True)
     return False
-
-
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    """SIGTERM as an exception, so that ``subprocess.call`` kills the run's process (as on Ctrl-C) instead of
-    leaving it training without its driver, beside the duplicate a rerun would start; 143 = 128 + SIGTERM."""
-    raise SystemExit(128 + signum)
 
 
 def _mean(result: dict, split: str, metric: str, variant: str = "default") -> float:

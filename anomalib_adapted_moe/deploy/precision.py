@@ -51,41 +51,37 @@ class UnsupportedPrecisionError(ValueError):
     """A precision was asked for that this CPU does not run."""
 
 
+def _first_processor() -> dict[str, str]:
+    """The fields of ``/proc/cpuinfo``'s first processor (empty where the file is missing)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if not key:  # the first processor's block ends here
+            break
+        fields.setdefault(key, value)
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows elsewhere."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _first_processor().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
     """The :data:`RELEVANT_CPU_FLAGS` this CPU has (empty where ``/proc/cpuinfo`` is missing)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return [flag for flag in RELEVANT_CPU_FLAGS if flag in present]
-    return []
+    present = set(_first_processor().get("flags", "").split())
+    return [flag for flag in RELEVANT_CPU_FLAGS if flag in present]
 
 
 def cpu_description() -> str:
     """The model name with what tells two CPUs of that name apart, for the machine line of generated docs: one
     name ("Intel(R) Xeon(R) Processor @ 2.80GHz") has covered a Xeon with AMX and one without bf16 on this project.
     """
-    numbers = {}
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key in ("cpu family", "model"):
-            numbers.setdefault(key, value)
-        elif not key:  # the first processor's block ends here
-            break
-    family = f"family {numbers['cpu family']} model {numbers['model']}; " if len(numbers) == 2 else ""
+    fields = _first_processor()
+    family = (
+        f"family {fields['cpu family']} model {fields['model']}; " if {"cpu family", "model"} <= fields.keys() else ""
+    )
     bf16 = [flag for flag in cpu_flags() if flag in ("avx512_bf16", "amx_bf16")]
     return f"{cpu_model()} ({family}{', '.join(bf16) if bf16 else 'no bf16'})"
 

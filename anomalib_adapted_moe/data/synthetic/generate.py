@@ -11,7 +11,6 @@ of which other categories are generated alongside.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing
@@ -19,13 +18,14 @@ import operator
 import os
 import shutil
 import signal
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from anomalib_adapted_moe.command_line import sigterm_exits
 
 from .catalog import SYNTHETIC_CATEGORIES, check_category, defect_kinds, subclass_specs
 from .defects import DEFECT_FAMILIES
@@ -105,7 +105,7 @@ def _write_subclass_args(args: tuple) -> None:
 
 
 def _default_sigterm() -> None:
-    """Pool workers die on SIGTERM (a forked one would inherit :func:`_sigterm_exits`' handler and outlive it)."""
+    """Pool workers die on SIGTERM (a forked one would inherit :func:`.sigterm_exits`' handler and outlive it)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
@@ -130,29 +130,6 @@ def _run(tasks: list[tuple], num_images: int) -> None:
         pool.shutdown(cancel_futures=True)
         raise
     pool.shutdown()
-
-
-@contextlib.contextmanager
-def _sigterm_exits() -> Iterator[None]:
-    """Turn SIGTERM into ``SystemExit(143)`` meanwhile, so that the cleanup of a stopped run runs.
-
-    Generation runs in ``prepare_data``, before Lightning installs its handler; SIGTERM's default action would
-    kill the process on the spot, leaving the temporary folder and the pool's workers behind. A handler the
-    application set (or SIG_IGN) is left alone, and Python lets only the main thread set one.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def exit_143(signum: int, _frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, exit_143)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -264,7 +241,7 @@ def generate_synthetic_texture_ad(
     tasks.sort(key=lambda t: not t[2].seen)  # long (seen) subclasses first balances the workers
     for c in cats:
         _remove_dead_tmp_folders(root, c)
-    with _sigterm_exits():
+    with sigterm_exits():  # generation runs in prepare_data, before Lightning installs its handler
         try:
             for tmp in tmps.values():
                 if tmp.exists():  # left over by a crashed run of a process with our pid

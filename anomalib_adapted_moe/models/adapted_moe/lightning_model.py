@@ -630,10 +630,11 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> "AdaptedMoE":
-        """Lightning's, refusing a checkpoint file that is not whole by name (``anomalib export --ckpt_path`` loads
-        this way; torch's words, "failed finding central directory" after about 170 lines of traceback, named no file).
-        ``anomalib test`` and ``predict`` read the file before any hook of the model runs: torch's error there."""
-        refuse_a_partial_checkpoint(checkpoint_path)
+        """Lightning's, refusing by name a folder or a checkpoint file that is not whole (``anomalib export
+        --ckpt_path`` loads this way; torch's words, "failed finding central directory" or ``IsADirectoryError`` after
+        about 170 lines of traceback, named no fix). ``anomalib test`` and ``predict`` read the file before any hook of
+        the model runs: torch's error there."""
+        refuse_an_unloadable_checkpoint(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[Callback]:
@@ -882,10 +883,18 @@ def warn_if_replacing(export_root: Path | str, export_type: ExportType, file_nam
         )
 
 
-def refuse_a_partial_checkpoint(path: object) -> None:
-    """Refuse, naming it, a checkpoint file that is not a whole zip archive (torch's format): an interrupted copy or
-    download. Lightning writes its own checkpoints whole, so such a file never comes from a stopped training."""
-    if not isinstance(path, str | Path) or not Path(path).is_file() or zipfile.is_zipfile(path):
+def refuse_an_unloadable_checkpoint(path: object) -> None:
+    """Refuse, naming it, a folder given as the checkpoint (torch's ``IsADirectoryError`` after about 190 lines named
+    no fix) or a file that is not a whole zip archive (torch's format): an interrupted copy or download. Lightning
+    writes its own checkpoints whole, so such a file never comes from a stopped training."""
+    if not isinstance(path, str | Path):
+        return
+    if Path(path).is_dir():
+        found = sorted(str(file) for file in Path(path).rglob("*.ckpt"))
+        inside = f"the checkpoint(s) in it: {', '.join(found[:3])}" if found else "it holds no .ckpt file"
+        msg = f"{path}: a folder, not a checkpoint file ({inside}). Fix: give the .ckpt file, not its folder."
+        refuse(IsADirectoryError(msg))
+    if not Path(path).is_file() or zipfile.is_zipfile(path):
         return
     msg = (
         f"{path}: not a whole checkpoint (a torch checkpoint is a zip archive; this one is cut short or is no "

@@ -6,6 +6,7 @@ are in ``test_integration.py``.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,15 @@ def test_a_checkpoint_cut_short_is_refused_by_name(tmp_path: Path, fitted_tiny) 
     said = rf"^{cut}: not a whole checkpoint .* Fix: copy it again"
     with pytest.raises(ValueError, match=said):
         AdaptedMoE.load_from_checkpoint(cut, weights_only=True)  # anomalib export's way
+
+
+def test_a_folder_given_as_the_checkpoint_is_refused_naming_the_checkpoint_inside(tmp_path: Path, fitted_tiny) -> None:
+    """``--ckpt_path .../weights/lightning`` (the folder, not model.ckpt) ended ``anomalib export`` in about 190 lines
+    and torch's ``IsADirectoryError``, without the fix."""
+    checkpoint = Path(fitted_tiny[3])
+    said = f"{checkpoint.parent}: a folder, not a checkpoint file (the checkpoint(s) in it: {checkpoint}). Fix: give "
+    with pytest.raises(IsADirectoryError, match="^" + re.escape(said + "the .ckpt file, not its folder.")):
+        AdaptedMoE.load_from_checkpoint(checkpoint.parent, weights_only=True)
+    empty = f"{tmp_path}: a folder, not a checkpoint file (it holds no .ckpt file)"
+    with pytest.raises(IsADirectoryError, match="^" + re.escape(empty)):
+        AdaptedMoE.load_from_checkpoint(tmp_path, weights_only=True)

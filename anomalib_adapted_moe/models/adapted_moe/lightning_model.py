@@ -81,6 +81,19 @@ def _as_plain(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
+def _scoring_settings_in_config(path: str, scoring: dict[str, Any]) -> dict[str, Any]:
+    """The settings among ``scoring`` that a ``--config`` file gives the model. Only those: a config's training
+    settings (``epochs``) often differ from the checkpoint's by a command-line override at training, and change
+    nothing an export computes. A file the command cannot read is its own error, not this warning's."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    model = config.get("model") if isinstance(config, dict) else None
+    settings = model.get("init_args", model) if isinstance(model, dict) else None
+    return {key: value for key, value in settings.items() if key in scoring} if isinstance(settings, dict) else {}
+
+
 def _parsed(value: str) -> Any:
     """A command-line value as the ``anomalib`` command reads it (YAML: ``true``, ``3``, ``[a, b]``), else as typed."""
     try:
@@ -546,20 +559,25 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.threshold_settings = self.model.scoring_settings()
 
     def warn_if_export_drops_settings(self) -> None:
-        """Name the ``--model.<setting>`` values ``anomalib export --ckpt_path`` did not apply: anomalib's export
-        builds the model anew from the checkpoint's saved settings, so an IR of other settings than asked came out
-        without a word (``anomalib test`` applies them)."""
+        """Name the ``--model.<setting>`` values, and the scoring settings of a ``--config`` file, that ``anomalib
+        export --ckpt_path`` did not apply: anomalib's export builds the model anew from the checkpoint's saved
+        settings, so an IR of other settings than asked came out without a word (``anomalib test`` applies them)."""
         if not running_the_anomalib_command() or sys.argv[1:2] != ["export"]:
             return
-        typed = {}  # setting -> value as typed, from `--model.<setting> <value>` or `--model.<setting>=<value>`
+        asked = {}  # setting -> (value, how it was given), later ones overriding earlier ones as the command reads them
         for argument, following in zip(sys.argv, [*sys.argv[1:], ""], strict=True):
             if argument.startswith("--model."):
                 name, _, value = argument.removeprefix("--model.").removeprefix("init_args.").partition("=")
-                typed[name] = value if "=" in argument else following
+                value = value if "=" in argument else following
+                asked[name] = (_parsed(value), f"--model.{name} {value}")
+            elif argument in ("--config", "-c") or argument.startswith("--config="):
+                config = argument.removeprefix("--config=") if "=" in argument else following
+                for name, value in _scoring_settings_in_config(config, self.model.scoring_settings()).items():
+                    asked[name] = (value, f"{name}: {value} in {config}")
         dropped = [
-            f"--model.{name} {value}"
-            for name, value in typed.items()
-            if name in self.hparams and _as_plain(_parsed(value)) != _as_plain(self.hparams[name])
+            said
+            for name, (value, said) in asked.items()
+            if name in self.hparams and _as_plain(value) != _as_plain(self.hparams[name])
         ]
         if dropped:
             logger.warning(

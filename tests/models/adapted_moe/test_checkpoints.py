@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from anomalib.engine import Engine
 from conftest import tiny_adapted_moe
 
@@ -234,6 +235,31 @@ def test_anomalib_export_names_the_model_settings_it_did_not_apply(
         reloaded.to_torch(tmp_path / "export")
     assert "so --model.blur_sigma 2, --model.image_top_k 3 were not applied" in caplog.text
     assert "--model.top_k" not in caplog.text  # the checkpoint's own value: nothing dropped
+
+
+def test_anomalib_export_names_the_scoring_settings_of_a_config_it_did_not_apply(
+    tmp_path: Path, fitted_tiny, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``anomalib export --config edited.yaml --ckpt_path ...`` with ``blur_sigma`` changed in the file exported the
+    checkpoint's maps without a word. A training setting the file gives otherwise (``epochs``, often overridden at
+    training) changes nothing an export computes: not named."""
+    _, _, _, checkpoint = fitted_tiny
+    reloaded = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
+    trained_sigma, trained_tta = reloaded.hparams["blur_sigma"], reloaded.hparams["tta"]
+    config = tmp_path / "edited.yaml"
+    init_args = {"blur_sigma": trained_sigma + 2, "tta": trained_tta, "epochs": reloaded.hparams["epochs"] + 5}
+    config.write_text(yaml.safe_dump({"model": {"class_path": "AdaptedMoE", "init_args": init_args}}))
+    argv = ["/venv/bin/anomalib", "export", "--config", str(config), "--ckpt_path", str(checkpoint)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with caplog.at_level("WARNING"):
+        reloaded.to_torch(tmp_path / "export")
+    assert f"so blur_sigma: {trained_sigma + 2} in {config} were not applied" in caplog.text
+    assert "epochs" not in caplog.text and "tta:" not in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(sys, "argv", [*argv, f"--model.blur_sigma={trained_sigma}"])  # the command line overrides it
+    with caplog.at_level("WARNING"):
+        reloaded.to_torch(tmp_path / "export_again")
+    assert "were not applied" not in caplog.text
 
 
 def test_an_export_that_replaces_an_earlier_one_names_it(tmp_path: Path, fitted_tiny, caplog) -> None:

@@ -118,7 +118,7 @@ def test_a_rerun_stopped_during_export_leaves_no_summary_of_the_previous_run(
     output.mkdir()
     for name in ("summary.json", "per_subclass.md"):
         (output / name).write_text('{"category": "metal"}')
-    model = SimpleNamespace(expert_names=[], post_processor=SimpleNamespace(image_threshold=0.5))
+    model = SimpleNamespace(expert_names=[], post_processor=SimpleNamespace(image_threshold=0.5, pixel_threshold=0.5))
     monkeypatch.setattr(demo, "cpu_recipe_model", lambda **_kwargs: model)
     monkeypatch.setattr(Engine, "fit", lambda *_args, **_kwargs: None)  # training and testing are not the point
     monkeypatch.setattr(Engine, "test", lambda *_args, **_kwargs: None)

@@ -12,6 +12,9 @@ test set
   by default three standard deviations above the validation normal images' mean) and
   at anomalib's F1-adaptive threshold, beside F1 at the subclass's own best threshold
   (chosen with its test labels: a reference, never a setting);
+- per split, pixel F1 of ``pred_mask`` at the model's pixel threshold (by default three standard deviations above
+  the validation normal images' map peaks) and at anomalib's F1-adaptive one, and the share of the normal images'
+  pixels each flags;
 - beside the pooled - mean AUROC and the mean F1 gap, their 90 % bootstrap intervals over redraws of the test
   images (:mod:`anomalib_adapted_moe.evaluation.resampling`): whether the test set can decide a target;
 - with ``--compare-to`` (the ``--output`` of an earlier run on the same data), how each of the two figures changed
@@ -85,6 +88,7 @@ def measure_category(
         SubclassScores,
         bootstrap_intervals,
         group_by_subclass,
+        nanmean,
         per_subclass_table,
         predict_raw,
     )
@@ -111,7 +115,15 @@ def measure_category(
     loader = datamodule.test_dataloader()
     processed, raw = recorder.processed, recorder.batches
     threshold = float(model.post_processor.image_threshold)
-    calibrated = per_subclass_table(raw, seen=seen, threshold=threshold)
+    pixel_threshold, f1_pixel_threshold = (
+        float(model.post_processor.pixel_threshold),
+        float(model.post_processor.f1_pixel_threshold),
+    )
+    calibrated = per_subclass_table(raw, seen=seen, threshold=threshold, pixel_threshold=pixel_threshold)
+    at_anomalibs = {  # pred_mask at anomalib's F1-adaptive pixel threshold: pixel F1, good pixels flagged
+        name: (group.pixel_f1_at(f1_pixel_threshold), group.good_pixels_flagged(f1_pixel_threshold))
+        for name, group in group_by_subclass(raw).items()
+    }
     groups = group_by_subclass(raw, pixels=False)  # image figures: the table above has the pixel ones
     # the same model scoring with each expert's raw scores: calibration, and what is fitted on calibrated scores
     # (the spread unit, the level correction, the image offsets), as before fitting
@@ -141,6 +153,9 @@ def measure_category(
         "image_threshold_rule": model.post_processor.image_threshold_rule,
         "switches": dict(effective_switches(model)),
         "f1_image_threshold": float(model.post_processor.f1_image_threshold),
+        "pixel_threshold": pixel_threshold,
+        "pixel_threshold_rule": model.post_processor.pixel_threshold_rule,
+        "f1_pixel_threshold": f1_pixel_threshold,
         "normal_image_quartile": float(model.post_processor.normal_image_quartile),
         "expert_thresholds": model.expert_thresholds(),
         "engine_test_image_auroc": 100 * float(tested["image_AUROC"]),
@@ -173,6 +188,10 @@ def measure_category(
             * sum(groups[name].f1_at(result["f1_image_threshold"]) for name in names)
             / len(names),
             "intervals": bootstrap_intervals({name: groups[name] for name in names}, threshold),
+            "mean_pixel_f1": 100 * rows[f"mean {split}"]["pixel_f1"],
+            "good_pixels_flagged": 100 * rows[f"mean {split}"]["good_pixels_flagged"],
+            "mean_pixel_f1_at_anomalib_threshold": 100 * nanmean(at_anomalibs[name][0] for name in names),
+            "good_pixels_flagged_at_anomalib_threshold": 100 * nanmean(at_anomalibs[name][1] for name in names),
         }
     return result
 
@@ -380,7 +399,10 @@ def render_markdown(report: dict) -> str:
         "calibration, and the spread unit, level correction and image offsets, fitted on calibrated scores, as "
         "unfitted). F1 at the category's one threshold (by default mean + 3 std of the validation normal images' "
         "scores; beside it, anomalib's F1-adaptive threshold on the validation split) against F1 at each "
-        f"subclass's best threshold (chosen with test labels, for this report only). *[low, high]*: the {level} "
+        f"subclass's best threshold (chosen with test labels, for this report only). Pixel F1: of `pred_mask` at "
+        "the model's pixel threshold (by default mean + 3 std of the validation normal images' map peaks) and at "
+        "anomalib's F1-adaptive one, with the share of the normal test images' pixels each flags (mean over "
+        f"subclasses). *[low, high]*: the {level} "
         f"bootstrap interval of the figure over {RESAMPLES} redraws of the test images (each subclass's normal and "
         "defective images drawn with replacement): a result whose interval reaches across the limit is one this "
         "test set cannot decide; a new training's spread comes on top.",
@@ -394,11 +416,14 @@ def render_markdown(report: dict) -> str:
             f"{result['raw_image_auroc']:.2f}); one image threshold {result['image_threshold']:.3f} (calibrated "
             f"units, rule {result['image_threshold_rule']!r}; anomalib's F1-adaptive one: "
             f"{result['f1_image_threshold']:.3f}); per expert, in its raw units: "
-            + ", ".join(f"{name} {value:.3f}" for name, value in result["expert_thresholds"].items()),
+            + ", ".join(f"{name} {value:.3f}" for name, value in result["expert_thresholds"].items())
+            + f"; pixel threshold {result['pixel_threshold']:.3f} (rule {result['pixel_threshold_rule']!r}; "
+            f"anomalib's F1-adaptive one: {result['f1_pixel_threshold']:.3f})",
             "",
             "| split | anomalib image AUROC | raw pooled | raw mean | pooled - mean | uncalibrated pooled - mean "
-            "| pixel AUROC pooled / mean | F1 at the threshold / at anomalib's F1 threshold / best (mean) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| pixel AUROC pooled / mean | F1 at the threshold / at anomalib's F1 threshold / best (mean) "
+            "| pixel F1 at the pixel threshold / at anomalib's (mean) | good pixels flagged % at each |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for split, f in result["splits"].items():
             low, high = f["intervals"]["pooled_minus_mean"]
@@ -408,7 +433,9 @@ def render_markdown(report: dict) -> str:
                 f"[{low:+.2f}, {high:+.2f}] | "
                 f"{f['uncalibrated_pooled_image_auroc'] - f['uncalibrated_mean_image_auroc']:+.2f} | "
                 f"{f['pooled_pixel_auroc']:.2f} / {f['mean_pixel_auroc']:.2f} | "
-                f"{f['mean_f1']:.1f} / {f['mean_f1_at_anomalib_threshold']:.1f} / {f['mean_best_f1']:.1f} |"
+                f"{f['mean_f1']:.1f} / {f['mean_f1_at_anomalib_threshold']:.1f} / {f['mean_best_f1']:.1f} | "
+                f"{f['mean_pixel_f1']:.1f} / {f['mean_pixel_f1_at_anomalib_threshold']:.1f} | "
+                f"{f['good_pixels_flagged']:.2f} / {f['good_pixels_flagged_at_anomalib_threshold']:.2f} |"
             )
         lines.append("")
         gaps = {name: gap for f in result["splits"].values() for name, gap in f["f1_gaps"].items()}

@@ -85,6 +85,28 @@ class SubclassScores:
         flagged = np.arange(1, len(scores) + 1)
         return float((2 * true_positives[cuts] / (labels.sum() + flagged[cuts])).max())
 
+    def pixel_f1_at(self, threshold: float) -> float:
+        """Pixel F1 with ``map > threshold`` flagged (anomalib's ``pred_mask``), over all the subclass's pixels;
+        NaN without masks or defect pixels."""
+        if not self.pixel_scores:
+            return float("nan")
+        labels = torch.cat([mask.reshape(-1) for mask in self.pixel_labels])
+        if not labels.any():
+            return float("nan")
+        flagged = torch.cat([scores.reshape(-1) for scores in self.pixel_scores]) > threshold
+        return 2 * int((flagged & labels).sum()) / (int(labels.sum()) + int(flagged.sum()))
+
+    def good_pixels_flagged(self, threshold: float) -> float:
+        """Share of the normal images' pixels above ``threshold``: what ``pred_mask`` marks on good parts; NaN
+        without maps of normal images (or with maps of some images only)."""
+        if len(self.pixel_scores) != len(self.image_labels):
+            return float("nan")
+        pairs = zip(self.pixel_scores, self.image_labels, strict=True)
+        normal = [scores.reshape(-1) for scores, label in pairs if not label.any()]
+        if not normal:
+            return float("nan")
+        return float((torch.cat(normal) > threshold).float().mean())
+
     def pixel_aupro(self) -> float:
         """Per-region overlap AUC up to 30 % FPR (anomalib's AUPRO); NaN without defect pixels.
 
@@ -149,6 +171,7 @@ def per_subclass_table(
     default_subclass: str | None = None,
     threshold: float | None = None,
     pixels: bool = True,
+    pixel_threshold: float | None = None,
 ) -> list[dict]:
     """Rows ``{subclass, split, images, image_auroc, pixel_auroc, pixel_aupro}`` per subclass, then per split
     the mean of the subclass rows and the pooled row (one ranking over all the split's images and pixels: what
@@ -156,7 +179,9 @@ def per_subclass_table(
 
     With ``threshold`` (the category's image threshold, in the scores' units) every subclass row and mean also
     get ``f1`` (image F1 at that threshold) and ``best_f1`` (F1 at the subclass's own best threshold, chosen
-    with its test labels: a reference for the report, never a setting).
+    with its test labels: a reference for the report, never a setting). With ``pixel_threshold`` (the pixel
+    threshold, in the maps' units) they get ``pixel_f1`` (pixel F1 of ``map > pixel_threshold``, anomalib's
+    ``pred_mask``) and ``good_pixels_flagged`` (the share of normal images' pixels it flags).
 
     Args:
         batches: predicted batches carrying ``subclass_name``, ``pred_score``,
@@ -165,6 +190,7 @@ def per_subclass_table(
         default_subclass: name for images without ``subclass_name`` (datasets such as
             MVTecAD or Folder); ``None`` makes them an error.
         threshold: the category's image threshold, for ``f1`` and ``best_f1``.
+        pixel_threshold: the pixel threshold, for ``pixel_f1`` and ``good_pixels_flagged``.
         pixels: ``False``: image figures only (pixel ones NaN), holding no copy of the maps.
 
     Raises:
@@ -181,6 +207,14 @@ def per_subclass_table(
             "pixel_auroc": group.pixel_auroc(),
             "pixel_aupro": group.pixel_aupro(),
             **({"f1": group.f1_at(threshold), "best_f1": group.best_f1()} if threshold is not None else {}),
+            **(
+                {
+                    "pixel_f1": group.pixel_f1_at(pixel_threshold),
+                    "good_pixels_flagged": group.good_pixels_flagged(pixel_threshold),
+                }
+                if pixel_threshold is not None
+                else {}
+            ),
         }
         for name, group in sorted(groups.items(), key=lambda item: (item[0] not in seen, item[0]))
     ]
@@ -189,7 +223,7 @@ def per_subclass_table(
         if not members:
             continue
         mean = {"subclass": f"mean {split}", "split": split, "images": sum(row["images"] for row in members)}
-        for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "f1", "best_f1"):
+        for key in ("image_auroc", "pixel_auroc", "pixel_aupro", "f1", "best_f1", "pixel_f1", "good_pixels_flagged"):
             if key in members[0]:
                 mean[key] = nanmean(row[key] for row in members)
         pooled = SubclassScores.merged(groups[row["subclass"]] for row in members)
@@ -220,6 +254,9 @@ def format_table(rows: list[dict]) -> str:
     if any("f1" in row for row in rows):
         keys += ["f1", "best_f1"]
         header += " F1 % at the threshold | best F1 % |"
+    if any("pixel_f1" in row for row in rows):
+        keys += ["pixel_f1", "good_pixels_flagged"]
+        header += " pixel F1 % at the threshold | good pixels flagged % |"
     lines = [header, "|---|---|---:|" + "---:|" * len(keys)]
     for row in rows:
         name = f"**{row['subclass']}**" if row["subclass"].startswith(("mean ", "pooled ")) else row["subclass"]

@@ -78,6 +78,29 @@ def test_pooled_rows_rank_all_images_of_a_split_together_and_f1_uses_the_one_thr
     assert "| **pooled seen** | seen | 4 | 75.00 | 100.00 |  | " in table and "best F1 %" in table
 
 
+def test_pixel_f1_and_good_pixels_flagged_at_the_pixel_threshold() -> None:
+    """What pred_mask gives: each defect image's one defect pixel scores 1.0; a good image of b has four pixels at
+    0.5 (noise above a low threshold)."""
+    batches = [batch(["a", "a", "b", "b"], [0.1, 0.9, 0.2, 0.8], [0, 1, 0, 1])]
+    batches[0].anomaly_map[2, ..., 3, :] = 0.5
+    low = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a", "b"], pixel_threshold=0.3)}
+    high = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a", "b"], pixel_threshold=0.7)}
+    assert low["a"]["pixel_f1"] == 1.0 and low["a"]["good_pixels_flagged"] == 0.0
+    assert low["b"]["pixel_f1"] == pytest.approx(2 / 6) and low["b"]["good_pixels_flagged"] == pytest.approx(4 / 16)
+    assert high["b"]["pixel_f1"] == 1.0 and high["b"]["good_pixels_flagged"] == 0.0
+    assert low["mean seen"]["pixel_f1"] == pytest.approx(2 / 3)
+    assert low["mean seen"]["good_pixels_flagged"] == pytest.approx(1 / 8)
+    table = format_table(list(low.values()))
+    assert "pixel F1 % at the threshold | good pixels flagged % |" in table
+    assert "| b | seen | 2 | 100.00 | 100.00 | 100.00 | 33.33 | 25.00 |" in table
+    no_defect = SubclassScores(
+        image_labels=[torch.tensor([0])],
+        pixel_scores=[torch.ones(4, 4)],
+        pixel_labels=[torch.zeros(4, 4, dtype=torch.bool)],
+    )
+    assert math.isnan(no_defect.pixel_f1_at(0.5)) and no_defect.good_pixels_flagged(0.5) == 1.0
+
+
 def test_best_f1_is_the_best_of_every_threshold_counted_as_f1_at_counts_it_ties_included() -> None:
     generator = torch.Generator().manual_seed(0)
     for _ in range(200):

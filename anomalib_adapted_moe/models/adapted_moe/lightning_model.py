@@ -716,6 +716,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             # and before the variant level: none fitted, and no quartile to fit one against (fit_variant_level says)
             state.setdefault("post_processor.normal_image_quartile", torch.tensor(float("nan")))
             state.setdefault("post_processor.variant_level", torch.tensor(0.0))
+        if ours and "post_processor._pixel_threshold" in state:  # before the normal-images pixel threshold was kept
+            state.setdefault("post_processor.f1_pixel_threshold", torch.tensor(float("nan")))
+            state.setdefault("post_processor.normal_pixel_threshold", torch.tensor(float("nan")))
         if "model.blur.kernel" in state:  # a function of blur_sigma, an inference setting: the configured one wins
             state["model.blur.kernel"] = self.model.blur.kernel.detach().clone()
         weight = state.get("model.experts.weight1")

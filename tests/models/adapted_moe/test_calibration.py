@@ -209,6 +209,40 @@ def test_image_threshold_from_the_validation_normal_images_by_default() -> None:
         AdaptedMoEPostProcessor(image_threshold_rule="youden")
 
 
+def test_pixel_threshold_from_the_validation_normal_images_map_peaks_by_default() -> None:
+    """anomalib's F1-adaptive pixel threshold, fitted on weak synthetic anomalies, lay among normal texture: the demo
+    model's pred_mask flagged 3 % of every seen good image and several times each defect's area."""
+    from anomalib.data import ImageBatch
+
+    peaks = torch.tensor([1.0, 1.2, 0.8, 1.1, 0.9])
+    maps = torch.zeros(7, 1, 4, 4)
+    maps[:5, 0, 1, 2] = peaks  # each normal image's highest map value, the rest of its map at 0
+    maps[5:, 0, :2, :2] = 0.6  # two weak synthetic anomalies: their masks score 0.6, below the normal peaks
+    masks = torch.zeros(7, 4, 4, dtype=torch.bool)
+    masks[5:, :2, :2] = True
+
+    def validate(post_processor: AdaptedMoEPostProcessor) -> AdaptedMoEPostProcessor:
+        labels = torch.tensor([0] * 5 + [1] * 2)
+        batch = ImageBatch(
+            image=torch.zeros(7, 3, 4, 4), gt_label=labels, pred_score=torch.rand(7), anomaly_map=maps, gt_mask=masks
+        )
+        post_processor.on_validation_batch_end(None, None, batch)
+        post_processor.on_validation_epoch_end(None, None)
+        return post_processor
+
+    expected = float(peaks.mean() + 3 * peaks.std())
+    ours = validate(AdaptedMoEPostProcessor())
+    assert float(ours.pixel_threshold) == pytest.approx(expected)  # three sigmas above the normal maps' peaks
+    assert float(ours.normal_pixel_threshold) == pytest.approx(expected)
+    assert float(ours.f1_pixel_threshold) < 0.8  # anomalib's: below every normal peak
+    anomalibs = validate(AdaptedMoEPostProcessor(pixel_threshold_rule="f1"))
+    assert float(anomalibs.pixel_threshold) == pytest.approx(float(ours.f1_pixel_threshold))
+    assert float(anomalibs.normal_pixel_threshold) == pytest.approx(expected)  # kept for the report
+    assert ours.checkpoint_config()["pixel_threshold_rule"] == "normal"
+    with pytest.raises(ValueError, match="pixel_threshold_rule must be 'normal' or 'f1'"):
+        AdaptedMoEPostProcessor(pixel_threshold_rule="youden")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("centred", "offset"), [(False, False), (True, False), (True, True)])
 def test_expert_thresholds_take_the_same_decisions_on_each_experts_raw_scores(

@@ -124,6 +124,26 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     assert fresh.post_processor.min_range == 1.0
 
 
+def test_a_checkpoint_from_before_the_normal_pixel_threshold_keeps_the_one_it_was_fitted_with(
+    tmp_path: Path, fitted_tiny
+) -> None:
+    """It loads (the two new buffers were missing keys) with anomalib's F1-adaptive pixel threshold as fitted; the
+    next validation fits the rule."""
+    _, _, _, checkpoint = fitted_tiny
+    old = torch.load(checkpoint, weights_only=True)
+    fitted = old["state_dict"]["post_processor._pixel_threshold"]
+    del (
+        old["state_dict"]["post_processor.f1_pixel_threshold"],
+        old["state_dict"]["post_processor.normal_pixel_threshold"],
+    )
+    del old["anomalib_post_processor_config"]["pixel_threshold_rule"]
+    torch.save(old, tmp_path / "old.ckpt")
+    reloaded = AdaptedMoE.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    assert torch.equal(reloaded.post_processor._pixel_threshold, fitted)
+    assert torch.isnan(reloaded.post_processor.normal_pixel_threshold)
+    assert reloaded.post_processor.pixel_threshold_rule == "normal"
+
+
 def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_path: Path, fitted_tiny) -> None:
     """Training fits the near-twin limit whatever the switch; a checkpoint written before it existed loads, scores
     as before, and refuses ``unseen_min_near_twin`` (no limit to test against) instead of scoring or exporting

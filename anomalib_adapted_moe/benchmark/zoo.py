@@ -123,6 +123,7 @@ INFERENCE_SWITCHES = frozenset(
         "temperature",
         "image_top_k",
         "center_image_score",
+        "center_map",
         "image_score_window",
         "spread_scaled_score",
         "level_corrected_score",

@@ -147,6 +147,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         center_image_score: image score less the image's mean patch score, so one threshold holds across
             variants whose normal patches score at different levels (our addition, off by default; see the
             model README).
+        center_map: the anomaly map less the image's mean patch score too (our addition, off by default).
         image_score_window: the image score reads patch scores averaged over this many patches on a side (odd;
             1, the default: each patch's own), so a lone noisy patch of an unseen variant crosses one threshold
             less often (our addition; see the model README).
@@ -233,6 +234,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
+        center_map: bool = False,
         image_score_window: int = 1,
         spread_scaled_score: bool = False,
         level_corrected_score: bool = False,
@@ -304,6 +306,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 top_k=top_k,
                 image_top_k=image_top_k,
                 center_image_score=center_image_score,
+                center_map=center_map,
                 image_score_window=image_score_window,
                 spread_scaled_score=spread_scaled_score,
                 level_corrected_score=level_corrected_score,

@@ -64,6 +64,8 @@ class AdaptedMoEModel(nn.Module):
             how far its worst patches stand out from the rest of the same image: an unseen variant whose every
             patch an expert scores higher no longer looks anomalous as a whole, and one threshold holds across
             variants (a defect that changes the whole surface alike then goes unseen); an inference-only switch.
+        center_map: subtract the image's mean patch score from its anomaly map too, so the pixel threshold holds
+            across variants as the image threshold does; an inference-only switch.
         image_score_window: the image score reads each patch's score as the mean over a window of this many
             patches on a side (odd; 1: the patch's own score): a lone noisy patch of a busy unseen variant
             counts less than a defect as large as the window; an inference-only switch.
@@ -124,6 +126,7 @@ class AdaptedMoEModel(nn.Module):
         top_k: int = 4,
         image_top_k: int = 1,
         center_image_score: bool = False,
+        center_map: bool = False,
         image_score_window: int = 1,
         spread_scaled_score: bool = False,
         level_corrected_score: bool = False,
@@ -161,6 +164,7 @@ class AdaptedMoEModel(nn.Module):
         self.top_k = top_k
         self.image_top_k = image_top_k
         self.center_image_score = center_image_score
+        self.center_map = center_map
         self.image_score_window = image_score_window
         self.spread_scaled_score = spread_scaled_score
         # median image_spread of the validation normal images (fit_expert_calibration); 1, the experts' normal
@@ -205,6 +209,7 @@ class AdaptedMoEModel(nn.Module):
             "temperature": self.temperature if top_k > 1 else None,
             "image_top_k": self.image_top_k,
             "center_image_score": self.center_image_score,
+            "center_map": self.center_map,
             "image_score_window": self.image_score_window,
             "spread_scaled_score": self.spread_scaled_score,
             "level_corrected_score": self.level_corrected_score,
@@ -436,7 +441,10 @@ class AdaptedMoEModel(nn.Module):
             gate = self.adaptation.gate_weights(adapted.mean(dim=(2, 3)), expert_index)
         if lenient:  # beyond its top expert's range (gate open), a patch scores its most lenient probable expert
             patch_scores = torch.lerp(patch_scores, lowest, gate[:, :1, None])
-        anomaly_map = self.blur(patch_scores, size=images.shape[-2:])
+        map_scores = (
+            patch_scores - patch_scores.flatten(1).mean(dim=1)[:, None, None] if self.center_map else patch_scores
+        )
+        anomaly_map = self.blur(map_scores, size=images.shape[-2:])
         pred_score = self.image_score(patch_scores)
         if self.expert_offset_score:
             pred_score = pred_score - self.calibration.image_offsets(expert_index, weights, gate)

@@ -713,15 +713,6 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         state.setdefault("model.level_slope", torch.tensor(0.0))
         # and before the near-twin limit: unfitted (NaN), so unseen_min_near_twin is refused, not silently off
         state.setdefault("model.near_twin.limit", torch.tensor(float("nan")))
-        if ours and "post_processor._image_threshold" in state:  # before the normal-images threshold was kept
-            state.setdefault("post_processor.f1_image_threshold", torch.tensor(float("nan")))
-            state.setdefault("post_processor.normal_image_threshold", torch.tensor(float("nan")))
-            # and before the variant level: none fitted, and no quartile to fit one against (fit_variant_level says)
-            state.setdefault("post_processor.normal_image_quartile", torch.tensor(float("nan")))
-            state.setdefault("post_processor.variant_level", torch.tensor(0.0))
-        if ours and "post_processor._pixel_threshold" in state:  # before the normal-images pixel threshold was kept
-            state.setdefault("post_processor.f1_pixel_threshold", torch.tensor(float("nan")))
-            state.setdefault("post_processor.normal_pixel_threshold", torch.tensor(float("nan")))
         if "model.blur.kernel" in state:  # a function of blur_sigma, an inference setting: the configured one wins
             state["model.blur.kernel"] = self.model.blur.kernel.detach().clone()
         weight = state.get("model.experts.weight1")

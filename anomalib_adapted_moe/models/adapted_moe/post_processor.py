@@ -15,6 +15,15 @@ VARIANT_QUANTILE = 0.25
 MIN_VARIANT_IMAGES = 16
 #: a level whose own images score above the threshold it gives, more than this share of them, is refused
 MAX_FLAGGED_SHARE = 0.5
+#: buffers added after checkpoints had been written: an older checkpoint lacks them, and they keep their unfitted value
+LATER_BUFFERS = (
+    "f1_image_threshold",
+    "normal_image_threshold",
+    "normal_image_quartile",
+    "variant_level",
+    "f1_pixel_threshold",
+    "normal_pixel_threshold",
+)
 
 
 class DefectBurstError(ValueError):
@@ -131,6 +140,14 @@ class AdaptedMoEPostProcessor(PostProcessor):
     def _checkpoint_config_keys(self) -> tuple[str, ...]:
         keys = ("min_range", "image_threshold_rule", "normal_sigmas", "pixel_threshold_rule")
         return (*super()._checkpoint_config_keys, *keys)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """torch's, with :data:`LATER_BUFFERS` an older checkpoint lacks kept as they are. Both of Lightning's ways
+        in pass here: the model's state (``post_processor.`` keys) and the callback's own state, which ``anomalib
+        test --ckpt_path`` restores too (it stopped with "Missing key(s)" for a checkpoint an hour old)."""
+        for name in LATER_BUFFERS:
+            state_dict.setdefault(prefix + name, getattr(self, name).detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, *args, **kwargs) -> None:
         """anomalib's updates, and the image scores and map peaks of the batch's normal images."""

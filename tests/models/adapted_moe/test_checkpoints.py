@@ -124,24 +124,32 @@ def test_a_checkpoint_from_before_the_calibration_loads_with_raw_scores(tmp_path
     assert fresh.post_processor.min_range == 1.0
 
 
-def test_a_checkpoint_from_before_the_normal_pixel_threshold_keeps_the_one_it_was_fitted_with(
+def test_a_checkpoint_from_before_the_later_thresholds_tests_with_the_ones_it_was_fitted_with(
     tmp_path: Path, fitted_tiny
 ) -> None:
-    """It loads (the two new buffers were missing keys) with anomalib's F1-adaptive pixel threshold as fitted; the
-    next validation fits the rule."""
-    _, _, _, checkpoint = fitted_tiny
-    old = torch.load(checkpoint, weights_only=True)
+    """``anomalib test --ckpt_path`` on a checkpoint from before the normal-images pixel threshold stopped with
+    "Missing key(s) in state_dict": Lightning restores the post-processor from its callback state as well as from the
+    model's. Both now load, with anomalib's pixel threshold as fitted; the next validation fits the rule."""
+    from anomalib.engine import Engine
+
+    from anomalib_adapted_moe.models.adapted_moe.post_processor import LATER_BUFFERS
+
+    _, _, datamodule, checkpoint = fitted_tiny
+    old = torch.load(checkpoint, weights_only=False)
     fitted = old["state_dict"]["post_processor._pixel_threshold"]
-    del (
-        old["state_dict"]["post_processor.f1_pixel_threshold"],
-        old["state_dict"]["post_processor.normal_pixel_threshold"],
-    )
+    callback_state = old["callbacks"]["AdaptedMoEPostProcessor"]
+    for name in LATER_BUFFERS:
+        del old["state_dict"][f"post_processor.{name}"], callback_state[name]
     del old["anomalib_post_processor_config"]["pixel_threshold_rule"]
     torch.save(old, tmp_path / "old.ckpt")
     reloaded = AdaptedMoE.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
     assert torch.equal(reloaded.post_processor._pixel_threshold, fitted)
     assert torch.isnan(reloaded.post_processor.normal_pixel_threshold)
     assert reloaded.post_processor.pixel_threshold_rule == "normal"
+    tested = tiny_adapted_moe()  # anomalib test's way: a model built from the config, the checkpoint restored into it
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    metrics = engine.test(model=tested, datamodule=datamodule, ckpt_path=tmp_path / "old.ckpt", verbose=False)[0]
+    assert torch.equal(tested.post_processor._pixel_threshold, fitted) and 0.0 <= metrics["image_AUROC"] <= 1.0
 
 
 def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_path: Path, fitted_tiny) -> None:

@@ -1,4 +1,5 @@
-"""How the package's commands end: a refusal in one line, no traceback; SIGTERM as an exit that cleans up.
+"""How the package's commands end: a refusal in one line, no traceback; SIGTERM as an exit that cleans up; and
+libraries' chatter kept off the screen meanwhile.
 
 The package's ``.pth`` hook registers the plugin when ``anomalib`` runs; the same
 rule tells a refusal (bad argument, missing dataset folder) to end that command
@@ -8,6 +9,7 @@ with its message, where from Python it stays an exception a caller can catch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -48,3 +50,18 @@ def sigterm_exits() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def loggers_at(level: int, *names: str) -> Iterator[None]:
+    """The ``names`` loggers at ``level`` meanwhile, as they were after (the ONNX exporter's passes log a thousand
+    lines at INFO under the ``anomalib`` command, which logs INFO)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(level)
+    try:
+        yield
+    finally:
+        for each, previous in zip(loggers, levels, strict=True):
+            each.setLevel(previous)

@@ -50,6 +50,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     from anomalib.engine import Engine
 
     from anomalib_adapted_moe import AdaptedMoE
+    from anomalib_adapted_moe.command_line import loggers_at
     from anomalib_adapted_moe.evaluation import normalization_disabled
 
     if output.exists():  # the trained checkpoint included
@@ -80,17 +81,14 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     except ValueError as error:  # the model's own refusal (another model's, written mid-training): its words, named
         raise ValueError(f"{checkpoint}: {error}") from error
     model.visualizer = None  # scores only: no result images to write
-    engine_log = logging.getLogger("anomalib.engine.engine")
-    quiet = engine_log.level
-    engine_log.setLevel(logging.ERROR)  # its "ckpt_path is not provided" is wrong here: the model is the checkpoint's
-    try:
-        with tempfile.TemporaryDirectory() as root, normalization_disabled(model):
-            engine = Engine(
-                default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
-            )
-            batches = engine.predict(model=model, data_path=images)
-    finally:
-        engine_log.setLevel(quiet)
+    # anomalib's "ckpt_path is not provided" is wrong here: the model is the checkpoint's
+    with (
+        loggers_at(logging.ERROR, "anomalib.engine.engine"),
+        tempfile.TemporaryDirectory() as root,
+        normalization_disabled(model),
+    ):
+        engine = Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+        batches = engine.predict(model=model, data_path=images)
     scores = torch.cat([batch.pred_score.reshape(-1) for batch in batches])
     try:
         level = model.post_processor.fit_variant_level(scores)

@@ -36,7 +36,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
-from anomalib_adapted_moe.command_line import refuse, running_the_anomalib_command
+from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
 from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD
@@ -608,6 +608,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 ", ".join(changed),
             )
 
+    def on_fit_end(self) -> None:
+        """Say where the checkpoint is: ``anomalib test``, ``predict`` and ``export`` need its path, and its folder
+        name (the dataset's settings) is nothing a user could guess."""
+        callback = self.trainer.checkpoint_callback
+        path = callback and (callback.best_model_path or callback.last_model_path)
+        if path and self.trainer.is_global_zero:
+            logger.info("Checkpoint: %s (give it to anomalib test, predict and export as --ckpt_path)", path)
+
     def on_test_start(self) -> None:
         """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``); check the test files."""
         self.refuse_untrained("test")
@@ -790,7 +798,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.warn_if_thresholds_stale("export")
         self.model.check_near_twin_fitted()
         warn_if_replacing(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
-        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+        with loggers_at(logging.WARNING, "onnxscript", "onnx_ir"):  # ~130 INFO records of its graph passes
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's torch export, refusing a model that never trained."""

@@ -199,7 +199,8 @@ def openvino_inferencer(
     if not Path(path).is_file():
         msg = (
             f"{path}: no such model file. Fix: give the model.xml that `anomalib export --export_type openvino` wrote "
-            "(weights/openvino/model.xml in the run's folder; its model.bin beside it)."
+            "(<export_root>/weights/openvino/model.xml, ./results/weights/openvino/model.xml unless --export_root was "
+            "given; its model.bin beside it)."
         )
         raise FileNotFoundError(msg)
     xml = Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else Path(path)

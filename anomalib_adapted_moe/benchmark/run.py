@@ -169,6 +169,7 @@ def _variants(model) -> dict[str, dict]:
     variants |= {f"expert_offset_score={on}": {"expert_offset_score": on} for on in (True, False)}
     variants |= {f"blur_sigma={sigma:g}": {"blur_sigma": sigma} for sigma in BLUR_SIGMAS}
     variants |= {f"map_at_feature_centre={on}": {"map_at_feature_centre": on} for on in (True, False)}
+    variants |= {f"center_map={on}": {"center_map": on} for on in (True, False)}
     if "tta=gated" in variants:
         variants |= {
             f"tta=gated,image_top_k={k}": {"tta": True, "tta_gate": True, "tta_blend": False, "image_top_k": k}

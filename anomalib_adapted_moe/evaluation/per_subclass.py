@@ -87,8 +87,8 @@ class SubclassScores:
 
     def pixel_f1_at(self, threshold: float) -> float:
         """Pixel F1 with ``map > threshold`` flagged (anomalib's ``pred_mask``), over all the subclass's pixels;
-        NaN without masks or defect pixels."""
-        if not self.pixel_scores:
+        NaN without masks or defect pixels, or for a NaN threshold (none fitted: a validation split without masks)."""
+        if not self.pixel_scores or threshold != threshold:
             return float("nan")
         labels = torch.cat([mask.reshape(-1) for mask in self.pixel_labels])
         if not labels.any():
@@ -98,8 +98,8 @@ class SubclassScores:
 
     def good_pixels_flagged(self, threshold: float) -> float:
         """Share of the normal images' pixels above ``threshold``: what ``pred_mask`` marks on good parts; NaN
-        without maps of normal images (or with maps of some images only)."""
-        if len(self.pixel_scores) != len(self.image_labels):
+        without maps of normal images (or with maps of some images only), or for a NaN threshold."""
+        if len(self.pixel_scores) != len(self.image_labels) or threshold != threshold:
             return float("nan")
         pairs = zip(self.pixel_scores, self.image_labels, strict=True)
         normal = [scores.reshape(-1) for scores, label in pairs if not label.any()]

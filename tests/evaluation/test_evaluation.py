@@ -99,6 +99,10 @@ def test_pixel_f1_and_good_pixels_flagged_at_the_pixel_threshold() -> None:
         pixel_labels=[torch.zeros(4, 4, dtype=torch.bool)],
     )
     assert math.isnan(no_defect.pixel_f1_at(0.5)) and no_defect.good_pixels_flagged(0.5) == 1.0
+    unfitted = float("nan")  # no pixel threshold fitted (a validation split without masks): no figure, not 0
+    assert math.isnan(no_defect.good_pixels_flagged(unfitted))
+    rows = {row["subclass"]: row for row in per_subclass_table(batches, seen=["a"], pixel_threshold=unfitted)}
+    assert math.isnan(rows["a"]["pixel_f1"]) and math.isnan(rows["b"]["good_pixels_flagged"])
 
 
 def test_best_f1_is_the_best_of_every_threshold_counted_as_f1_at_counts_it_ties_included() -> None:

@@ -155,12 +155,12 @@ def main(argv: list[str] | None = None) -> dict:
     engine.test(model=model, datamodule=datamodule, verbose=False)
     # AUROC on the raw scores of that same pass; F1 at the category's one image threshold (fitted on the
     # validation split) beside each subclass's best; pred_mask's pixel F1 and the good pixels it flags
-    thresholds = model.post_processor
+    post_processor = model.post_processor
     rows = per_subclass_table(
         raw.batches,
         seen=seen,
-        threshold=float(thresholds.image_threshold),
-        pixel_threshold=float(thresholds.pixel_threshold),
+        threshold=float(post_processor.image_threshold),
+        pixel_threshold=float(post_processor.pixel_threshold),
     )
     table = format_table(rows)
     print(table)

@@ -91,6 +91,7 @@ def measure_category(
         nanmean,
         per_subclass_table,
         predict_raw,
+        subclass_table,
     )
 
     from .run import build_datamodule, effective_switches
@@ -119,11 +120,13 @@ def measure_category(
         float(model.post_processor.pixel_threshold),
         float(model.post_processor.f1_pixel_threshold),
     )
-    calibrated = per_subclass_table(raw, seen=seen, threshold=threshold, pixel_threshold=pixel_threshold)
+    pixel_groups = group_by_subclass(raw)  # one copy of the maps, for the table and anomalib's pixel threshold
+    calibrated = subclass_table(pixel_groups, seen, threshold=threshold, pixel_threshold=pixel_threshold)
     at_anomalibs = {  # pred_mask at anomalib's F1-adaptive pixel threshold: pixel F1, good pixels flagged
         name: (group.pixel_f1_at(f1_pixel_threshold), group.good_pixels_flagged(f1_pixel_threshold))
-        for name, group in group_by_subclass(raw).items()
+        for name, group in pixel_groups.items()
     }
+    del pixel_groups  # what follows reads image figures only
     groups = group_by_subclass(raw, pixels=False)  # image figures: the table above has the pixel ones
     # the same model scoring with each expert's raw scores: calibration, and what is fitted on calibrated scores
     # (the spread unit, the level correction, the image offsets), as before fitting

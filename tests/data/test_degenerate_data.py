@@ -52,7 +52,17 @@ def test_a_test_set_of_unseen_subclasses_only_is_routed_and_scored(one_subclass)
     datamodule = texture_ad(root / "data", test_subclasses=["fabric_c"])
     results = engine.test(model=model, datamodule=datamodule, verbose=False)
     assert set(datamodule.test_data.samples.subclass_id) == {-1}
-    assert all(0.0 <= results[0][metric] <= 1.0 for metric in ("image_AUROC", "pixel_AUROC"))
+    assert all(0.0 <= results[0][metric] <= 1.0 for metric in ("image_AUROC", "pixel_AUROC"))  # not NaN
+    # every image goes to the one expert there is, with its whole weight, and gets a finite score and map
+    batch = next(iter(datamodule.test_dataloader()))
+    images = model.pre_processor.transform(batch.image)
+    model.eval()
+    with torch.no_grad():
+        expert_index, weights = model.model.route(model.model.adapt(model.model.patch_features(images)))
+        scored = model.model(images)
+    assert expert_index.tolist() == [[0]] * len(images) and torch.equal(weights, torch.ones(len(images), 1))
+    assert scored.pred_score.shape == (len(images),) and torch.isfinite(scored.pred_score).all()
+    assert scored.anomaly_map.shape[-2:] == images.shape[-2:] and torch.isfinite(scored.anomaly_map).all()
 
 
 def test_a_subclass_with_a_single_training_image_keeps_it_and_gets_its_expert(

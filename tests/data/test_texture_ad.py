@@ -226,10 +226,11 @@ def test_missing_root_explains_where_the_data_comes_from(tmp_path: Path) -> None
     assert "root" in message
 
 
-def test_under_the_anomalib_command_missing_data_and_layout_errors_are_one_line(
+def test_under_the_anomalib_command_missing_data_and_layout_errors_end_in_their_message_alone(
     tmp_path: Path, texture_ad_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The message, not 150 lines of Lightning's and the datamodule's traceback before it."""
+    """The message (the missing-data one spans the layout it expects), not 150 lines of Lightning's and the
+    datamodule's traceback before it: a SystemExit with the message prints it alone."""
     monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "train"])
     with pytest.raises(SystemExit, match=r"^error: Texture AD not found: .*nowhere does not exist"):
         _datamodule(tmp_path / "nowhere").prepare_data()

@@ -38,7 +38,9 @@ def test_an_argument_that_cannot_train_is_refused_when_the_model_is_built(argume
 def test_under_the_anomalib_command_a_refused_argument_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not two rich tracebacks and jsonargparse's union report (about 200 lines, the message 16 from the end)."""
     monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "fit"])
-    with pytest.raises(SystemExit, match=r"^error: top_k and image_top_k must be at least 1"):
+    with pytest.raises(SystemExit, match=r"^error: top_k and image_top_k must be at least 1") as stopped:
         tiny_adapted_moe(top_k=0)
-    with pytest.raises(SystemExit, match=r"^error: margin must be positive, got -1"):
+    assert "\n" not in stopped.value.code
+    with pytest.raises(SystemExit, match=r"^error: margin must be positive, got -1") as stopped:
         tiny_adapted_moe(margin=-1.0)
+    assert "\n" not in stopped.value.code

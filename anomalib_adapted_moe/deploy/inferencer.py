@@ -196,6 +196,13 @@ def openvino_inferencer(
         >>> inferencer.predict("image.png").pred_score  # doctest: +SKIP
     """
     config = compile_config(precision)
+    if Path(path).is_dir():
+        inside = sorted(str(xml) for xml in Path(path).rglob("*.xml"))
+        msg = (
+            f"{path}: a folder, not a model file (the .xml file(s) under it: {', '.join(inside) or 'none'}). Fix: "
+            "give the model.xml itself, e.g. <export_root>/weights/openvino/model.xml."
+        )
+        raise IsADirectoryError(msg)
     if not Path(path).is_file():
         msg = (
             f"{path}: no such model file. Fix: give the model.xml that `anomalib export --export_type openvino` wrote "

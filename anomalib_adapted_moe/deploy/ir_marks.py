@@ -4,9 +4,9 @@ OpenVINO's CPU plugin runs an FP32 IR in bf16 on CPUs with AVX512_BF16, and
 ``OpenVINOInferencer(path)`` passes no precision, so an IR that says nothing runs
 in bf16 there. The plugin ignores a model-wide precision in the IR's ``rt_info``,
 but it keeps a node in its own precision when the node is marked ``precise``
-(rt_info ``DisablePrecisionConversion``, written ``<attribute name="precise"
-version="0"/>``; OpenVINO 2026.4's ``Node::keepOrigPrecision``). The backbone is
-where bf16 loses AdaptedMoE's accuracy (the precision matrix's sensitivity table),
+(rt_info ``DisablePrecisionConversion``, which OpenVINO 2026.4 writes as ``<attribute
+name="DisablePrecisionConversion" version="0" value="dynamic:f16" />``; its ``Node::keepOrigPrecision``).
+The backbone is where bf16 loses AdaptedMoE's accuracy (the precision matrix's sensitivity table),
 so every AdaptedMoE export marks it (:func:`keep_backbone_in_f32`); the head after
 it still runs in the CPU's default precision. Marking every node does worse: the
 nodes the plugin rewrites lose the mark and run in bf16 between f32 ones, which
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .openvino_core import shared_core
 
-#: the rt_info key ``openvino`` serialises as ``<attribute name="precise" version="0"/>``
+#: the rt_info key that marks a node precise (OpenVINO 2026.4 writes it as ``<attribute
+#: name="DisablePrecisionConversion" version="0" value="dynamic:f16" />``)
 PRECISE = "precise_0"
 #: the keys the mark may carry once an IR is read back
 _MARK_KEYS = ("precise", "DisablePrecisionConversion")

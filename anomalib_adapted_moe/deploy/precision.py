@@ -140,5 +140,21 @@ def precision_name(element_type) -> str:
 
 
 def compiled_precision(compiled_model) -> str:
-    """The floating-point precision a compiled model actually runs in."""
-    return precision_name(compiled_model.get_property("INFERENCE_PRECISION_HINT"))
+    """The floating-point precision a model compiled for the CPU runs in (an IR's ``precise`` marks keep its
+    backbone in f32 beneath a bf16 one: :mod:`.ir_marks`).
+
+    Raises:
+        ValueError: a model compiled for another device, such as ``AUTO`` (anomalib's ``OpenVINOInferencer``
+            default), which reports no inference precision (OpenVINO's own error ran to several lines).
+    """
+    try:
+        hint = compiled_model.get_property("INFERENCE_PRECISION_HINT")
+    except RuntimeError:
+        devices = ", ".join(compiled_model.get_property("EXECUTION_DEVICES"))
+        msg = (
+            f"This model was compiled for a device that reports no inference precision (it runs on: {devices}; "
+            "anomalib's OpenVINOInferencer compiles for AUTO by default). Fix: compile for the CPU, "
+            'anomalib_adapted_moe.deploy.openvino_inferencer(path) or OpenVINOInferencer(path, device="CPU").'
+        )
+        raise ValueError(msg) from None
+    return precision_name(hint)

@@ -52,6 +52,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     from anomalib_adapted_moe import AdaptedMoE
     from anomalib_adapted_moe.command_line import loggers_at
     from anomalib_adapted_moe.evaluation import normalization_disabled
+    from anomalib_adapted_moe.models.adapted_moe.post_processor import refuse_too_few_variant_images
 
     if output.exists():  # the trained checkpoint included
         msg = f"{output} exists; the level is written to a new checkpoint. Fix: give another --output, or delete it."
@@ -62,12 +63,17 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     if not images.is_dir():
         msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
         raise FileNotFoundError(msg)
-    if not any(is_image_file(path) for path in images.rglob("*")):  # anomalib's "Found 0 images" says no fix
+    count = sum(is_image_file(path) for path in images.rglob("*"))
+    if not count:  # anomalib's "Found 0 images" says no fix
         msg = (
             f"{images}: no image in this folder (png, jpg, bmp, tif, ...; other files are skipped). Fix: give the "
             "folder holding the first images of the product the line runs (32 or more give a steadier level)."
         )
         raise ValueError(msg)
+    try:  # counted before the model loads and scores them (seconds)
+        refuse_too_few_variant_images(count)
+    except ValueError as error:
+        raise ValueError(f"{images}: {error}") from error
     try:  # the file alone first: an OSError here is a damaged file; the model's own (backbone weights) names its fix
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except PermissionError:

@@ -75,6 +75,39 @@ def test_int8_calibration_without_a_datamodule_says_how_to_give_one() -> None:
         quantization.calibration_loader(None)
 
 
+def test_int8_calibration_on_none_of_the_models_subclasses_is_named_in_a_warning(tmp_path, monkeypatch, caplog) -> None:
+    """A cloth checkpoint calibrated on wafer images exported without a word (found by a walkthrough)."""
+    import logging
+
+    from anomalib.deploy import CompressionType
+    from anomalib.models.components import AnomalibModule
+    from conftest import tiny_adapted_moe
+    from pandas import DataFrame
+
+    from anomalib_adapted_moe.models.adapted_moe import lightning_model
+
+    model = tiny_adapted_moe()
+    model._is_fitted.fill_(True)
+    model._use_experts(["plain_weave", "satin"])
+    monkeypatch.setattr(AnomalibModule, "to_openvino", lambda *args, **kwargs: tmp_path / "model.xml")
+
+    def export_calibrated_on(*subclasses: str) -> str:
+        dataset = SimpleNamespace(samples=DataFrame({"subclass": list(subclasses)}))
+        loader = SimpleNamespace(dataset=dataset)
+        monkeypatch.setattr(lightning_model, "calibration_loader", lambda datamodule: loader)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            model.to_openvino(tmp_path, compression_type=CompressionType.INT8_PTQ, datamodule=object())
+        return caplog.text
+
+    said = export_calibrated_on("die_grid", "memory_array")
+    assert "subclass(es) die_grid, memory_array, none of which" in said and "plain_weave, satin" in said
+    assert "--data.category" in said
+    assert "INT8 calibration" not in export_calibrated_on("satin", "new_variant")  # one shared subclass: fine
+    model._use_experts(["cluster_0", "cluster_1"])  # discovered experts carry no subclass names
+    assert "INT8 calibration" not in export_calibrated_on("die_grid")
+
+
 @pytest.mark.parametrize(
     ("compression", "refusal"),
     [
@@ -222,6 +255,30 @@ def test_a_missing_model_file_is_named_with_how_to_export_one(tmp_path) -> None:
         with pytest.raises(FileNotFoundError) as missing:
             openvino_inferencer(tmp_path / "model.xml", batch_size=batch_size)
         assert str(tmp_path / "model.xml") in str(missing.value) and "anomalib export" in str(missing.value)
+
+
+def test_a_folder_given_for_the_model_names_the_model_files_in_it(tmp_path) -> None:
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    (tmp_path / "weights" / "openvino").mkdir(parents=True)
+    xml = mean_score_ir(tmp_path / "weights" / "openvino")
+    with pytest.raises(IsADirectoryError) as refused:  # it said "no such model file" of a folder that exists
+        openvino_inferencer(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path}: a folder, not a model file") and str(xml) in str(refused.value)
+
+
+def test_the_precision_of_a_model_compiled_for_auto_is_refused_in_one_line_with_the_fix(tmp_path) -> None:
+    """anomalib's OpenVINOInferencer compiles for AUTO, which has no inference precision to report: OpenVINO's
+    error ran to several lines and named no fix."""
+    import openvino as ov
+
+    from anomalib_adapted_moe.deploy import compiled_precision
+
+    xml = str(mean_score_ir(tmp_path))
+    with pytest.raises(ValueError, match=r"reports no inference precision \(it runs on: ") as refused:
+        compiled_precision(ov.Core().compile_model(xml, "AUTO"))
+    assert "\n" not in str(refused.value) and 'device="CPU"' in str(refused.value)
+    assert compiled_precision(ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})) == "f32"
 
 
 def test_an_inferencer_compiled_for_one_batch_size_scores_as_the_free_one_and_refuses_other_batches(tmp_path) -> None:

@@ -42,7 +42,7 @@ from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
-from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone
+from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone, warn_if_other_subclasses
 
 from .calibration import NoCalibrationImagesError
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
@@ -838,7 +838,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             if compression_type == CompressionType.INT8_ACQ:
                 self._accuracy_control_quantization_ov()
             elif compression_type == CompressionType.INT8_PTQ:
-                calibration_loader(datamodule)
+                warn_if_other_subclasses(calibration_loader(datamodule).dataset, self.expert_names)
         except ValueError as error:
             refuse(error)
 

@@ -27,6 +27,17 @@ LATER_BUFFERS = {
 }
 
 
+def refuse_too_few_variant_images(count: int) -> None:
+    """Raise ``ValueError`` for fewer than :data:`MIN_VARIANT_IMAGES` images of a variant (before any scoring, where
+    the images are counted first)."""
+    if count < MIN_VARIANT_IMAGES:
+        msg = (
+            f"A variant's level needs at least {MIN_VARIANT_IMAGES} of its images, got {count}. Fix: "
+            "give more images of the product the line runs (32 or more give a steadier level)."
+        )
+        raise ValueError(msg)
+
+
 class DefectBurstError(ValueError):
     """Most of a variant's images score as defects at the level they give: they are no run of good parts, and the
     level, read among their defects, would raise the threshold over them."""
@@ -215,12 +226,7 @@ class AdaptedMoEPostProcessor(PostProcessor):
                 validation quartile (a model from before it was kept: validate it, or train again).
         """
         scores = scores.detach().float().reshape(-1).cpu()
-        if len(scores) < MIN_VARIANT_IMAGES:
-            msg = (
-                f"A variant's level needs at least {MIN_VARIANT_IMAGES} of its images, got {len(scores)}. Fix: "
-                "give more images of the product the line runs (32 or more give a steadier level)."
-            )
-            raise ValueError(msg)
+        refuse_too_few_variant_images(len(scores))
         if not bool(torch.isfinite(scores).all()):
             msg = "A variant's level needs finite image scores; some are NaN or infinite. Fix: check those images."
             raise ValueError(msg)

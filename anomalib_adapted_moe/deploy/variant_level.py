@@ -70,10 +70,6 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
             "folder holding the first images of the product the line runs (32 or more give a steadier level)."
         )
         raise ValueError(msg)
-    try:  # counted before the model loads and scores them (seconds)
-        refuse_too_few_variant_images(count)
-    except ValueError as error:
-        raise ValueError(f"{images}: {error}") from error
     try:  # the file alone first: an OSError here is a damaged file; the model's own (backbone weights) names its fix
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -86,6 +82,10 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         raise _unreadable(checkpoint, error) from error
     except ValueError as error:  # the model's own refusal (another model's, written mid-training): its words, named
         raise ValueError(f"{checkpoint}: {error}") from error
+    try:  # counted before they are scored (the checkpoint's own problems are named first)
+        refuse_too_few_variant_images(count)
+    except ValueError as error:
+        raise ValueError(f"{images}: {error}") from error
     model.visualizer = None  # scores only: no result images to write
     # anomalib's "ckpt_path is not provided" is wrong here: the model is the checkpoint's
     with (

@@ -171,8 +171,8 @@ def test_the_variant_level_command_refuses_bad_input_by_name_with_the_fix(
     with pytest.raises(FileNotFoundError, match=r"no\.ckpt: no such checkpoint\. Fix:"):
         write_variant_checkpoint(tmp_path / "no.ckpt", images, tmp_path / "out.ckpt")
     few = _first_images(datamodule, tmp_path / "few", 5)
-    with pytest.MonkeyPatch.context() as patch:  # counted before the model loads and scores them
-        patch.setattr(AdaptedMoE, "load_from_checkpoint", lambda *args, **kwargs: pytest.fail("loaded first"))
+    with pytest.MonkeyPatch.context() as patch:  # counted before the model scores them
+        patch.setattr(Engine, "predict", lambda *args, **kwargs: pytest.fail("scored first"))
         with pytest.raises(ValueError, match=rf"few: .*at least {MIN_VARIANT_IMAGES} of its images, got 5\. Fix:"):
             write_variant_checkpoint(checkpoint, few, tmp_path / "out.ckpt")
     bad = sorted(images.iterdir())[3]

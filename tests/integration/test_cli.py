@@ -164,6 +164,7 @@ def test_importing_the_package_is_not_triggered_for_other_programs(tmp_path: Pat
     [
         ("adapted_moe.yaml", "texture_ad.yaml"),
         ("adapted_moe_cpu_demo.yaml", "synthetic_texture_ad.yaml"),
+        ("adapted_moe_cpu_demo.yaml", "folder_example.yaml"),
     ],
 )
 def test_shipped_configs_parse_on_the_stock_command(tmp_path: Path, model_config: str, data_config: str) -> None:
@@ -184,7 +185,12 @@ def test_shipped_configs_parse_on_the_stock_command(tmp_path: Path, model_config
     shipped = yaml.safe_load((configs / "model" / model_config).read_text())["model"]["init_args"]
     assert printed["model"]["class_path"] == "anomalib_adapted_moe.AdaptedMoE"  # the bare name resolved
     assert {key: printed["model"]["init_args"][key] for key in shipped} == shipped  # every setting arrives
-    assert printed["data"]["init_args"]["category"] == "cloth"
+    data = yaml.safe_load((configs / "data" / data_config).read_text())["init_args"]
+
+    def paths_as_paths(settings: dict) -> dict:  # a Path-typed root prints ./datasets/x as datasets/x
+        return {key: str(Path(value)) if key == "root" else value for key, value in settings.items()}
+
+    assert paths_as_paths({key: printed["data"]["init_args"][key] for key in data}) == paths_as_paths(data)
 
 
 def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: Path) -> None:

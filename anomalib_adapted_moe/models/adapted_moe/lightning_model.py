@@ -361,7 +361,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if (mode := validates_on_test_images(datamodule)) and not isinstance(datamodule, TextureAD):
             logger.warning(  # TextureAD says so itself
                 "val_split_mode=%r (anomalib's default for Folder and MVTecAD) validates on test images: the "
-                "thresholds and the score normalisation are fitted on part of the test set, drawn anew each run. "
+                "image and pixel thresholds and the score normalisation (anomalib's post-processor; the experts' "
+                "calibration reads training images) are fitted on part of the test set, which part set by the data's "
+                "seed (drawn anew each run without one). "
                 "For an honest test score: --data.val_split_mode synthetic --data.val_split_ratio 0.2 (a fifth of the "
                 "training images held out, with synthetic anomalies; val_split_mode='synthetic', val_split_ratio=0.2 "
                 "from Python).",

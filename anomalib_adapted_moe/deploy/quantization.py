@@ -65,28 +65,26 @@ def calibration_loader(datamodule: AnomalibDataModule | None):
     return loader
 
 
-def warn_if_other_subclasses(dataset, expert_names: list[str]) -> None:
-    """Warn when no calibration image is of a subclass the model's experts were trained on.
+def warn_if_other_subclasses(dataset, subclasses: list[str]) -> None:
+    """Warn when no calibration image is of ``subclasses``, the training subclasses the model's experts are.
 
     Another category's images (``--data.category wafer`` for a cloth checkpoint) set the int8 ranges for features
     the line never shows, and the export went through without a word (measured on a 10-epoch cloth model, 8 cloth
     images: the INT8 IR's largest score change from FP32 0.045, against 0.022 calibrated on cloth). A warning, not a
-    refusal: a new variant's images may be given on purpose. Silent where the names say nothing: discovered
-    experts (``cluster_<i>``), one expert (``all``), or a dataset without subclasses (anomalib's ``Folder``).
+    refusal: a new variant's images may be given on purpose. Silent where there is nothing to compare: experts that
+    are no subclass (none given: :meth:`AdaptedMoE.subclass_experts`), or a dataset without subclasses (``Folder``).
     """
     samples = getattr(dataset, "samples", None)
-    if samples is None or "subclass" not in samples or expert_names == ["all"]:
-        return
-    if all(name.startswith("cluster_") for name in expert_names):
+    if not subclasses or samples is None or "subclass" not in samples:
         return
     names = sorted(set(samples["subclass"].astype(str)))
-    if names and not set(names) & set(expert_names):
+    if names and not set(names) & set(subclasses):
         logger.warning(
             "INT8 calibration images are of subclass(es) %s, none of which this model's experts were trained on "
             "(%s): the int8 ranges are then set by images the model never scores. Fix: pass the data the checkpoint "
             "was trained on (e.g. its --data.category), unless these are the line's images on purpose.",
             ", ".join(names),
-            ", ".join(expert_names),
+            ", ".join(subclasses),
         )
 
 

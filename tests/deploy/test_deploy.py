@@ -106,6 +106,8 @@ def test_int8_calibration_on_none_of_the_models_subclasses_is_named_in_a_warning
     assert "INT8 calibration" not in export_calibrated_on("satin", "new_variant")  # one shared subclass: fine
     model._use_experts(["cluster_0", "cluster_1"])  # discovered experts carry no subclass names
     assert "INT8 calibration" not in export_calibrated_on("die_grid")
+    model._use_experts(["all"])  # nor does one expert for every image
+    assert "INT8 calibration" not in export_calibrated_on("die_grid")
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,9 @@ from .training import (
 
 logger = logging.getLogger(__name__)
 
+#: the expert name when one expert scores every image, and those of experts discovered by clustering: no subclass
+ONE_EXPERT = "all"
+DISCOVERED_EXPERT = "cluster_{}"
 #: settings the trained weights were fitted under but do not hold: a checkpoint loads only into a model built alike
 TRAINED_SETTINGS = (
     "backbone",
@@ -521,7 +524,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         names = seen_subclasses(datamodule)
         labelled = bool((labels >= 0).all()) and len(names) > 0
         if self.requested_experts == 1:
-            return torch.zeros_like(labels), ["all"]
+            return torch.zeros_like(labels), [ONE_EXPERT]
         if labelled and self.requested_experts in (None, len(names)):
             return labels, names
         if labelled:
@@ -533,7 +536,13 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         seed = torch.initial_seed() % 2**32
         clusters = discover_subclasses(image_descriptors(features), self.requested_experts, seed, image_paths)
         count = int(clusters.max()) + 1
-        return torch.as_tensor(clusters, dtype=torch.long), [f"cluster_{i}" for i in range(count)]
+        return torch.as_tensor(clusters, dtype=torch.long), [DISCOVERED_EXPERT.format(i) for i in range(count)]
+
+    def subclass_experts(self) -> list[str]:
+        """The expert names that are training subclasses: none where one expert scores all or the experts were
+        discovered by clustering (their names, :data:`ONE_EXPERT` and :data:`DISCOVERED_EXPERT`, name no subclass)."""
+        made_up = {ONE_EXPERT} | {DISCOVERED_EXPERT.format(i) for i in range(len(self.expert_names))}
+        return [] if set(self.expert_names) <= made_up else list(self.expert_names)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Predict, so the post-processor can fit its normalisation and thresholds."""
@@ -840,7 +849,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             if compression_type == CompressionType.INT8_ACQ:
                 self._accuracy_control_quantization_ov()
             elif compression_type == CompressionType.INT8_PTQ:
-                warn_if_other_subclasses(calibration_loader(datamodule).dataset, self.expert_names)
+                warn_if_other_subclasses(calibration_loader(datamodule).dataset, self.subclass_experts())
         except ValueError as error:
             refuse(error)
 

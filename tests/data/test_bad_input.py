@@ -17,6 +17,7 @@ from conftest import tiny_adapted_moe, write_image, write_mask
 from PIL import Image
 
 from anomalib_adapted_moe.data import TextureADDataset, predict_check
+from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
 from anomalib_adapted_moe.data.predict_check import (
     BadPredictImagesError,
     HighBitDepthImageError,
@@ -214,6 +215,69 @@ def test_a_mask_of_another_size_in_a_folder_dataset_is_named_with_its_image(tmp_
     with pytest.raises(MaskSizeMismatchError) as info:
         fit_on_folder(folder_root, tmp_path / "results")
     assert str(mask) in str(info.value) and str(folder_root / "defect" / "002.png") in str(info.value)
+
+
+def test_a_missing_mask_of_a_folder_dataset_is_named_before_folder_reads_it(tmp_path: Path, folder_root: Path) -> None:
+    """Folder's own setup ended in numpy's "cannot assign 2 input values to the 3 output values", no file named:
+    the model's ``prepare_data`` runs before it (``FolderLayoutError`` is the model's; numpy's is a plain
+    ValueError)."""
+    (folder_root / "mask" / "001.png").unlink()
+    with pytest.raises(FolderLayoutError) as info:
+        fit_on_folder(folder_root, tmp_path / "results")
+    assert f"{folder_root / 'defect' / '001.png'}: no mask's name holds '001'" in str(info.value)
+    assert "Fix: give every defect image one mask named after it" in str(info.value)
+
+
+def break_folder(root: Path, how: str) -> list[str]:
+    """Break the ``folder_root`` layout one way; the files or folders the error must name."""
+    if how == "misnamed mask":
+        (root / "mask" / "001.png").rename(root / "mask" / "scratch.png")
+        return [str(root / "defect" / "001.png"), str(root / "mask" / "scratch.png")]
+    if how == "masks sorted crosswise":  # 1.png sorts before 10.png, but 10_mask.png before 1_mask.png
+        for name in ("1", "10"):
+            write_image(root / "defect" / f"{name}.png", 250)
+            write_mask(root / "mask" / f"{name}_mask.png")
+        return [f"{root / 'defect' / '10.png'}: Folder pairs it with {root / 'mask' / '1_mask.png'}"]
+    if how == "empty and missing folders":
+        for image in (root / "good").iterdir():
+            image.unlink()
+        (root / "mask").rename(root / "masks")
+        return [f"{root / 'good'}: no image in it (--data.normal_dir", f"{root / 'mask'}: no such folder (--data.mask"]
+    if how == "many unmasked images":
+        for image in (root / "mask").iterdir():
+            image.rename(image.with_name(f"m{image.name}"))  # "000" is in "m000": still paired
+        for i in range(3, 10):
+            write_image(root / "defect" / f"{i:03d}.png", 250)
+        return [str(root / "defect" / "007.png"), "... and 2 more like these"]
+    assert how == "intact"
+    return []
+
+
+@pytest.mark.parametrize(
+    "how", ["intact", "misnamed mask", "masks sorted crosswise", "empty and missing folders", "many unmasked images"]
+)
+def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_root: Path, how: str) -> None:
+    """Every problem named at once, each with its file; and the check passes where Folder reads the folders (a
+    check stricter than Folder would refuse a user's good dataset)."""
+    from anomalib.data import Folder
+    from anomalib.data.errors import MisMatchError
+
+    named = break_folder(folder_root, how)
+    folder = Folder(name="bolts", root=folder_root, normal_dir="good", abnormal_dir="defect", mask_dir="mask")
+    try:
+        folder.setup()
+    except (ValueError, RuntimeError, FileNotFoundError, MisMatchError):
+        folder_fails = True
+    else:
+        folder_fails = False
+    assert folder_fails == bool(named)
+    if not named:
+        check_folder_layout(folder)
+        return
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    assert all(each in str(info.value) for each in named), str(info.value)
+    assert str(info.value).startswith(f"{folder_root}: anomalib's Folder cannot read this dataset as given")
 
 
 def test_training_then_testing_decodes_each_file_of_a_folder_dataset_once(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 import yaml
 from anomalib import LearningType
-from anomalib.data import Batch, PredictDataset
+from anomalib.data import Batch, Folder, PredictDataset
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
+from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
 from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD
@@ -347,6 +348,17 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.last_losses: dict[str, float] = {}
         #: the scoring settings the post-processor's thresholds were last fitted under (``{}``: not yet)
         self.threshold_settings: dict[str, Any] = {}
+
+    def prepare_data(self) -> None:
+        """Name every missing or empty folder and unpaired mask of an anomalib ``Folder`` before its ``setup``
+        reads them (Lightning calls this first): Folder's own errors there name no file."""
+        super().prepare_data()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if isinstance(datamodule, Folder):
+            try:
+                check_folder_layout(datamodule)
+            except FolderLayoutError as error:
+                refuse(error)
 
     def on_train_start(self) -> None:
         """Choose between the feature cache and live features (random pixel augmentation), and log which."""

@@ -1,0 +1,108 @@
+"""The folders of anomalib's ``Folder`` datamodule, checked before Folder reads them: every problem named by file.
+
+Folder pairs masks with defect images by sorting both lists and taking them in
+order, then checks that each image's name is inside its mask's. A missing mask
+ends in numpy's "cannot assign 2 input values to the 3 output values", a misnamed
+one in ``MisMatchError`` without a file named, and a missing or empty folder in a
+traceback. The model runs this check in ``prepare_data``, which Lightning calls
+before the datamodule's ``setup``; it passes exactly when Folder's pairing would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from anomalib.data import Folder
+from anomalib.data.utils.path import resolve_path
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+#: the datamodule's folder settings, in the order they are reported
+FOLDER_SETTINGS = ("normal_dir", "abnormal_dir", "normal_test_dir", "mask_dir")
+
+#: problems listed by name per kind; the rest of a kind are counted
+LISTED_PER_KIND = 5
+
+FIXES = {
+    "folders": "point each setting at a folder that exists and holds its images (a relative path is read under "
+    "--data.root), or leave out an optional one (abnormal_dir, normal_test_dir, mask_dir)",
+    "masks": "give every defect image one mask named after it (000.png -> 000.png or 000_mask.png) and no other "
+    "files in the mask folder: Folder sorts both lists and pairs them in order",
+}
+
+
+class FolderLayoutError(ValueError):
+    """anomalib's ``Folder`` would stop on its folders, or pair masks with the wrong images."""
+
+
+def check_folder_layout(datamodule: Folder) -> None:
+    """Raise :class:`FolderLayoutError` naming every missing or empty folder and every unpaired image or mask."""
+    folders = {
+        setting: [resolve_path(path, datamodule.root) for path in _as_list(getattr(datamodule, setting))]
+        for setting in FOLDER_SETTINGS
+    }
+    extensions = tuple(extension.lower() for extension in datamodule.extensions or IMG_EXTENSIONS)
+    problems: dict[str, list[str]] = {"folders": [], "masks": []}
+    images: dict[str, list[Path]] = {}
+    for setting, paths in folders.items():
+        images[setting] = []
+        for path in paths:
+            if not path.is_dir():
+                problems["folders"].append(f"{path}: no such folder (--data.{setting})")
+                continue
+            found = [file for file in path.glob("**/*") if file.suffix.lower() in extensions and not file.is_dir()]
+            if not found:
+                problems["folders"].append(
+                    f"{path}: no image in it (--data.{setting}; files ending {', '.join(sorted(set(extensions)))})"
+                )
+            images[setting] += found
+    if folders["mask_dir"] and folders["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
+        problems["masks"] = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
+    if any(problems.values()):
+        raise FolderLayoutError(_message(datamodule.root, problems))
+
+
+def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> list[str]:
+    """Each defect image no mask names, each mask naming no defect image, or, where every name has its partner,
+    each image that Folder's sorted pairing would give another's mask (``1.png`` takes ``10_mask.png``)."""
+    unmasked = [image for image in defects if not any(_fits(image, mask) for mask in masks)]
+    unused = [mask for mask in masks if not any(_fits(image, mask) for image in defects)]
+    problems = [f"{image}: no mask's name holds '{image.stem}'" for image in unmasked]
+    problems += [f"{mask}: a mask whose name holds no defect image's" for mask in unused]
+    if problems:
+        return problems
+    if len(defects) != len(masks):
+        return [f"{len(defects)} defect images but {len(masks)} masks: some image's name is in several masks' names"]
+    return [
+        f"{image}: Folder pairs it with {mask} (both lists sorted), whose name does not hold '{image.stem}'; give the "
+        "numbers in the names the same width (001, 010) so both lists sort alike"
+        for image, mask in zip(defects, masks, strict=True)
+        if not _fits(image, mask)
+    ]
+
+
+def _fits(image: Path, mask: Path) -> bool:
+    """Folder's test of a pair: the image's name (no extension) is inside the mask's."""
+    return image.stem in mask.stem
+
+
+def _as_list(paths: str | Path | Sequence[str | Path] | None) -> list[str | Path]:
+    if paths is None:
+        return []
+    return [paths] if isinstance(paths, str | Path) else list(paths)
+
+
+def _message(root: str | Path | None, problems: dict[str, list[str]]) -> str:
+    lines = []
+    for kind in FIXES:
+        lines += problems[kind][:LISTED_PER_KIND]
+        if len(problems[kind]) > LISTED_PER_KIND:
+            lines.append(f"... and {len(problems[kind]) - LISTED_PER_KIND} more like these")
+    count = sum(map(len, problems.values()))
+    fixes = "; ".join(FIXES[kind] for kind in FIXES if problems[kind])
+    where = Path(root).resolve() if root is not None else "Folder"
+    return (
+        f"{where}: anomalib's Folder cannot read this dataset as given ({count} problem{'s' * (count > 1)}):\n  - "
+        + "\n  - ".join(lines)
+        + f"\nFix: {fixes}."
+    )

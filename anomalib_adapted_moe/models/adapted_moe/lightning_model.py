@@ -48,6 +48,7 @@ from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantiz
 from .calibration import NoCalibrationImagesError
 from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
+from .flag_report import FlagReport
 from .interruption import SIGTERM_EXIT_CODE, InterruptionReport
 from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
@@ -348,6 +349,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.last_losses: dict[str, float] = {}
         #: the scoring settings the post-processor's thresholds were last fitted under (``{}``: not yet)
         self.threshold_settings: dict[str, Any] = {}
+        #: the threshold's decisions of the running test or predict, and the last batch's top experts
+        self.flag_report = FlagReport([])
+        self._top_expert = torch.zeros(0, dtype=torch.long)
 
     def prepare_data(self) -> None:
         """Name every missing or empty folder and unpaired mask of an anomalib ``Folder`` before its ``setup``
@@ -562,6 +566,33 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         predictions = self.model(batch.image)
         return batch.update(**predictions._asdict())
 
+    def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """The exported forward's predictions; each image's top expert is kept for the :class:`.FlagReport`."""
+        del args, kwargs
+        predictions, self._top_expert = self.model.predict_routed(batch.image)
+        return batch.update(**predictions._asdict())
+
+    def predict_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """As :meth:`test_step`."""
+        return self.test_step(batch, *args, **kwargs)
+
+    def on_test_batch_end(self, outputs: STEP_OUTPUT, *args, **kwargs) -> None:
+        """Count the post-processed batch (the post-processor's callback has labelled it by now)."""
+        del args, kwargs
+        self.flag_report.add(outputs, self._top_expert)
+
+    def on_predict_batch_end(self, outputs: STEP_OUTPUT, *args, **kwargs) -> None:
+        """As :meth:`on_test_batch_end`."""
+        self.on_test_batch_end(outputs, *args, **kwargs)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the threshold's decisions by subclass or routed expert (pooled metrics can hide a flagged variant)."""
+        self.flag_report.log_test()
+
+    def on_predict_epoch_end(self) -> None:
+        """Log how many images were flagged, by subclass or routed expert, and the highest-scoring ones."""
+        self.flag_report.log_predict()
+
     def refuse_untrained(self, action: str) -> None:
         """Stop ``anomalib test``/``predict``/``export`` run without ``--ckpt_path``: they would use a model that
         never trained and finish without a word (exit 0, an empty metrics table, an IR of random experts).
@@ -644,6 +675,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("test")
         self.warn_if_thresholds_stale("test")
         super().on_test_start()
+        self.flag_report = FlagReport(self.expert_names, self.trainer.global_rank, self.trainer.world_size)
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             self.check_dataset_files("test", getattr(loader, "dataset", None))
@@ -671,6 +703,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("predict")
         self.warn_if_thresholds_stale("predict")
         super().on_predict_start()
+        self.flag_report = FlagReport(self.expert_names, self.trainer.global_rank, self.trainer.world_size)
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             dataset = getattr(loader, "dataset", None)

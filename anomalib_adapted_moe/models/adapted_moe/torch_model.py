@@ -421,6 +421,10 @@ class AdaptedMoEModel(nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Eval forward: image score from the patch scores (:meth:`image_score`, less the experts' image offsets
         with ``expert_offset_score``); map: upsampled, smoothed."""
+        return self.predict_routed(images)[0]
+
+    def predict_routed(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor]:
+        """:meth:`forward`'s predictions and each image's top expert ``(B,)`` (for reports; not exported)."""
         if min(images.shape[-2:]) < self.min_image_size:  # static shapes: no graph break when exported
             msg = (
                 f"AdaptedMoE needs images of at least {self.min_image_size}x{self.min_image_size} pixels (the anomaly "
@@ -448,7 +452,7 @@ class AdaptedMoEModel(nn.Module):
         pred_score = self.image_score(patch_scores)
         if self.expert_offset_score:
             pred_score = pred_score - self.calibration.image_offsets(expert_index, weights, gate)
-        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map), expert_index[:, 0]
 
     def _has_twin(self, adapted: torch.Tensor) -> torch.Tensor:
         """:meth:`.near_twin.NearTwin.has_twin`, refused while its limit is unfitted (checked before an export)."""

@@ -1,0 +1,122 @@
+"""The threshold's decisions by subclass or routed expert, logged after a test and a predict (flag_report.py)."""
+
+import logging
+import re
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from anomalib_adapted_moe.models.adapted_moe.flag_report import FlagReport
+
+LOGGER = "anomalib_adapted_moe.models.adapted_moe.flag_report"
+
+
+def logged(caplog: pytest.LogCaptureFixture, start: str) -> str:
+    messages = [record.getMessage() for record in caplog.records if record.getMessage().startswith(start)]
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def test_the_test_report_counts_each_subclass_as_the_predictions_label_it(
+    fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The counts are those of the post-processed labels (anomalib's pred_label), checked against engine.predict's
+    batches of the same test images; the unseen subclass is marked."""
+    engine, model, datamodule, _ = fitted_tiny
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        engine.test(model=model, datamodule=datamodule)
+        predictions = engine.predict(model=model, datamodule=datamodule)
+    expected: Counter = Counter()
+    unseen = set()
+    for batch in predictions:
+        for name, subclass_id, flagged, defective in zip(
+            batch.subclass_name,
+            batch.subclass_id.tolist(),
+            batch.pred_label.tolist(),
+            batch.gt_label.tolist(),
+            strict=True,
+        ):
+            expected[name, "good"] += not defective
+            expected[name, "good flagged"] += bool(flagged) and not defective
+            expected[name, "defective"] += bool(defective)
+            expected[name, "missed"] += bool(defective) and not flagged
+            if subclass_id < 0:
+                unseen.add(name)
+    report = logged(caplog, "The image threshold's decisions on the test images, by subclass:")
+    rows = dict(line.strip().split(": ", 1) for line in report.splitlines()[1:])
+    assert len(unseen) == 1 and f"{next(iter(unseen))} (unseen)" in rows
+    for name in {name for name, _ in expected}:
+        row = rows[f"{name} (unseen)" if name in unseen else name]
+        (good_flagged, good), (missed, defective) = [
+            tuple(map(int, pair)) for pair in re.findall(r"(\d+) of (\d+)", row)
+        ]
+        assert (good_flagged, good) == (expected[name, "good flagged"], expected[name, "good"])
+        assert (missed, defective) == (expected[name, "missed"], expected[name, "defective"])
+
+    flagged = [
+        (score, path)
+        for batch in predictions
+        for score, label, path in zip(
+            batch.pred_score.tolist(), batch.pred_label.tolist(), batch.image_path, strict=True
+        )
+        if label
+    ]
+    summary = logged(caplog, f"{len(flagged)} of {sum(len(batch.image_path) for batch in predictions)} images flagged")
+    if flagged:
+        score, path = max(flagged)
+        assert f"; the highest: {path} ({score:.3f})" in summary
+
+
+def fake_batch(flagged: list[bool], defective: list[bool] | None) -> SimpleNamespace:
+    """A post-processed batch without subclasses (a Folder's, or anomalib predict's)."""
+    return SimpleNamespace(
+        pred_label=torch.tensor(flagged),
+        pred_score=torch.linspace(0.4, 0.9, len(flagged)),
+        gt_label=None if defective is None else torch.tensor(defective),
+        image_path=[f"/line/{i:03d}.png" for i in range(len(flagged))],
+    )
+
+
+def test_without_subclasses_images_are_grouped_by_the_expert_they_were_routed_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A mostly flagged group of good images is warned about by name: the unseen variant pooled metrics hide."""
+    report = FlagReport(["cluster_0", "cluster_1"])
+    report.add(
+        fake_batch([False, False, True, True, True, False], [False, False, False, False, True, True]),
+        torch.tensor([0, 0, 1, 1, 1, 1]),
+    )
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        report.log_test()
+    table = logged(caplog, "The image threshold's decisions on the test images, by the expert each image was routed")
+    assert "  cluster_0: 0 of 2 (0%) good flagged, 0 of 0 defective missed" in table
+    assert "  cluster_1: 2 of 2 (100%) good flagged, 1 of 2 (50%) defective missed" in table
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("cluster_1: 2 of 2 (100%) of its good test images score above")
+
+
+def test_a_predict_without_labels_names_its_highest_scoring_flagged_files(caplog: pytest.LogCaptureFixture) -> None:
+    report = FlagReport(["fabric_a", "fabric_b"], rank=1, world_size=2)
+    report.add(fake_batch([False, True, True, False, False, False, True], None), torch.tensor([0, 0, 1, 1, 1, 1, 1]))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        report.log_predict()
+    summary = logged(caplog, "3 of 7 images flagged")
+    assert (
+        "by the expert each image was routed to (the images of process 1 of 2): fabric_a 1 of 2, fabric_b 2 of 5"
+        in (summary)
+    )
+    assert summary.endswith("the highest: /line/006.png (0.900), /line/002.png (0.567), /line/001.png (0.483)")
+
+
+def test_a_model_without_post_processor_decides_nothing_and_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """``post_processor=False`` leaves ``pred_label`` unset: no counts, no log, rather than a crash after the test."""
+    batch = fake_batch([True, False], [False, True])
+    batch.pred_label = None
+    report = FlagReport(["all"])
+    report.add(batch, torch.tensor([0, 0]))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        report.log_test()
+        report.log_predict()
+    assert not report.groups and not caplog.records

@@ -166,14 +166,17 @@ def check_bit_depth(path: Path) -> None:
         refuse_high_bit_depth(str(path), image.mode)
 
 
-def refuse_high_bit_depth(name: str, mode: str) -> None:
+def refuse_high_bit_depth(name: str, mode: str, fix: str | None = None) -> None:
     """Raise :class:`HighBitDepthImageError` naming ``name`` (a file, or what the image is) when ``mode`` is one that
-    ``convert("RGB")`` clips to 8 bits."""
+    ``convert("RGB")`` clips to 8 bits; ``fix`` replaces the fix for a file (an image in memory has other ways in)."""
     if mode in HIGH_BIT_DEPTH_MODES:
+        fix = fix or (
+            "convert it to 8-bit grey or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8)"
+            ".astype('uint8')` for 16-bit)"
+            + (", or predict through TextureAD, which scales 16-bit images." if mode != "F" else ".")
+        )
         msg = (
             f"{name}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
-            "(every value above 255 becomes white), so its scores would be wrong. Fix: convert it to 8-bit grey "
-            "or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8).astype('uint8')` for 16-bit)"
-            + (", or predict through TextureAD, which scales 16-bit images." if mode != "F" else ".")
+            f"(every value above 255 becomes white), so its scores would be wrong. Fix: {fix}"
         )
         raise HighBitDepthImageError(msg)

@@ -74,5 +74,10 @@ def rgb_pil_image(image):
     """A PIL image in RGB, as anomalib's file reader makes it: anomalib takes a PIL image's raw values, so grey and
     RGBA images failed and a palette image would give its indices; a 16-bit one, which ``convert`` would clip,
     raises :class:`~anomalib_adapted_moe.data.predict_check.HighBitDepthImageError`."""
-    refuse_high_bit_depth("a PIL image", image.mode)
+    refuse_high_bit_depth(
+        "a PIL image",
+        image.mode,
+        fix="give its values as a float32 array in [0, 1] instead, which is read as it is (numpy.asarray(image, "
+        "numpy.float32) / 65535 for 16-bit, or divided by the sensor's full scale, e.g. 4095 for 12-bit).",
+    )
     return image.convert("RGB")

@@ -207,8 +207,12 @@ def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_w
         assert first_score(inferencer, image) == pytest.approx(0.2, rel=1e-4)
     with pytest.raises(ImageDtypeError, match=r"uint16.*divide by the sensor's full scale"):
         first_score(inferencer, np.full((32, 48, 3), 819, np.uint16))
-    with pytest.raises(HighBitDepthImageError, match="mode I;16"):
-        first_score(inferencer, Image.fromarray(np.full((32, 48), 13107, np.uint16)))
+    grey16 = Image.fromarray(np.full((32, 48), 13107, np.uint16))
+    with pytest.raises(HighBitDepthImageError, match="mode I;16") as clipped:
+        first_score(inferencer, grey16)
+    assert "TextureAD" not in str(clipped.value)  # a file's fix; an image in memory is given as floats instead
+    assert "Fix: give its values as a float32 array in [0, 1]" in str(clipped.value)
+    assert first_score(inferencer, np.asarray(grey16, np.float32) / 65535) == pytest.approx(0.2, rel=1e-4)
 
 
 def test_compiled_models_are_cached_in_the_package_cache_and_never_in_the_working_directory(

@@ -103,7 +103,7 @@ class FlagReport:
         highest = sorted(self.flagged_files, reverse=True)[:LISTED_FILES]
         named = "; the highest: " + ", ".join(f"{path} ({score:.3f})" for score, path in highest) if highest else ""
         logger.info(
-            "%d of %d images flagged (pred_score above the image threshold, pred_label true); by %s: %s%s",
+            "%d of %d images flagged (pred_label true: their score above the image threshold); by %s: %s%s",
             flagged,
             total,
             self._grouping(),

@@ -266,6 +266,26 @@ def test_unreadable_image_raises_naming_the_file(texture_ad_root: Path, damage: 
         assert "the file is empty (0 bytes)" in str(info.value)
 
 
+def test_a_damaged_test_image_stops_training_before_it_starts_not_after(texture_ad_root: Path, tmp_path: Path) -> None:
+    """TextureAD names a damaged file as it reads it: a test image was read only after the training, which then ended
+    in the error. Every problem of the test split now stops the fit first (the first named, the others counted),
+    with nothing trained or written."""
+    from anomalib.engine import Engine
+    from conftest import tiny_adapted_moe
+
+    damaged = texture_ad_root / "cloth" / "fabric_c" / "test" / "good" / "000.png"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    write_mask(texture_ad_root / "cloth" / "fabric_a" / "ground_truth" / "hole" / "000_mask.png", size=(16, 32))
+    datamodule = TextureAD(root=texture_ad_root, category="cloth", train_batch_size=2, eval_batch_size=2, num_workers=0)
+    model = tiny_adapted_moe(num_experts=2, epochs=1)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with pytest.raises(TextureADLayoutError) as info:
+        engine.fit(model=model, datamodule=datamodule)
+    assert str(info.value).startswith(f"{texture_ad_root / 'cloth' / 'fabric_a' / 'ground_truth' / 'hole'}")
+    assert "mask is 16x32" in str(info.value) and "(1 more problem; run `" in str(info.value)
+    assert not model.expert_epochs_begun and not list((tmp_path / "results").rglob("*.ckpt"))
+
+
 def test_defect_image_without_mask_raises_naming_it(texture_ad_root: Path) -> None:
     image = write_image(texture_ad_root / "cloth" / "fabric_a" / "test" / "hole" / "007.png")
     with pytest.raises(MissingMaskError) as info:

@@ -35,6 +35,7 @@ from anomalib_adapted_moe.data.texture_ad.errors import TextureADLayoutError, Te
 from anomalib_adapted_moe.data.texture_ad.files import (
     empty_mask_warning,
     mask_size_problem,
+    pairs_problems,
     read_binary_mask,
     read_image_tensor,
 )
@@ -130,6 +131,11 @@ class TextureADDataset(AnomalibDataset):
 
         split_value = split.value if isinstance(split, Split) else split
         self.samples = make_texture_ad_samples(layout, train, test, split_value)
+
+    def check_files(self) -> None:
+        """Decode every image and mask of this split now, raising the first problem reading would stop on (and how
+        many more): ``anomalib train`` read a damaged test image only after training."""
+        raise_first(pairs_problems(list(zip(self.samples.image_path, self.samples.mask_path, strict=True))))
 
     def __getitem__(self, index: int) -> SubclassImageItem:
         """Load one item; unreadable files and mask/image size mismatches raise naming the file.

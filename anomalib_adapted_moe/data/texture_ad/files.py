@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +158,29 @@ def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
             return image.size
     except Exception as err:
         raise _corrupt(path, err, fix) from err
+
+
+def pair_problems(image: Path | str, mask: Path | str | None = None) -> list[LayoutProblem]:
+    """What reading this image (and its mask) would stop on: a damaged file, a pixel format with no full scale, a
+    mask of another size (each file fully decoded)."""
+    problems, image_wh = [], None
+    try:
+        image_wh = verify_image_file(Path(image))
+        with open_image(image) as opened:
+            problems += [problem] if (problem := pixel_format_problem(image, opened)) else []
+    except CorruptImageError as error:
+        problems.append(error.problem)
+    if mask:
+        try:
+            mask_wh = verify_image_file(Path(mask))
+        except CorruptImageError as error:
+            return [*problems, error.problem]
+        if image_wh is not None and (problem := mask_size_problem(image, image_wh, mask, mask_wh)):
+            problems.append(problem)
+    return problems
+
+
+def pairs_problems(pairs: Sequence[tuple[Path | str, Path | str | None]], workers: int = 4) -> list[LayoutProblem]:
+    """:func:`pair_problems` of every pair, in order (threads: decoding releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [problem for problems in pool.map(lambda pair: pair_problems(*pair), pairs) for problem in problems]

@@ -40,7 +40,7 @@ from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_an
 from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
 from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
-from anomalib_adapted_moe.data.texture_ad import TextureAD
+from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone, warn_if_other_subclasses
@@ -377,6 +377,11 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
         self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
         self.check_dataset_files("test", getattr(datamodule, "test_data", None))
+        if callable(check_files := getattr(getattr(datamodule, "test_data", None), "check_files", None)):
+            try:  # TextureAD names a damaged file as it reads it: for a test image, after the training
+                check_files()
+            except TextureADLayoutError as error:
+                refuse(error)
         if (mode := validates_on_test_images(datamodule)) and not isinstance(datamodule, TextureAD):
             logger.warning(  # TextureAD says so itself
                 "val_split_mode=%r (anomalib's default for Folder and MVTecAD) validates on test images: the "

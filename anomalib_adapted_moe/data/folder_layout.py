@@ -5,7 +5,9 @@ order, then checks that each image's name is inside its mask's. A missing mask
 ends in numpy's "cannot assign 2 input values to the 3 output values", a misnamed
 one in ``MisMatchError`` without a file named, and a missing or empty folder in a
 traceback. The model runs this check in ``prepare_data``, which Lightning calls
-before the datamodule's ``setup``; it passes exactly when Folder's pairing would.
+before the datamodule's ``setup``. It refuses every folder and mask problem Folder
+would stop on, and one mask for several defect images, which Folder would give to
+each of them (a mask folder inside the defect folder is listed among the defects).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anomalib.data import Folder
-from anomalib.data.utils.path import resolve_path
+from anomalib.data.utils.path import resolve_path, validate_and_resolve_path
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 #: the datamodule's folder settings, in the order they are reported
@@ -37,29 +39,42 @@ class FolderLayoutError(ValueError):
 
 def check_folder_layout(datamodule: Folder) -> None:
     """Raise :class:`FolderLayoutError` naming every missing or empty folder and every unpaired image or mask."""
-    folders = {
-        setting: [resolve_path(path, datamodule.root) for path in _as_list(getattr(datamodule, setting))]
-        for setting in FOLDER_SETTINGS
-    }
-    extensions = tuple(extension.lower() for extension in datamodule.extensions or IMG_EXTENSIONS)
     problems: dict[str, list[str]] = {"folders": [], "masks": []}
-    images: dict[str, list[Path]] = {}
-    for setting, paths in folders.items():
-        images[setting] = []
-        for path in paths:
-            if not path.is_dir():
-                problems["folders"].append(f"{path}: no such folder (--data.{setting})")
-                continue
-            found = [file for file in path.glob("**/*") if file.suffix.lower() in extensions and not file.is_dir()]
-            if not found:
-                problems["folders"].append(
-                    f"{path}: no image in it (--data.{setting}; files ending {', '.join(sorted(set(extensions)))})"
-                )
+    extensions = tuple(datamodule.extensions or IMG_EXTENSIONS)
+    if isinstance(datamodule.extensions, str) or not all(extension.startswith(".") for extension in extensions):
+        problems["folders"].append(f"extensions {datamodule.extensions!r}: a list of endings with their dot, ['.png']")
+    extensions = tuple(extension.lower() for extension in extensions)
+    if not _as_list(datamodule.normal_dir):
+        problems["folders"].append("normal_dir: no folder given (--data.normal_dir: the good training images)")
+    images: dict[str, list[Path]] = {setting: [] for setting in FOLDER_SETTINGS}
+    for setting in FOLDER_SETTINGS:
+        for folder in _as_list(getattr(datamodule, setting)):
+            found, problem = _images_in(folder, datamodule.root, setting, extensions)
             images[setting] += found
-    if folders["mask_dir"] and folders["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
+            problems["folders"] += [problem] if problem else []
+    if images["mask_dir"] and images["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
         problems["masks"] = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
     if any(problems.values()):
         raise FolderLayoutError(_message(datamodule.root, problems))
+
+
+def _images_in(
+    folder: str | Path, root: str | Path | None, setting: str, extensions: tuple[str, ...]
+) -> tuple[list[Path], str | None]:
+    """The images Folder would list under ``folder``, resolved as Folder resolves it (a link followed, a
+    non-printable character refused, so both lists sort alike), or the problem that stops it."""
+    try:
+        path = validate_and_resolve_path(folder, root)
+    except FileNotFoundError:
+        return [], f"{resolve_path(folder, root)}: no such folder (--data.{setting})"
+    except (OSError, ValueError) as error:
+        return [], f"{error} (--data.{setting})"
+    if not path.is_dir():
+        return [], f"{path}: not a folder (--data.{setting})"
+    found = [file for file in path.glob("**/*") if file.suffix.lower() in extensions and not file.is_dir()]
+    if not found:
+        return [], f"{path}: no image in it (--data.{setting}; files ending {', '.join(sorted(set(extensions)))})"
+    return found, None
 
 
 def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> list[str]:
@@ -71,11 +86,13 @@ def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> lis
     problems += [f"{mask}: a mask whose name holds no defect image's" for mask in unused]
     if problems:
         return problems
+    if len(masks) == 1 < len(defects):  # numpy would give this one mask to every defect image, without a word
+        return [f"{masks[0]}: the one mask of {len(defects)} defect images; Folder would give it to every one of them"]
     if len(defects) != len(masks):
         return [f"{len(defects)} defect images but {len(masks)} masks: some image's name is in several masks' names"]
     return [
-        f"{image}: Folder pairs it with {mask} (both lists sorted), whose name does not hold '{image.stem}'; give the "
-        "numbers in the names the same width (001, 010) so both lists sort alike"
+        f"{image}: Folder pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'; "
+        "name files and folders so each image sorts where its mask does (numbers of one width: 001, 010)"
         for image, mask in zip(defects, masks, strict=True)
         if not _fits(image, mask)
     ]

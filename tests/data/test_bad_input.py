@@ -280,6 +280,47 @@ def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_r
     assert str(info.value).startswith(f"{folder_root}: anomalib's Folder cannot read this dataset as given")
 
 
+def test_folders_given_through_a_link_are_sorted_as_folder_sorts_them(tmp_path: Path) -> None:
+    """Folder resolves each folder (a link followed) before sorting: the check sorted the paths as given, paired
+    0link/1.png with m1/1_mask.png, and passed a layout Folder refused."""
+    from anomalib.data import Folder
+    from anomalib.data.errors import MisMatchError
+
+    root = tmp_path.resolve() / "line"
+    write_image(root / "good" / "000.png")
+    write_image(root / "zdir" / "1.png", 250)
+    write_image(root / "a" / "2.png", 250)
+    write_mask(root / "m1" / "1_mask.png")
+    write_mask(root / "m2" / "2_mask.png")
+    (root / "0link").symlink_to(root / "zdir")
+    defects, masks = [root / "0link", root / "a"], [root / "m1", root / "m2"]
+    folder = Folder(name="line", root=root, normal_dir="good", abnormal_dir=defects, mask_dir=masks)
+    with pytest.raises(MisMatchError):
+        folder.setup()
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    assert f"{root / 'a' / '2.png'}: Folder pairs it with {root / 'm1' / '1_mask.png'}" in str(info.value)
+
+
+def test_one_mask_for_several_defect_images_is_refused_where_folder_gives_it_to_each(folder_root: Path) -> None:
+    """numpy broadcasts a single mask to every defect image: Folder read this layout without a word, every defect
+    drawn where one mask says."""
+    import pandas as pd
+    from anomalib.data import Folder
+
+    for mask in (folder_root / "mask").iterdir():
+        mask.unlink()
+    only = write_mask(folder_root / "mask" / "000_001_002.png")
+    folder = Folder(name="bolts", root=folder_root, normal_dir="good", abnormal_dir="defect", mask_dir="mask")
+    folder.setup()
+    samples = pd.concat([folder.test_data.samples, folder.val_data.samples])  # from_test moved some to validation
+    defects = samples[samples.label_index == 1]
+    assert set(defects.mask_path) == {str(only)} and len(defects) == 3  # the silent wrong answer
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    assert f"{only}: the one mask of 3 defect images; Folder would give it to every one of them" in str(info.value)
+
+
 def test_training_then_testing_decodes_each_file_of_a_folder_dataset_once(
     tmp_path: Path, folder_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -286,6 +286,27 @@ def test_a_damaged_test_image_stops_training_before_it_starts_not_after(texture_
     assert not model.expert_epochs_begun and not list((tmp_path / "results").rglob("*.ckpt"))
 
 
+def test_a_damaged_image_validation_took_from_the_test_set_stops_training_before_it_starts(
+    texture_ad_root: Path, tmp_path: Path
+) -> None:
+    """``val_split_mode="from_test"`` moves test images into validation, read after training too."""
+    from anomalib.engine import Engine
+    from conftest import tiny_adapted_moe
+
+    make_subclass(texture_ad_root / "cloth", "fabric_d", train=3, test_good=4, defects={"hole": 4})
+    args = {"root": texture_ad_root, "category": "cloth", "val_split_mode": "from_test", "seed": 0, "num_workers": 0}
+    datamodule = TextureAD(**args)
+    datamodule.setup()
+    validation_only = set(datamodule.val_data.samples.image_path) - set(datamodule.test_data.samples.image_path)
+    damaged = Path(sorted(validation_only)[0])
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    model = tiny_adapted_moe(num_experts=2, epochs=1)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
+        engine.fit(model=model, datamodule=TextureAD(**args))
+    assert str(info.value).startswith(str(damaged)) and not model.expert_epochs_begun
+
+
 def test_defect_image_without_mask_raises_naming_it(texture_ad_root: Path) -> None:
     image = write_image(texture_ad_root / "cloth" / "fabric_a" / "test" / "hole" / "007.png")
     with pytest.raises(MissingMaskError) as info:

@@ -133,8 +133,9 @@ class TextureADDataset(AnomalibDataset):
         self.samples = make_texture_ad_samples(layout, train, test, split_value)
 
     def check_files(self) -> None:
-        """Decode every image and mask of this split now, raising the first problem reading would stop on (and how
-        many more): ``anomalib train`` read a damaged test image only after training."""
+        """Decode every image and mask of this split now, raising the first problem (and how many more): ``anomalib
+        train`` read a damaged test image only after training. As strict as ``--check`` (PIL's ``verify`` too: a PNG
+        with a bad checksum, which reading would pass, is named)."""
         raise_first(pairs_problems(list(zip(self.samples.image_path, self.samples.mask_path, strict=True))))
 
     def __getitem__(self, index: int) -> SubclassImageItem:

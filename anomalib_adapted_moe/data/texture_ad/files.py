@@ -161,8 +161,8 @@ def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
 
 
 def pair_problems(image: Path | str, mask: Path | str | None = None) -> list[LayoutProblem]:
-    """What reading this image (and its mask) would stop on: a damaged file, a pixel format with no full scale, a
-    mask of another size (each file fully decoded)."""
+    """What ``--check`` names of this image (and its mask): a damaged file (verified and fully decoded, so a bad
+    checksum counts), a pixel format with no full scale, a mask of another size."""
     problems, image_wh = [], None
     try:
         image_wh = verify_image_file(Path(image))

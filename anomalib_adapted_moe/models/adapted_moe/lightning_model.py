@@ -377,11 +377,12 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
         self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
         self.check_dataset_files("test", getattr(datamodule, "test_data", None))
-        if callable(check_files := getattr(getattr(datamodule, "test_data", None), "check_files", None)):
-            try:  # TextureAD names a damaged file as it reads it: for a test image, after the training
-                check_files()
-            except TextureADLayoutError as error:
-                refuse(error)
+        for split in ("val_data", "test_data"):  # TextureAD names a damaged file as it reads it: after the training
+            if callable(check_files := getattr(getattr(datamodule, split, None), "check_files", None)):
+                try:
+                    check_files()
+                except TextureADLayoutError as error:
+                    refuse(error)
         if (mode := validates_on_test_images(datamodule)) and not isinstance(datamodule, TextureAD):
             logger.warning(  # TextureAD says so itself
                 "val_split_mode=%r (anomalib's default for Folder and MVTecAD) validates on test images: the "

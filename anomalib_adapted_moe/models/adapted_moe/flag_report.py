@@ -12,6 +12,8 @@ mostly flagged.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -43,7 +45,7 @@ class FlagReport:
         self.scope = f" (the images of process {rank} of {world_size})" if world_size > 1 else ""
         self.groups: dict[str, GroupCounts] = defaultdict(GroupCounts)
         self.flagged_files: list[tuple[float, str]] = []
-        self.by_subclass = False
+        self.groupings: set[str] = set()
 
     def add(self, batch: object, top_expert: torch.Tensor) -> None:
         """Count a post-processed batch (its ``pred_label``, ``pred_score``, and ``gt_label`` where known)."""
@@ -53,10 +55,11 @@ class FlagReport:
         labels = batch.gt_label.reshape(-1).bool().tolist() if batch.gt_label is not None else [None] * len(flagged)
         scores = batch.pred_score.reshape(-1).tolist()
         subclasses = getattr(batch, "subclass_name", None)
-        self.by_subclass = subclasses is not None
-        if subclasses is None:
-            names = [self.expert_names[int(i)] if self.expert_names else str(int(i)) for i in top_expert]
+        if subclasses is None:  # "expert": a seen subclass's expert also takes the variants routed to it
+            self.groupings.add("routed expert")
+            names = [f"expert {self.expert_names[i] if self.expert_names else i}" for i in top_expert.tolist()]
         else:
+            self.groupings.add("subclass")
             ids = getattr(batch, "subclass_id", None)
             unseen = [False] * len(flagged) if ids is None else (torch.as_tensor(ids).reshape(-1) < 0).tolist()
             names = [f"{name} (unseen)" if new else name for name, new in zip(subclasses, unseen, strict=True)]
@@ -70,12 +73,13 @@ class FlagReport:
                 counts.good_flagged += is_flagged and not label
                 counts.defective += label
                 counts.missed += label and not is_flagged
-            if is_flagged:
+            if is_flagged and path:
                 self.flagged_files.append((score, str(path)))
 
     def log_test(self) -> None:
-        """One line per group: good images flagged, defective images missed; a warning for a mostly flagged one."""
-        if not self.groups:
+        """One line per group: good images flagged, defective images missed; a warning for a mostly flagged one (one
+        warning in all when every group is: the threshold itself is off, not one variant)."""
+        if not any(c.good or c.defective for c in self.groups.values()):  # nothing labelled: nothing to say
             return
         lines = [
             f"  {name}: {_share(c.good_flagged, c.good)} good flagged, {_share(c.missed, c.defective)} defective missed"
@@ -83,25 +87,42 @@ class FlagReport:
         ]
         heading = f"The image threshold's decisions on the test images, by {self._grouping()}:"
         logger.info("%s\n%s", heading, "\n".join(lines))
-        for name, counts in sorted(self.groups.items()):
-            if counts.good and counts.good_flagged * 2 > counts.good:
-                logger.warning(
-                    "%s: %s of its good test images score above the image threshold. Pooled metrics can hide this: "
-                    "if these are a variant the training images lacked, give it its own level (anomalib_adapted_moe."
-                    "deploy.variant_level, from its good images) or train with its images.",
-                    name,
-                    _share(counts.good_flagged, counts.good),
-                )
+        labelled = {name: c for name, c in sorted(self.groups.items()) if c.good}
+        flagged = {name: c for name, c in labelled.items() if c.good_flagged * 2 > c.good}
+        if len(flagged) > 1 and len(flagged) == len(labelled):
+            logger.warning(
+                "More than half of the good test images of every %s score above the image threshold (%s): the "
+                "threshold itself does not fit these images (thresholds fitted on other data, or another variant "
+                "level: validate the model on this line's images, anomalib_adapted_moe.deploy.variant_level).",
+                self._grouping(),
+                ", ".join(f"{name} {_share(c.good_flagged, c.good)}" for name, c in flagged.items()),
+            )
+            return
+        for name, counts in flagged.items():
+            logger.warning(
+                "%s: %s of its good test images score above the image threshold. Pooled metrics can hide this: "
+                "if these are a variant the training images lacked, give it its own level (anomalib_adapted_moe."
+                "deploy.variant_level, from its good images) or train with its images.",
+                name,
+                _share(counts.good_flagged, counts.good),
+            )
 
     def log_predict(self) -> None:
-        """How many images were flagged, by group, and the highest-scoring flagged files."""
+        """How many images were flagged, by group, and the highest-scoring flagged files (named under their folder)."""
         if not self.groups:
             return
         total = sum(c.images for c in self.groups.values())
         flagged = sum(c.flagged for c in self.groups.values())
         groups = ", ".join(f"{name} {c.flagged} of {c.images}" for name, c in sorted(self.groups.items()))
         highest = sorted(self.flagged_files, reverse=True)[:LISTED_FILES]
-        named = "; the highest: " + ", ".join(f"{path} ({score:.3f})" for score, path in highest) if highest else ""
+        named = ""
+        if highest:
+            try:
+                folder = os.path.commonpath([os.path.dirname(path) for _, path in highest])
+            except ValueError:  # absolute and relative paths mixed
+                folder = ""
+            files = ", ".join(f"{os.path.relpath(path, folder or '.')} ({score:.3f})" for score, path in highest)
+            named = f"; the highest, in {folder or '.'}: {files}"
         logger.info(
             "%d of %d images flagged (pred_label true: their score above the image threshold); by %s: %s%s",
             flagged,
@@ -112,8 +133,9 @@ class FlagReport:
         )
 
     def _grouping(self) -> str:
-        return ("subclass" if self.by_subclass else "the expert each image was routed to") + self.scope
+        return " or ".join(sorted(self.groupings, reverse=True)) + self.scope
 
 
 def _share(part: int, whole: int) -> str:
-    return f"{part} of {whole}" + (f" ({100 * part / whole:.0f}%)" if whole else "")
+    """``part of whole (p%)``, the percentage rounded half up (12.5 -> 13)."""
+    return f"{part} of {whole}" + (f" ({math.floor(100 * part / whole + 0.5)}%)" if whole else "")

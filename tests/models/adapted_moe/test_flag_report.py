@@ -3,6 +3,7 @@
 import logging
 import re
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,7 +67,8 @@ def test_the_test_report_counts_each_subclass_as_the_predictions_label_it(
     summary = logged(caplog, f"{len(flagged)} of {sum(len(batch.image_path) for batch in predictions)} images flagged")
     if flagged:
         score, path = max(flagged)
-        assert f"; the highest: {path} ({score:.3f})" in summary
+        folder = summary.split("; the highest, in ", 1)[1].split(": ", 1)[0]
+        assert f"{folder}: {Path(path).relative_to(folder)} ({score:.3f})" in summary
 
 
 def fake_batch(flagged: list[bool], defective: list[bool] | None) -> SimpleNamespace:
@@ -90,11 +92,12 @@ def test_without_subclasses_images_are_grouped_by_the_expert_they_were_routed_to
     )
     with caplog.at_level(logging.INFO, logger=LOGGER):
         report.log_test()
-    table = logged(caplog, "The image threshold's decisions on the test images, by the expert each image was routed")
-    assert "  cluster_0: 0 of 2 (0%) good flagged, 0 of 0 defective missed" in table
-    assert "  cluster_1: 2 of 2 (100%) good flagged, 1 of 2 (50%) defective missed" in table
+    table = logged(caplog, "The image threshold's decisions on the test images, by routed expert:")
+    assert "  expert cluster_0: 0 of 2 (0%) good flagged, 0 of 0 defective missed" in table
+    assert "  expert cluster_1: 2 of 2 (100%) good flagged, 1 of 2 (50%) defective missed" in table
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert len(warnings) == 1 and warnings[0].startswith("cluster_1: 2 of 2 (100%) of its good test images score above")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("expert cluster_1: 2 of 2 (100%) of its good test images score above")
 
 
 def test_a_predict_without_labels_names_its_highest_scoring_flagged_files(caplog: pytest.LogCaptureFixture) -> None:
@@ -103,11 +106,8 @@ def test_a_predict_without_labels_names_its_highest_scoring_flagged_files(caplog
     with caplog.at_level(logging.INFO, logger=LOGGER):
         report.log_predict()
     summary = logged(caplog, "3 of 7 images flagged")
-    assert (
-        "by the expert each image was routed to (the images of process 1 of 2): fabric_a 1 of 2, fabric_b 2 of 5"
-        in (summary)
-    )
-    assert summary.endswith("the highest: /line/006.png (0.900), /line/002.png (0.567), /line/001.png (0.483)")
+    assert "by routed expert (the images of process 1 of 2): expert fabric_a 1 of 2, expert fabric_b 2 of 5" in summary
+    assert summary.endswith("; the highest, in /line: 006.png (0.900), 002.png (0.567), 001.png (0.483)")
 
 
 def test_a_model_without_post_processor_decides_nothing_and_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -120,3 +120,22 @@ def test_a_model_without_post_processor_decides_nothing_and_reports_nothing(capl
         report.log_test()
         report.log_predict()
     assert not report.groups and not caplog.records
+
+
+def test_when_every_group_is_mostly_flagged_the_threshold_is_named_once_not_each_variant(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A threshold that does not fit the line (another level) flags every group: one warning saying so, not one per
+    group each blaming a variant; percentages round half up (1 of 8 is 13%)."""
+    report = FlagReport(["fabric_a", "fabric_b"])
+    report.add(fake_batch([True] * 6 + [False, True], [False] * 8), torch.tensor([0, 0, 0, 1, 1, 1, 1, 1]))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        report.log_test()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("More than half of the good test images of every routed")
+    assert "(expert fabric_a 3 of 3 (100%), expert fabric_b 4 of 5 (80%))" in warnings[0]
+    report = FlagReport(["all"])
+    report.add(fake_batch([True] + [False] * 7, [False] * 8), torch.zeros(8, dtype=torch.long))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        report.log_test()
+    assert "expert all: 1 of 8 (13%) good flagged" in caplog.text

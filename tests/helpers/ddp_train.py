@@ -90,6 +90,7 @@ def main() -> None:
             "expert_names": list(model.expert_names),
             "trained_on": TRAINED_ON,
             "metrics": {key: float(value) for key, value in results[0].items()},
+            "decisions": {name: vars(counts) for name, counts in model.flag_report.groups.items()},
         },
         args.out / f"{args.strategy}_{args.devices}_rank{rank}.pt",
     )

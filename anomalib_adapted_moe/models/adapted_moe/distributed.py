@@ -38,6 +38,13 @@ def is_distributed(trainer: Trainer | None) -> bool:
     )
 
 
+def all_gather_objects(value: object) -> list[object]:
+    """Every rank's ``value``, in rank order (a collective: every rank calls it)."""
+    gathered: list[object] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
 def disable_gradient_sync(wrapper: nn.Module) -> None:
     """Stop DDP from expecting a backward after each forward (what Lightning does for manual optimisation).
 

@@ -38,17 +38,16 @@ class GroupCounts:
 
 
 class FlagReport:
-    """Counts of one test or predict run, grouped by subclass (TextureAD batches) or by each image's top expert."""
+    """The decisions of one test or predict run, one record per image file (an image a DistributedSampler pads
+    with, or a second dataloader, repeats, counts once), grouped by subclass (TextureAD batches) or routed expert."""
 
-    def __init__(self, expert_names: list[str], rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, expert_names: list[str]) -> None:
         self.expert_names = expert_names
-        self.scope = f" (the images of process {rank} of {world_size})" if world_size > 1 else ""
-        self.groups: dict[str, GroupCounts] = defaultdict(GroupCounts)
-        self.flagged_files: list[tuple[float, str]] = []
-        self.groupings: set[str] = set()
+        #: image file -> (group, flagged, defective or None when unlabelled, score)
+        self.records: dict[str, tuple[str, bool, bool | None, float]] = {}
 
     def add(self, batch: object, top_expert: torch.Tensor) -> None:
-        """Count a post-processed batch (its ``pred_label``, ``pred_score``, and ``gt_label`` where known)."""
+        """Record a post-processed batch (its ``pred_label``, ``pred_score``, and ``gt_label`` where known)."""
         if batch.pred_label is None:  # no post-processor (post_processor=False): nothing was decided
             return
         flagged = batch.pred_label.reshape(-1).bool().tolist()
@@ -56,25 +55,33 @@ class FlagReport:
         scores = batch.pred_score.reshape(-1).tolist()
         subclasses = getattr(batch, "subclass_name", None)
         if subclasses is None:  # "expert": a seen subclass's expert also takes the variants routed to it
-            self.groupings.add("routed expert")
             names = [f"expert {self.expert_names[i] if self.expert_names else i}" for i in top_expert.tolist()]
         else:
-            self.groupings.add("subclass")
             ids = getattr(batch, "subclass_id", None)
             unseen = [False] * len(flagged) if ids is None else (torch.as_tensor(ids).reshape(-1) < 0).tolist()
             names = [f"{name} (unseen)" if new else name for name, new in zip(subclasses, unseen, strict=True)]
-        paths = batch.image_path or [""] * len(flagged)
-        for name, is_flagged, label, score, path in zip(names, flagged, labels, scores, paths, strict=True):
-            counts = self.groups[name]
+        paths = batch.image_path or [f"#{len(self.records) + i}" for i in range(len(flagged))]  # no file: unique
+        for path, *record in zip(paths, names, flagged, labels, scores, strict=True):
+            self.records[str(path)] = tuple(record)
+
+    def merge(self, records: dict[str, tuple[str, bool, bool | None, float]]) -> None:
+        """Add another process's records (DDP: every rank tested its share of the images)."""
+        self.records.update(records)
+
+    @property
+    def groups(self) -> dict[str, GroupCounts]:
+        """Each group's counts, by group name."""
+        groups: dict[str, GroupCounts] = defaultdict(GroupCounts)
+        for group, flagged, defective, _ in self.records.values():
+            counts = groups[group]
             counts.images += 1
-            counts.flagged += is_flagged
-            if label is not None:
-                counts.good += not label
-                counts.good_flagged += is_flagged and not label
-                counts.defective += label
-                counts.missed += label and not is_flagged
-            if is_flagged and path:
-                self.flagged_files.append((score, str(path)))
+            counts.flagged += flagged
+            if defective is not None:
+                counts.good += not defective
+                counts.good_flagged += flagged and not defective
+                counts.defective += defective
+                counts.missed += defective and not flagged
+        return dict(sorted(groups.items()))
 
     def log_test(self) -> None:
         """One line per group: good images flagged, defective images missed; a warning for a mostly flagged one (one
@@ -114,7 +121,8 @@ class FlagReport:
         total = sum(c.images for c in self.groups.values())
         flagged = sum(c.flagged for c in self.groups.values())
         groups = ", ".join(f"{name} {c.flagged} of {c.images}" for name, c in sorted(self.groups.items()))
-        highest = sorted(self.flagged_files, reverse=True)[:LISTED_FILES]
+        named_files = [(score, path) for path, (_, hit, _, score) in self.records.items() if hit and path[:1] != "#"]
+        highest = sorted(named_files, reverse=True)[:LISTED_FILES]
         named = ""
         if highest:
             try:
@@ -133,7 +141,8 @@ class FlagReport:
         )
 
     def _grouping(self) -> str:
-        return " or ".join(sorted(self.groupings, reverse=True)) + self.scope
+        kinds = {"routed expert" if group.startswith("expert ") else "subclass" for group, *_ in self.records.values()}
+        return " or ".join(sorted(kinds, reverse=True))
 
 
 def _share(part: int, whole: int) -> str:

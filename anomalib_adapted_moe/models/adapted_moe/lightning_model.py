@@ -46,7 +46,13 @@ from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone, warn_if_other_subclasses
 
 from .calibration import NoCalibrationImagesError
-from .distributed import broadcast_from_rank_zero, disable_gradient_sync, gather_feature_cache, is_distributed
+from .distributed import (
+    all_gather_objects,
+    broadcast_from_rank_zero,
+    disable_gradient_sync,
+    gather_feature_cache,
+    is_distributed,
+)
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
 from .flag_report import FlagReport
 from .interruption import SIGTERM_EXIT_CODE, InterruptionReport
@@ -593,11 +599,21 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     def on_test_epoch_end(self) -> None:
         """Log the threshold's decisions by subclass or routed expert (pooled metrics can hide a flagged variant)."""
-        self.flag_report.log_test()
+        self.gather_flag_report()
+        if self.trainer.is_global_zero:
+            self.flag_report.log_test()
 
     def on_predict_epoch_end(self) -> None:
         """Log how many images were flagged, by subclass or routed expert, and the highest-scoring ones."""
-        self.flag_report.log_predict()
+        self.gather_flag_report()
+        if self.trainer.is_global_zero:
+            self.flag_report.log_predict()
+
+    def gather_flag_report(self) -> None:
+        """Every rank's decisions on every rank: under DDP each tested its share of the images."""
+        if is_distributed(self.trainer):
+            for records in all_gather_objects(self.flag_report.records):
+                self.flag_report.merge(records)
 
     def refuse_untrained(self, action: str) -> None:
         """Stop ``anomalib test``/``predict``/``export`` run without ``--ckpt_path``: they would use a model that
@@ -681,7 +697,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("test")
         self.warn_if_thresholds_stale("test")
         super().on_test_start()
-        self.flag_report = FlagReport(self.expert_names, self.trainer.global_rank, self.trainer.world_size)
+        self.flag_report = FlagReport(self.expert_names)
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             self.check_dataset_files("test", getattr(loader, "dataset", None))
@@ -709,7 +725,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("predict")
         self.warn_if_thresholds_stale("predict")
         super().on_predict_start()
-        self.flag_report = FlagReport(self.expert_names, self.trainer.global_rank, self.trainer.world_size)
+        self.flag_report = FlagReport(self.expert_names)
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             dataset = getattr(loader, "dataset", None)

@@ -65,6 +65,11 @@ def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp
         assert ranks[0]["metrics"][metric] == ranks[1]["metrics"][metric]
         assert abs(ranks[0]["metrics"][metric] - single["metrics"][metric]) <= 0.005, metric
 
+    # the threshold's decisions report every test image once on each rank (each rank tested half of them)
+    assert ranks[0]["decisions"] == ranks[1]["decisions"]
+    assert set(ranks[0]["decisions"]) == set(single["decisions"])
+    assert sum(group["images"] for group in ranks[0]["decisions"].values()) == 20
+
 
 class TwoRanks:
     """Rank 0's view of a 2-rank ``all_gather``: rank 1's tensors are replayed in the order rank 0 asks."""

@@ -101,12 +101,12 @@ def test_without_subclasses_images_are_grouped_by_the_expert_they_were_routed_to
 
 
 def test_a_predict_without_labels_names_its_highest_scoring_flagged_files(caplog: pytest.LogCaptureFixture) -> None:
-    report = FlagReport(["fabric_a", "fabric_b"], rank=1, world_size=2)
+    report = FlagReport(["fabric_a", "fabric_b"])
     report.add(fake_batch([False, True, True, False, False, False, True], None), torch.tensor([0, 0, 1, 1, 1, 1, 1]))
     with caplog.at_level(logging.INFO, logger=LOGGER):
         report.log_predict()
     summary = logged(caplog, "3 of 7 images flagged")
-    assert "by routed expert (the images of process 1 of 2): expert fabric_a 1 of 2, expert fabric_b 2 of 5" in summary
+    assert "by routed expert: expert fabric_a 1 of 2, expert fabric_b 2 of 5" in summary
     assert summary.endswith("; the highest, in /line: 006.png (0.900), 002.png (0.567), 001.png (0.483)")
 
 
@@ -139,3 +139,19 @@ def test_when_every_group_is_mostly_flagged_the_threshold_is_named_once_not_each
     with caplog.at_level(logging.INFO, logger=LOGGER):
         report.log_test()
     assert "expert all: 1 of 8 (13%) good flagged" in caplog.text
+
+
+def test_an_image_counts_once_however_often_it_was_tested_and_every_rank_adds_its_own() -> None:
+    """A DistributedSampler pads a rank's share with repeats and two dataloaders may hold the same images: the
+    report counted each time (two copies of one loader read 16 of 16 for 8 images)."""
+    report = FlagReport(["all"])
+    batch = fake_batch([True, False, False], [True, False, False])
+    report.add(batch, torch.zeros(3, dtype=torch.long))
+    report.add(batch, torch.zeros(3, dtype=torch.long))
+    other_rank = FlagReport(["all"])
+    other = fake_batch([False] * 5, [False] * 5)
+    other.image_path = [f"/line/{i:03d}.png" for i in range(2, 7)]  # 002 is this rank's too (the sampler's padding)
+    other_rank.add(other, torch.zeros(5, dtype=torch.long))
+    report.merge(other_rank.records)
+    counts = report.groups["expert all"]
+    assert (counts.images, counts.flagged, counts.good, counts.defective, counts.missed) == (7, 1, 6, 1, 0)

@@ -28,6 +28,7 @@ def test_the_test_report_counts_each_subclass_as_the_predictions_label_it(
     engine, model, datamodule, _ = fitted_tiny
     with caplog.at_level(logging.INFO, logger=LOGGER):
         engine.test(model=model, datamodule=datamodule)
+        after_test = model.flag_report.groups  # what the README offers from Python
         predictions = engine.predict(model=model, datamodule=datamodule)
     expected: Counter = Counter()
     unseen = set()
@@ -55,6 +56,13 @@ def test_the_test_report_counts_each_subclass_as_the_predictions_label_it(
         ]
         assert (good_flagged, good) == (expected[name, "good flagged"], expected[name, "good"])
         assert (missed, defective) == (expected[name, "missed"], expected[name, "defective"])
+        counts = after_test[f"{name} (unseen)" if name in unseen else name]
+        assert (counts.good_flagged, counts.good, counts.missed, counts.defective) == (
+            good_flagged,
+            good,
+            missed,
+            defective,
+        )
 
     flagged = [
         (score, path)

@@ -86,21 +86,23 @@ class FlagReport:
     def log_test(self) -> None:
         """One line per group: good images flagged, defective images missed; a warning for a mostly flagged one (one
         warning in all when every group is: the threshold itself is off, not one variant)."""
-        if not any(c.good or c.defective for c in self.groups.values()):  # nothing labelled: nothing to say
+        groups = self.groups
+        if not any(c.good or c.defective for c in groups.values()):  # nothing labelled: nothing to say
             return
         lines = [
             f"  {name}: {_share(c.good_flagged, c.good)} good flagged, {_share(c.missed, c.defective)} defective missed"
-            for name, c in sorted(self.groups.items())
+            for name, c in groups.items()
         ]
         heading = f"The image threshold's decisions on the test images, by {self._grouping()}:"
         logger.info("%s\n%s", heading, "\n".join(lines))
-        labelled = {name: c for name, c in sorted(self.groups.items()) if c.good}
+        labelled = {name: c for name, c in groups.items() if c.good}
         flagged = {name: c for name, c in labelled.items() if c.good_flagged * 2 > c.good}
         if len(flagged) > 1 and len(flagged) == len(labelled):
             logger.warning(
                 "More than half of the good test images of every %s score above the image threshold (%s): the "
-                "threshold itself does not fit these images (thresholds fitted on other data, or another variant "
-                "level: validate the model on this line's images, anomalib_adapted_moe.deploy.variant_level).",
+                "threshold itself does not fit these images, not one variant: a variant level read from another "
+                "product's images (model.post_processor.variant_level.zero_() returns to the trained threshold), or "
+                "thresholds fitted under other scoring settings or on other data.",
                 self._grouping(),
                 ", ".join(f"{name} {_share(c.good_flagged, c.good)}" for name, c in flagged.items()),
             )
@@ -116,11 +118,12 @@ class FlagReport:
 
     def log_predict(self) -> None:
         """How many images were flagged, by group, and the highest-scoring flagged files (named under their folder)."""
-        if not self.groups:
+        counts = self.groups
+        if not counts:
             return
-        total = sum(c.images for c in self.groups.values())
-        flagged = sum(c.flagged for c in self.groups.values())
-        groups = ", ".join(f"{name} {c.flagged} of {c.images}" for name, c in sorted(self.groups.items()))
+        total = sum(c.images for c in counts.values())
+        flagged = sum(c.flagged for c in counts.values())
+        groups = ", ".join(f"{name} {c.flagged} of {c.images}" for name, c in counts.items())
         named_files = [(score, path) for path, (_, hit, _, score) in self.records.items() if hit and path[:1] != "#"]
         highest = sorted(named_files, reverse=True)[:LISTED_FILES]
         named = ""

@@ -12,6 +12,7 @@ each of them (a mask folder inside the defect folder is listed among the defects
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,10 +27,12 @@ FOLDER_SETTINGS = ("normal_dir", "abnormal_dir", "normal_test_dir", "mask_dir")
 LISTED_PER_KIND = 5
 
 FIXES = {
-    "folders": "point each setting at a folder that exists and holds its images (a relative path is read under "
+    "folders": "point each setting at its own folder that exists and holds its images (a relative path is read under "
     "--data.root), or leave out an optional one (abnormal_dir, normal_test_dir, mask_dir)",
     "masks": "give every defect image one mask named after it (000.png -> 000.png or 000_mask.png) and no other "
     "files in the mask folder: Folder sorts both lists and pairs them in order",
+    "order": "name every mask alike (000.png -> 000_mask.png for all of them) and numbers at one width (001, 010, "
+    "not 1, 10), so that images and masks sort in the same order: Folder pairs the two sorted lists in order",
 }
 
 
@@ -39,7 +42,7 @@ class FolderLayoutError(ValueError):
 
 def check_folder_layout(datamodule: Folder) -> None:
     """Raise :class:`FolderLayoutError` naming every missing or empty folder and every unpaired image or mask."""
-    problems: dict[str, list[str]] = {"folders": [], "masks": []}
+    problems: dict[str, list[str]] = {kind: [] for kind in FIXES}
     extensions = tuple(datamodule.extensions or IMG_EXTENSIONS)
     if isinstance(datamodule.extensions, str) or not all(extension.startswith(".") for extension in extensions):
         problems["folders"].append(f"extensions {datamodule.extensions!r}: a list of endings with their dot, ['.png']")
@@ -52,8 +55,10 @@ def check_folder_layout(datamodule: Folder) -> None:
             found, problem = _images_in(folder, datamodule.root, setting, extensions)
             images[setting] += found
             problems["folders"] += [problem] if problem else []
+    problems["folders"] += shared_files(images)
     if images["mask_dir"] and images["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
-        problems["masks"] = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
+        kind, pairing = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
+        problems[kind] = pairing
     if any(problems.values()):
         raise FolderLayoutError(_message(datamodule.root, problems))
 
@@ -77,25 +82,53 @@ def _images_in(
     return found, None
 
 
-def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> list[str]:
-    """Each defect image no mask names, each mask naming no defect image, or, where every name has its partner,
-    each image that Folder's sorted pairing would give another's mask (``1.png`` takes ``10_mask.png``)."""
+def shared_files(images: dict[str, list[Path]]) -> list[str]:
+    """Files two settings both list (one folder inside another): Folder reads them as both, without a word (training
+    images tested, masks taken for defect images, an image as its own mask)."""
+    problems = []
+    for i, first in enumerate(FOLDER_SETTINGS):
+        for second in FOLDER_SETTINGS[i + 1 :]:
+            if shared := sorted(set(images[first]) & set(images[second])):
+                problems.append(
+                    f"{shared[0]}: listed by both --data.{first} and --data.{second} ({len(shared)} such file"
+                    f"{'s' * (len(shared) > 1)}), so "
+                    "Folder would read them as both (a folder inside another lists its files too)"
+                )
+    return problems
+
+
+def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> tuple[str, list[str]]:
+    """``("masks", ...)``: each defect image no mask names, each mask naming no defect image, one mask for several
+    images; or ``("order", ...)``: where every name has its partner, each image Folder's sorted pairing would give
+    another's mask (``10.png`` takes ``1_mask.png``), the masks named unlike the others first."""
     unmasked = [image for image in defects if not any(_fits(image, mask) for mask in masks)]
     unused = [mask for mask in masks if not any(_fits(image, mask) for image in defects)]
     problems = [f"{image}: no mask's name holds '{image.stem}'" for image in unmasked]
     problems += [f"{mask}: a mask whose name holds no defect image's" for mask in unused]
     if problems:
-        return problems
+        return "masks", problems
     if len(masks) == 1 < len(defects):  # numpy would give this one mask to every defect image, without a word
-        return [f"{masks[0]}: the one mask of {len(defects)} defect images; Folder would give it to every one of them"]
+        return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; Folder would give it to each"]
     if len(defects) != len(masks):
-        return [f"{len(defects)} defect images but {len(masks)} masks: some image's name is in several masks' names"]
-    return [
-        f"{image}: Folder pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'; "
-        "name files and folders so each image sorts where its mask does (numbers of one width: 001, 010)"
+        return "masks", [f"{len(defects)} defect images but {len(masks)} masks: an image's name is in several masks'"]
+    crosswise = [
+        f"{image}: Folder pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
         for image, mask in zip(defects, masks, strict=True)
         if not _fits(image, mask)
     ]
+    return "order", [*odd_mask_names(defects, masks), *crosswise] if crosswise else []
+
+
+def odd_mask_names(defects: Sequence[Path], masks: Sequence[Path]) -> list[str]:
+    """Masks named unlike the others (``mask_007.png`` among ``000_mask.png``...): each sorts away from its image's
+    place and shifts the pairs between, so they are named first. An image's own mask is the shortest name holding
+    the image's; its pattern, that name with the image's replaced by ``{}``."""
+    patterns = {}
+    for image in defects:
+        own = min((mask for mask in masks if _fits(image, mask)), key=lambda mask: len(mask.stem))
+        patterns[own] = own.stem.replace(image.stem, "{}", 1) + own.suffix
+    common = Counter(patterns.values()).most_common(1)[0][0]  # ties: the first image's
+    return [f"{mask}: named '{name}', the other masks '{common}'" for mask, name in patterns.items() if name != common]
 
 
 def _fits(image: Path, mask: Path) -> bool:

@@ -318,7 +318,42 @@ def test_one_mask_for_several_defect_images_is_refused_where_folder_gives_it_to_
     assert set(defects.mask_path) == {str(only)} and len(defects) == 3  # the silent wrong answer
     with pytest.raises(FolderLayoutError) as info:
         check_folder_layout(folder)
-    assert f"{only}: the one mask of 3 defect images; Folder would give it to every one of them" in str(info.value)
+    assert f"{only}: the one mask of 3 defect images; Folder would give it to each" in str(info.value)
+
+
+def test_a_mask_named_unlike_the_others_is_named_first_with_the_sort_order_fix(folder_root: Path) -> None:
+    """One mask renamed (z001.png among 000.png, 002.png) sorts away from its image and shifts the pairs between:
+    the walkthrough's real case listed 57 crosswise pairs and hid the renamed file among them."""
+    from anomalib.data import Folder
+
+    renamed = (folder_root / "mask" / "001.png").rename(folder_root / "mask" / "z001.png")
+    folder = Folder(name="bolts", root=folder_root, normal_dir="good", abnormal_dir="defect", mask_dir="mask")
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    lines = str(info.value).splitlines()
+    assert lines[1] == f"  - {renamed}: named 'z{{}}.png', the other masks '{{}}.png'"
+    assert f"{folder_root / 'defect' / '001.png'}: Folder pairs it with {folder_root / 'mask' / '002.png'}" in lines[2]
+    assert lines[-1].startswith("Fix: name every mask alike")
+
+
+@pytest.mark.parametrize("inside", ["masks in the defect folder", "the training folder holding the others"])
+def test_a_folder_inside_another_is_refused_where_folder_would_read_its_files_twice(
+    folder_root: Path, inside: str
+) -> None:
+    """Folder lists files recursively: masks under the defect folder became defect images too (each matched its own
+    name), and a normal_dir holding the test folders trained on the test images, without a word."""
+    from anomalib.data import Folder
+
+    if inside == "masks in the defect folder":
+        (folder_root / "mask").rename(folder_root / "defect" / "masks")
+        args = {"normal_dir": "good", "abnormal_dir": "defect", "mask_dir": "defect/masks"}
+        named = f"{folder_root / 'defect' / 'masks' / '000.png'}: listed by both --data.abnormal_dir and --data.mask"
+    else:
+        args = {"normal_dir": ".", "abnormal_dir": "defect", "mask_dir": "mask"}
+        named = f"{folder_root / 'defect' / '000.png'}: listed by both --data.normal_dir and --data.abnormal_dir (3"
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(Folder(name="bolts", root=folder_root, **args))
+    assert named in str(info.value)
 
 
 def test_training_then_testing_decodes_each_file_of_a_folder_dataset_once(

@@ -133,7 +133,8 @@ class FlagReport:
             except ValueError:  # absolute and relative paths mixed
                 folder = ""
             files = ", ".join(f"{os.path.relpath(path, folder or '.')} ({score:.3f})" for score, path in highest)
-            named = f"; the highest, in {folder or '.'}: {files}"
+            scores = f"the {len(highest)} highest of the {flagged} (pred_score, threshold 0.5)"
+            named = f"; {scores}, in {folder or '.'}: {files}"
         logger.info(
             "%d of %d images flagged (pred_label true: their score above the image threshold); by %s: %s%s",
             flagged,

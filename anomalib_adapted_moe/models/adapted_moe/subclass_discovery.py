@@ -5,6 +5,7 @@ training images are clustered and the cluster ids serve as labels.
 """
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,7 +79,12 @@ def report_cluster_sizes(labels: np.ndarray, image_paths: list[str] | None = Non
     """Log how many training images each discovered expert got; warn about an expert of one or two images, which
     is usually one odd image (a grey frame, another camera) rather than a variant of the product."""
     sizes = np.bincount(labels)
-    counts = ", ".join(f"cluster_{i}: {n}" for i, n in enumerate(sizes))
+    parts = []
+    for i, size in enumerate(sizes):  # one file of each, so a user can tell which variant an expert stands for
+        first = np.flatnonzero(labels == i)[:1]
+        example = f" (e.g. {Path(image_paths[first[0]]).name})" if image_paths is not None and len(first) else ""
+        parts.append(f"cluster_{i}: {size}{example}")
+    counts = ", ".join(parts)
     logger.info("Training images per discovered expert: %s.", counts)
     for i, size in enumerate(sizes):
         if size < MIN_CLUSTER_IMAGES:

@@ -75,7 +75,7 @@ def test_the_test_report_counts_each_subclass_as_the_predictions_label_it(
     summary = logged(caplog, f"{len(flagged)} of {sum(len(batch.image_path) for batch in predictions)} images flagged")
     if flagged:
         score, path = max(flagged)
-        folder = summary.split("; the highest, in ", 1)[1].split(": ", 1)[0]
+        folder = summary.split("(pred_score, threshold 0.5), in ", 1)[1].split(": ", 1)[0]
         assert f"{folder}: {Path(path).relative_to(folder)} ({score:.3f})" in summary
 
 
@@ -115,7 +115,10 @@ def test_a_predict_without_labels_names_its_highest_scoring_flagged_files(caplog
         report.log_predict()
     summary = logged(caplog, "3 of 7 images flagged")
     assert "by routed expert: expert fabric_a 1 of 2, expert fabric_b 2 of 5" in summary
-    assert summary.endswith("; the highest, in /line: 006.png (0.900), 002.png (0.567), 001.png (0.483)")
+    assert summary.endswith(
+        "; the 3 highest of the 3 (pred_score, threshold 0.5), in /line: "
+        "006.png (0.900), 002.png (0.567), 001.png (0.483)"
+    )
 
 
 def test_a_model_without_post_processor_decides_nothing_and_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:

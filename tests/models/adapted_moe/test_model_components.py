@@ -414,3 +414,18 @@ def test_an_aggregation_neighbourhood_without_a_centre_patch_is_refused_with_the
 
     with pytest.raises(ValueError, match=rf"aggregation_size must be an odd number.*got {size}.*Fix: use 3"):
         tiny_model(aggregation_size=size)
+
+
+def test_each_discovered_expert_is_logged_with_one_of_its_training_files(caplog: pytest.LogCaptureFixture) -> None:
+    """A Folder's experts were logged as counts only: nothing told which variant cluster_3 stood for."""
+    from anomalib_adapted_moe.models.adapted_moe.subclass_discovery import report_cluster_sizes
+
+    paths = [f"/line/{name}.png" for name in ("red_000", "blue_000", "red_001", "blue_001", "blue_002")]
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        report_cluster_sizes(torch.tensor([0, 1, 0, 1, 1]).numpy(), paths)
+        report_cluster_sizes(torch.tensor([0, 1, 0, 1, 1]).numpy())
+    messages = [record.getMessage() for record in caplog.records if "per discovered expert" in record.getMessage()]
+    assert messages == [
+        "Training images per discovered expert: cluster_0: 2 (e.g. red_000.png), cluster_1: 3 (e.g. blue_000.png).",
+        "Training images per discovered expert: cluster_0: 2, cluster_1: 3.",
+    ]

@@ -1,4 +1,4 @@
-"""The folders of anomalib's ``Folder`` datamodule, checked before Folder reads them: every problem named by file.
+"""The folders of anomalib's ``Folder`` datamodule, checked before Folder reads them: problems named by file.
 
 Folder pairs masks with defect images by sorting both lists and taking them in
 order, then checks that each image's name is inside its mask's. A missing mask
@@ -41,7 +41,8 @@ class FolderLayoutError(ValueError):
 
 
 def check_folder_layout(datamodule: Folder) -> None:
-    """Raise :class:`FolderLayoutError` naming every missing or empty folder and every unpaired image or mask."""
+    """Raise :class:`FolderLayoutError` naming the missing or empty folders, else the unpaired images and masks (five
+    of each kind, the others counted)."""
     problems: dict[str, list[str]] = {kind: [] for kind in FIXES}
     extensions = tuple(datamodule.extensions or IMG_EXTENSIONS)
     if isinstance(datamodule.extensions, str) or not all(extension.startswith(".") for extension in extensions):
@@ -109,8 +110,13 @@ def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> tup
         return "masks", problems
     if len(masks) == 1 < len(defects):  # numpy would give this one mask to every defect image, without a word
         return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; Folder would give it to each"]
-    if len(defects) != len(masks):
-        return "masks", [f"{len(defects)} defect images but {len(masks)} masks: an image's name is in several masks'"]
+    if len(defects) != len(masks):  # every name has a partner, the counts differ: a name inside several others
+        which = (
+            "a mask's name holds several images' (000_001.png)"
+            if len(defects) > len(masks)
+            else "an image's name is in several masks' (1 in 1_mask.png and 12_mask.png)"
+        )
+        return "masks", [f"{len(defects)} defect images but {len(masks)} masks: {which}"]
     crosswise = [
         f"{image}: Folder pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
         for image, mask in zip(defects, masks, strict=True)

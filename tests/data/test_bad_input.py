@@ -432,3 +432,22 @@ def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_
         refuse_high_bit_depth("frame.tif", "F")
     assert "frame.tif" in str(floating.value) and "Fix: convert it to 8-bit" in str(floating.value)
     assert "TextureAD" not in str(floating.value)
+
+
+@pytest.mark.parametrize(
+    ("defects", "masks", "said"),
+    [
+        (["1", "2", "3"], ["1_2", "3"], "3 defect images but 2 masks: a mask's name holds several images'"),
+        (["1", "2"], ["1_mask", "12_mask", "2_mask"], "2 defect images but 3 masks: an image's name is in several"),
+    ],
+)
+def test_counts_that_differ_where_every_name_has_a_partner_say_which_way(
+    defects: list[str], masks: list[str], said: str
+) -> None:
+    """Both ways were worded "some image's name is in several masks' names"."""
+    from anomalib_adapted_moe.data.folder_layout import mask_pairing_problems
+
+    kind, problems = mask_pairing_problems(
+        sorted(Path(f"/d/{name}.png") for name in defects), sorted(Path(f"/m/{name}.png") for name in masks)
+    )
+    assert kind == "masks" and len(problems) == 1 and problems[0].startswith(said)

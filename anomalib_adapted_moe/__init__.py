@@ -3,19 +3,20 @@
 Importing this package registers ``AdaptedMoE``, ``TextureAD`` and
 ``SyntheticTextureAD`` as subclasses of anomalib's base classes, which is what
 lets ``anomalib train --model AdaptedMoE --data TextureAD`` resolve the bare names. Under the ``anomalib``
-command it also applies the ``seed_everything`` anomalib parses but never applies (:mod:`.cli_seed`).
+command it also applies the ``seed_everything`` anomalib parses but never applies, and names a missing checkpoint
+or predict folder (:mod:`.anomalib_command`).
 """
 
 from anomalib_adapted_moe.command_line import running_the_anomalib_command
 from anomalib_adapted_moe.data import SyntheticTextureAD, TextureAD
 from anomalib_adapted_moe.models.adapted_moe import AdaptedMoE
 
-if running_the_anomalib_command():  # anomalib's CLI parses --seed_everything and never applies it
+if running_the_anomalib_command():  # its seed applied, its checkpoint and predict folder checked by name
     from anomalib.cli import AnomalibCLI
 
-    from anomalib_adapted_moe.cli_seed import apply_the_cli_seed
+    from anomalib_adapted_moe.anomalib_command import extend_anomalib_cli
 
-    apply_the_cli_seed(AnomalibCLI)
+    extend_anomalib_cli(AnomalibCLI)
 
 __all__ = [
     "AdaptedMoE",

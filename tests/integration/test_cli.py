@@ -80,7 +80,7 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
         tmp_path,
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-5000:]
-    assert "Seed set to 3" in train.stdout + train.stderr  # anomalib's CLI alone never applies it (cli_seed.py)
+    assert "Seed set to 3" in train.stdout + train.stderr  # anomalib's CLI alone never applies it
     checkpoints = sorted((tmp_path / "results").rglob("*.ckpt"))
     assert checkpoints, "anomalib train wrote no checkpoint"
     assert "image_AUROC" in train.stdout + train.stderr
@@ -275,19 +275,31 @@ def test_sigterm_or_ctrl_c_during_the_expert_epochs_stops_the_training_and_saves
     assert not list((tmp_path / "results").rglob("*.ckpt"))
 
 
+class ExtendedCLI:
+    """anomalib's ``AnomalibCLI`` as the anomalib command runs it with the package installed (extended here on a
+    subclass only, so this process's own ``AnomalibCLI`` stays anomalib's)."""
+
+    @staticmethod
+    def make() -> type:
+        from anomalib.cli import AnomalibCLI
+
+        from anomalib_adapted_moe.anomalib_command import extend_anomalib_cli
+
+        class Extended(AnomalibCLI):
+            pass
+
+        extend_anomalib_cli(Extended)
+        extend_anomalib_cli(Extended)  # twice changes nothing
+        return Extended
+
+
 def test_the_seed_a_config_gives_is_applied_before_the_model_is_built(tmp_path: Path) -> None:
     """anomalib 2.7's CLI parses --seed_everything and never applies it: two runs of one config differed (a Folder
-    of real metal sheets, image AUROC 97.59 then 96.46). The plugin applies it under the anomalib command."""
+    of real metal sheets, image AUROC 97.59 then 96.46). The package applies it under the anomalib command."""
     import torch
     from anomalib.cli import AnomalibCLI
 
-    from anomalib_adapted_moe.cli_seed import apply_the_cli_seed
-
-    class SeededCLI(AnomalibCLI):
-        """What the anomalib command runs with the plugin installed (patched here on a subclass only)."""
-
-    apply_the_cli_seed(SeededCLI)
-    apply_the_cli_seed(SeededCLI)  # twice changes nothing
+    extended = ExtendedCLI.make()
 
     def weights(cli: type, seed: str) -> dict[str, torch.Tensor]:
         data = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data")]
@@ -297,6 +309,28 @@ def test_the_seed_a_config_gives_is_applied_before_the_model_is_built(tmp_path: 
     def same(first: dict, second: dict) -> bool:  # unfitted buffers hold NaN
         return all(torch.allclose(first[name], second[name], rtol=0, atol=0, equal_nan=True) for name in first)
 
-    assert same(weights(SeededCLI, "3"), weights(SeededCLI, "3"))
-    assert not same(weights(SeededCLI, "3"), weights(SeededCLI, "4"))
+    assert same(weights(extended, "3"), weights(extended, "3"))
+    assert not same(weights(extended, "3"), weights(extended, "4"))
     assert not same(weights(AnomalibCLI, "3"), weights(AnomalibCLI, "3"))  # anomalib's own: unseeded
+
+
+def test_a_missing_checkpoint_or_a_predict_folder_without_images_is_named_before_anything_is_built(
+    tmp_path: Path,
+) -> None:
+    """`--ckpt_path CKPT` typed as the README writes it, and predict on an empty folder, ended in Lightning's
+    "Checkpoint file not found" and anomalib's "Found 0 images" after a traceback (under the anomalib command the
+    refusal is one `error: ...` line)."""
+    import zipfile
+
+    extended = ExtendedCLI.make()
+    data = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data")]
+    with pytest.raises(FileNotFoundError, match=r"^CKPT: no such checkpoint file \(--ckpt_path\)\. Fix: give the path"):
+        extended(["test", *MODEL_ARGS, *data, "--ckpt_path", "CKPT"], run=False)
+    with pytest.raises(IsADirectoryError, match="a folder, not a checkpoint file"):
+        extended(["export", *MODEL_ARGS, "--export_type", "openvino", "--ckpt_path", str(tmp_path)], run=False)
+    checkpoint = tmp_path / "model.ckpt"
+    with zipfile.ZipFile(checkpoint, "w") as archive:  # whole, as far as the checks before loading can tell
+        archive.writestr("data.pkl", b"")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'empty'}: no image to predict \(--data; "):
+        extended(["predict", *MODEL_ARGS, "--data", str(tmp_path / "empty"), "--ckpt_path", str(checkpoint)], run=False)

@@ -740,7 +740,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Lightning's, refusing by name a folder or a checkpoint file that is not whole (``anomalib export
         --ckpt_path`` loads this way; torch's words, "failed finding central directory" or ``IsADirectoryError`` after
         about 170 lines of traceback, named no fix). ``anomalib test`` and ``predict`` read the file before any hook of
-        the model runs: torch's error there."""
+        the model runs: :mod:`anomalib_adapted_moe.anomalib_command` checks their ``--ckpt_path`` first."""
         refuse_an_unloadable_checkpoint(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

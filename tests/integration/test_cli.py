@@ -275,22 +275,19 @@ def test_sigterm_or_ctrl_c_during_the_expert_epochs_stops_the_training_and_saves
     assert not list((tmp_path / "results").rglob("*.ckpt"))
 
 
-class ExtendedCLI:
+def extended_cli() -> type:
     """anomalib's ``AnomalibCLI`` as the anomalib command runs it with the package installed (extended here on a
     subclass only, so this process's own ``AnomalibCLI`` stays anomalib's)."""
+    from anomalib.cli import AnomalibCLI
 
-    @staticmethod
-    def make() -> type:
-        from anomalib.cli import AnomalibCLI
+    from anomalib_adapted_moe.anomalib_command import extend_anomalib_cli
 
-        from anomalib_adapted_moe.anomalib_command import extend_anomalib_cli
+    class Extended(AnomalibCLI):
+        pass
 
-        class Extended(AnomalibCLI):
-            pass
-
-        extend_anomalib_cli(Extended)
-        extend_anomalib_cli(Extended)  # twice changes nothing
-        return Extended
+    extend_anomalib_cli(Extended)
+    extend_anomalib_cli(Extended)  # twice changes nothing
+    return Extended
 
 
 def test_the_seed_a_config_gives_is_applied_before_the_model_is_built(tmp_path: Path) -> None:
@@ -299,7 +296,7 @@ def test_the_seed_a_config_gives_is_applied_before_the_model_is_built(tmp_path: 
     import torch
     from anomalib.cli import AnomalibCLI
 
-    extended = ExtendedCLI.make()
+    extended = extended_cli()
 
     def weights(cli: type, seed: str) -> dict[str, torch.Tensor]:
         data = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data")]
@@ -322,7 +319,7 @@ def test_a_missing_checkpoint_or_a_predict_folder_without_images_is_named_before
     refusal is one `error: ...` line)."""
     import zipfile
 
-    extended = ExtendedCLI.make()
+    extended = extended_cli()
     data = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data")]
     with pytest.raises(FileNotFoundError, match=r"^CKPT: no such checkpoint file \(--ckpt_path\)\. Fix: give the path"):
         extended(["test", *MODEL_ARGS, *data, "--ckpt_path", "CKPT"], run=False)

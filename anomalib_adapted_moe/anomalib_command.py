@@ -33,7 +33,7 @@ def extend_anomalib_cli(cli_class: type) -> None:
     def before_instantiate_classes(self) -> None:
         original(self)
         if self.subcommand in LOADING:
-            refuse_a_missing_checkpoint(self._get(self.config, "ckpt_path"))
+            refuse_an_unloadable_checkpoint(self._get(self.config, "ckpt_path"))
         if self.subcommand == "predict":
             refuse_a_folder_without_images(self._get(self.config, "data"))
         seed = self._get(self.config, "seed_everything")
@@ -42,19 +42,6 @@ def extend_anomalib_cli(cli_class: type) -> None:
 
     before_instantiate_classes.extended = True
     cli_class.before_instantiate_classes = before_instantiate_classes
-
-
-def refuse_a_missing_checkpoint(path: object) -> None:
-    """Refuse a ``--ckpt_path`` that is not there, a folder, or not a whole checkpoint, naming it and the fix."""
-    if isinstance(path, str | Path) and not Path(path).exists():
-        refuse(
-            FileNotFoundError(
-                f"{path}: no such checkpoint file (--ckpt_path). Fix: give the path anomalib train logged once "
-                'fitted ("Checkpoint: ..."), e.g. results/AdaptedMoE/<dataset settings>/<category>/latest/weights/'
-                "lightning/model.ckpt."
-            )
-        )
-    refuse_an_unloadable_checkpoint(path)
 
 
 def refuse_a_folder_without_images(data: object) -> None:

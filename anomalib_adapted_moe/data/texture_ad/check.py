@@ -15,18 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anomalib_adapted_moe.data.texture_ad.errors import (
-    CorruptImageError,
     LayoutProblem,
     TextureADLayoutError,
     TextureADNotFoundError,
 )
 from anomalib_adapted_moe.data.texture_ad.files import (
+    decode_problem,
     empty_mask_warning,
     mask_size_problem,
-    open_image,
-    pixel_format_problem,
     read_binary_mask,
-    verify_image_file,
 )
 from anomalib_adapted_moe.data.texture_ad.layout import LAYOUT_TEXT
 from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, not_found_message
@@ -70,13 +67,9 @@ def check_category(category_root: Path, workers: int = 4) -> CheckReport:
     report.masks = sum(len(s.mask_files) for s in layout.subclasses.values())
 
     def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem]:
-        try:
-            size = verify_image_file(path)
-        except CorruptImageError as err:
-            return path, err.problem
-        if path in images:  # a mask's values only say defect or not; an image's must scale to [0, 1]
-            with open_image(path) as image:
-                return path, pixel_format_problem(path, image) or size
+        size, problem = decode_problem(path, image=path in images)
+        if problem is not None:
+            return path, problem
         if path in masked and not read_binary_mask(path).any():  # an orphan mask is a problem already
             report.warnings.append(empty_mask_warning(path, masked[path]))
         return path, size

@@ -160,21 +160,29 @@ def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
         raise _corrupt(path, err, fix) from err
 
 
-def pair_problems(image: Path | str, mask: Path | str | None = None) -> list[LayoutProblem]:
-    """What ``--check`` names of this image (and its mask): a damaged file (verified and fully decoded, so a bad
-    checksum counts), a pixel format with no full scale, a mask of another size."""
-    problems, image_wh = [], None
+def decode_problem(path: Path | str, image: bool) -> tuple[tuple[int, int] | None, LayoutProblem | None]:
+    """Decode ``path`` fully: its ``(width, height)`` and what ``--check`` names of it, a damaged file (verified, so a
+    bad checksum counts) or, for an ``image`` (a mask's values only say defect or not), a pixel format with no full
+    scale."""
     try:
-        image_wh = verify_image_file(Path(image))
-        with open_image(image) as opened:
-            problems += [problem] if (problem := pixel_format_problem(image, opened)) else []
+        size = verify_image_file(Path(path))
     except CorruptImageError as error:
-        problems.append(error.problem)
+        return None, error.problem
+    if not image:
+        return size, None
+    with open_image(path) as opened:
+        return size, pixel_format_problem(path, opened)
+
+
+def pair_problems(image: Path | str, mask: Path | str | None = None) -> list[LayoutProblem]:
+    """What ``--check`` names of this image and its mask: :func:`decode_problem` of each, and a mask of another
+    size."""
+    image_wh, problem = decode_problem(image, image=True)
+    problems = [problem] if problem else []
     if mask:
-        try:
-            mask_wh = verify_image_file(Path(mask))
-        except CorruptImageError as error:
-            return [*problems, error.problem]
+        mask_wh, problem = decode_problem(mask, image=False)
+        if problem:
+            return [*problems, problem]
         if image_wh is not None and (problem := mask_size_problem(image, image_wh, mask, mask_wh)):
             problems.append(problem)
     return problems

@@ -986,11 +986,18 @@ def warn_if_replacing(export_root: Path | str, export_type: ExportType, file_nam
 
 
 def refuse_an_unloadable_checkpoint(path: object) -> None:
-    """Refuse, naming it, a folder given as the checkpoint (torch's ``IsADirectoryError`` after about 190 lines named
-    no fix) or a file that is not a whole zip archive (torch's format): an interrupted copy or download. Lightning
-    writes its own checkpoints whole, so such a file never comes from a stopped training."""
+    """Refuse, naming it, a path that is not there (``CKPT`` typed as the README writes it: Lightning's "Checkpoint
+    file not found" after a traceback), a folder given as the checkpoint (torch's ``IsADirectoryError`` after about
+    190 lines named no fix) or a file that is not a whole zip archive (torch's format): an interrupted copy or
+    download. Lightning writes its own checkpoints whole, so such a file never comes from a stopped training."""
     if not isinstance(path, str | Path):
         return
+    if not Path(path).exists():
+        msg = (
+            f'{path}: no such checkpoint file. Fix: give the path anomalib train logged once fitted ("Checkpoint: '
+            '..."), e.g. results/AdaptedMoE/<dataset settings>/<category>/latest/weights/lightning/model.ckpt.'
+        )
+        refuse(FileNotFoundError(msg))
     if Path(path).is_dir():
         found = sorted(str(file) for file in Path(path).rglob("*.ckpt"))
         inside = f"the checkpoint(s) in it: {', '.join(found[:3])}" if found else "it holds no .ckpt file"

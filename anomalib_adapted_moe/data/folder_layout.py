@@ -7,16 +7,20 @@ one in ``MisMatchError`` without a file named, and a missing or empty folder in 
 traceback. The model runs this check in ``prepare_data``, which Lightning calls
 before the datamodule's ``setup``. It refuses every folder and mask problem Folder
 would stop on, and one mask for several defect images, which Folder would give to
-each of them (a mask folder inside the defect folder is listed among the defects).
+each of them (a mask folder inside the defect folder is listed among the defects),
+masks without defect images (dropped), and a test split with no image to validate
+on (numpy's "not enough values to unpack" in Folder's split).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from anomalib.data import Folder
+from anomalib.data.utils import TestSplitMode, ValSplitMode
 from anomalib.data.utils.path import resolve_path, validate_and_resolve_path
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -31,13 +35,16 @@ FIXES = {
     "--data.root), or leave out an optional one (abnormal_dir, normal_test_dir, mask_dir)",
     "masks": "give every defect image one mask named after it (000.png -> 000.png or 000_mask.png) and no other "
     "files in the mask folder: Folder sorts both lists and pairs them in order",
+    "splits": "give Folder test images to validate on (--data.abnormal_dir with defect images, --data.normal_test_dir "
+    "with good ones, or more good training images for test_split_ratio to take from), or validate on held-out "
+    "training images with synthetic defects (--data.val_split_mode synthetic)",
     "order": "name every mask alike (000.png -> 000_mask.png for all of them) and numbers at one width (001, 010, "
     "not 1, 10), so that images and masks sort in the same order: Folder pairs the two sorted lists in order",
 }
 
 
 class FolderLayoutError(ValueError):
-    """anomalib's ``Folder`` would stop on its folders, or pair masks with the wrong images."""
+    """anomalib's ``Folder`` would stop on its folders or its validation split, or read images or masks wrongly."""
 
 
 def check_folder_layout(datamodule: Folder) -> None:
@@ -57,9 +64,17 @@ def check_folder_layout(datamodule: Folder) -> None:
             images[setting] += found
             problems["folders"] += [problem] if problem else []
     problems["folders"] += shared_files(images)
+    if images["mask_dir"] and not _as_list(datamodule.abnormal_dir):
+        problems["folders"].append(
+            f"{resolve_path(_as_list(datamodule.mask_dir)[0], datamodule.root)}: {len(images['mask_dir'])} masks "
+            "(--data.mask_dir) but no --data.abnormal_dir, the defect images they belong to: Folder would drop them "
+            "without a word"
+        )
     if images["mask_dir"] and images["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
         kind, pairing = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
         problems[kind] = pairing
+    if not problems["folders"] and ValSplitMode(datamodule.val_split_mode) == ValSplitMode.FROM_TEST:
+        problems["splits"] += empty_test_split(datamodule, images)
     if any(problems.values()):
         raise FolderLayoutError(_message(datamodule.root, problems))
 
@@ -96,6 +111,28 @@ def shared_files(images: dict[str, list[Path]]) -> list[str]:
                     "them as both (a folder inside another lists its files too)"
                 )
     return problems
+
+
+def empty_test_split(datamodule: Folder, images: dict[str, list[Path]]) -> list[str]:
+    """The validation split drawn from a test split of no image, or nothing. Without good test images Folder moves
+    ``test_split_ratio`` of the good training images to the test split, rounded down as anomalib's ``random_split``
+    rounds (4 images and the default 0.2: none)."""
+    mode = TestSplitMode(datamodule.test_split_mode)
+    good = len(images["normal_test_dir"])
+    if not good and mode != TestSplitMode.NONE and datamodule.test_split_ratio is not None:
+        good = math.floor(len(images["normal_dir"]) * datamodule.test_split_ratio)
+    test = good if mode == TestSplitMode.SYNTHETIC else good + len(images["abnormal_dir"])
+    if test:
+        return []
+    taken = (
+        f"test_split_ratio {datamodule.test_split_ratio} of {len(images['normal_dir'])} good training images: none"
+        if mode != TestSplitMode.NONE and not images["normal_test_dir"]
+        else f"test_split_mode {mode.value}"
+    )
+    return [
+        f"the test split holds no image (no --data.abnormal_dir or --data.normal_test_dir images; {taken}), and "
+        "val_split_mode from_test draws the validation images from it"
+    ]
 
 
 def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> tuple[str, list[str]]:

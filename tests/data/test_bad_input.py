@@ -280,6 +280,57 @@ def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_r
     assert str(info.value).startswith(f"{folder_root}: anomalib's Folder cannot read this dataset as given")
 
 
+@pytest.mark.parametrize(
+    ("good_images", "split_args", "empty"),
+    [
+        (4, {}, True),  # test_split_ratio 0.2 of 4 good images rounds down to none
+        (5, {}, False),
+        (8, {"test_split_mode": "none"}, True),
+        (3, {"test_split_mode": "synthetic"}, True),
+        (3, {"val_split_mode": "synthetic"}, False),  # validation from training images: no test image needed
+    ],
+)
+def test_a_validation_split_drawn_from_an_empty_test_split_is_refused_where_folder_fails(
+    tmp_path: Path, good_images: int, split_args: dict, empty: bool
+) -> None:
+    """Good images only, and few of them: Folder's validation split from the test split ended in numpy's "not
+    enough values to unpack (expected 2, got 0)", no setting named."""
+    from anomalib.data import Folder
+
+    for i in range(good_images):
+        write_image(tmp_path / "good" / f"{i:03d}.png", 40 + 20 * i)
+    folder = Folder(name="bolts", root=tmp_path, normal_dir="good", **split_args)
+    try:
+        folder.setup()
+    except ValueError as error:
+        assert "not enough values to unpack" in str(error)
+        folder_fails = True
+    else:
+        folder_fails = False
+    assert folder_fails == empty
+    if not folder_fails:
+        check_folder_layout(folder)
+        return
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    assert "the test split holds no image" in str(info.value)
+    assert "or validate on held-out training images with synthetic defects (--data.val_split_mode synthetic)" in str(
+        info.value
+    )
+
+
+def test_masks_without_defect_images_are_refused_where_folder_drops_them(folder_root: Path) -> None:
+    """A mask_dir given, abnormal_dir forgotten: Folder tested on good images only, the masks unread, without a word."""
+    from anomalib.data import Folder
+
+    folder = Folder(name="bolts", root=folder_root, normal_dir="good", mask_dir="mask")
+    folder.setup()
+    assert not (folder.test_data.samples.label_index == 1).any()  # the silent answer: no defect tested
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    assert f"{folder_root / 'mask'}: 3 masks (--data.mask_dir) but no --data.abnormal_dir" in str(info.value)
+
+
 def test_folders_given_through_a_link_are_sorted_as_folder_sorts_them(tmp_path: Path) -> None:
     """Folder resolves each folder (a link followed) before sorting: the check sorted the paths as given, paired
     0link/1.png with m1/1_mask.png, and passed a layout Folder refused."""

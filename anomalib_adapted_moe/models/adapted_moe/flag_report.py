@@ -41,8 +41,10 @@ class FlagReport:
     """The decisions of one test or predict run, one record per image file (an image a DistributedSampler pads
     with, or a second dataloader, repeats, counts once), grouped by subclass (TextureAD batches) or routed expert."""
 
-    def __init__(self, expert_names: list[str]) -> None:
+    def __init__(self, expert_names: list[str], rank: int = 0) -> None:
         self.expert_names = expert_names
+        #: this process's rank, in the keys of images without a file (DDP merges every rank's records)
+        self.rank = rank
         #: image file -> (group, flagged, defective or None when unlabelled, score)
         self.records: dict[str, tuple[str, bool, bool | None, float]] = {}
 
@@ -60,7 +62,8 @@ class FlagReport:
             ids = getattr(batch, "subclass_id", None)
             unseen = [False] * len(flagged) if ids is None else (torch.as_tensor(ids).reshape(-1) < 0).tolist()
             names = [f"{name} (unseen)" if new else name for name, new in zip(subclasses, unseen, strict=True)]
-        paths = batch.image_path or [f"#{len(self.records) + i}" for i in range(len(flagged))]  # no file: unique
+        # no file: a key of its own, on every rank
+        paths = batch.image_path or [f"#{self.rank}:{len(self.records) + i}" for i in range(len(flagged))]
         for path, *record in zip(paths, names, flagged, labels, scores, strict=True):
             self.records[str(path)] = tuple(record)
 

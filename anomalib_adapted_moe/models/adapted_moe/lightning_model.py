@@ -697,7 +697,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("test")
         self.warn_if_thresholds_stale("test")
         super().on_test_start()
-        self.flag_report = FlagReport(self.expert_names)
+        self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             self.check_dataset_files("test", getattr(loader, "dataset", None))
@@ -725,7 +725,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("predict")
         self.warn_if_thresholds_stale("predict")
         super().on_predict_start()
-        self.flag_report = FlagReport(self.expert_names)
+        self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.predict_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             dataset = getattr(loader, "dataset", None)

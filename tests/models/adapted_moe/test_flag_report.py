@@ -166,3 +166,16 @@ def test_an_image_counts_once_however_often_it_was_tested_and_every_rank_adds_it
     report.merge(other_rank.records)
     counts = report.groups["expert all"]
     assert (counts.images, counts.flagged, counts.good, counts.defective, counts.missed) == (7, 1, 6, 1, 0)
+
+
+def test_images_without_a_file_count_once_each_on_every_rank() -> None:
+    """Batches without image paths (tensors given to predict) were keyed by position alone: merged under DDP, the
+    second rank's images replaced the first's (2 ranks of 3 images counted 3)."""
+    ranks = [FlagReport(["all"], rank=rank) for rank in (0, 1)]
+    for report in ranks:
+        batch = fake_batch([True, False, False], None)
+        batch.image_path = None
+        report.add(batch, torch.zeros(3, dtype=torch.long))
+    ranks[0].merge(ranks[1].records)
+    counts = ranks[0].groups["expert all"]
+    assert (counts.images, counts.flagged) == (6, 2)

@@ -360,8 +360,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self._top_expert = torch.zeros(0, dtype=torch.long)
 
     def prepare_data(self) -> None:
-        """Name every missing or empty folder and unpaired mask of an anomalib ``Folder`` before its ``setup``
-        reads them (Lightning calls this first): Folder's own errors there name no file."""
+        """Name every missing or empty folder, unpaired mask and empty test split to validate on of an anomalib
+        ``Folder`` before its ``setup`` reads them (Lightning calls this first): Folder's own errors there name no
+        file or setting."""
         super().prepare_data()
         datamodule = getattr(self.trainer, "datamodule", None)
         if isinstance(datamodule, Folder):

@@ -7,11 +7,14 @@ from anomalib_adapted_moe.benchmark.zoo import BACKBONE, LAYERS, Settings
 from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
 
 CONFIG = REPO / "configs" / "model" / "adapted_moe_cpu_demo.yaml"
+BENCHMARK_CONFIG = REPO / "configs" / "benchmark" / "adapted_moe_synthetic.yaml"
 
 
-def test_the_cli_config_spells_the_cpu_recipe() -> None:
+def test_the_cli_configs_spell_the_cpu_recipe() -> None:
     init_args = yaml.safe_load(CONFIG.read_text())["model"]["init_args"]
     assert {key: init_args[key] for key in CPU_RECIPE} == CPU_RECIPE
+    benchmark = yaml.safe_load(BENCHMARK_CONFIG.read_text())["benchmark"]["model"]["init_args"]
+    assert benchmark == init_args  # anomalib benchmark's model: the same settings, every one
 
 
 def test_the_benchmark_uses_the_cpu_recipe() -> None:

@@ -75,7 +75,9 @@ class SyntheticTextureAD(TextureAD):
             ``~/.cache/anomalib_adapted_moe/synthetic_texture_ad``.
         category (str): One of ``"cloth"``, ``"wafer"``, ``"metal"``. Defaults to ``"cloth"``.
         data_seed (int): Seed of the generated images. Defaults to ``0``.
-        image_size (int): Side of the generated images. Defaults to ``256``.
+        image_size (int | tuple[int, int]): Side of the generated (square) images; a pair of equal sides is
+            taken as that side (anomalib's ``get_datamodule``, behind ``anomalib benchmark``, passes one).
+            Defaults to ``256``.
         num_train (int): Training images per subclass. Defaults to ``20``.
         num_test_good (int): Defect-free test images per subclass. Defaults to ``8``.
         num_test_defect (int): Defective test images per subclass. Defaults to ``10``.
@@ -105,7 +107,7 @@ class SyntheticTextureAD(TextureAD):
         root: Path | str | None = None,
         category: str = "cloth",
         data_seed: int = 0,
-        image_size: int = 256,
+        image_size: int | tuple[int, int] = 256,
         num_train: int = 20,
         num_test_good: int = 8,
         num_test_defect: int = 10,
@@ -117,6 +119,10 @@ class SyntheticTextureAD(TextureAD):
         if category not in SYNTHETIC_CATEGORIES:
             msg = f"SyntheticTextureAD has no category {category!r}; choose one of {list(SYNTHETIC_CATEGORIES)}."
             refuse(ValueError(msg))  # one line under the `anomalib` command, not 200 lines of traceback
+        if isinstance(image_size, list | tuple):
+            if len(image_size) != 2 or image_size[0] != image_size[1]:
+                refuse(ValueError(f"SyntheticTextureAD generates square images: image_size {image_size!r} is not."))
+            image_size = image_size[0]
         self.cache_root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.generator_kwargs = {
             "seed": data_seed,

@@ -195,6 +195,39 @@ def fit_on_folder(root: Path, results: Path, **folder_args: object) -> tuple:
     return engine, model, folder
 
 
+def test_a_validation_split_of_no_image_stops_the_training_before_it_starts(
+    tmp_path: Path, folder_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tenth of 8 training images rounds down to none: the thresholds and normalisation, fitted on the validation
+    split, stayed NaN without a word and every test image was flagged. With validation turned off on purpose the
+    training runs, and test names the unfitted thresholds until validation fits them."""
+    from anomalib.data import Folder
+
+    def folder(ratio: float) -> Folder:
+        split = {"val_split_mode": "synthetic", "val_split_ratio": ratio, "num_workers": 0}
+        return Folder(
+            name="bolts", root=folder_root, normal_dir="good", abnormal_dir="defect", mask_dir="mask", **split
+        )
+
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"The validation split holds no image \(Folder: val_split_mode 'synthetic', "):
+        engine.fit(model=tiny_adapted_moe(epochs=1), datamodule=folder(0.1))
+    assert not list(tmp_path.rglob("*.ckpt"))  # stopped before training
+
+    unvalidated = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, limit_val_batches=0)
+    model = tiny_adapted_moe(epochs=1)
+    unvalidated.fit(model=model, datamodule=folder(0.1))
+    unfitted = "test: this AdaptedMoE's thresholds and score normalisation were never fitted"
+    with caplog.at_level(logging.WARNING):
+        engine.test(model=model, datamodule=folder(0.5), verbose=False)
+    assert unfitted in caplog.text
+    caplog.clear()
+    engine.validate(model=model, datamodule=folder(0.5), verbose=False)
+    with caplog.at_level(logging.WARNING):
+        engine.test(model=model, datamodule=folder(0.5), verbose=False)
+    assert "never fitted" not in caplog.text
+
+
 @pytest.mark.parametrize("where", ["good", "defect"])
 def test_a_damaged_image_of_a_folder_dataset_is_named_before_training(
     tmp_path: Path, folder_root: Path, where: str

@@ -390,16 +390,24 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     check_files()
                 except TextureADLayoutError as error:
                     refuse(error)
+        self.refuse_an_empty_validation_split(datamodule)
         if (mode := validates_on_test_images(datamodule)) and not isinstance(datamodule, TextureAD):
+            default_of, fitted_on = {  # the two modes validates_on_test_images names
+                "same_as_test": ("MVTecAD", "the whole test set"),
+                "from_test": (
+                    "Folder",
+                    "part of the test set, which part set by the data's seed (drawn anew each run without one)",
+                ),
+            }[mode]
             logger.warning(  # TextureAD says so itself
-                "val_split_mode=%r (anomalib's default for Folder and MVTecAD) validates on test images: the "
-                "image and pixel thresholds and the score normalisation (anomalib's post-processor; the experts' "
-                "calibration reads training images) are fitted on part of the test set, which part set by the data's "
-                "seed (drawn anew each run without one). "
-                "For an honest test score: --data.val_split_mode synthetic --data.val_split_ratio 0.2 (a fifth of the "
-                "training images held out, with synthetic anomalies; val_split_mode='synthetic', val_split_ratio=0.2 "
-                "from Python).",
+                "val_split_mode=%r (anomalib's default for %s) validates on test images: the image and pixel "
+                "thresholds and the score normalisation (anomalib's post-processor; the experts' calibration reads "
+                "training images) are fitted on %s. For an honest test score: --data.val_split_mode synthetic "
+                "--data.val_split_ratio 0.2 (a fifth of the training images held out, with synthetic anomalies; "
+                "val_split_mode='synthetic', val_split_ratio=0.2 from Python).",
                 mode,
+                default_of,
+                fitted_on,
             )
         # TextureAD holds out a fifth by default: a larger share there is the user's own choice
         elif (held_out := large_held_out_share(datamodule)) and not isinstance(datamodule, TextureAD):
@@ -668,10 +676,41 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 ", ".join(dropped),
             )
 
-    def warn_if_thresholds_stale(self, action: str) -> None:
-        """Name the scoring settings changed since the thresholds were fitted (``--model.level_corrected_score
-        true`` on a checkpoint trained without it): the scores moved, the thresholds did not, so the labels are
-        wrong where ranking is not."""
+    def refuse_an_empty_validation_split(self, datamodule: object) -> None:
+        """Stop before training when validation will run on no image: the thresholds and score normalisation are
+        fitted on it and stayed NaN without a word (3 training images at val_split_ratio 0.2: every test image
+        flagged). A training with validation turned off (``limit_val_batches=0``) is the user's choice."""
+        val_data = getattr(datamodule, "val_data", None)
+        if val_data is None or len(val_data) or self.trainer.limit_val_batches == 0:
+            return
+        mode, ratio = getattr(datamodule, "val_split_mode", None), getattr(datamodule, "val_split_ratio", None)
+        train = len(getattr(datamodule, "train_data", ()))
+        refuse(
+            ValueError(
+                f"The validation split holds no image ({type(datamodule).__name__}: val_split_mode "
+                f"{getattr(mode, 'value', mode)!r}, val_split_ratio {ratio}, {train} training images): the image and "
+                "pixel thresholds and the score normalisation are fitted on it and would stay NaN (every image "
+                "flagged). Fix: --data.val_split_ratio 0.5 (val_split_ratio=0.5 from Python) or more training "
+                "images."
+            )
+        )
+
+    def warn_if_thresholds_unusable(self, action: str) -> None:
+        """Say when the thresholds were never fitted (a training without validation: every image flagged), or name
+        the scoring settings changed since they were (``--model.level_corrected_score true`` on a checkpoint
+        trained without it): the scores moved, the thresholds did not, so the labels are wrong where ranking is
+        not."""
+        threshold = getattr(self.post_processor, "image_threshold", None)
+        if isinstance(threshold, torch.Tensor) and torch.isnan(threshold).all():
+            logger.warning(
+                "%s: this AdaptedMoE's thresholds and score normalisation were never fitted (its training validated "
+                "on no image), so every image's pred_label is true and its pred_score is not normalised; AUROC is "
+                "unaffected. Fix: validate it first (engine.validate(model, datamodule=...) fits them on the "
+                "validation split, then test, predict or export the same model object), or train it again with "
+                "validation images.",
+                action,
+            )
+            return
         fitted, now = self.threshold_settings, self.model.scoring_settings()
         changed = [f"{key} {fitted[key]} -> {now[key]}" for key in now if key in fitted and fitted[key] != now[key]]
         if changed:
@@ -696,7 +735,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def on_test_start(self) -> None:
         """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``); check the test files."""
         self.refuse_untrained("test")
-        self.warn_if_thresholds_stale("test")
+        self.warn_if_thresholds_unusable("test")
         super().on_test_start()
         self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.test_dataloaders
@@ -724,7 +763,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         image before any prediction (see :mod:`anomalib_adapted_moe.data.predict_check`).
         """
         self.refuse_untrained("predict")
-        self.warn_if_thresholds_stale("predict")
+        self.warn_if_thresholds_unusable("predict")
         super().on_predict_start()
         self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.predict_dataloaders
@@ -874,7 +913,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         check, and the exported graph cannot make it); a model that never trained is refused too."""
         self.refuse_untrained("export")
         self.warn_if_export_drops_settings()
-        self.warn_if_thresholds_stale("export")
+        self.warn_if_thresholds_unusable("export")
         self.model.check_near_twin_fitted()
         warn_if_replacing(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
         with loggers_at(logging.WARNING, "onnxscript", "onnx_ir"):  # ~130 INFO records of its graph passes
@@ -884,7 +923,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """anomalib's torch export, refusing a model that never trained."""
         self.refuse_untrained("export")
         self.warn_if_export_drops_settings()
-        self.warn_if_thresholds_stale("export")
+        self.warn_if_thresholds_unusable("export")
         warn_if_replacing(export_root, ExportType.TORCH, f"{model_file_name}.pt")
         return super().to_torch(export_root, model_file_name)
 

@@ -149,6 +149,32 @@ def _is_layer_concat(op) -> bool:
     return op.get_type_name() == "Concat" and op.get_input_size() > 1 and shape.rank.is_static and len(shape) == 4
 
 
+def as_input_of(model):
+    """The calibration batches' images as the IR takes them: an IR exported with a fixed ``--input_size`` (the
+    camera's) refused images of another size, as the datamodule's are (OpenVINO's "incompatible" traceback), so
+    they are resized to it, as the camera's would be, and the resize is logged once."""
+    from torchvision.transforms.v2.functional import resize
+
+    shape = model.inputs[0].get_partial_shape()
+    fixed = shape.rank.is_static and len(shape) == 4 and shape[2].is_static and shape[3].is_static
+    size = (shape[2].get_length(), shape[3].get_length()) if fixed else None
+    said = []
+
+    def image(batch):
+        if size is None or tuple(batch.image.shape[-2:]) == size:
+            return batch.image.numpy()
+        if not said:
+            logger.info(
+                "INT8 calibration images resized from %s to the model's fixed input, %s (--input_size).",
+                "x".join(map(str, batch.image.shape[-2:])),
+                "x".join(map(str, size)),
+            )
+            said.append(True)
+        return resize(batch.image, list(size), antialias=True).numpy()
+
+    return image
+
+
 def quantize_backbone(model, datamodule: AnomalibDataModule | None):
     """NNCF post-training quantisation of the backbone of an exported AdaptedMoE ``openvino.Model``."""
     import nncf
@@ -160,7 +186,7 @@ def quantize_backbone(model, datamodule: AnomalibDataModule | None):
     loader = calibration_loader(datamodule)
     logger.info("INT8 calibration on %d validation images.", len(loader.dataset))
     model = without_precise_marks(model)  # an exported FP32 IR's f32 marks must not hold the backbone out of int8
-    dataset = nncf.Dataset(loader, lambda batch: batch.image.numpy())
+    dataset = nncf.Dataset(loader, as_input_of(model))
     ignored = nncf.IgnoredScope(names=head_node_names(model) + stem_node_names(model), validate=False)
     # Both choices were made on the demo model's validation split (20 images; the mean score difference to the FP32
     # IR, head in f32 / in bf16), with the time at batch 1 on an Intel Xeon with AMX (head in bf16; f32 6.45 ms):

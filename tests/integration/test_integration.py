@@ -15,7 +15,7 @@ import pytest
 import torch
 from anomalib.deploy import CompressionType
 from anomalib.engine import Engine
-from conftest import tiny_adapted_moe
+from conftest import TINY_IMAGE_SIZE, tiny_adapted_moe
 
 from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
 from anomalib_adapted_moe.data.validation_split import large_held_out_share
@@ -288,6 +288,35 @@ def export_openvino(fitted, root: Path, compression_type: CompressionType | None
 def export_int8(fitted, root: Path) -> Path:
     """``INT8_PTQ`` export of the fitted tiny model."""
     return export_openvino(fitted, root, CompressionType.INT8_PTQ)
+
+
+def test_int8_export_for_a_camera_of_another_size_resizes_the_calibration_images(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's edge export fixes the camera's size (--input_size); calibration images of the datamodule's
+    size ended in OpenVINO's 'model input and the tensor are incompatible' traceback after the export began."""
+    _requires("int8")
+    import openvino as ov
+
+    from anomalib_adapted_moe.deploy import quantization
+
+    engine, model, datamodule, checkpoint = fitted
+    monkeypatch.setattr(quantization, "MIN_CALIBRATION_IMAGES", 1)
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        path = engine.export(
+            model=model,
+            export_type="openvino",
+            export_root=tmp_path,
+            ckpt_path=checkpoint,
+            compression_type=CompressionType.INT8_PTQ,
+            datamodule=datamodule,
+            input_size=(80, 80),
+            onnx_kwargs={"opset_version": 18},
+        )
+    size = TINY_IMAGE_SIZE
+    assert f"INT8 calibration images resized from {size}x{size} to the model's fixed input, 80x80" in caplog.text
+    shape = ov.Core().read_model(path).inputs[0].get_partial_shape()
+    assert [str(shape[axis]) for axis in (2, 3)] == ["80", "80"]
 
 
 def test_int8_export_quantises_the_backbone_only_and_runs(

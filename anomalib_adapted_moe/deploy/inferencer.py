@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from anomalib.data import NumpyImageBatch
+from anomalib.data.utils.image import is_image_file
 from anomalib.deploy import OpenVINOInferencer
 from PIL.Image import Image as PILImage
 
@@ -24,6 +25,9 @@ from .image_input import rgb_in_unit_range, rgb_pil_image
 from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
 from .precision import Precision, compile_config
+
+#: the fix for a file named unlike an image (notes.txt) that does not decode: nothing is damaged
+NOT_AN_IMAGE_FIX = "give an image file (.png, .jpg, .bmp, .tif, ...): this one is not named like an image."
 
 #: the fields an output may be named after: ``predict`` builds a ``NumpyImageBatch`` from the outputs
 _BATCH_FIELDS = {field.name for field in dataclasses.fields(NumpyImageBatch)}
@@ -115,6 +119,14 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         Arrays and PIL images are read as files are (:mod:`.image_input`).
         """
         path = Path(image) if isinstance(image, str | Path) else None
+        if isinstance(image, list | tuple) or (path is not None and path.is_dir()):
+            what = f"{path}: a folder" if path is not None else f"a {type(image).__name__} of {len(image)}"
+            msg = (
+                f"{what}; predict takes one image per call: a file's path, a PIL image, or an array (N x H x W x 3 "
+                "for a batch). Fix: call it for each image (for path in sorted(folder.glob('*.png'))), stack arrays "
+                "with numpy.stack, or predict a folder with anomalib predict --data <folder>."
+            )
+            raise TypeError(msg)
         if isinstance(image, PILImage):
             image = rgb_pil_image(image)
         try:
@@ -127,8 +139,8 @@ class SizeCheckedInferencer(OpenVINOInferencer):
                 raise type(error)(f"{image}: {error}") from None
             raise
         except OSError:  # PIL's UnidentifiedImageError and "image file is truncated" among them
-            if path is not None and path.is_file():
-                verify_image_file(path, fix=PREDICT_FIX)  # raises CorruptImageError naming the file and the fix
+            if path is not None and path.is_file():  # raises CorruptImageError naming the file and the fix
+                verify_image_file(path, fix=PREDICT_FIX if is_image_file(path) else NOT_AN_IMAGE_FIX)
             raise
 
     def pre_process(self, image: np.ndarray) -> np.ndarray:

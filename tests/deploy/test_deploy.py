@@ -181,7 +181,18 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
         with pytest.raises(CorruptImageError) as damaged:
             inferencer.predict(str(tmp_path / name))
         message = str(damaged.value)
-        assert message.startswith(f"{tmp_path / name}: cannot be read as an image") and "Fix: " in message
+        assert (
+            message.startswith(f"{tmp_path / name}: cannot be read as an image") and "Fix: the file is dam" in message
+        )
+    # a file not named like an image is not "damaged"; a folder or a list is not one image (IsADirectoryError and
+    # "'list' object has no attribute 'ndim'" before)
+    (tmp_path / "notes.txt").write_text("shift 2")
+    with pytest.raises(CorruptImageError, match=r"notes.txt: cannot be read .* Fix: give an image file \(.png"):
+        inferencer.predict(tmp_path / "notes.txt")
+    with pytest.raises(TypeError, match=rf"^{tmp_path}: a folder; predict takes one image per call"):
+        inferencer.predict(tmp_path)
+    with pytest.raises(TypeError, match=r"^a list of 2; predict takes one image per call.* numpy.stack"):
+        inferencer.predict([good, good])
 
 
 def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_with_the_fix(tmp_path) -> None:

@@ -71,12 +71,16 @@ def check_folder_layout(datamodule: Folder) -> None:
             "without a word"
         )
     if images["mask_dir"] and images["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
+        # Folder sorts Path objects (part by part), MVTecAD path strings: 'a-b/2.png' comes after 'a/1.png' here
         kind, pairing = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
         problems[kind] = pairing
     if not problems["folders"] and ValSplitMode(datamodule.val_split_mode) == ValSplitMode.FROM_TEST:
         problems["splits"] += empty_test_split(datamodule, images)
     if any(problems.values()):
-        raise FolderLayoutError(_message(datamodule.root, problems))
+        where = Path(datamodule.root).resolve() if datamodule.root is not None else "Folder"
+        raise FolderLayoutError(
+            layout_message(f"{where}: anomalib's Folder cannot read this dataset as given", problems, FIXES)
+        )
 
 
 def _images_in(
@@ -187,17 +191,14 @@ def _as_list(paths: str | Path | Sequence[str | Path] | None) -> list[str | Path
     return [paths] if isinstance(paths, str | Path) else list(paths)
 
 
-def _message(root: str | Path | None, problems: dict[str, list[str]]) -> str:
+def layout_message(heading: str, problems: dict[str, list[str]], fixes: dict[str, str]) -> str:
+    """``heading (N problems):``, the problems of each kind in ``fixes``' order (five listed, the others counted),
+    then the fix of each kind found."""
     lines = []
-    for kind in FIXES:
+    for kind in fixes:
         lines += problems[kind][:LISTED_PER_KIND]
         if len(problems[kind]) > LISTED_PER_KIND:
             lines.append(f"... and {len(problems[kind]) - LISTED_PER_KIND} more like these")
     count = sum(map(len, problems.values()))
-    fixes = "; ".join(FIXES[kind] for kind in FIXES if problems[kind])
-    where = Path(root).resolve() if root is not None else "Folder"
-    return (
-        f"{where}: anomalib's Folder cannot read this dataset as given ({count} problem{'s' * (count > 1)}):\n  - "
-        + "\n  - ".join(lines)
-        + f"\nFix: {fixes}."
-    )
+    fix = "; ".join(fixes[kind] for kind in fixes if problems[kind])
+    return f"{heading} ({count} problem{'s' * (count > 1)}):\n  - " + "\n  - ".join(lines) + f"\nFix: {fix}."

@@ -7,6 +7,7 @@ predict path (anomalib's ``PredictDataset``, checked by the model before predict
 """
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image
 
 from anomalib_adapted_moe.data import TextureADDataset, predict_check
 from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
+from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
 from anomalib_adapted_moe.data.predict_check import (
     BadPredictImagesError,
     HighBitDepthImageError,
@@ -384,6 +386,67 @@ def test_folders_given_through_a_link_are_sorted_as_folder_sorts_them(tmp_path: 
     with pytest.raises(FolderLayoutError) as info:
         check_folder_layout(folder)
     assert f"{root / 'a' / '2.png'}: Folder pairs it with {root / 'm1' / '1_mask.png'}" in str(info.value)
+
+
+def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
+    """A small MVTecAD-layout category under ``root`` broken one way; the category folder and what must be named."""
+    category = root / "bolts"
+    for i in range(8):
+        write_image(category / "train" / "good" / f"{i:03d}.png", 40 + 20 * i)
+    write_image(category / "test" / "good" / "000.png", 50)
+    for i in range(3):
+        write_image(category / "test" / "hole" / f"{i:03d}.png", 200 + 10 * i)
+        write_mask(category / "ground_truth" / "hole" / f"{i:03d}_mask.png")
+    if how == "missing mask":
+        (category / "ground_truth" / "hole" / "001_mask.png").unlink()
+        return category, [f"{category / 'test' / 'hole' / '001.png'}: no mask's name holds '001'"]
+    if how == "no ground_truth":
+        shutil.rmtree(category / "ground_truth")
+        return category, [f"{category / 'ground_truth'}: no mask for the 3 defect images under test/"]
+    if how == "linked training images":  # a copy made of links, as a user may make it
+        elsewhere = root / "elsewhere"
+        elsewhere.mkdir()
+        for image in sorted((category / "train" / "good").iterdir())[:4]:
+            image.rename(elsewhere / image.name)
+            image.symlink_to(elsewhere / image.name)
+        link = category / "train" / "good" / "000.png"
+        return category, [f"{link}: a link to {elsewhere / '000.png'}, outside {category} (4 of its 15 images"]
+    assert how == "intact"
+    return category, []
+
+
+@pytest.mark.parametrize("how", ["intact", "missing mask", "no ground_truth", "linked training images"])
+def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_path: Path, how: str) -> None:
+    """MVTecAD pairs sorted masks as Folder does: a missing mask ended in pandas' "Must have equal len keys", no
+    file named; images linked from outside the category folder were dropped without a word."""
+    from anomalib.data import MVTecAD
+
+    category, named = mvtec_category(tmp_path.resolve(), how)
+    mvtec = MVTecAD(root=category.parent, category=category.name, num_workers=0)
+    try:
+        mvtec.setup()
+    except ValueError:
+        outcome = "fails"
+    else:
+        outcome = "drops" if len(mvtec.train_data) + len(mvtec.test_data) < 12 else "reads"  # validation: the test set
+    assert outcome == {"intact": "reads", "linked training images": "drops"}.get(how, "fails")
+    if not named:
+        check_mvtec_layout(mvtec)
+        return
+    with pytest.raises(FolderLayoutError) as info:
+        check_mvtec_layout(mvtec)
+    assert str(info.value).startswith(f"{category}: anomalib's MVTecAD cannot read this category as given")
+    assert all(each in str(info.value) for each in named), str(info.value)
+
+
+def test_an_mvtec_category_missing_a_mask_stops_the_training_before_it_starts(tmp_path: Path) -> None:
+    from anomalib.data import MVTecAD
+
+    category, named = mvtec_category(tmp_path, "missing mask")
+    mvtec = MVTecAD(root=category.parent, category=category.name, num_workers=0, val_split_mode="synthetic")
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with pytest.raises(FolderLayoutError, match=named[0]):
+        engine.fit(model=tiny_adapted_moe(epochs=1), datamodule=mvtec)
 
 
 def test_one_mask_for_several_defect_images_is_refused_where_folder_gives_it_to_each(folder_root: Path) -> None:

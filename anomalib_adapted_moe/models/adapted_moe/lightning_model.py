@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 import yaml
 from anomalib import LearningType
-from anomalib.data import Batch, Folder, PredictDataset
+from anomalib.data import Batch, Folder, MVTecAD, PredictDataset
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
 from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
+from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
 from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
@@ -361,15 +362,17 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     def prepare_data(self) -> None:
         """Name every missing or empty folder, unpaired mask and empty test split to validate on of an anomalib
-        ``Folder`` before its ``setup`` reads them (Lightning calls this first): Folder's own errors there name no
-        file or setting."""
+        ``Folder``, and the unpaired masks and outside links of an ``MVTecAD`` category, before the datamodule's
+        ``setup`` reads them (Lightning calls this first): their own errors there name no file or setting."""
         super().prepare_data()
         datamodule = getattr(self.trainer, "datamodule", None)
-        if isinstance(datamodule, Folder):
-            try:
-                check_folder_layout(datamodule)
-            except FolderLayoutError as error:
-                refuse(error)
+        checks = {Folder: check_folder_layout, MVTecAD: check_mvtec_layout}
+        for kind, check in checks.items():
+            if isinstance(datamodule, kind):
+                try:
+                    check(datamodule)
+                except FolderLayoutError as error:
+                    refuse(error)
 
     def on_train_start(self) -> None:
         """Choose between the feature cache and live features (random pixel augmentation), and log which."""

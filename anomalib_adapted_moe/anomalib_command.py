@@ -6,13 +6,15 @@ anomalib 2.7's CLI parses ``--seed_everything`` (``seed_everything: 0`` in a con
 the experts' initial weights, the clustering (a Folder of real metal sheets trained twice: image AUROC 97.59, then
 96.46). An integer seed is applied before the classes are built; ``True`` (anomalib's default, "a random seed")
 leaves everything as anomalib leaves it. A ``--ckpt_path`` that does not exist (``CKPT`` typed as the README writes
-it) or a predict ``--data`` folder without images ended in a traceback after the model and data were built.
+it) or a predict ``--data`` folder without images ended in a traceback after the model and data were built, and an
+MVTecAD ``--data.category`` with no folder and no such MVTecAD category (a typo) in a download of the whole MVTecAD.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from anomalib.data.utils.image import get_image_filenames
 from lightning.pytorch import seed_everything
 
@@ -36,6 +38,7 @@ def extend_anomalib_cli(cli_class: type) -> None:
             refuse_an_unloadable_checkpoint(self._get(self.config, "ckpt_path"))
         if self.subcommand == "predict":
             refuse_a_folder_without_images(self._get(self.config, "data"))
+        refuse_an_unknown_mvtec_category(self._get(self.config, "data"))
         seed = self._get(self.config, "seed_everything")
         if isinstance(seed, int) and not isinstance(seed, bool):
             seed_everything(seed, workers=True)
@@ -57,3 +60,23 @@ def refuse_a_folder_without_images(data: object) -> None:
                 "(.png, .jpg, .bmp, .tif, ...)."
             )
         )
+
+
+def refuse_an_unknown_mvtec_category(data: object) -> None:
+    """Refuse an MVTecAD category that is neither a folder under its root nor one of MVTecAD's own: anomalib would
+    download the whole dataset (about 5 GB; offline, a URLError traceback) and still not find it."""
+    class_path = str(getattr(data, "class_path", ""))
+    if class_path.split(".")[-1] != "MVTecAD":
+        return
+    root, category = Path(data.init_args.root), data.init_args.category
+    if category in MVTEC_CATEGORIES or (root / category).is_dir():
+        return
+    found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    refuse(
+        FileNotFoundError(
+            f"--data.category {category!r}: no folder {root / category}, and MVTecAD has no such category, so "
+            f"anomalib would download the whole MVTecAD and still not find it. Fix: give a category folder under "
+            f"--data.root {root} ({', '.join(found) if found else 'none there'}) or one of MVTecAD's own "
+            f"({', '.join(MVTEC_CATEGORIES)})."
+        )
+    )

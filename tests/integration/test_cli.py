@@ -331,3 +331,15 @@ def test_a_missing_checkpoint_or_a_predict_folder_without_images_is_named_before
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'empty'}: no image to predict \(--data; "):
         extended(["predict", *MODEL_ARGS, "--data", str(tmp_path / "empty"), "--ckpt_path", str(checkpoint)], run=False)
+
+
+def test_an_mvtec_category_that_is_neither_a_folder_nor_mvtecs_is_named_before_a_download(tmp_path: Path) -> None:
+    """A typo in --data.category started anomalib's download of the whole MVTecAD (offline: a 360-line URLError
+    traceback); a category folder of one's own, or one of MVTecAD's, is left to anomalib."""
+    extended = extended_cli()
+    (tmp_path / "mvtec" / "metal_plate").mkdir(parents=True)
+    data = ["--data", "MVTecAD", "--data.root", str(tmp_path / "mvtec")]
+    with pytest.raises(FileNotFoundError, match=r"^--data.category 'metal_plat': no folder .* \(metal_plate\) or one"):
+        extended(["fit", *MODEL_ARGS, *data, "--data.category", "metal_plat"], run=False)
+    built = extended(["fit", *MODEL_ARGS, *data, "--data.category", "metal_plate"], run=False)
+    assert built.datamodule.category == "metal_plate"

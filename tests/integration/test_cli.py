@@ -167,6 +167,7 @@ def test_importing_the_package_is_not_triggered_for_other_programs(tmp_path: Pat
         ("adapted_moe.yaml", "texture_ad.yaml"),
         ("adapted_moe_cpu_demo.yaml", "synthetic_texture_ad.yaml"),
         ("adapted_moe_cpu_demo.yaml", "folder_example.yaml"),
+        ("adapted_moe_cpu_demo.yaml", "mvtec_example.yaml"),
     ],
 )
 def test_shipped_configs_parse_as_the_stock_command_parses_them(

@@ -24,7 +24,12 @@ from PIL import Image
 
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
-from anomalib_adapted_moe.data.texture_ad.files import image_size, mask_size_problem
+from anomalib_adapted_moe.data.texture_ad.files import (
+    empty_mask_warning,
+    image_size,
+    mask_size_problem,
+    read_binary_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +120,8 @@ def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[
                 problem = mask_size_problem(image, width_height, mask, image_size(mask))
                 if problem is not None:
                     raise problem.to_error()
+                if not read_binary_mask(mask).any():  # read as it is, as TextureAD reads it, but named
+                    logger.warning(empty_mask_warning(mask, image))
         except (CorruptImageError, HighBitDepthImageError, MaskSizeMismatchError) as error:
             errors.append(error)
         else:

@@ -252,6 +252,18 @@ def test_a_mask_of_another_size_in_a_folder_dataset_is_named_with_its_image(tmp_
     assert str(mask) in str(info.value) and str(folder_root / "defect" / "002.png") in str(info.value)
 
 
+def test_a_mask_marking_no_pixel_in_a_folder_dataset_is_named_as_texture_ad_names_it(
+    tmp_path: Path, folder_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Folder and MVTecAD read an all-black mask of a defect image as it is, its pixels normal, without a word."""
+    mask = folder_root / "mask" / "002.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        fit_on_folder(folder_root, tmp_path / "results")
+    image = folder_root / "defect" / "002.png"
+    assert f"{mask}: the mask of the defect image {image} marks no pixel" in caplog.text
+
+
 def test_a_missing_mask_of_a_folder_dataset_is_named_before_folder_reads_it(tmp_path: Path, folder_root: Path) -> None:
     """Folder's own setup ended in numpy's "cannot assign 2 input values to the 3 output values", no file named:
     the model's ``prepare_data`` runs before it (``FolderLayoutError`` is the model's; numpy's is a plain

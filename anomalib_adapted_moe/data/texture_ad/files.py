@@ -111,7 +111,7 @@ def empty_mask_warning(mask: Path | str, image: Path | str) -> str:
     """The warning for a defect image whose mask marks no pixel (its image label still says defect)."""
     return (
         f"{mask}: the mask of the defect image {image} marks no pixel, so pixel metrics count its defect as normal. "
-        "Draw the defect in it, or move the image to test/good if it has none."
+        "Draw the defect in it, or move the image among the good test images (test/good) if it has none."
     )
 
 

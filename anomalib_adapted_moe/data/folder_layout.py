@@ -15,6 +15,7 @@ on (numpy's "not enough values to unpack" in Folder's split).
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ FIXES = {
     "--data.root), or leave out an optional one (abnormal_dir, normal_test_dir, mask_dir)",
     "masks": "give every defect image one mask named after it (000.png -> 000.png or 000_mask.png) and no other "
     "files in the mask folder: Folder sorts both lists and pairs them in order",
+    "links": "copy a linked folder's images in, or give the linked folder as a setting of its own (each setting "
+    "takes a list of folders)",
     "splits": "give Folder test images to validate on (--data.abnormal_dir with defect images, --data.normal_test_dir "
     "with good ones, or more good training images for test_split_ratio to take from), or validate on held-out "
     "training images with synthetic defects (--data.val_split_mode synthetic)",
@@ -60,7 +63,7 @@ def check_folder_layout(datamodule: Folder) -> None:
     images: dict[str, list[Path]] = {setting: [] for setting in FOLDER_SETTINGS}
     for setting in FOLDER_SETTINGS:
         for folder in _as_list(getattr(datamodule, setting)):
-            found, problem = _images_in(folder, datamodule.root, setting, extensions)
+            found, problem = _images_in(folder, datamodule.root, setting, extensions, problems["links"])
             images[setting] += found
             problems["folders"] += [problem] if problem else []
     problems["folders"] += shared_files(images)
@@ -84,10 +87,11 @@ def check_folder_layout(datamodule: Folder) -> None:
 
 
 def _images_in(
-    folder: str | Path, root: str | Path | None, setting: str, extensions: tuple[str, ...]
+    folder: str | Path, root: str | Path | None, setting: str, extensions: tuple[str, ...], links: list[str]
 ) -> tuple[list[Path], str | None]:
     """The images Folder would list under ``folder``, resolved as Folder resolves it (a link followed, a
-    non-printable character refused, so both lists sort alike), or the problem that stops it."""
+    non-printable character refused, so both lists sort alike), or the problem that stops it; the linked folders
+    under it, which Folder does not look into, are added to ``links``."""
     try:
         path = validate_and_resolve_path(folder, root)
     except FileNotFoundError:
@@ -97,9 +101,23 @@ def _images_in(
     if not path.is_dir():
         return [], f"{path}: not a folder (--data.{setting})"
     found = [file for file in path.glob("**/*") if file.suffix.lower() in extensions and not file.is_dir()]
+    links.extend(unread_linked_folders(path, extensions, f"--data.{setting}", "Folder"))
     if not found:
         return [], f"{path}: no image in it (--data.{setting}; files ending {', '.join(sorted(set(extensions)))})"
     return found, None
+
+
+def unread_linked_folders(folder: Path, extensions: tuple[str, ...], where: str, reader: str) -> list[str]:
+    """The linked folders under ``folder`` that hold images: ``glob("**/*")``, anomalib's listing, does not go into
+    a linked folder, so its images were left out without a word (a training folder made of one link: none read)."""
+    problems = []
+    for link in sorted(path for path in folder.glob("**/*") if path.is_symlink() and path.is_dir()):
+        count = sum(
+            Path(name).suffix.lower() in extensions for _, _, names in os.walk(link, followlinks=True) for name in names
+        )
+        if count:
+            problems.append(f"{link}: a linked folder in {where}; {reader} does not look into it ({count} images)")
+    return problems
 
 
 def shared_files(images: dict[str, list[Path]]) -> list[str]:
@@ -125,24 +143,29 @@ def empty_test_split(datamodule: Folder, images: dict[str, list[Path]]) -> list[
     good = len(images["normal_test_dir"])
     if not good and mode != TestSplitMode.NONE and datamodule.test_split_ratio is not None:
         good = math.floor(len(images["normal_dir"]) * datamodule.test_split_ratio)
-    test = good if mode == TestSplitMode.SYNTHETIC else good + len(images["abnormal_dir"])
+    # from_dir keeps the good test images with the defects; synthetic makes its defects from the good ones; none
+    # drops the good ones (anomalib's _create_test_split takes them out and adds them back only in those two modes)
+    test = {TestSplitMode.FROM_DIR: good + len(images["abnormal_dir"]), TestSplitMode.SYNTHETIC: good}.get(
+        mode, len(images["abnormal_dir"])
+    )
     if test:
         return []
-    taken = (
-        f"test_split_ratio {datamodule.test_split_ratio} of {len(images['normal_dir'])} good training images: none"
-        if mode != TestSplitMode.NONE and not images["normal_test_dir"]
-        else f"test_split_mode {mode.value}"
+    why = (
+        "test_split_mode none keeps only the defect images, --data.abnormal_dir, and there are none"
+        if mode == TestSplitMode.NONE
+        else f"no --data.abnormal_dir or --data.normal_test_dir images, and test_split_ratio "
+        f"{datamodule.test_split_ratio} of {len(images['normal_dir'])} good training images is none"
     )
-    return [
-        f"the test split holds no image (no --data.abnormal_dir or --data.normal_test_dir images; {taken}), and "
-        "val_split_mode from_test draws the validation images from it"
-    ]
+    return [f"the test split holds no image ({why}), and val_split_mode from_test draws the validation images from it"]
 
 
-def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> tuple[str, list[str]]:
+def mask_pairing_problems(
+    defects: Sequence[Path], masks: Sequence[Path], reader: str = "Folder"
+) -> tuple[str, list[str]]:
     """``("masks", ...)``: each defect image no mask names, each mask naming no defect image, one mask for several
-    images; or ``("order", ...)``: where every name has its partner, each image Folder's sorted pairing would give
-    another's mask (``10.png`` takes ``1_mask.png``), the masks named unlike the others first."""
+    images; or ``("order", ...)``: where every name has its partner, each image the ``reader``'s (Folder's,
+    MVTecAD's) sorted pairing would give another's mask (``10.png`` takes ``1_mask.png``), the masks named unlike
+    the others first."""
     if len(defects) == len(masks) and all(_fits(image, mask) for image, mask in zip(defects, masks, strict=True)):
         return "masks", []  # Folder's own test passes; the name-by-name search below costs images x masks
     unmasked = [image for image in defects if not any(_fits(image, mask) for mask in masks)]
@@ -152,7 +175,7 @@ def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> tup
     if problems:
         return "masks", problems
     if len(masks) == 1 < len(defects):  # numpy would give this one mask to every defect image, without a word
-        return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; Folder would give it to each"]
+        return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; {reader} would give it to each"]
     if len(defects) != len(masks):  # every name has a partner, the counts differ: a name inside several others
         which = (
             "a mask's name holds several images' (000_001.png)"
@@ -161,7 +184,7 @@ def mask_pairing_problems(defects: Sequence[Path], masks: Sequence[Path]) -> tup
         )
         return "masks", [f"{len(defects)} defect images but {len(masks)} masks: {which}"]
     crosswise = [
-        f"{image}: Folder pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
+        f"{image}: {reader} pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
         for image, mask in zip(defects, masks, strict=True)
         if not _fits(image, mask)
     ]

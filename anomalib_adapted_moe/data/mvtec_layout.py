@@ -5,22 +5,24 @@ masks (``ground_truth/<defect>/``) in order, as Folder does: a missing mask ende
 in pandas' "Must have equal len keys and value when setting with an iterable",
 after a long traceback, naming no file. It also reads only the files inside the
 category folder: images linked from elsewhere were dropped without a word (half
-the training images of a walkthrough's linked copy). The model runs this check in
+the training images of a walkthrough's linked copy), and a linked folder is not
+looked into at all. The model runs this check in
 ``prepare_data``, before the datamodule's ``setup`` reads the folder.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 from anomalib.data import MVTecAD
 from anomalib.data.datasets.image.mvtecad import IMG_EXTENSIONS
 from anomalib.data.utils.path import is_within_directory
 
-from .folder_layout import FolderLayoutError, layout_message, mask_pairing_problems
+from .folder_layout import FolderLayoutError, layout_message, mask_pairing_problems, unread_linked_folders
 
 FIXES = {
-    "links": "copy the linked files into the category folder, or link the whole category folder instead",
+    "links": "copy the linked files and folders into the category folder, or link the whole category folder instead",
     "masks": "give every defect image test/<defect>/<name>.png its mask ground_truth/<defect>/<name>_mask.png, and "
     "nothing else under ground_truth: MVTecAD sorts images and masks and pairs them in order",
     "order": "name every mask <name>_mask.png and number the images at one width (001, 010, not 1, 10), so that images "
@@ -29,24 +31,34 @@ FIXES = {
 
 
 def check_mvtec_layout(datamodule: MVTecAD) -> None:
-    """Raise :class:`~.folder_layout.FolderLayoutError` naming files linked from outside the category folder,
-    defect images without a mask and masks of no image (five of each kind, the others counted)."""
+    """Raise :class:`~.folder_layout.FolderLayoutError` naming files and folders linked from outside the category
+    folder, defect images without a mask and masks of no image (five of each kind, the others counted)."""
     folder = Path(datamodule.root) / datamodule.category
     if not folder.is_dir():
         return  # MVTecAD's own download (prepare_data, run before this) would have failed first
     files = [path for path in folder.glob("**/*") if path.suffix in IMG_EXTENSIONS]
     problems: dict[str, list[str]] = {kind: [] for kind in FIXES}
+    problems["links"] = unread_linked_folders(folder, IMG_EXTENSIONS, str(folder), "MVTecAD")
     if linked := [path for path in files if not is_within_directory(folder, path)]:
-        problems["links"] = [f"{path}: a link to {path.resolve()}, outside {folder}" for path in linked]
-        problems["links"][0] += f" ({len(linked)} of its {len(files)} images link outside; MVTecAD would drop them)"
+        problems["links"] += [f"{path}: a link to {path.resolve()}, outside {folder}" for path in linked]
+        problems["links"][-len(linked)] += f" ({len(linked)} of its {len(files)} images; MVTecAD would drop them)"
     inside = [path for path in files if path not in linked]
-    defects = sorted((p for p in inside if p.parts[-3] == "test" and p.parts[-2] != "good"), key=str)
-    masks = sorted((p for p in inside if p.parts[-3] == "ground_truth"), key=str)
-    if defects and not masks:
-        problems["masks"] = [f"{folder / 'ground_truth'}: no mask for the {len(defects)} defect images under test/"]
-    elif defects or masks:
-        kind, pairing = mask_pairing_problems(defects, masks)
-        problems[kind] = pairing
+    # MVTecAD pairs all defect images with all masks, sorted as text; with the same defect folders on both sides
+    # that is each folder's pairing, and a folder's own lists name a missing mask (000-numbered folders share names)
+    by_defect: dict[str, tuple[list[Path], list[Path]]] = defaultdict(lambda: ([], []))
+    for path in inside:
+        if path.parts[-3] == "test" and path.parts[-2] != "good":
+            by_defect[path.parts[-2]][0].append(path)
+        elif path.parts[-3] == "ground_truth":
+            by_defect[path.parts[-2]][1].append(path)
+    for defect, (images, masks) in sorted(by_defect.items()):
+        if not masks:
+            problems["masks"].append(
+                f"{folder / 'ground_truth' / defect}: no mask for the {len(images)} images of test/{defect}"
+            )
+            continue
+        kind, pairing = mask_pairing_problems(sorted(images, key=str), sorted(masks, key=str), "MVTecAD")
+        problems[kind] += pairing
     if any(problems.values()):
         heading = f"{folder}: anomalib's MVTecAD cannot read this category as given"
         raise FolderLayoutError(layout_message(heading, problems, FIXES))

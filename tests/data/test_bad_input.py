@@ -215,6 +215,15 @@ def test_a_validation_split_of_no_image_stops_the_training_before_it_starts(
     with pytest.raises(ValueError, match=r"The validation split holds no image \(Folder: val_split_mode 'synthetic', "):
         engine.fit(model=tiny_adapted_moe(epochs=1), datamodule=folder(0.1))
     assert not list(tmp_path.rglob("*.ckpt"))  # stopped before training
+    few = tmp_path / "few"  # from_test: the test split's one defect image stays there, validation gets none
+    for i in range(4):
+        write_image(few / "good" / f"{i:03d}.png", 40 + 20 * i)
+    write_image(few / "defect" / "000.png", 250)
+    with pytest.raises(ValueError, match=r"val_split_mode 'from_test'.* Fix: more test images, or --data.val_split_m"):
+        engine.fit(
+            model=tiny_adapted_moe(epochs=1),
+            datamodule=Folder(name="few", root=few, normal_dir="good", abnormal_dir="defect", num_workers=0),
+        )
 
     unvalidated = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, limit_val_batches=0)
     model = tiny_adapted_moe(epochs=1)
@@ -335,6 +344,8 @@ def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_r
         (8, {"test_split_mode": "none"}, True),
         (3, {"test_split_mode": "synthetic"}, True),
         (3, {"val_split_mode": "synthetic"}, False),  # validation from training images: no test image needed
+        (8, {"test_split_mode": "none", "normal_test_dir": "good_test"}, True),  # none drops the good test images
+        (8, {"normal_test_dir": "good_test"}, False),
     ],
 )
 def test_a_validation_split_drawn_from_an_empty_test_split_is_refused_where_folder_fails(
@@ -346,6 +357,7 @@ def test_a_validation_split_drawn_from_an_empty_test_split_is_refused_where_fold
 
     for i in range(good_images):
         write_image(tmp_path / "good" / f"{i:03d}.png", 40 + 20 * i)
+        write_image(tmp_path / "good_test" / f"{i:03d}.png", 45 + 20 * i)
     folder = Folder(name="bolts", root=tmp_path, normal_dir="good", **split_args)
     try:
         folder.setup()
@@ -406,15 +418,20 @@ def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
     for i in range(8):
         write_image(category / "train" / "good" / f"{i:03d}.png", 40 + 20 * i)
     write_image(category / "test" / "good" / "000.png", 50)
-    for i in range(3):
-        write_image(category / "test" / "hole" / f"{i:03d}.png", 200 + 10 * i)
-        write_mask(category / "ground_truth" / "hole" / f"{i:03d}_mask.png")
-    if how == "missing mask":
-        (category / "ground_truth" / "hole" / "001_mask.png").unlink()
-        return category, [f"{category / 'test' / 'hole' / '001.png'}: no mask's name holds '001'"]
+    for defect in ("crack", "hole"):  # each defect folder numbered from 000, as MVTec AD's are
+        for i in range(3):
+            write_image(category / "test" / defect / f"{i:03d}.png", 200 + 10 * i)
+            write_mask(category / "ground_truth" / defect / f"{i:03d}_mask.png")
+    if how == "missing mask":  # crack/002 has no mask, though hole/002_mask.png holds its name
+        (category / "ground_truth" / "crack" / "002_mask.png").unlink()
+        return category, [f"{category / 'test' / 'crack' / '002.png'}: no mask's name holds '002'"]
     if how == "no ground_truth":
-        shutil.rmtree(category / "ground_truth")
-        return category, [f"{category / 'ground_truth'}: no mask for the 3 defect images under test/"]
+        shutil.rmtree(category / "ground_truth" / "hole")
+        return category, [f"{category / 'ground_truth' / 'hole'}: no mask for the 3 images of test/hole"]
+    if how == "linked training folder":
+        (category / "train" / "good").rename(root / "good")
+        (category / "train" / "good").symlink_to(root / "good")
+        return category, [f"{category / 'train' / 'good'}: a linked folder in {category}; MVTecAD does not look"]
     if how == "linked training images":  # a copy made of links, as a user may make it
         elsewhere = root / "elsewhere"
         elsewhere.mkdir()
@@ -422,12 +439,14 @@ def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
             image.rename(elsewhere / image.name)
             image.symlink_to(elsewhere / image.name)
         link = category / "train" / "good" / "000.png"
-        return category, [f"{link}: a link to {elsewhere / '000.png'}, outside {category} (4 of its 15 images"]
+        return category, [f"{link}: a link to {elsewhere / '000.png'}, outside {category} (4 of its 21 images"]
     assert how == "intact"
     return category, []
 
 
-@pytest.mark.parametrize("how", ["intact", "missing mask", "no ground_truth", "linked training images"])
+@pytest.mark.parametrize(
+    "how", ["intact", "missing mask", "no ground_truth", "linked training images", "linked training folder"]
+)
 def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_path: Path, how: str) -> None:
     """MVTecAD pairs sorted masks as Folder does: a missing mask ended in pandas' "Must have equal len keys", no
     file named; images linked from outside the category folder were dropped without a word."""
@@ -440,8 +459,10 @@ def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_pat
     except ValueError:
         outcome = "fails"
     else:
-        outcome = "drops" if len(mvtec.train_data) + len(mvtec.test_data) < 12 else "reads"  # validation: the test set
-    assert outcome == {"intact": "reads", "linked training images": "drops"}.get(how, "fails")
+        outcome = "drops" if len(mvtec.train_data) + len(mvtec.test_data) < 15 else "reads"  # validation: the test set
+    assert outcome == {"intact": "reads", "linked training images": "drops", "linked training folder": "drops"}.get(
+        how, "fails"
+    )
     if not named:
         check_mvtec_layout(mvtec)
         return
@@ -459,6 +480,27 @@ def test_an_mvtec_category_missing_a_mask_stops_the_training_before_it_starts(tm
     engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
     with pytest.raises(FolderLayoutError, match=named[0]):
         engine.fit(model=tiny_adapted_moe(epochs=1), datamodule=mvtec)
+
+
+def test_a_linked_folder_inside_a_folder_setting_is_named_where_folder_leaves_it_unread(tmp_path: Path) -> None:
+    """anomalib lists a setting's images with glob("**/*"), which does not go into a linked folder: its images were
+    left out without a word."""
+    from anomalib.data import Folder
+
+    root = tmp_path.resolve()
+    for i in range(8):
+        write_image(root / "good" / f"{i:03d}.png", 40 + 20 * i)
+        write_image(root / "camera_2" / f"{i:03d}.png", 50 + 20 * i)
+    (root / "good" / "camera_2").symlink_to(root / "camera_2")
+    folder = Folder(name="line", root=root, normal_dir="good", val_split_mode="synthetic")
+    folder.setup()
+    assert len(folder.train_data) + len(folder.val_data) + len(folder.test_data) == 8  # camera_2's 8 unread
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    named = (
+        f"{root / 'good' / 'camera_2'}: a linked folder in --data.normal_dir; Folder does not look into it (8 images)"
+    )
+    assert named in str(info.value) and "give the linked folder as a setting of its own" in str(info.value)
 
 
 def test_one_mask_for_several_defect_images_is_refused_where_folder_gives_it_to_each(folder_root: Path) -> None:

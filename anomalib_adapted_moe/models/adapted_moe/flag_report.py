@@ -39,7 +39,8 @@ class GroupCounts:
 
 class FlagReport:
     """The decisions of one test or predict run, one record per image file (an image a DistributedSampler pads
-    with, or a second dataloader, repeats, counts once), grouped by subclass (TextureAD batches) or routed expert."""
+    with, or a second dataloader, repeats, counts once; an image without a file, which has no name to be known by,
+    counts each time), grouped by subclass (TextureAD batches) or routed expert."""
 
     def __init__(self, expert_names: list[str], rank: int = 0) -> None:
         self.expert_names = expert_names

@@ -681,25 +681,36 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     def refuse_an_empty_validation_split(self, datamodule: object) -> None:
         """Stop before training when validation will run on no image: the thresholds and score normalisation are
-        fitted on it and stayed NaN without a word (3 training images at val_split_ratio 0.2: every test image
-        flagged). A training with validation turned off (``limit_val_batches=0``) is the user's choice."""
+        fitted on it and stayed NaN without a word (3 training images at val_split_ratio 0.2: pred_label then
+        compared raw scores with 0.5). A training with validation turned off (``limit_val_batches=0``) is the
+        user's choice."""
         val_data = getattr(datamodule, "val_data", None)
         if val_data is None or len(val_data) or self.trainer.limit_val_batches == 0:
             return
         mode, ratio = getattr(datamodule, "val_split_mode", None), getattr(datamodule, "val_split_ratio", None)
+        mode = getattr(mode, "value", mode)
+        if mode in ("from_test", "same_as_test"):
+            fix = (
+                "more test images, or --data.val_split_mode synthetic (held-out training images with synthetic defects)"
+            )
+        elif isinstance(datamodule, TextureAD):  # it holds out one image or more of every subclass with two or more
+            fix = "two training images or more in a subclass"
+        elif isinstance(ratio, float) and ratio < 0.5:
+            fix = "--data.val_split_ratio 0.5 (val_split_ratio=0.5 from Python) or more training images"
+        else:
+            fix = "more training images"
         train = len(getattr(datamodule, "train_data", ()))
         refuse(
             ValueError(
-                f"The validation split holds no image ({type(datamodule).__name__}: val_split_mode "
-                f"{getattr(mode, 'value', mode)!r}, val_split_ratio {ratio}, {train} training images): the image and "
-                "pixel thresholds and the score normalisation are fitted on it and would stay NaN (every image "
-                "flagged). Fix: --data.val_split_ratio 0.5 (val_split_ratio=0.5 from Python) or more training "
-                "images."
+                f"The validation split holds no image ({type(datamodule).__name__}: val_split_mode {mode!r}, "
+                f"val_split_ratio {ratio}, {train} training images): the image and pixel thresholds and the score "
+                "normalisation are fitted on it and would stay unfitted (pred_label comparing raw scores with 0.5, "
+                f"meaning nothing). Fix: {fix}."
             )
         )
 
     def warn_if_thresholds_unusable(self, action: str) -> None:
-        """Say when the thresholds were never fitted (a training without validation: every image flagged), or name
+        """Say when the thresholds were never fitted (a training without validation: labels mean nothing), or name
         the scoring settings changed since they were (``--model.level_corrected_score true`` on a checkpoint
         trained without it): the scores moved, the thresholds did not, so the labels are wrong where ranking is
         not."""
@@ -707,8 +718,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if isinstance(threshold, torch.Tensor) and torch.isnan(threshold).all():
             logger.warning(
                 "%s: this AdaptedMoE's thresholds and score normalisation were never fitted (its training validated "
-                "on no image), so every image's pred_label is true and its pred_score is not normalised; AUROC is "
-                "unaffected. Fix: validate it first (engine.validate(model, datamodule=...) fits them on the "
+                "on no image), so pred_score is the raw score and pred_label compares it with 0.5, meaning nothing; "
+                "AUROC is unaffected. Fix: validate it first (engine.validate(model, datamodule=...) fits them on the "
                 "validation split, then test, predict or export the same model object), or train it again with "
                 "validation images.",
                 action,

@@ -8,7 +8,7 @@ from pathlib import Path
 import openvino as ov
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, TINY_MODEL_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +76,16 @@ def test_anomalib_train_and_export_with_bare_names(tmp_path: Path) -> None:
             "2",
             *data_args,
             *trainer_args(tmp_path / "results"),
+            "--trainer.max_epochs",
+            "1",
         ],
         tmp_path,
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-5000:]
     assert "Seed set to 3" in train.stdout + train.stderr  # anomalib's CLI alone never applies it
+    # anomalib users set a training's length with max_epochs: told it is --model.epochs here
+    assert "--trainer.max_epochs does not set how long AdaptedMoE trains" in train.stderr + train.stdout
+    assert "--model.epochs passes (now 2)" in train.stderr + train.stdout
     checkpoints = sorted((tmp_path / "results").rglob("*.ckpt"))
     assert checkpoints, "anomalib train wrote no checkpoint"
     assert "image_AUROC" in train.stdout + train.stderr
@@ -189,27 +194,20 @@ def test_shipped_configs_parse_as_the_stock_command_parses_them(
 
 def test_anomalib_export_int8_ptq_calibrates_on_the_validation_split(tmp_path: Path) -> None:
     """`anomalib export --compression_type INT8_PTQ --data ...`: 16 held-out training images calibrate the backbone."""
-    data_args = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data"), "--data.image_size", "64"]
-    data_args += ["--data.num_train", "40", "--data.num_test_good", "1", "--data.num_test_defect", "1"]
-    data_args += ["--data.num_subclasses", "3", "--data.num_unseen", "1", "--data.num_workers", "0"]
-    fit = run(
-        [
-            "fit",
-            *MODEL_ARGS,
-            "--model.epochs",
-            "1",
-            *data_args,
-            *trainer_args(tmp_path / "results"),
-            "--trainer.max_epochs",
-            "1",
-        ],
-        tmp_path,
-    )
-    assert fit.returncode == 0, fit.stdout[-3000:] + fit.stderr[-5000:]
-    # anomalib users set a training's length with max_epochs: told it is --model.epochs here
-    assert "--trainer.max_epochs does not set how long AdaptedMoE trains" in fit.stderr + fit.stdout
-    assert "--model.epochs passes (now 1)" in fit.stderr + fit.stdout
+    import torch
+    from anomalib.engine import Engine
+
+    from anomalib_adapted_moe import AdaptedMoE, SyntheticTextureAD
+
+    sizes = {"image_size": 64, "num_train": 40, "num_test_good": 1, "num_test_defect": 1, "num_subclasses": 3}
+    data = SyntheticTextureAD(root=tmp_path / "data", num_unseen=1, num_workers=0, **sizes)
+    torch.manual_seed(0)  # trained in this process: the command's start-up is the training test's
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", logger=False, enable_progress_bar=False)
+    engine.fit(model=AdaptedMoE(**TINY_MODEL_ARGS, epochs=1), datamodule=data)
     checkpoint = sorted((tmp_path / "results").rglob("*.ckpt"))[-1]
+    data_args = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data"), "--data.num_unseen", "1"]
+    data_args += ["--data.num_workers", "0"]
+    data_args += [arg for key, value in sizes.items() for arg in (f"--data.{key}", str(value))]
     int8 = ["--export_type", "openvino", "--compression_type", "INT8_PTQ", "--onnx_kwargs", "{opset_version: 18}"]
     where = ["--ckpt_path", str(checkpoint), "--export_root", str(tmp_path / "export")]
     edge = ["--input_size", "[64, 64]"]  # the README's edge export: the camera's image size fixed in the IR

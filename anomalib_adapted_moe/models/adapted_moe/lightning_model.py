@@ -114,6 +114,10 @@ def _parsed(value: str) -> Any:
         return value
 
 
+#: the ONNX opset exports use unless given another (``--onnx_kwargs "{opset_version: 18}"``)
+ONNX_OPSET = 18
+
+
 class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     """Adapted-MoE: routing network, one SimpleNet expert per subclass, test-time adaptation.
 
@@ -929,6 +933,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.warn_if_export_drops_settings()
         self.warn_if_thresholds_unusable("export")
         self.model.check_near_twin_fitted()
+        # anomalib asks torch for opset 14, which torch's exporter cannot convert this graph down to: it printed a
+        # 20-line RuntimeError traceback and kept opset 18; asked for 18 at once, it says nothing
+        kwargs.setdefault("opset_version", ONNX_OPSET)
         warn_if_replacing(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
         with loggers_at(logging.WARNING, "onnxscript", "onnx_ir"):  # ~130 INFO records of its graph passes
             return super().to_onnx(export_root, model_file_name, input_size, **kwargs)

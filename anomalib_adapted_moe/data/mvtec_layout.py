@@ -42,7 +42,8 @@ def check_mvtec_layout(datamodule: MVTecAD) -> None:
     if linked := [path for path in files if not is_within_directory(folder, path)]:
         problems["links"] += [f"{path}: a link to {path.resolve()}, outside {folder}" for path in linked]
         problems["links"][-len(linked)] += f" ({len(linked)} of its {len(files)} images; MVTecAD would drop them)"
-    inside = [path for path in files if path not in linked]
+    outside = set(linked)
+    inside = [path for path in files if path not in outside]
     # MVTecAD pairs all defect images with all masks, sorted as text; with the same defect folders on both sides
     # that is each folder's pairing, and a folder's own lists name a missing mask (000-numbered folders share names)
     by_defect: dict[str, tuple[list[Path], list[Path]]] = defaultdict(lambda: ([], []))

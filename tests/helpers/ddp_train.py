@@ -91,6 +91,7 @@ def main() -> None:
             "trained_on": TRAINED_ON,
             "metrics": {key: float(value) for key, value in results[0].items()},
             "decisions": {name: vars(counts) for name, counts in model.flag_report.groups.items()},
+            "thresholds": {name: float(value) for name, value in model.post_processor.state_dict().items()},
         },
         args.out / f"{args.strategy}_{args.devices}_rank{rank}.pt",
     )

@@ -1055,8 +1055,9 @@ def refuse_an_unloadable_checkpoint(path: object) -> None:
         return
     if not Path(path).exists():
         msg = (
-            f'{path}: no such checkpoint file. Fix: give the path anomalib train logged once fitted ("Checkpoint: '
-            '..."), e.g. results/AdaptedMoE/<dataset settings>/<category>/latest/weights/lightning/model.ckpt.'
+            f"{path}: no such checkpoint file{in_another_version(Path(path))}. Fix: give the path anomalib train "
+            'logged once fitted ("Checkpoint: ..."), e.g. results/AdaptedMoE/<dataset settings>/<category>/latest/'
+            "weights/lightning/model.ckpt."
         )
         refuse(FileNotFoundError(msg))
     if Path(path).is_dir():
@@ -1072,3 +1073,19 @@ def refuse_an_unloadable_checkpoint(path: object) -> None:
         "(weights/lightning/model.ckpt), or train again."
     )
     refuse(ValueError(msg))
+
+
+def in_another_version(path: Path) -> str:
+    """Where a checkpoint given under ``latest/`` is: under DDP every process makes a version folder of its own
+    (anomalib's), ``latest`` links to the last one, and the checkpoint is in rank 0's."""
+    if "latest" not in path.parts:
+        return ""
+    index = path.parts.index("latest")
+    base, rest = Path(*path.parts[:index]), Path(*path.parts[index + 1 :])
+    found = sorted(str(version / rest) for version in base.glob("v*") if (version / rest).is_file())
+    if not found:
+        return ""
+    return (
+        f" (latest links to a version folder without it, as after a DDP training, where every process makes one; "
+        f"it is at {found[-1]})"
+    )

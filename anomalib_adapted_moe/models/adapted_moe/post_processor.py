@@ -7,6 +7,8 @@ from typing import Any, Literal
 import torch
 from anomalib.post_processing import PostProcessor
 
+from .distributed import all_gather_objects, is_distributed
+
 logger = logging.getLogger(__name__)
 
 #: the quantile of image scores a variant's level is read at: below the defects of a stream up to half defective
@@ -141,8 +143,8 @@ class AdaptedMoEPostProcessor(PostProcessor):
         self.normal_sigmas = normal_sigmas
         for name, unfitted in LATER_BUFFERS.items():
             self.register_buffer(name, torch.tensor(unfitted))
-        self._normal_scores: list[torch.Tensor] = []
-        self._normal_map_peaks: list[torch.Tensor] = []
+        #: the validation split's normal images: image file (or ``#rank:index``) -> (image score, map peak)
+        self._normal: dict[str, tuple[float | None, float | None]] = {}
 
     @property
     def _checkpoint_config_keys(self) -> tuple[str, ...]:
@@ -162,11 +164,19 @@ class AdaptedMoEPostProcessor(PostProcessor):
         super().on_validation_batch_end(trainer, pl_module, outputs, *args, **kwargs)
         if not self.enable_thresholding or outputs.gt_label is None:
             return
-        normal = outputs.gt_label == 0
-        if outputs.pred_score is not None:
-            self._normal_scores.append(outputs.pred_score[normal].detach().float().cpu())
-        if outputs.anomaly_map is not None:
-            self._normal_map_peaks.append(outputs.anomaly_map[normal].detach().float().flatten(1).amax(1).cpu())
+        normal = (outputs.gt_label == 0).reshape(-1).tolist()
+        count = len(normal)
+        scores = outputs.pred_score.reshape(-1).tolist() if outputs.pred_score is not None else [None] * count
+        peaks = (
+            outputs.anomaly_map.detach().float().flatten(1).amax(1).tolist()
+            if outputs.anomaly_map is not None
+            else [None] * count
+        )
+        rank = getattr(trainer, "global_rank", 0)
+        paths = outputs.image_path or [f"#{rank}:{len(self._normal) + i}" for i in range(count)]
+        for path, is_normal, score, peak in zip(paths, normal, scores, peaks, strict=True):
+            if is_normal:
+                self._normal[str(path)] = (score, peak)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         """anomalib's thresholds and min/max; then the image and pixel thresholds by their rules, the normal
@@ -174,9 +184,12 @@ class AdaptedMoEPostProcessor(PostProcessor):
         super().on_validation_epoch_end(trainer, pl_module)
         if not self.enable_thresholding:
             return
-        normal = torch.cat(self._normal_scores) if self._normal_scores else torch.empty(0)
-        peaks = torch.cat(self._normal_map_peaks) if self._normal_map_peaks else torch.empty(0)
-        self._normal_scores, self._normal_map_peaks = [], []
+        records, self._normal = self._normal, {}
+        if is_distributed(trainer):  # each rank validated its share: fit on every rank's, a padding repeat once
+            for each in all_gather_objects(records):
+                records.update(each)
+        normal = torch.tensor([score for score, _ in records.values() if score is not None])
+        peaks = torch.tensor([peak for _, peak in records.values() if peak is not None])
         self.f1_image_threshold.copy_(self._image_threshold)
         self.f1_pixel_threshold.copy_(self._pixel_threshold)
         self.variant_level.zero_()

@@ -326,3 +326,21 @@ def test_a_folder_given_as_the_checkpoint_is_refused_naming_the_checkpoint_insid
     empty = f"{tmp_path}: a folder, not a checkpoint file (it holds no .ckpt file)"
     with pytest.raises(IsADirectoryError, match="^" + re.escape(empty)):
         AdaptedMoE.load_from_checkpoint(tmp_path, weights_only=True)
+
+
+def test_a_checkpoint_given_under_latest_names_the_version_folder_that_holds_it(tmp_path: Path) -> None:
+    """After a DDP training every process makes a version folder of its own (anomalib's) and latest links to one
+    without the checkpoint: the README's latest/... path was answered 'no such file', its fix that same path."""
+    from anomalib_adapted_moe.models.adapted_moe.lightning_model import refuse_an_unloadable_checkpoint
+
+    category = tmp_path / "results" / "AdaptedMoE" / "cloth"
+    written = category / "v0" / "weights" / "lightning" / "model.ckpt"
+    written.parent.mkdir(parents=True)
+    written.write_bytes(b"")
+    (category / "v1").mkdir()
+    (category / "latest").symlink_to(category / "v1")
+    given = category / "latest" / "weights" / "lightning" / "model.ckpt"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{given}: no such checkpoint file (latest links to a ")):
+        refuse_an_unloadable_checkpoint(given)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"every process makes one; it is at {written}). Fix: ")):
+        refuse_an_unloadable_checkpoint(given)

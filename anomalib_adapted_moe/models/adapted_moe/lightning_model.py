@@ -391,13 +391,16 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
         self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
         self.check_dataset_files("test", getattr(datamodule, "test_data", None))
-        for split in ("val_data", "test_data"):  # TextureAD names a damaged file as it reads it: after the training
+        # TextureAD names a damaged file as it reads it: a training image deep in a traceback of the feature pass, a
+        # test image after the training
+        for split in ("train_data", "val_data", "test_data"):
             if callable(check_files := getattr(getattr(datamodule, split, None), "check_files", None)):
                 try:
                     check_files()
                 except TextureADLayoutError as error:
                     refuse(error)
         self.refuse_an_empty_validation_split(datamodule)
+        self.refuse_limited_training_under_ddp()
         if (mode := validates_on_test_images(datamodule)) and not isinstance(datamodule, TextureAD):
             default_of, fitted_on = {  # the two modes validates_on_test_images names
                 "same_as_test": ("MVTecAD", "the whole test set"),
@@ -681,6 +684,20 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "(AdaptedMoE.load_from_checkpoint(path, <setting>=...)), validate it (engine.validate) and export that "
                 "model (engine.export(model, ...) without ckpt_path); or train with them.",
                 ", ".join(dropped),
+            )
+
+    def refuse_limited_training_under_ddp(self) -> None:
+        """Stop before the feature pass: under DDP every process must cache its whole share of the training images
+        (it was refused after the pass, when the shares did not add up, in two tracebacks)."""
+        limit = self.trainer.limit_train_batches  # a count of batches (int, 1 included) or a share (float)
+        if is_distributed(self.trainer) and (isinstance(limit, int) or limit < 1.0):
+            refuse(
+                ValueError(
+                    f"--trainer.limit_train_batches {limit} under DDP: every process must "
+                    "pass its whole share of the training images through the backbone for the experts to train on "
+                    "all of them (the one Lightning epoch is that pass). Fix: leave limit_train_batches out, or train "
+                    "on fewer images in one process."
+                )
             )
 
     def refuse_an_empty_validation_split(self, datamodule: object) -> None:

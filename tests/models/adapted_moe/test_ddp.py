@@ -140,3 +140,19 @@ def test_gathering_refuses_a_rank_that_skipped_part_of_its_share() -> None:
         ValueError, match=r"whole DistributedSampler share of 3 .* cached \[3, 2\]\. .*limit_train_batches"
     ):
         gather_feature_cache(rank_cache([0, 2, 4]), trainer)
+
+
+def test_limit_train_batches_under_ddp_is_refused_before_the_feature_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was refused after the feature pass, when the ranks' caches did not add up (two tracebacks, 676 lines); now
+    on_train_start refuses it, on every rank."""
+    from conftest import tiny_adapted_moe
+
+    from anomalib_adapted_moe.models.adapted_moe import lightning_model
+
+    model = tiny_adapted_moe(epochs=1)
+    model._trainer = SimpleNamespace(limit_train_batches=1.0, world_size=2)
+    monkeypatch.setattr(lightning_model, "is_distributed", lambda trainer: trainer.world_size > 1)
+    model.refuse_limited_training_under_ddp()  # the whole share: nothing to say
+    model._trainer.limit_train_batches = 1
+    with pytest.raises(ValueError, match=r"^--trainer.limit_train_batches 1 under DDP: every process must pass"):
+        model.refuse_limited_training_under_ddp()

@@ -173,10 +173,11 @@ class AdaptedMoEPostProcessor(PostProcessor):
             else [None] * count
         )
         rank = getattr(trainer, "global_rank", 0)
-        paths = outputs.image_path or [f"#{rank}:{len(self._normal) + i}" for i in range(count)]
-        for path, is_normal, score, peak in zip(paths, normal, scores, peaks, strict=True):
-            if is_normal:
-                self._normal[str(path)] = (score, peak)
+        for path, is_normal, score, peak in zip(
+            outputs.image_path or [None] * count, normal, scores, peaks, strict=True
+        ):
+            if is_normal:  # an image without a file: a key of its own, on every rank
+                self._normal[str(path) if path is not None else f"#{rank}:{len(self._normal)}"] = (score, peak)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         """anomalib's thresholds and min/max; then the image and pixel thresholds by their rules, the normal

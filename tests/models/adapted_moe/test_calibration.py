@@ -209,6 +209,27 @@ def test_image_threshold_from_the_validation_normal_images_by_default() -> None:
         AdaptedMoEPostProcessor(image_threshold_rule="youden")
 
 
+def test_normal_images_without_files_each_count_once_over_several_batches() -> None:
+    """The normal images are keyed by file, so that a DDP padding repeat counts once; one without a file gets a key
+    of its own (keyed by position, the second batch's overwrote the first's)."""
+    from anomalib.data import ImageBatch
+
+    post_processor = AdaptedMoEPostProcessor()
+    normal = [1.0, 1.2, 0.8, 1.1]
+    for labels, scores in (([1, 1, 0, 0], [1.5, 1.6, *normal[:2]]), ([0, 0, 1, 1], [*normal[2:], 1.5, 1.6])):
+        batch = ImageBatch(
+            image=torch.zeros(4, 3, 4, 4),
+            gt_label=torch.tensor(labels),
+            pred_score=torch.tensor(scores),
+            anomaly_map=torch.rand(4, 1, 4, 4),
+            gt_mask=torch.zeros(4, 4, 4, dtype=torch.bool),
+        )
+        post_processor.on_validation_batch_end(None, None, batch)
+    post_processor.on_validation_epoch_end(None, None)
+    expected = float(torch.tensor(normal).mean() + 3 * torch.tensor(normal).std())
+    assert float(post_processor.normal_image_threshold) == pytest.approx(expected)
+
+
 def test_pixel_threshold_from_the_validation_normal_images_map_peaks_by_default() -> None:
     """anomalib's F1-adaptive pixel threshold, fitted on weak synthetic anomalies, lay among normal texture: the demo
     model's pred_mask flagged 3 % of every seen good image and several times each defect's area."""

@@ -9,7 +9,7 @@ before the datamodule's ``setup``. It refuses every folder and mask problem Fold
 would stop on, and one mask for several defect images, which Folder would give to
 each of them (a mask folder inside the defect folder is listed among the defects),
 masks without defect images (dropped), and a test split with no image to validate
-on (numpy's "not enough values to unpack" in Folder's split).
+on (anomalib's "not enough values to unpack" in Folder's split).
 """
 
 from __future__ import annotations

@@ -351,7 +351,7 @@ def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_r
 def test_a_validation_split_drawn_from_an_empty_test_split_is_refused_where_folder_fails(
     tmp_path: Path, good_images: int, split_args: dict, empty: bool
 ) -> None:
-    """Good images only, and few of them: Folder's validation split from the test split ended in numpy's "not
+    """Good images only, and few of them: Folder's validation split from the test split ended in anomalib's "not
     enough values to unpack (expected 2, got 0)", no setting named."""
     from anomalib.data import Folder
 

@@ -13,6 +13,7 @@ order) and the test metrics. The experts are discovered by k-means
 """
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -54,6 +55,7 @@ DATA = {"num_train": 4, "num_test_good": 2, "num_test_defect": 3, "num_subclasse
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("data_root", type=Path)

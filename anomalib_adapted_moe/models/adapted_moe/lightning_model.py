@@ -364,6 +364,13 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.flag_report = FlagReport([])
         self._top_expert = torch.zeros(0, dtype=torch.long)
 
+    def setup(self, stage: str) -> None:
+        """Under DDP every process logged the same lines (the cache, the experts, the calibration, the thresholds'
+        warnings), once per process: the first process speaks for all, the others log errors only."""
+        super().setup(stage)
+        if self.trainer.global_rank != 0:
+            logging.getLogger("anomalib_adapted_moe").setLevel(logging.ERROR)
+
     def prepare_data(self) -> None:
         """Name every missing or empty folder, unpaired mask and empty test split to validate on of an anomalib
         ``Folder``, and the unpaired masks and outside links of an ``MVTecAD`` category, before the datamodule's

@@ -27,18 +27,22 @@ from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
 SCRIPT = REPO / "tests" / "helpers" / "ddp_train.py"
 
 
-def train(out: Path, data: Path, devices: int) -> None:
+def train(out: Path, data: Path, devices: int) -> str:
+    """Every rank's printed output."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(SCRIPT), str(out), str(data), "--devices", str(devices), "--strategy", "ddp"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result.stdout + result.stderr
 
 
 @pytest.mark.slow
 def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp_path: Path) -> None:
     data = tmp_path / "data"
     train(tmp_path / "out", data, devices=1)  # also generates the data, so the 2 ranks do not race to
-    train(tmp_path / "out", data, devices=2)
+    printed = train(tmp_path / "out", data, devices=2)
+    # the package's lines once, from the first process (each process printed them all)
+    assert printed.count("Training 2 expert(s)") == 1 and printed.count("Expert score calibration fitted") == 1
     single = torch.load(tmp_path / "out" / "ddp_1_rank0.pt")
     ranks = [torch.load(tmp_path / "out" / f"ddp_2_rank{rank}.pt") for rank in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and single["world_size"] == 1

@@ -68,8 +68,9 @@ def refuse_an_unknown_mvtec_category(data: object) -> None:
     class_path = str(getattr(data, "class_path", ""))
     if class_path.split(".")[-1] != "MVTecAD":
         return
-    root, category = data.init_args.root, data.init_args.category
-    if root is None or category in MVTEC_CATEGORIES or (Path(root) / category).is_dir():
+    settings = getattr(data, "init_args", None)
+    root, category = getattr(settings, "root", None), getattr(settings, "category", None)
+    if root is None or category is None or category in MVTEC_CATEGORIES or (Path(root) / category).is_dir():
         return  # MVTecAD's own download, or its own error for a root of None
     root = Path(root)
     found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []

@@ -174,8 +174,9 @@ def mask_pairing_problems(
     problems += [f"{mask}: a mask whose name holds no defect image's" for mask in unused]
     if problems:
         return "masks", problems
-    if len(masks) == 1 < len(defects):  # numpy would give this one mask to every defect image, without a word
-        return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; {reader} would give it to each"]
+    if len(masks) == 1 < len(defects):  # Folder's numpy gives this one mask to every defect image, without a word
+        outcome = "Folder would give it to each" if reader == "Folder" else f"{reader} cannot pair them"
+        return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; {outcome}"]
     if len(defects) != len(masks):  # every name has a partner, the counts differ: a name inside several others
         which = (
             "a mask's name holds several images' (000_001.png)"

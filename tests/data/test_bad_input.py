@@ -428,6 +428,11 @@ def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
     if how == "no ground_truth":
         shutil.rmtree(category / "ground_truth" / "hole")
         return category, [f"{category / 'ground_truth' / 'hole'}: no mask for the 3 images of test/hole"]
+    if how == "one mask for three images":  # pandas' "Must have equal len keys", as for a missing mask
+        for mask in (category / "ground_truth" / "hole").iterdir():
+            mask.unlink()
+        only = write_mask(category / "ground_truth" / "hole" / "000_001_002_mask.png")
+        return category, [f"{only}: the one mask of 3 defect images; MVTecAD cannot pair them"]
     if how == "linked training folder":
         (category / "train" / "good").rename(root / "good")
         (category / "train" / "good").symlink_to(root / "good")
@@ -445,7 +450,15 @@ def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize(
-    "how", ["intact", "missing mask", "no ground_truth", "linked training images", "linked training folder"]
+    "how",
+    [
+        "intact",
+        "missing mask",
+        "no ground_truth",
+        "one mask for three images",
+        "linked training images",
+        "linked training folder",
+    ],
 )
 def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_path: Path, how: str) -> None:
     """MVTecAD pairs sorted masks as Folder does: a missing mask ended in pandas' "Must have equal len keys", no

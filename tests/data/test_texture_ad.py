@@ -286,28 +286,6 @@ def test_a_damaged_test_image_stops_training_before_it_starts_not_after(texture_
     assert not model.expert_epochs_begun and not list((tmp_path / "results").rglob("*.ckpt"))
 
 
-def test_a_damaged_training_image_is_named_before_the_feature_pass(
-    texture_ad_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """It was named as the feature pass read it, at the end of a long traceback under the anomalib command (a
-    walkthrough: 420 lines, 640 under DDP); checked with the other splits first, it is one line there."""
-    from anomalib.engine import Engine
-    from conftest import tiny_adapted_moe
-
-    read = []  # the items the training's dataloader read
-    original = TextureADDataset.__getitem__
-    monkeypatch.setattr(
-        TextureADDataset, "__getitem__", lambda self, index: read.append(index) or original(self, index)
-    )
-    damaged = texture_ad_root / "cloth" / "fabric_a" / "train" / "good" / "001.png"
-    damaged.write_bytes(damaged.read_bytes()[:200])
-    datamodule = TextureAD(root=texture_ad_root, category="cloth", num_workers=0, seed=0)
-    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
-    with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
-        engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=datamodule)
-    assert str(info.value).startswith(str(damaged)) and not read
-
-
 def test_a_damaged_image_validation_took_from_the_test_set_stops_training_before_it_starts(
     texture_ad_root: Path, tmp_path: Path
 ) -> None:

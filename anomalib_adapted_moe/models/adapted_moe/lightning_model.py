@@ -398,9 +398,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
         self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
         self.check_dataset_files("test", getattr(datamodule, "test_data", None))
-        # TextureAD names a damaged file as it reads it: a training image deep in a traceback of the feature pass, a
-        # test image after the training
-        for split in ("train_data", "val_data", "test_data"):
+        # TextureAD names a damaged file as it reads it: a test image only after the training (its training images
+        # are read at once by the feature pass; decoding them here too would double that pass's reading)
+        for split in ("val_data", "test_data"):
             if callable(check_files := getattr(getattr(datamodule, split, None), "check_files", None)):
                 try:
                     check_files()

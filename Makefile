@@ -12,6 +12,10 @@ STAMP := $(VENV)/.installed
 # Free disk the first install needs (the venv is about 6.6 GiB with PyPI's CUDA torch wheels); checked before it.
 MIN_FREE_GIB ?= $(if $(TORCH_INDEX),3,8)
 PYTEST_ARGS ?=
+# Test workers: one per core, at most four (each imports torch, anomalib and OpenVINO); PYTEST_WORKERS=0 runs every
+# test in one process. worksteal hands a finished worker the queued tests of a busy one (the slowest take a minute).
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
@@ -33,11 +37,11 @@ $(STAMP): pyproject.toml
 
 # Every test, the slow end-to-end ones included (they are what CI runs).
 test: $(STAMP)
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Unit tests only, for the edit-test loop.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The main job: train on the synthetic Texture AD, per-subclass table, OpenVINO export and inference.
 demo: $(STAMP)

@@ -34,17 +34,35 @@ EXPECTED_WARNINGS = (
 )
 
 
-def quiet_expected_messages() -> None:
-    """Keep the demo to its own lines: expected warnings off, Lightning's and anomalib's info logs off."""
+#: the libraries' loggers the demo quiets to these levels while it runs
+QUIETED_LOGGERS = {
+    **dict.fromkeys(
+        ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "anomalib", "torch", "nncf"),
+        logging.WARNING,
+    ),
+    "torch.onnx": logging.ERROR,  # the exporter's notes on every export
+    "anomalib.engine.engine": logging.ERROR,  # "ckpt_path is not provided": by design
+    "anomalib_adapted_moe": logging.WARNING,
+    "anomalib_adapted_moe.data.synthetic_texture_ad": logging.INFO,  # generation
+}
+
+
+@contextlib.contextmanager
+def quiet_expected_messages() -> Iterator[None]:
+    """Keep the demo to its own lines: expected warnings off, Lightning's and anomalib's info logs off; as they were
+    after, for a caller in Python (a test, a notebook)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for message in EXPECTED_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "anomalib", "torch", "nncf"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on every export
-    logging.getLogger("anomalib.engine.engine").setLevel(logging.ERROR)  # "ckpt_path is not provided": by design
-    logging.getLogger("anomalib_adapted_moe").setLevel(logging.WARNING)
-    logging.getLogger("anomalib_adapted_moe.data.synthetic_texture_ad").setLevel(logging.INFO)  # generation
+    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for name, level in QUIETED_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 @contextlib.contextmanager
@@ -85,6 +103,12 @@ def _stage(start: float, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the demo; returns the per-subclass rows and the export parity figures."""
+    with contextlib.ExitStack() as scope:  # what the run quiets, as it was after it
+        return run(argv, scope)
+
+
+def run(argv: list[str] | None, scope: contextlib.ExitStack) -> dict:
+    """The demo, quieting the libraries' expected messages in ``scope``."""
     parser = argparse.ArgumentParser(
         prog="python -m anomalib_adapted_moe.demo",
         description=__doc__,
@@ -120,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             openvino_parity,
             per_subclass_table,
         )
-    quiet_expected_messages()
+    scope.enter_context(quiet_expected_messages())  # after the imports, which set their loggers' levels
 
     seed_everything(args.seed, workers=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))

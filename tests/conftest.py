@@ -9,6 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -108,6 +109,28 @@ def package_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory
         patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("package_cache")))
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def process_state_as_found():
+    """Each test leaves the environment, torch's thread count and the levels of the loggers that existed before it as
+    it found them: the workers of ``make test`` run tests in no fixed order, and in-process runs change them
+    (``seed_everything`` sets ``PL_GLOBAL_SEED``, which later subprocesses inherit; the demo sets threads)."""
+    import logging
+
+    import torch
+
+    loggers = [
+        logging.root,
+        *(each for each in logging.root.manager.loggerDict.values() if isinstance(each, logging.Logger)),
+    ]
+    levels = [each.level for each in loggers]
+    threads = torch.get_num_threads()
+    with mock.patch.dict(os.environ):
+        yield
+    for each, level in zip(loggers, levels, strict=True):
+        each.setLevel(level)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """`make demo` end to end on a tiny synthetic set: training, the per-subclass table and both OpenVINO exports."""
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -130,6 +131,9 @@ def test_a_rerun_stopped_during_export_leaves_no_summary_of_the_previous_run(
 
     monkeypatch.setattr(precision, "measure_precisions", stopped)
     data_args = json.dumps({**TINY_DATA, "root": str(tmp_path / "data"), "num_workers": 0})
+    levels = {name: logging.getLogger(name).level for name in demo.QUIETED_LOGGERS}
     with pytest.raises(KeyboardInterrupt):
         main(["--weights", "none", "--image-size", "64", "--output", str(output), "--data-init-args", data_args])
     assert sorted(p.name for p in output.iterdir() if p.is_file()) == ["export.log"]
+    # the loggers it quieted are as they were, stopped or not (a test or notebook after it heard none of them)
+    assert {name: logging.getLogger(name).level for name in demo.QUIETED_LOGGERS} == levels

@@ -225,7 +225,14 @@ def test_a_validation_split_of_no_image_stops_the_training_before_it_starts(
             datamodule=Folder(name="few", root=few, normal_dir="good", abnormal_dir="defect", num_workers=0),
         )
 
-    unvalidated = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, limit_val_batches=0)
+    unvalidated = Engine(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
     model = tiny_adapted_moe(epochs=1)
     unvalidated.fit(model=model, datamodule=folder(0.1))
     unfitted = "test: this AdaptedMoE's thresholds and score normalisation were never fitted"

@@ -63,6 +63,8 @@ def test_notebook_runs_top_to_bottom_on_tiny_settings(
     monkeypatch.setenv("ANOMALIB_ADAPTED_MOE_CACHE", str(data_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel picks its inline backend
+    for setting, folder in (("JUPYTER_RUNTIME_DIR", "jupyter_runtime"), ("IPYTHONDIR", "ipython")):
+        monkeypatch.setenv(setting, str(tmp_path / folder))  # the kernel's files, not in the home folder
     committed = (NOTEBOOKS / name).read_bytes()
     notebook = read(name)
     # kernel "python3" resolves to this interpreter (the venv's): jupyter_client starts sys.executable

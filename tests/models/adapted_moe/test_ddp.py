@@ -10,6 +10,7 @@ draw of the same training, like another seed.) The reassembly of the ranks' cach
 is also unit-tested without processes, against a simulated second rank.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp
     for name, value in single["thresholds"].items():
         if name != "f1_pixel_threshold":
             assert ranks[0]["thresholds"][name] == pytest.approx(value, abs=1e-5, nan_ok=True), name
-    assert single["thresholds"]["normal_image_threshold"] == single["thresholds"]["normal_image_threshold"]  # fitted
+    assert math.isfinite(single["thresholds"]["normal_image_threshold"])  # fitted
 
     for metric in ("image_AUROC", "pixel_AUROC"):
         assert ranks[0]["metrics"][metric] == ranks[1]["metrics"][metric]

@@ -73,10 +73,10 @@ def test_the_test_report_counts_each_subclass_as_the_predictions_label_it(
         if label
     ]
     summary = logged(caplog, f"{len(flagged)} of {sum(len(batch.image_path) for batch in predictions)} images flagged")
-    if flagged:
-        score, path = max(flagged)
-        folder = summary.split("(pred_score, threshold 0.5), in ", 1)[1].split(": ", 1)[0]
-        assert f"{folder}: {Path(path).relative_to(folder)} ({score:.3f})" in summary
+    assert flagged, "no image flagged: the summary's list of the highest-scoring files went unchecked"
+    score, path = max(flagged)
+    folder = summary.split("(pred_score, threshold 0.5), in ", 1)[1].split(": ", 1)[0]
+    assert f"{folder}: {Path(path).relative_to(folder)} ({score:.3f})" in summary
 
 
 def fake_batch(flagged: list[bool], defective: list[bool] | None) -> SimpleNamespace:

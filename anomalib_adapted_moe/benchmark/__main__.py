@@ -81,6 +81,39 @@ def data_config_file(text: str) -> dict:
     return data
 
 
+def settings_problem(epochs: int | None, image_size: int | None, weights: str | None) -> str | None:
+    """A bad ``--epochs``, ``--image-size`` or ``--weights``, named before anything runs: each run failed on it in
+    turn, and the output folder's manifest then held the bad value, refusing the corrected command."""
+    if epochs is not None and epochs < 1:
+        recipe = CPU_RECIPE["epochs"]
+        return f"--epochs {epochs}: at least 1 is needed. Fix: --epochs 1 or more (the CPU recipe's: {recipe})."
+    if image_size is not None and image_size < 1:
+        return f"--image-size {image_size}: the side of the images in pixels. Fix: a positive size (default 256)."
+    if weights is not None and weights.lower() != "none":
+        from anomalib_adapted_moe.backbone_weights import resolve_weights_path
+
+        try:
+            resolve_weights_path(weights)
+        except (ImportError, FileNotFoundError) as error:
+            return f"--weights {weights}: {error}"
+    return None
+
+
+def output_problem(*folders: Path) -> str | None:
+    """A folder a command cannot write its results to (a file of that name, a read-only disk), named before it
+    measures: ``speed`` lost minutes of measuring to a traceback at the end."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            reason = error.strerror or error
+            return f"{folder}: cannot write results there ({reason}). Fix: give a folder you can write to."
+    return None
+
+
 def _data_config(data: dict | None, init_args: dict | None) -> dict:
     """The config of ``--data`` (default: the synthetic set) with ``--data-init-args`` merged into its init_args."""
     data = json.loads(json.dumps(SYNTHETIC)) if data is None else data
@@ -195,11 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "render":
         if not (args.output / "manifest.json").is_file():
             parser.error(f"{args.output} holds no benchmark runs (no manifest.json). Fix: give the --output of a run.")
+        if problem := output_problem(args.output, report_dir):
+            parser.error(problem)
         render(args.output, report_dir)
         print(f"wrote {args.output / 'results.json'}, {args.output / 'results.csv'}, {report_dir / 'benchmarks.md'}")
         return
 
-    from .driver import execute
+    from .driver import execute, refuse_runs_made_otherwise
     from .run import category_problem, run_categories
     from .studies import rows
     from .zoo import MODELS, SETTINGS_OF_OURS, Settings
@@ -207,29 +242,45 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in getattr(args, "models", None) or [] if name not in {*MODELS, *SETTINGS_OF_OURS}]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; known: {sorted([*MODELS, *SETTINGS_OF_OURS])}")
+    if getattr(args, "models", None):
+        args.models = _union([], args.models)  # a name given twice is one run, not two rows of it
+    problem = settings_problem(args.epochs, args.image_size, args.weights)
+    if problem:
+        parser.error(problem)
+    if args.budget_seconds <= 0:
+        parser.error(f"--budget-seconds {args.budget_seconds}: the trained baselines' seconds. Fix: a positive number.")
 
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs, imagenette=args.imagenette)
     data = _data_config(args.data, args.data_init_args)
-    args.categories = run_categories(data, args.categories)
-    problem = category_problem(data, args.categories)
+    args.categories = _union([], run_categories(data, args.categories))
+    problem = category_problem(data, args.categories) or output_problem(args.output, report_dir)
     if problem:
         parser.error(problem)
     if args.command == "compare":
         studies = ["compare"]
     else:
         studies = ["table2", "table3", "topk", "inference"] if args.study == "all" else [args.study]
-    _updated_manifest(args, settings, data, studies, argv)
     planned = [row for study in studies for row in rows(study, args.categories, getattr(args, "models", None))]
-    failed = execute(
-        planned,
-        args.output,
-        settings,
-        data,
-        args.seed,
-        budget_seconds=args.budget_seconds,
-        all_settings=not args.read_settings_only,
-    )
+    refuse_runs_made_otherwise(planned, args.output, settings, data, args.seed)  # before the manifest takes them
+    _updated_manifest(args, settings, data, studies, argv)
+    try:
+        failed = execute(
+            planned,
+            args.output,
+            settings,
+            data,
+            args.seed,
+            budget_seconds=args.budget_seconds,
+            all_settings=not args.read_settings_only,
+        )
+    except KeyboardInterrupt:  # the run's process is killed with it; one line, not the wait's traceback
+        print(
+            "Stopped (Ctrl-C). Calling the same command again runs the stopped run from its start and keeps the "
+            "finished ones.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     render(args.output, report_dir)
     print(f"report: {report_dir / 'benchmarks.md'}; figures: {args.output / 'results.json'}, results.csv")
     if failed:  # the report shows what finished; a script or CI must not read the run as a success
@@ -243,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
 def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: list[str], argv: list[str]) -> dict:
     """The output folder's record of settings and studies; refuses to mix runs made with other settings."""
     from .report import load_manifest
+    from .studies import DEFAULT_MODELS
 
     path = args.output / "manifest.json"
     # the budget too: kept baselines trained under another one would be reported under this one
@@ -263,12 +315,24 @@ def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: l
     manifest["machine"] = machine()
     manifest["commit"] = commit()
     command = "python -m anomalib_adapted_moe.benchmark " + shlex.join(argv)
-    for study in studies:
-        manifest["studies"][study] = {"categories": args.categories, "models": getattr(args, "models", None)}
-        manifest["commands"][study] = command
+    for study in studies:  # the report covers every category and model run into the folder, not the last call's
+        earlier = manifest["studies"].get(study, {})
+        models = getattr(args, "models", None)
+        if study == "compare":
+            before = earlier.get("models") or (DEFAULT_MODELS if earlier else [])  # None: the default seven
+            models = _union(before, models or DEFAULT_MODELS)
+        manifest["studies"][study] = {"categories": _union(earlier.get("categories", []), args.categories)}
+        manifest["studies"][study]["models"] = models
+        commands = manifest["commands"].get(study, [])
+        manifest["commands"][study] = _union([commands] if isinstance(commands, str) else commands, [command])
     args.output.mkdir(parents=True, exist_ok=True)
     write_json(path, manifest)
     return manifest
+
+
+def _union(earlier: list, now: list) -> list:
+    """``earlier`` then what ``now`` adds, in order, each once."""
+    return list(dict.fromkeys([*earlier, *now]))
 
 
 if __name__ == "__main__":

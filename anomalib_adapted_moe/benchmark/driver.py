@@ -7,6 +7,7 @@ comparison's AdaptedMoE run of a category sets the wall-clock budget of the trai
 so it runs first.
 """
 
+import json
 import subprocess
 import sys
 import time
@@ -65,6 +66,35 @@ def _finished(stored: dict | None, wanted: list[str] | None) -> bool:
         return True
     tested_only = stored["spec"].get("variants")  # None: the run tested every setting
     return tested_only is None or (wanted is not None and set(wanted) <= set(tested_only))
+
+
+def refuse_runs_made_otherwise(rows: list[Row], output: Path, settings: Settings, data: dict, seed: int) -> None:
+    """Stop, naming it, at a finished run of ``rows`` made with another seed, data or setting than this call's."""
+    made = {"seed": seed, "settings": asdict(settings), "data": json.loads(json.dumps(data))}
+    for row in _unique_runs(rows):
+        if (made_otherwise := _made_otherwise(load_run(output, row.key), made)) is not None:
+            path = run_path(output, row.key)
+            msg = (
+                f"{path} was made with {made_otherwise}: kept, it would be reported under this call's settings. "
+                f"Fix: use another --output, or delete {path} to run it again with these."
+            )
+            raise SystemExit(msg)
+
+
+def _made_otherwise(stored: dict | None, made: dict) -> str | None:
+    """The seed, data or setting a finished run was made with that differs from this call's, as ``key=then, not
+    now``; ``None`` if none. The output folder's manifest refuses such a call, but its own fix for a damaged one is
+    to delete it: the runs' records are then all that tells (a setting added since is not in older runs)."""
+    if stored is None or stored.get("status") not in FINISHED:
+        return None  # a failed run is done again anyway
+    spec = stored.get("spec", {})
+    for key, now in made.items():
+        then = spec.get(key)
+        if key == "settings" and isinstance(then, dict):
+            now = {name: now.get(name) for name in then}
+        if then is not None and then != now:
+            return f"{key}={then}, not {now}"
+    return None
 
 
 def _kept(prefix: str, stored: dict, path: Path, checkout: str) -> str:

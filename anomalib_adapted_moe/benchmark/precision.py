@@ -587,7 +587,8 @@ def _pairs_per_subclass(datamodule) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure (or load a saved JSON), save it, write the markdown section."""
-    from .__main__ import json_object
+    from .__main__ import SYNTHETIC, json_object, output_problem, settings_problem
+    from .run import category_problem
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -611,6 +612,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.render is not None and not args.render.is_file():
         parser.error(f"--render {args.render}: no such file. Fix: give the precision.json a run wrote in --output.")
+    if args.render is None:  # named before the training and the timed rounds
+        problem = settings_problem(args.epochs, args.image_size, args.weights)
+        problem = problem or category_problem(SYNTHETIC, [args.category])
+        problem = problem or output_problem(args.output, args.markdown.parent)
+    else:
+        problem = output_problem(args.markdown.parent)
+    if problem:
+        parser.error(problem)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logger.setLevel(logging.INFO)
     if args.render is not None:

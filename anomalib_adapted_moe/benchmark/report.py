@@ -32,13 +32,22 @@ def _variant_rows(result: dict, variant: str) -> list[tuple[str, list[dict]]]:
     return [(variant, variants[variant])] if variant in variants else []
 
 
+def _commands(results: dict) -> list[str]:
+    """Every command that ran into the folder, each once (a study's one command string in older manifests)."""
+    each = [[value] if isinstance(value, str) else value for value in results["commands"].values()]
+    return list(dict.fromkeys(command for commands in each for command in commands))
+
+
 def load_manifest(output: Path) -> dict:
     """The settings, seed, data and studies of the runs in ``output``."""
     fix = (
         f"delete it, then run again each benchmark command that wrote to {output}, with the same options (it is "
         "what refuses to mix runs of other settings); finished runs are kept. Or delete the folder to start over."
     )
-    return read_json(output / "manifest.json", fix)
+    manifest = read_json(output / "manifest.json", fix)
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("studies"), dict)):
+        raise SystemExit(f"{output / 'manifest.json'} is not a benchmark manifest ({manifest!r:.60}). Fix: {fix}")
+    return manifest
 
 
 def collect(output: Path, manifest: dict) -> dict:
@@ -366,7 +375,7 @@ def markdown(results: dict, plots: dict[str, str]) -> str:
         f"`{settings['weights']}`; AdaptedMoE epochs {settings['epochs']}; data `{results['data']['class_path']}` "
         f"`{json.dumps(results['data'].get('init_args', {}))}`",
         "- Commands:",
-        *[f"  - `{command}`" for command in dict.fromkeys(results["commands"].values())],
+        *[f"  - `{command}`" for command in _commands(results)],
         "- AUROC and AUPRO in %, on raw scores (anomalib's post-processor clamps normalised scores, which ties "
         "unseen subclasses beyond the validation range); pixel figures at the input resolution. One model per "
         "category, trained on its seen subclasses; nothing is selected on test data.",

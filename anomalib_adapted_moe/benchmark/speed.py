@@ -499,6 +499,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.render is not None and not args.render.is_file():
         parser.error(f"--render {args.render}: no such file. Fix: give the speed.json a run wrote in --output.")
+    from .__main__ import output_problem
+
+    if args.epochs is not None and args.epochs < 2:  # target (d) compares the later epochs with the first
+        parser.error(f"--epochs {args.epochs}: the training-time target compares later epochs. Fix: 2 or more.")
+    if args.train_images is not None and args.train_images < 1:
+        parser.error(f"--train-images {args.train_images}: the memory run's images. Fix: 1 or more.")
+    folders = [args.markdown.parent] if args.render is not None else [args.output, args.markdown.parent]
+    if problem := output_problem(*folders):  # before minutes of measuring
+        parser.error(problem)
     if args.render is not None:
         results = json.loads(args.render.read_text())
     else:

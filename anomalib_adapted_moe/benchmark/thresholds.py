@@ -520,7 +520,15 @@ def main(argv: list[str] | None = None) -> dict:
     from anomalib_adapted_moe.deploy import cpu_description
     from anomalib_adapted_moe.models.adapted_moe.post_processor import MIN_VARIANT_IMAGES
 
-    from .__main__ import _data_config, adapted_moe_arguments, data_config_file, json_object
+    from .__main__ import (
+        _data_config,
+        _union,
+        adapted_moe_arguments,
+        data_config_file,
+        json_object,
+        output_problem,
+        settings_problem,
+    )
     from .provenance import commit
     from .run import category_problem, run_categories
     from .variant_levels import with_variant_levels
@@ -575,18 +583,23 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     args.markdown = args.markdown or args.output / "thresholds.md"  # a run on one's own data leaves docs/ alone
+    if problem := settings_problem(args.epochs, args.image_size, args.weights):
+        parser.error(problem)
     weights = None if args.weights.lower() == "none" else args.weights
     settings = Settings(image_size=args.image_size, weights=weights, epochs=args.epochs)
     data = _data_config(args.data, args.data_init_args)
-    args.categories = run_categories(data, args.categories)
-    problem = category_problem(data, args.categories)
+    args.categories = _union([], run_categories(data, args.categories))
+    problem = category_problem(data, args.categories) or output_problem(args.output, args.markdown.parent)
     if problem:
         parser.error(problem)
     model_args = args.model_args or {}
     code = commit()
     # what a stored category must have been measured under to be kept
     spec = {"data": data, "seed": args.seed, "settings": asdict(settings), "model_args": model_args, "commit": code}
-    earlier = earlier_report(args.compare_to, data) if args.compare_to else None  # checked before hours of training
+    try:
+        earlier = earlier_report(args.compare_to, data) if args.compare_to else None  # before hours of training
+    except ValueError as error:
+        parser.error(str(error))
     if args.variant_level_images and args.variant_level_images < MIN_VARIANT_IMAGES:  # before training, too
         parser.error(f"--variant-level-images must be at least {MIN_VARIANT_IMAGES}, got {args.variant_level_images}")
     if not 0 <= args.variant_level_defect_share < 1:

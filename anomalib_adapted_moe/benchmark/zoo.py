@@ -34,9 +34,14 @@ class Settings:
 
 
 def _backbone(settings: Settings):
-    """The frozen backbone module with the run's weights, or the timm name (random init) without weights."""
+    """The frozen backbone module with the run's weights, random-initialised without (``--weights none``): a timm
+    name would be downloaded by the models built with ``pre_trained=True`` (Supersimplenet, Glass)."""
+    import timm
+
     from anomalib_adapted_moe.backbone_weights import build_backbone
 
+    if settings.weights is None:
+        return timm.create_model(BACKBONE, pretrained=False).requires_grad_(False).eval()
     return build_backbone(BACKBONE, settings.weights)
 
 

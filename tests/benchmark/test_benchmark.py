@@ -6,6 +6,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -318,6 +319,15 @@ def test_thresholds_command_reports_anomalibs_auroc_pooled_rows_and_f1(tmp_path:
     _thresholds_resume_and_keep_finished_categories(output, [*common, *switch, "--data-init-args", data_args])
 
 
+def _refused(call: Callable[[], object]) -> str:
+    """What a command printed refusing its options (argparse's exit code 2): one line, no traceback."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as stopped:
+        call()
+    assert stopped.value.code == 2
+    return stderr.getvalue()
+
+
 def _thresholds_compare_to(output: Path, argv: list[str]) -> None:
     """--compare-to pairs this run's per-image scores with an earlier run's; it refuses a folder without a report,
     a report on other data (both before any training) and a run measured before the scores were stored."""
@@ -340,14 +350,14 @@ def _thresholds_compare_to(output: Path, argv: list[str]) -> None:
             assert row["f1_gap"]["before"] == pytest.approx(f1_gap, abs=1e-6)
         assert f"## Against `{output}`" in (output / "compared.md").read_text()
         assert report["comparison"]["not_in_that_run"] == []
-        with pytest.raises(ValueError, match=r"cannot read .*thresholds\.json.*Fix: give the --output folder"):
-            thresholds.main([*argv, "--output", str(output), "--compare-to", str(output / "nothing")])
+        refused = _refused(lambda: thresholds.main([*argv, "--output", str(output), "--compare-to", str(output / "x")]))
+        assert re.search(r"error: --compare-to: cannot read .*thresholds\.json.*Fix: give the --output folder", refused)
         other = output.parent / "other_data"
         earlier = json.loads((output / "thresholds.json").read_text())
         other.mkdir()
         (other / "thresholds.json").write_text(json.dumps(earlier | {"data": {"class_path": "TextureAD"}}))
-        with pytest.raises(ValueError, match="measured on other data"):
-            thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)])
+        refused = _refused(lambda: thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)]))
+        assert "measured on other data" in refused
         assert measured == []  # each refused before any category was measured
         (other / "thresholds.json").write_text(json.dumps(earlier | {"results": []}))
         report = thresholds.main([*argv, "--output", str(output), "--compare-to", str(other)])

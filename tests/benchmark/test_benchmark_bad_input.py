@@ -199,3 +199,145 @@ def test_another_budget_is_refused_like_another_seed(tmp_path: Path, monkeypatch
     with pytest.raises(SystemExit, match=r"holds runs made with budget_seconds=300\.0, not 60\.0"):
         main([*argv, "--budget-seconds", "60"])
     assert started == ["cloth__Padim"]  # refused before anything ran
+
+
+def test_calls_with_other_categories_or_models_add_to_the_report(tmp_path: Path) -> None:
+    """One category per call (a slow machine's way) reported the last call's runs only; a name given twice made
+    two rows of one run."""
+    output = tmp_path / "bench"
+    common = ["compare", "--output", str(output), *FAST]
+    main([*common, "--models", "EfficientAd", "EfficientAd", "--categories", "cloth", "cloth"])
+    main([*common, "--models", "EfficientAd", "--categories", "wafer"])
+    results = json.loads((output / "results.json").read_text())
+    assert [(row["category"], row["label"]) for row in results["rows"]] == [
+        ("cloth", "EfficientAd"),
+        ("wafer", "EfficientAd"),
+    ]
+    report = (output / "benchmarks.md").read_text()
+    assert "--categories cloth cloth" in report and "--categories wafer" in report  # both commands named
+
+
+def test_a_finished_run_of_other_settings_is_refused_without_its_manifest(tmp_path: Path) -> None:
+    """The manifest's own fix for a damaged one is to delete it: the runs then were kept under any settings."""
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "EfficientAd", "--categories", "cloth", "--output", str(output), *FAST]
+    main(argv)
+    (output / "manifest.json").unlink()
+    run = driver.run_path(output, "cloth__EfficientAd")
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--seed", "7"])
+    assert f"{run} was made with seed=0, not 7" in str(stopped.value.code) and "Fix: use another --output" in str(
+        stopped.value.code
+    )
+    with pytest.raises(SystemExit, match=r"was made with settings=.*'epochs': 1.*'epochs': 3"):
+        main([*argv, "--epochs", "3"])
+    assert not (output / "manifest.json").exists()  # not written with the refused settings
+    main(argv)  # the settings it was made with: kept
+    assert (output / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("option", "problem", "fix"),
+    [
+        (["--epochs", "0"], "--epochs 0: at least 1 is needed", "Fix: --epochs 1 or more"),
+        (["--image-size", "0"], "--image-size 0: the side of the images in pixels", "Fix: a positive size"),
+        (["--weights", "nosuch.pth"], "--weights nosuch.pth: Backbone weights file", "Supply the path of"),
+        (["--budget-seconds", "0"], "--budget-seconds 0.0: the trained baselines' seconds", "Fix: a positive"),
+    ],
+    ids=["epochs", "image-size", "weights", "budget"],
+)
+def test_a_bad_option_value_is_named_before_anything_runs(
+    option: list[str], problem: str, fix: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Each run failed on it in turn, and the manifest then held the bad value: the corrected command was refused."""
+    output = tmp_path / "bench"
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "--models", "EfficientAd", "--categories", "cloth", "--output", str(output), *FAST, *option])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert problem in error and fix in error
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "render", "thresholds", "speed", "precision"])
+def test_an_output_that_cannot_be_written_is_named_before_anything_is_measured(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file where the output folder should be: speed measured for minutes, then lost it all to a traceback."""
+    from anomalib_adapted_moe.benchmark import precision, speed, thresholds
+
+    def measured(*_args, **_kwargs):
+        raise AssertionError("measured before the output was checked")
+
+    for module in (speed, precision):
+        monkeypatch.setattr(module, "measure", measured)
+    monkeypatch.setattr(thresholds, "measure_category", measured)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    argv = [command, "--output", str(blocked), *([] if command in ("render", "speed") else FAST)]
+    if command == "render":
+        argv = ["render", "--output", str(tmp_path / "bench"), "--report-dir", str(blocked)]
+        _write_manifest(tmp_path / "bench")
+    if command == "compare":
+        argv += ["--models", "EfficientAd", "--categories", "cloth"]
+    if command == "thresholds":
+        argv += ["--categories", "cloth"]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{blocked}: cannot write results there" in error and "Fix: give a folder you can write to" in error
+
+
+def test_ctrl_c_ends_the_benchmark_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during a run printed the driver's wait traceback and exited 1."""
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "_run_in_subprocess", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "--models", "Padim", "--categories", "cloth", "--output", str(tmp_path / "bench"), *FAST])
+    assert stopped.value.code == 130
+    assert "Stopped (Ctrl-C). Calling the same command again runs the stopped run" in capsys.readouterr().err
+
+
+def test_a_manifest_of_another_shape_is_named_with_its_fix(tmp_path: Path) -> None:
+    output = tmp_path / "bench"
+    path = _write_manifest(output)
+    path.write_text("[]")
+    for argv in (["render", "--output", str(output)], ["compare", "--models", "Padim", "--output", str(output)]):
+        with pytest.raises(SystemExit) as stopped:
+            main([*argv, *(FAST if argv[0] == "compare" else [])])
+        assert f"{path} is not a benchmark manifest ([])" in str(stopped.value.code) and "Fix: delete it" in str(
+            stopped.value.code
+        )
+
+
+def test_thresholds_and_precision_name_a_bad_comparison_folder_and_category(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Both ended in a traceback after their clear message."""
+    output = tmp_path / "out"
+    for argv in (
+        ["thresholds", "--categories", "cloth", "--compare-to", str(tmp_path / "nosuch"), "--output", str(output)],
+        ["precision", "--category", "clothes", "--output", str(output)],
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            main([*argv, *FAST])
+        assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--compare-to: cannot read {tmp_path / 'nosuch' / 'thresholds.json'}" in error
+    assert "SyntheticTextureAD has no category 'clothes'" in error
+
+
+@pytest.mark.parametrize("name", ["Supersimplenet", "Glass"])
+def test_random_weights_build_every_model_offline(name: str) -> None:
+    """``--weights none`` gave these two a timm name, which their pre_trained=True downloads: offline, each run
+    failed with the hub's LocalEntryNotFoundError."""
+    from anomalib_adapted_moe.benchmark.zoo import MODELS
+
+    model, _note = MODELS[name](Settings(image_size=64, weights=None))
+    assert sum(parameter.numel() for parameter in model.parameters()) > 0

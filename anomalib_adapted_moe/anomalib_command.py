@@ -70,15 +70,20 @@ def refuse_an_unknown_mvtec_category(data: object) -> None:
         return
     settings = getattr(data, "init_args", None)
     root, category = getattr(settings, "root", None), getattr(settings, "category", None)
+    if problem := unknown_mvtec_category(root, category, "--data.category", "--data.root"):
+        refuse(FileNotFoundError(problem))
+
+
+def unknown_mvtec_category(root: object, category: object, category_option: str, root_option: str) -> str | None:
+    """Why ``category`` under ``root`` is neither a folder there nor one of MVTecAD's own (``None``: it is one, or
+    left to anomalib: MVTecAD's own download, or its own error for a root of None)."""
     if root is None or category is None or category in MVTEC_CATEGORIES or (Path(root) / category).is_dir():
-        return  # MVTecAD's own download, or its own error for a root of None
+        return None
     root = Path(root)
     found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
-    refuse(
-        FileNotFoundError(
-            f"--data.category {category!r}: no folder {root / category}, and MVTecAD has no such category, so "
-            f"anomalib would download the whole MVTecAD and still not find it. Fix: give a category folder under "
-            f"--data.root {root} ({', '.join(found) if found else 'none there'}) or one of MVTecAD's own "
-            f"({', '.join(MVTEC_CATEGORIES)})."
-        )
+    return (
+        f"{category_option} {category!r}: no folder {root / category}, and MVTecAD has no such category, so "
+        f"anomalib would download the whole MVTecAD and still not find it. Fix: give a category folder under "
+        f"{root_option} {root} ({', '.join(found) if found else 'none there'}) or one of MVTecAD's own "
+        f"({', '.join(MVTEC_CATEGORIES)})."
     )

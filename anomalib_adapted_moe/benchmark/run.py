@@ -74,9 +74,12 @@ def run_categories(data: dict, requested: list[str] | None) -> list[str]:
 def category_problem(data: dict, categories: list[str]) -> str | None:
     """Why a category cannot run, found before any run starts, where the datamodule's categories are known without
     building it: the synthetic set's fixed list, TextureAD's folders (checked as its ``prepare_data`` does). Other
-    datamodules (MVTecAD, Folder, a user's own) are not checked here: their runs report a bad category."""
+    datamodules (Folder, a user's own) are not checked here: their runs report a bad category; an MVTecAD category
+    that is neither a folder under its root nor one of MVTecAD's own is named (anomalib would download MVTecAD)."""
+    from anomalib.data import MVTecAD
     from anomalib.utils.path import resolve_dataset_root
 
+    from anomalib_adapted_moe.anomalib_command import unknown_mvtec_category
     from anomalib_adapted_moe.data import SyntheticTextureAD, TextureAD
     from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES
     from anomalib_adapted_moe.data.texture_ad.datamodule import DEFAULT_ROOT
@@ -90,6 +93,10 @@ def category_problem(data: dict, categories: list[str]) -> str | None:
                 f"--categories {category}: SyntheticTextureAD has no category {category!r}; it has "
                 f"{list(SYNTHETIC_CATEGORIES)}. Fix: choose among them, or give --data for other data."
             )
+        if datamodule_class is MVTecAD:
+            root = data.get("init_args", {}).get("root", inspect.signature(MVTecAD).parameters["root"].default)
+            if problem := unknown_mvtec_category(root, category, "--categories", "--data-init-args root"):
+                return problem
         if datamodule_class is TextureAD:
             root = resolve_dataset_root(data.get("init_args", {}).get("root", DEFAULT_ROOT), "TextureAD")
             try:

@@ -341,3 +341,19 @@ def test_random_weights_build_every_model_offline(name: str) -> None:
 
     model, _note = MODELS[name](Settings(image_size=64, weights=None))
     assert sum(parameter.numel() for parameter in model.parameters()) > 0
+
+
+def test_an_mvtec_category_typo_is_named_before_a_download(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Neither a folder under the root nor one of MVTecAD's own: each run started anomalib's download of the whole
+    MVTecAD (offline, a URLError naming no folder)."""
+    root = tmp_path / "mvtec"
+    (root / "metal_plate").mkdir(parents=True)
+    config = REPO / "configs" / "data" / "mvtec_example.yaml"
+    output = tmp_path / "bench"
+    argv = ["compare", "--models", "Padim", "--data", str(config), "--data-init-args", json.dumps({"root": str(root)})]
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--categories", "metal_plat", "--output", str(output), *FAST])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "--categories 'metal_plat': no folder" in error and f"--data-init-args root {root} (metal_plate)" in error
+    assert not output.exists()

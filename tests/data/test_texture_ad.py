@@ -489,6 +489,40 @@ def test_by_the_default_rule_a_subclass_without_test_images_is_left_out_and_name
     assert f"{fabric_b}: no image under test/, so this subclass is not tested." in caplog.text
 
 
+@pytest.mark.parametrize("how", ["no test/good anywhere", "test_subclasses empty"])
+def test_a_test_split_without_good_images_is_refused_where_anomalib_would_take_training_images(
+    texture_ad_root: Path, how: str
+) -> None:
+    """anomalib fills a test split without good images from the training images (test_split_ratio): tested from a
+    checkpoint of the category, a walkthrough's copy without test/good scored image AUROC 1.0 on trained-on images,
+    exit 0; an empty test_subclasses list tested on training images alone."""
+    cloth = texture_ad_root / "cloth"
+    arguments = {"test_subclasses": []} if how == "test_subclasses empty" else {}
+    if how == "no test/good anywhere":
+        for folder in cloth.glob("*/test/good"):
+            for image in folder.iterdir():
+                image.unlink()
+            folder.rmdir()
+    datamodule = _datamodule(texture_ad_root, **arguments)
+    with pytest.raises(EmptyTestSetError) as info:
+        datamodule.setup()
+    said = {"no test/good anywhere": "hold no defect-free image under test/good/", "test_subclasses empty": "no test"}
+    assert said[how] in str(info.value) and "share of the training images" in str(info.value)
+    assert "Fix: add test/good" in str(info.value)
+
+
+def test_a_subclass_with_one_kind_of_test_image_is_named(
+    texture_ad_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its own AUROC is undefined (nan in its row): said, where the check and the setup said nothing."""
+    fabric_a = texture_ad_root / "cloth" / "fabric_a"
+    for image in (fabric_a / "test" / "good").iterdir():
+        image.unlink()
+    with caplog.at_level("WARNING"):
+        _datamodule(texture_ad_root).setup()
+    assert f"{fabric_a}: no test/good/ image, so this subclass's own AUROC cannot be computed" in caplog.text
+
+
 def test_a_broken_link_among_the_images_is_a_problem_not_an_unsupported_extension(texture_ad_root: Path) -> None:
     link = texture_ad_root / "cloth" / "fabric_a" / "train" / "good" / "003.png"
     link.symlink_to(texture_ad_root / "gone.png")

@@ -172,8 +172,12 @@ def scan_subclass(folder: Path) -> SubclassLayout:
                 defects.add(child.name)
                 _match_masks(sub, child.name, images)
 
+    labels = {label != NORMAL_LABEL for _image, label in sub.test_images}  # False: good, True: defective
     if not sub.test_images:
         sub.warnings.append(f"{folder}: no image under test/, so this subclass is not tested.")
+    elif len(labels) == 1:
+        kind = f"test/{NORMAL_LABEL}/ images only" if False in labels else f"no test/{NORMAL_LABEL}/ image"
+        sub.warnings.append(f"{folder}: {kind}, so this subclass's own AUROC cannot be computed (its row reads nan).")
     gt_root = folder / "ground_truth"
     if gt_root.is_dir():
         for child in _visible_children(gt_root):

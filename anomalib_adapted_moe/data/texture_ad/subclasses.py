@@ -10,7 +10,7 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
     LayoutProblem,
     UnknownSubclassError,
 )
-from anomalib_adapted_moe.data.texture_ad.layout import SPLIT_FILE
+from anomalib_adapted_moe.data.texture_ad.layout import NORMAL_LABEL, SPLIT_FILE
 from anomalib_adapted_moe.data.texture_ad.scan import CategoryLayout
 
 
@@ -107,6 +107,37 @@ def resolve_subclasses(
                 "add test/good and test/<defect> folders, or choose other test_subclasses.",
             )
         )
+    problems += _test_split_problems(layout, test, test_source)
     for name in sorted({*train, *test}):
         problems += layout.subclasses[name].problems
     return train, test, problems
+
+
+def _test_split_problems(layout: CategoryLayout, test: list[str], source: str | None) -> list[LayoutProblem]:
+    """A test split of no subclass, or of no defect-free image: anomalib then fills its good images with a share of
+    the training images (``test_split_ratio``), which a model trained on the category has seen (a walkthrough: image
+    AUROC 1.0, exit 0)."""
+    tested = [label for name in test for _image, label in layout.subclasses[name].test_images]
+    if not test:
+        selected = source or "the default rule: every subclass with images under test/"
+        return [
+            LayoutProblem(
+                EmptyTestSetError,
+                layout.root,
+                f"no test subclass (selected by {selected}): anomalib would test on a share of the training images.",
+                "add test/good and test/<defect> folders, or name test subclasses that have them (test_subclasses, "
+                "'seen' and 'unseen' in split.json).",
+            )
+        ]
+    if tested and NORMAL_LABEL not in tested:
+        return [
+            LayoutProblem(
+                EmptyTestSetError,
+                layout.root,
+                f"the test subclasses {test} hold no defect-free image under test/{NORMAL_LABEL}/: anomalib would take "
+                "a share of the training images (test_split_ratio) as the test's good images, images a model trained "
+                "on this category has seen.",
+                f"add test/{NORMAL_LABEL}/ folders with defect-free images held out from training.",
+            )
+        ]
+    return []

@@ -778,11 +778,28 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Refuse a model that never trained (``anomalib test`` without ``--ckpt_path``); check the test files."""
         self.refuse_untrained("test")
         self.warn_if_thresholds_unusable("test")
+        self.warn_if_trained_on_other_subclasses("test")
         super().on_test_start()
         self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             self.check_dataset_files("test", getattr(loader, "dataset", None))
+
+    def warn_if_trained_on_other_subclasses(self, stage: str) -> None:
+        """Warn when the data's training subclasses are not the ones this model's experts were trained on (another
+        category, or a ``split.json`` that moved a subclass): the decisions report's and the table's seen / unseen
+        labels follow the data, so another category's subclasses were reported as seen without a word."""
+        experts = self.subclass_experts()
+        seen = seen_subclasses(getattr(self.trainer, "datamodule", None))
+        if experts and seen and set(seen) != set(experts):
+            logger.warning(
+                "%s: the data's training subclasses are %s, but this model's experts were trained on %s: the seen / "
+                "unseen labels of its report follow the data, not the model. Fix: give the category and split the "
+                "checkpoint was trained on (its --data.category, split.json or train_subclasses).",
+                stage,
+                ", ".join(seen),
+                ", ".join(experts),
+            )
 
     @staticmethod
     def check_dataset_files(split: str, dataset: object) -> None:
@@ -806,6 +823,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """
         self.refuse_untrained("predict")
         self.warn_if_thresholds_unusable("predict")
+        self.warn_if_trained_on_other_subclasses("predict")
         super().on_predict_start()
         self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.predict_dataloaders

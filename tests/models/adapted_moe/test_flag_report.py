@@ -179,3 +179,24 @@ def test_images_without_a_file_count_once_each_on_every_rank() -> None:
     ranks[0].merge(ranks[1].records)
     counts = ranks[0].groups["expert all"]
     assert (counts.images, counts.flagged) == (6, 2)
+
+
+def test_testing_on_another_categorys_subclasses_is_named(
+    fitted_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint tested on data whose training subclasses are not its experts' (another category, a split.json
+    that moved a subclass): the report's seen / unseen labels follow the data, and nothing said so."""
+    from conftest import tiny_synthetic_datamodule
+
+    engine, model, datamodule, _ = fitted_tiny
+    warning = "the data's training subclasses are"
+    with caplog.at_level(logging.WARNING):
+        engine.test(model=model, datamodule=datamodule, verbose=False)
+    assert warning not in caplog.text  # its own data: silent
+    other = tiny_synthetic_datamodule(tmp_path / "data", category="wafer", num_test_good=1, num_test_defect=1)
+    with caplog.at_level(logging.WARNING):
+        engine.test(model=model, datamodule=other, verbose=False)
+    said = [record.getMessage() for record in caplog.records if warning in record.getMessage()]
+    assert len(said) == 1 and said[0].startswith("test: ")
+    assert ", ".join(other.train_subclasses) in said[0] and ", ".join(model.expert_names) in said[0]
+    assert "Fix: give the category and split the checkpoint was trained on" in said[0]

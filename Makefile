@@ -12,9 +12,10 @@ STAMP := $(VENV)/.installed
 # Free disk the first install needs (the venv is about 6.6 GiB with PyPI's CUDA torch wheels); checked before it.
 MIN_FREE_GIB ?= $(if $(TORCH_INDEX),3,8)
 PYTEST_ARGS ?=
-# Test workers: one per core, at most four (each imports torch, anomalib and OpenVINO); PYTEST_WORKERS=0 runs every
-# test in one process. worksteal hands a finished worker the queued tests of a busy one (the slowest take a minute).
-PYTEST_WORKERS ?= auto
+# Test workers: one per CPU this process may use (nproc; xdist's "auto" counts physical cores, one where two vCPUs are
+# one core's threads), at most four (each imports torch, anomalib and OpenVINO); PYTEST_WORKERS=0 runs every test in
+# one process. worksteal hands a finished worker the queued tests of a busy one (the slowest take a minute).
+PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo auto)
 PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --maxprocesses 4 --dist worksteal
 
 export HF_HUB_OFFLINE ?= 1

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.output / 'results.json'}, {args.output / 'results.csv'}, {report_dir / 'benchmarks.md'}")
         return
 
-    from .driver import execute, refuse_runs_made_otherwise
+    from .driver import execute
     from .run import category_problem, run_categories
     from .studies import rows
     from .zoo import MODELS, SETTINGS_OF_OURS, Settings
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     problem = settings_problem(args.epochs, args.image_size, args.weights)
     if problem:
         parser.error(problem)
-    if args.budget_seconds <= 0:
+    if not args.budget_seconds > 0:  # nan too
         parser.error(f"--budget-seconds {args.budget_seconds}: the trained baselines' seconds. Fix: a positive number.")
 
     weights = None if args.weights.lower() == "none" else args.weights
@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         studies = ["table2", "table3", "topk", "inference"] if args.study == "all" else [args.study]
     planned = [row for study in studies for row in rows(study, args.categories, getattr(args, "models", None))]
-    refuse_runs_made_otherwise(planned, args.output, settings, data, args.seed)  # before the manifest takes them
-    _updated_manifest(args, settings, data, studies, argv)
+    _updated_manifest(args, settings, data, studies, argv, planned)
     try:
         failed = execute(
             planned,
@@ -291,10 +290,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(msg)
 
 
-def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: list[str], argv: list[str]) -> dict:
-    """The output folder's record of settings and studies; refuses to mix runs made with other settings."""
+def _updated_manifest(
+    args: argparse.Namespace, settings, data: dict, studies: list[str], argv: list[str], planned: list | None = None
+) -> dict:
+    """The output folder's record of settings and studies; refuses to mix runs made with other settings, those of
+    the folder and those of the ``planned`` runs' records (all the folder has when its manifest was deleted)."""
+    from .driver import refuse_runs_made_otherwise
     from .report import load_manifest
-    from .studies import DEFAULT_MODELS
 
     path = args.output / "manifest.json"
     # the budget too: kept baselines trained under another one would be reported under this one
@@ -312,17 +314,15 @@ def _updated_manifest(args: argparse.Namespace, settings, data: dict, studies: l
                 "use another --output, or delete that folder to start over."
             )
             raise SystemExit(msg)
+    refuse_runs_made_otherwise(planned or [], args.output, settings, data, args.seed)
     manifest["machine"] = machine()
     manifest["commit"] = commit()
     command = "python -m anomalib_adapted_moe.benchmark " + shlex.join(argv)
-    for study in studies:  # the report covers every category and model run into the folder, not the last call's
-        earlier = manifest["studies"].get(study, {})
-        models = getattr(args, "models", None)
-        if study == "compare":
-            before = earlier.get("models") or (DEFAULT_MODELS if earlier else [])  # None: the default seven
-            models = _union(before, models or DEFAULT_MODELS)
-        manifest["studies"][study] = {"categories": _union(earlier.get("categories", []), args.categories)}
-        manifest["studies"][study]["models"] = models
+    for study in studies:  # each call's request: the report covers every run asked for into the folder
+        requests = manifest["studies"].get(study, [])
+        requests = [requests] if isinstance(requests, dict) else requests  # one request in older manifests
+        request = {"categories": args.categories, "models": getattr(args, "models", None)}
+        manifest["studies"][study] = requests if request in requests else [*requests, request]
         commands = manifest["commands"].get(study, [])
         manifest["commands"][study] = _union([commands] if isinstance(commands, str) else commands, [command])
     args.output.mkdir(parents=True, exist_ok=True)

@@ -71,14 +71,17 @@ def _finished(stored: dict | None, wanted: list[str] | None) -> bool:
 def refuse_runs_made_otherwise(rows: list[Row], output: Path, settings: Settings, data: dict, seed: int) -> None:
     """Stop, naming it, at a finished run of ``rows`` made with another seed, data or setting than this call's."""
     made = {"seed": seed, "settings": asdict(settings), "data": json.loads(json.dumps(data))}
-    for row in _unique_runs(rows):
-        if (made_otherwise := _made_otherwise(load_run(output, row.key), made)) is not None:
-            path = run_path(output, row.key)
-            msg = (
-                f"{path} was made with {made_otherwise}: kept, it would be reported under this call's settings. "
-                f"Fix: use another --output, or delete {path} to run it again with these."
-            )
-            raise SystemExit(msg)
+    otherwise = {
+        run_path(output, row.key): _made_otherwise(load_run(output, row.key), made) for row in _unique_runs(rows)
+    }
+    otherwise = {path: made_otherwise for path, made_otherwise in otherwise.items() if made_otherwise is not None}
+    if otherwise:
+        listed = "".join(f"\n  - {path}: made with {made_otherwise}" for path, made_otherwise in otherwise.items())
+        msg = (
+            f"{len(otherwise)} finished run(s) were made with other settings; kept, they would be reported under "
+            f"this call's:{listed}\nFix: use another --output, or delete those files to run them again with these."
+        )
+        raise SystemExit(msg)
 
 
 def _made_otherwise(stored: dict | None, made: dict) -> str | None:

@@ -32,6 +32,15 @@ def _variant_rows(result: dict, variant: str) -> list[tuple[str, list[dict]]]:
     return [(variant, variants[variant])] if variant in variants else []
 
 
+def _requested_rows(study: str, requests: list[dict]) -> list:
+    """The rows of every call's categories and models, each once (not every category with every model)."""
+    unique = {}
+    for request in requests:
+        for row in rows(study, request["categories"], request.get("models")):
+            unique.setdefault((row.label, row.category), row)
+    return list(unique.values())
+
+
 def _commands(results: dict) -> list[str]:
     """Every command that ran into the folder, each once (a study's one command string in older manifests)."""
     each = [[value] if isinstance(value, str) else value for value in results["commands"].values()]
@@ -53,8 +62,8 @@ def load_manifest(output: Path) -> dict:
 def collect(output: Path, manifest: dict) -> dict:
     """Every study row of the manifest with its run's figures: the content of ``results.json``."""
     collected = []
-    for study, config in manifest["studies"].items():
-        for row in rows(study, config["categories"], config.get("models")):
+    for study, requests in manifest["studies"].items():
+        for row in _requested_rows(study, [requests] if isinstance(requests, dict) else requests):
             result = load_run(output, row.key) or {"status": "not started"}
             entry = {
                 "study": study,

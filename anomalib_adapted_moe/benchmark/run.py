@@ -55,13 +55,18 @@ def has_categories(data: dict) -> bool:
 
 def run_categories(data: dict, requested: list[str] | None) -> list[str]:
     """What each run is called: the requested categories, or for a datamodule without categories (Folder) its
-    one dataset, named by its ``name`` (or one label given with --categories).
+    one dataset, named by its ``name`` (or one label given with --categories); without --categories, the Texture AD
+    sets run cloth, wafer and metal and another datamodule with categories (MVTecAD) its config's ``category``.
 
     Raises:
         SystemExit: several categories for a datamodule that reads one dataset per config.
     """
     if has_categories(data):
-        return list(requested or DEFAULT_CATEGORIES)
+        configured = data.get("init_args", {}).get("category")
+        texture_sets = ("SyntheticTextureAD", "TextureAD")  # the three Texture AD categories, as the README says
+        if requested or not configured or resolve_class_path(data["class_path"]).__name__ in texture_sets:
+            return list(requested or DEFAULT_CATEGORIES)
+        return [configured]  # another datamodule (MVTecAD): its config's category, not Texture AD's names
     if requested and len(requested) > 1:
         msg = (
             f"--categories {' '.join(requested)}: {data['class_path']} has no categories (one dataset per config). "
@@ -95,7 +100,7 @@ def category_problem(data: dict, categories: list[str]) -> str | None:
             )
         if datamodule_class is MVTecAD:
             root = data.get("init_args", {}).get("root", inspect.signature(MVTecAD).parameters["root"].default)
-            if problem := unknown_mvtec_category(root, category, "--categories", "--data-init-args root"):
+            if problem := unknown_mvtec_category(root, category, "--categories", "the data config's root"):
                 return problem
         if datamodule_class is TextureAD:
             root = resolve_dataset_root(data.get("init_args", {}).get("root", DEFAULT_ROOT), "TextureAD")

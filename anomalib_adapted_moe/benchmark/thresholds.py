@@ -308,6 +308,10 @@ def earlier_report(output: Path, data: dict) -> dict:
     except (OSError, json.JSONDecodeError) as error:
         msg = f"--compare-to: cannot read {path} ({error}). Fix: give the --output folder of a finished thresholds run."
         raise ValueError(msg) from error
+    if not isinstance(report, dict):
+        msg = f"--compare-to: {path} is not a thresholds report ({report!r:.60}). Fix: give the --output folder of a "
+        msg += "finished thresholds run."
+        raise ValueError(msg)
     if report.get("data") != json.loads(json.dumps(data)):
         msg = (
             f"--compare-to: {path} was measured on other data ({json.dumps(report.get('data'))}); a paired comparison "

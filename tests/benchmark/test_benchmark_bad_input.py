@@ -201,17 +201,26 @@ def test_another_budget_is_refused_like_another_seed(tmp_path: Path, monkeypatch
     assert started == ["cloth__Padim"]  # refused before anything ran
 
 
-def test_calls_with_other_categories_or_models_add_to_the_report(tmp_path: Path) -> None:
-    """One category per call (a slow machine's way) reported the last call's runs only; a name given twice made
-    two rows of one run."""
+def test_calls_with_other_categories_or_models_add_to_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One category per call (a slow machine's way) reported the last call's runs only; each call's categories and
+    models are reported, not every category with every model; a name given twice made two rows of one run."""
+
+    def failed(spec: dict, output: Path, prefix: str) -> bool:
+        driver.run_path(output, spec["key"]).write_text(json.dumps({"spec": spec, "status": "failed", "error": "x"}))
+        return False
+
+    monkeypatch.setattr(driver, "_run_in_subprocess", failed)
     output = tmp_path / "bench"
     common = ["compare", "--output", str(output), *FAST]
     main([*common, "--models", "EfficientAd", "EfficientAd", "--categories", "cloth", "cloth"])
-    main([*common, "--models", "EfficientAd", "--categories", "wafer"])
+    with pytest.raises(SystemExit, match="1 run"):
+        main([*common, "--models", "Padim", "--categories", "wafer"])
     results = json.loads((output / "results.json").read_text())
-    assert [(row["category"], row["label"]) for row in results["rows"]] == [
-        ("cloth", "EfficientAd"),
-        ("wafer", "EfficientAd"),
+    assert [(row["category"], row["label"], row["status"]) for row in results["rows"]] == [
+        ("cloth", "EfficientAd", "not run"),
+        ("wafer", "Padim", "failed"),
     ]
     report = (output / "benchmarks.md").read_text()
     assert "--categories cloth cloth" in report and "--categories wafer" in report  # both commands named
@@ -226,10 +235,9 @@ def test_a_finished_run_of_other_settings_is_refused_without_its_manifest(tmp_pa
     run = driver.run_path(output, "cloth__EfficientAd")
     with pytest.raises(SystemExit) as stopped:
         main([*argv, "--seed", "7"])
-    assert f"{run} was made with seed=0, not 7" in str(stopped.value.code) and "Fix: use another --output" in str(
-        stopped.value.code
-    )
-    with pytest.raises(SystemExit, match=r"was made with settings=.*'epochs': 1.*'epochs': 3"):
+    said = str(stopped.value.code)
+    assert f"  - {run}: made with seed=0, not 7" in said and "Fix: use another --output, or delete those" in said
+    with pytest.raises(SystemExit, match=r"made with settings=.*'epochs': 1.*'epochs': 3"):
         main([*argv, "--epochs", "3"])
     assert not (output / "manifest.json").exists()  # not written with the refused settings
     main(argv)  # the settings it was made with: kept
@@ -243,8 +251,9 @@ def test_a_finished_run_of_other_settings_is_refused_without_its_manifest(tmp_pa
         (["--image-size", "0"], "--image-size 0: the side of the images in pixels", "Fix: a positive size"),
         (["--weights", "nosuch.pth"], "--weights nosuch.pth: Backbone weights file", "Supply the path of"),
         (["--budget-seconds", "0"], "--budget-seconds 0.0: the trained baselines' seconds", "Fix: a positive"),
+        (["--budget-seconds", "nan"], "--budget-seconds nan: the trained baselines' seconds", "Fix: a positive"),
     ],
-    ids=["epochs", "image-size", "weights", "budget"],
+    ids=["epochs", "image-size", "weights", "budget", "budget-nan"],
 )
 def test_a_bad_option_value_is_named_before_anything_runs(
     option: list[str], problem: str, fix: str, tmp_path: Path, capsys: pytest.CaptureFixture
@@ -321,8 +330,11 @@ def test_thresholds_and_precision_name_a_bad_comparison_folder_and_category(
 ) -> None:
     """Both ended in a traceback after their clear message."""
     output = tmp_path / "out"
+    (tmp_path / "listed").mkdir()
+    (tmp_path / "listed" / "thresholds.json").write_text("[]")
     for argv in (
         ["thresholds", "--categories", "cloth", "--compare-to", str(tmp_path / "nosuch"), "--output", str(output)],
+        ["thresholds", "--categories", "cloth", "--compare-to", str(tmp_path / "listed"), "--output", str(output)],
         ["precision", "--category", "clothes", "--output", str(output)],
     ):
         with pytest.raises(SystemExit) as stopped:
@@ -330,6 +342,7 @@ def test_thresholds_and_precision_name_a_bad_comparison_folder_and_category(
         assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert f"--compare-to: cannot read {tmp_path / 'nosuch' / 'thresholds.json'}" in error
+    assert f"--compare-to: {tmp_path / 'listed' / 'thresholds.json'} is not a thresholds report ([])" in error
     assert "SyntheticTextureAD has no category 'clothes'" in error
 
 
@@ -355,5 +368,14 @@ def test_an_mvtec_category_typo_is_named_before_a_download(tmp_path: Path, capsy
         main([*argv, "--categories", "metal_plat", "--output", str(output), *FAST])
     assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert "--categories 'metal_plat': no folder" in error and f"--data-init-args root {root} (metal_plate)" in error
+    assert "--categories 'metal_plat': no folder" in error and f"the data config's root {root} (metal_plate)" in error
     assert not output.exists()
+
+
+def test_an_mvtec_config_without_categories_runs_its_own_category() -> None:
+    """Without --categories an MVTecAD config ran the synthetic set's cloth, wafer and metal (each then failing)."""
+    from anomalib_adapted_moe.benchmark.run import run_categories
+
+    mvtec = {"class_path": "anomalib.data.MVTecAD", "init_args": {"root": "x", "category": "bottle"}}
+    assert run_categories(mvtec, None) == ["bottle"] and run_categories(mvtec, ["grid"]) == ["grid"]
+    assert run_categories(SYNTHETIC, None) == ["cloth", "wafer", "metal"]

@@ -57,12 +57,26 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     if output.exists():  # the trained checkpoint included
         msg = f"{output} exists; the level is written to a new checkpoint. Fix: give another --output, or delete it."
         raise FileExistsError(msg)
+    if checkpoint.is_dir():
+        found = sorted(str(path) for path in checkpoint.rglob("*.ckpt"))
+        msg = f"{checkpoint} is a folder, not a checkpoint file. Fix: give one of the checkpoints in it ({found})."
+        raise IsADirectoryError(msg) if found else FileNotFoundError(msg.replace(f" ({found})", " (none there)"))
     if not checkpoint.is_file():
         msg = f"{checkpoint}: no such checkpoint. Fix: give the model.ckpt that training wrote (weights/lightning/)."
         raise FileNotFoundError(msg)
+    if images.is_file():
+        msg = f"{images} is a file: the level is read from a folder of images. Fix: give its folder ({images.parent})."
+        raise NotADirectoryError(msg)
     if not images.is_dir():
         msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
         raise FileNotFoundError(msg)
+    try:  # before the images are scored
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        msg = (
+            f"{output}: cannot be written ({error.strerror or error}). Fix: give an --output in a folder you can write."
+        )
+        raise OSError(msg) from error
     count = sum(is_image_file(path) for path in images.rglob("*"))
     if not count:  # anomalib's "Found 0 images" says no fix
         msg = (
@@ -102,7 +116,6 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         raise ValueError(f"{images}: {error}") from error
     state["state_dict"]["post_processor.variant_level"] = model.post_processor.variant_level.detach().clone()
     partial = output.with_name(output.name + ".partial")  # written whole, then renamed: no half checkpoint
-    output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, partial)
     partial.replace(output)
     return level

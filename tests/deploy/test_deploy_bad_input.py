@@ -141,3 +141,30 @@ def test_the_variant_level_command_names_a_folder_without_images(tmp_path: Path,
     assert stopped.value.code == 1
     error = capsys.readouterr().err
     assert f"{images}: no image in this folder" in error and "Fix: give the folder holding the first images" in error
+
+
+def test_the_variant_level_command_names_a_file_for_a_folder_and_the_reverse(tmp_path: Path, capsys) -> None:
+    """An image given for --images was told "no such folder", a checkpoint folder "no such checkpoint"; an --output
+    under a file failed with a bare "File exists" after every image was scored."""
+    images = tmp_path / "first_images"
+    image = write_image(images / "000.png")
+    folder = tmp_path / "weights" / "lightning"
+    (folder / "model.ckpt").parent.mkdir(parents=True)
+    (folder / "model.ckpt").write_bytes(b"never read")
+    cases = [
+        (folder / "model.ckpt", image, tmp_path / "out.ckpt", f"{image} is a file: the level is read from a folder"),
+        (
+            folder,
+            images,
+            tmp_path / "out.ckpt",
+            f"{folder} is a folder, not a checkpoint file. Fix: give one of the "
+            f"checkpoints in it (['{folder / 'model.ckpt'}'])",
+        ),
+        (folder / "model.ckpt", images, image / "out.ckpt", f"{image / 'out.ckpt'}: cannot be written"),
+    ]
+    for checkpoint, given, output, said in cases:
+        with pytest.raises(SystemExit) as stopped:
+            main(["--ckpt", str(checkpoint), "--images", str(given), "--output", str(output)])
+        assert stopped.value.code == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {said}") and error.count("\n") == 1 and "Fix:" in error, error

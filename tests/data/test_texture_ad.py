@@ -24,6 +24,7 @@ from anomalib_adapted_moe.data.texture_ad import (
     MissingMaskError,
     OrphanMaskError,
     TextureADLayoutError,
+    TextureADNotFoundError,
     UnknownSubclassError,
     UnsupportedPixelFormatError,
     read_binary_mask,
@@ -422,6 +423,24 @@ def test_check_on_a_missing_root_exits_two_with_instructions(tmp_path: Path, cap
     image.write_bytes(b"")
     assert check_main(["--check", str(image)]) == 2
     assert "image.png is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_category_or_subclass_folder_given_as_the_root_is_named_with_the_root_to_give(
+    texture_ad_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--check on a subclass folder checked train/, test/ and ground_truth/ as three categories (12 warnings, 3
+    problems, no hint); the datamodule given the category folder as its root said only "not found"."""
+    cloth = texture_ad_root / "cloth"
+    assert check_main(["--check", str(cloth / "fabric_a")]) == 1
+    said = capsys.readouterr().out
+    assert f"{cloth / 'fabric_a'}: looks like a subclass folder" in said and "3 categories" not in said
+    assert f"Fix: pass {texture_ad_root} as ROOT and add --category cloth." in said
+    with pytest.raises(TextureADNotFoundError) as info:
+        _datamodule(cloth).prepare_data()
+    assert f"{cloth} is itself a category folder" in str(info.value)
+    assert f"Fix: give its parent, {texture_ad_root}, as the root (--data.root) and 'cloth' as the category" in str(
+        info.value
+    )
 
 
 def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(

@@ -26,7 +26,7 @@ from anomalib_adapted_moe.data.texture_ad.files import (
     read_binary_mask,
 )
 from anomalib_adapted_moe.data.texture_ad.layout import LAYOUT_TEXT
-from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, not_found_message
+from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, holds_subclasses, not_found_message
 from anomalib_adapted_moe.data.texture_ad.scan import scan_category
 from anomalib_adapted_moe.data.texture_ad.subclasses import resolve_subclasses
 
@@ -94,11 +94,6 @@ def _plural(count: int, singular: str, plural: str | None = None) -> str:
     return f"{count} {singular if count == 1 else plural or singular + 's'}"
 
 
-def _holds_subclasses(folder: Path) -> bool:
-    """A category folder holds subclass folders with ``train/`` or ``test/`` in them."""
-    return any((sub / "train").is_dir() or (sub / "test").is_dir() for sub in folder.iterdir() if sub.is_dir())
-
-
 def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[LayoutProblem], list[str]]:
     """The category folders to check, the root's layout problems, and warnings about folders that are skipped."""
     if category is not None:
@@ -107,12 +102,22 @@ def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[L
         raise TextureADNotFoundError(not_found_message(root))
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     # downloads carry LICENSES/, __MACOSX/ and the like beside the categories: named, then left alone
-    skipped = [p for p in dirs if not _holds_subclasses(p) and any(_holds_subclasses(q) for q in dirs)]
+    skipped = [p for p in dirs if not holds_subclasses(p) and any(holds_subclasses(q) for q in dirs)]
     warnings = [f"{p}: not a category (no subclass folder with train/ or test/ in it); skipped." for p in skipped]
     dirs = [p for p in dirs if p not in skipped]
     problems = []
     looks_like_category = [p for p in dirs if (p / "train").is_dir() or (p / "test").is_dir()]
-    if looks_like_category:
+    if (root / "train").is_dir() or (root / "test").is_dir():  # a subclass folder given as the root
+        problems.append(
+            LayoutProblem(
+                TextureADLayoutError,
+                root,
+                "looks like a subclass folder (it holds train/ or test/), not the dataset root.",
+                f"pass {root.parent.parent} as ROOT and add --category {root.parent.name}.",
+            )
+        )
+        dirs = []
+    elif looks_like_category:
         problems.append(
             LayoutProblem(
                 TextureADLayoutError,

@@ -11,6 +11,11 @@ from anomalib_adapted_moe.data.texture_ad.layout import CHECK_COMMAND, HF_DATASE
 logger = logging.getLogger(__name__)
 
 
+def holds_subclasses(folder: Path) -> bool:
+    """A category folder holds subclass folders with ``train/`` or ``test/`` in them."""
+    return any((sub / "train").is_dir() or (sub / "test").is_dir() for sub in folder.iterdir() if sub.is_dir())
+
+
 def not_found_message(root: Path, category: str | None = None, missing: Path | None = None) -> str:
     """Explain where Texture AD comes from and how to point ``root`` at it."""
     missing = missing or root
@@ -18,6 +23,11 @@ def not_found_message(root: Path, category: str | None = None, missing: Path | N
     if category is not None and root.is_dir():
         names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         available = f"\nFolders found in {root}: {names or 'none'}."
+        if holds_subclasses(root):  # the category folder given as the root
+            available += (
+                f"\n{root} is itself a category folder (its subfolders hold train/ or test/). Fix: give its parent, "
+                f"{root.parent}, as the root (--data.root) and {root.name!r} as the category (--data.category)."
+            )
     state = "is a file, not a folder" if missing.is_file() else "does not exist"
     return (
         f"Texture AD not found: {missing} {state}.{available}\n"

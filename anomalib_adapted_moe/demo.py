@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
@@ -96,6 +96,19 @@ def demo_datamodule(category: str, image_size: int, seed: int, overrides: dict |
     return datamodule
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``minimum``."""
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            msg = f"at least {minimum}, got {value}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return integer
+
+
 def _stage(start: float, text: str) -> None:
     """One line per step, timed from the start; no blank line before it (issue 16: about 40 lines in all)."""
     print(f"[{time.monotonic() - start:6.1f}s] == {text}", flush=True)
@@ -114,19 +127,27 @@ def run(argv: list[str] | None, scope: contextlib.ExitStack) -> dict:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--category", default="cloth", help="synthetic category: cloth, wafer or metal")
+    from anomalib_adapted_moe.benchmark.__main__ import json_object, output_problem, settings_problem
+    from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES
+
+    parser.add_argument("--category", default="cloth", choices=SYNTHETIC_CATEGORIES, help="synthetic category")
     parser.add_argument(
-        "--epochs", type=int, default=CPU_RECIPE["epochs"], help="training passes over the cached features"
+        "--epochs", type=at_least(1), default=CPU_RECIPE["epochs"], help="training passes over the cached features"
     )
-    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--image-size", type=at_least(32), default=256)  # the synthetic generator's smallest
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("results/demo"))
-    parser.add_argument("--openvino-images", type=int, default=16, help="test images to run through OpenVINO")
+    parser.add_argument("--openvino-images", type=at_least(1), default=16, help="test images to run through OpenVINO")
     parser.add_argument(
         "--weights", default=CPU_RECIPE["backbone_weights"], help="backbone weights; 'none' = random init (tests only)"
     )
-    parser.add_argument("--data-init-args", default=None, help="JSON merged into SyntheticTextureAD's arguments")
+    parser.add_argument(
+        "--data-init-args", type=json_object, default=None, help="JSON merged into SyntheticTextureAD's arguments"
+    )
     args = parser.parse_args(argv)
+    # named before the training: an --output under a file or --openvino-images 0 failed only after it
+    if problem := settings_problem(None, None, args.weights) or output_problem(args.output):
+        parser.error(problem)
 
     start = time.monotonic()
     print("importing anomalib ...", flush=True)
@@ -151,7 +172,7 @@ def run(argv: list[str] | None, scope: contextlib.ExitStack) -> dict:
     args.output.mkdir(parents=True, exist_ok=True)
 
     _stage(start, f"synthetic Texture AD, category {args.category} (generated on first use, then cached)")
-    datamodule = demo_datamodule(args.category, args.image_size, args.seed, json.loads(args.data_init_args or "{}"))
+    datamodule = demo_datamodule(args.category, args.image_size, args.seed, args.data_init_args or {})
     seen = seen_subclasses(datamodule)
     print(f"seen subclasses:   {', '.join(seen)}")
     unseen = sorted(set(datamodule.test_data.samples.subclass) - set(seen))

@@ -137,3 +137,29 @@ def test_a_rerun_stopped_during_export_leaves_no_summary_of_the_previous_run(
     assert sorted(p.name for p in output.iterdir() if p.is_file()) == ["export.log"]
     # the loggers it quieted are as they were, stopped or not (a test or notebook after it heard none of them)
     assert {name: logging.getLogger(name).level for name in demo.QUIETED_LOGGERS} == levels
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--category", "foo"], "argument --category: invalid choice: 'foo'"),
+        (["--epochs", "0"], "argument --epochs: at least 1, got 0"),
+        (["--image-size", "16"], "argument --image-size: at least 32, got 16"),
+        (["--openvino-images", "0"], "argument --openvino-images: at least 1, got 0"),
+        (["--data-init-args", "{bad"], "argument --data-init-args: not JSON"),
+        (["--weights", "nosuch.pth"], "--weights nosuch.pth: Backbone weights file"),
+        (["--output", "{file}"], "{file}: cannot write results there"),
+    ],
+    ids=["category", "epochs", "image-size", "openvino-images", "json", "weights", "output"],
+)
+def test_a_bad_demo_argument_is_named_before_anything_runs(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ended in a traceback, --output under a file and --openvino-images 0 only after the whole training."""
+    monkeypatch.setattr(demo, "demo_datamodule", lambda *args, **kwargs: pytest.fail("started"))
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        main([arg.replace("{file}", str(blocked)) for arg in argv])
+    assert stopped.value.code == 2
+    assert said.replace("{file}", str(blocked)) in capsys.readouterr().err

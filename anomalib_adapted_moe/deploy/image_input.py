@@ -36,8 +36,10 @@ def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
     if image.size == 0 or not (image.ndim == 2 or channels_last or channels_first):
         msg = (
             f"an image array of shape {image.shape}: anomalib's inferencer reads only H x W (grey), H x W x 1, "
-            "H x W x 3 (RGB), H x W x 4 (RGBA) or 3 x H x W arrays, or a batch of them (N first). Fix: give the image "
-            "in one of those shapes (grey with alpha, H x W x 2: image[..., 0])."
+            "H x W x 3 (RGB), H x W x 4 (RGBA) or 3 x H x W arrays, or a batch of the last four (N first: grey "
+            "frames as N x H x W x 1; an N x H x W stack is no batch, and one of 3 would read as one colour image). "
+            "Fix: give the image in one of those shapes (grey with alpha, H x W x 2: image[..., 0]; grey frames "
+            "stacked: np.stack(frames)[..., None])."
         )
         raise ImageShapeError(msg)
     if image.dtype == np.uint8:

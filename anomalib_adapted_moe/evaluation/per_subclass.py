@@ -7,6 +7,7 @@ over all pixels of a subclass; AUPRO (FPR limit 0.3) is anomalib's, over the
 subclass's defect regions.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class SubclassScores:
         of a bootstrap interval's time (:mod:`.resampling` calls this thousands of times).
         """
         labels = torch.cat(self.image_labels).bool()
-        if not labels.any():
+        if not labels.any() or math.isnan(threshold):  # a threshold never fitted flags nothing: not an F1 of 0
             return float("nan")
         flagged = torch.cat(self.image_scores) > threshold
         return 2 * int((flagged & labels).sum()) / (int(labels.sum()) + int(flagged.sum()))
@@ -200,6 +201,15 @@ def per_subclass_table(
     return subclass_table(groups, seen, threshold=threshold, pixel_threshold=pixel_threshold)
 
 
+def checked_seen(seen: Iterable[str]) -> set[str]:
+    """``seen`` as a set, refusing a single name: iterated, its letters matched no subclass, and every row read
+    unseen without a word."""
+    if isinstance(seen, str):
+        msg = f"seen={seen!r}: a list of subclass names is needed, not one string. Fix: seen=[{seen!r}]."
+        raise TypeError(msg)
+    return set(seen)
+
+
 def subclass_table(
     groups: dict[str, SubclassScores],
     seen: Iterable[str],
@@ -208,7 +218,7 @@ def subclass_table(
 ) -> list[dict]:
     """:func:`per_subclass_table`'s rows from groups already made (:func:`group_by_subclass`), for a caller that
     reads more from the same groups than the table does."""
-    seen = set(seen)
+    seen = checked_seen(seen)
     rows = [
         {
             "subclass": name,

@@ -38,7 +38,7 @@ def test_float_arrays_not_finite_or_outside_the_unit_range_are_refused_with_the_
     assert first_score(inferencer, rgb.astype(np.float32) / 255) == pytest.approx(as_uint8, rel=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(32, 48, 2), (32, 48, 5), (2, 32, 48, 2), (48,), (0, 0, 3)])
+@pytest.mark.parametrize("shape", [(32, 48, 2), (32, 48, 5), (2, 32, 48, 2), (48,), (0, 0, 3), (2, 32, 48)])
 def test_arrays_of_a_shape_anomalib_would_misread_name_their_shape_and_the_ones_read(tmp_path, shape) -> None:
     """An H x W x 2 array was read as a 32-pixel-high, 2-pixel-wide image: 'the image is 32 x 2 (height x width)'."""
     inferencer = openvino_inferencer(mean_score_ir(tmp_path))
@@ -47,6 +47,12 @@ def test_arrays_of_a_shape_anomalib_would_misread_name_their_shape_and_the_ones_
     message = str(refused.value)
     assert message.startswith(f"an image array of shape {shape}: ") and "H x W x 3 (RGB)" in message
     assert "Fix: " in message
+    # a stack of grey frames is no batch (one of 3 reads as one colour image): the message says how to stack them
+    assert "grey frames as N x H x W x 1" in message and "np.stack(frames)[..., None]" in message
+    if shape == (2, 32, 48):  # the advice scores each frame as alone
+        frames = [np.random.default_rng(seed).integers(0, 256, shape[1:], dtype=np.uint8) for seed in (0, 1)]
+        stacked = inferencer.predict(np.stack(frames)[..., None]).pred_score
+        assert list(stacked) == pytest.approx([first_score(inferencer, frame) for frame in frames])
     assert first_score(inferencer, np.full((3, 32, 48), 51, np.uint8)) == pytest.approx(0.2)  # 3 x H x W read as before
 
 

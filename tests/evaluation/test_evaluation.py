@@ -235,6 +235,17 @@ def test_a_subclass_without_anomalies_gets_nan_not_a_made_up_number() -> None:
     assert math.isnan(rows[0]["image_auroc"])
 
 
+def test_one_seen_name_as_a_string_is_refused_and_a_nan_threshold_gives_no_f1() -> None:
+    """seen="a" was iterated into letters (every row unseen, the seen means gone); a threshold never fitted (NaN)
+    read as an F1 of 0, as if nothing had been flagged."""
+    batches = [batch(["a", "a", "b", "b"], [0.1, 0.9, 0.2, 0.8], [0, 1, 0, 1])]
+    with pytest.raises(TypeError, match=r"seen='a': a list of subclass names is needed.*Fix: seen=\['a'\]"):
+        per_subclass_table(batches, seen="a")
+    rows = per_subclass_table(batches, seen=["a"], threshold=float("nan"), pixels=False)
+    subclasses = [row for row in rows if row["subclass"] in ("a", "b")]
+    assert len(subclasses) == 2 and all(math.isnan(row["f1"]) and row["best_f1"] == 1.0 for row in subclasses)
+
+
 def test_batches_without_subclass_names_are_refused() -> None:
     plain = ImageBatch(image=torch.zeros(1, 3, 4, 4), gt_label=torch.tensor([0]), pred_score=torch.tensor([0.5]))
     with pytest.raises(ValueError, match="subclass_name"):

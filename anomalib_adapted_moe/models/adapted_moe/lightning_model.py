@@ -31,6 +31,7 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
@@ -785,20 +786,30 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             self.check_dataset_files("test", getattr(loader, "dataset", None))
 
+    def on_validation_start(self) -> None:
+        """Warn, before ``engine.validate`` refits the thresholds, when the data is another category's."""
+        super().on_validation_start()
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # engine.validate; within fit the experts are this data's
+            self.warn_if_trained_on_other_subclasses("validate")
+
     def warn_if_trained_on_other_subclasses(self, stage: str) -> None:
         """Warn when the data's training subclasses are not the ones this model's experts were trained on (another
         category, or a ``split.json`` that moved a subclass): the decisions report's and the table's seen / unseen
-        labels follow the data, so another category's subclasses were reported as seen without a word."""
+        labels follow the data, so another category's subclasses were reported as seen without a word; ``validate``
+        refits the thresholds on that data."""
         experts = self.subclass_experts()
         seen = seen_subclasses(getattr(self.trainer, "datamodule", None))
         if experts and seen and set(seen) != set(experts):
+            refitted = "its thresholds are refitted on this data"
+            labelled = "the seen / unseen labels of its report follow the data, not the model"
             logger.warning(
-                "%s: the data's training subclasses are %s, but this model's experts were trained on %s: the seen / "
-                "unseen labels of its report follow the data, not the model. Fix: give the category and split the "
-                "checkpoint was trained on (its --data.category, split.json or train_subclasses).",
+                "%s: the data's training subclasses are %s, but this model's experts were trained on %s: %s. Fix: give "
+                "the category and split the checkpoint was trained on (its --data.category, split.json or "
+                "train_subclasses).",
                 stage,
                 ", ".join(seen),
                 ", ".join(experts),
+                refitted if stage == "validate" else labelled,
             )
 
     @staticmethod

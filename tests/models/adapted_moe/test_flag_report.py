@@ -1,5 +1,6 @@
 """The threshold's decisions by subclass or routed expert, logged after a test and a predict (flag_report.py)."""
 
+import copy
 import logging
 import re
 from collections import Counter
@@ -8,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from anomalib.engine import Engine
 
 from anomalib_adapted_moe.models.adapted_moe.flag_report import FlagReport
 
@@ -200,3 +202,10 @@ def test_testing_on_another_categorys_subclasses_is_named(
     assert len(said) == 1 and said[0].startswith("test: ")
     assert ", ".join(other.train_subclasses) in said[0] and ", ".join(model.expert_names) in said[0]
     assert "Fix: give the category and split the checkpoint was trained on" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # validate refits the thresholds: said before, on a copy of the model
+        Engine(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / "v").validate(
+            model=copy.deepcopy(model), datamodule=other, verbose=False
+        )
+    said = [record.getMessage() for record in caplog.records if warning in record.getMessage()]
+    assert len(said) == 1 and said[0].startswith("validate: ") and "its thresholds are refitted on this data" in said[0]

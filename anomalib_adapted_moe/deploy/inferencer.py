@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from anomalib.data import NumpyImageBatch
 from anomalib.data.utils.image import is_image_file
 from anomalib.deploy import OpenVINOInferencer
@@ -125,6 +126,18 @@ class SizeCheckedInferencer(OpenVINOInferencer):
                 f"{what}; predict takes one image per call: a file's path, a PIL image, or an array (N x H x W x 3 "
                 "for a batch). Fix: call it for each image (for path in sorted(folder.glob('*.png'))), stack arrays "
                 "with numpy.stack, or predict a folder with anomalib predict --data <folder>."
+            )
+            raise TypeError(msg)
+        if not isinstance(image, str | Path | PILImage | np.ndarray | torch.Tensor):  # 'bytes' has no attribute 'ndim'
+            encoded = isinstance(image, bytes | bytearray | memoryview)
+            msg = (
+                f"a {type(image).__name__}: predict takes an image file's path, a PIL image, a numpy array or a torch "
+                "tensor. Fix: "
+                + (
+                    "decode the file's bytes first, PIL.Image.open(io.BytesIO(data))."
+                    if encoded
+                    else "give the image in one of those forms."
+                )
             )
             raise TypeError(msg)
         if isinstance(image, PILImage):

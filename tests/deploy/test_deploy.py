@@ -193,6 +193,12 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
         inferencer.predict(tmp_path)
     with pytest.raises(TypeError, match=r"^a list of 2; predict takes one image per call.* numpy.stack"):
         inferencer.predict([good, good])
+    # an encoded file's bytes (a web service's upload), None or a number: "'bytes' object has no attribute 'ndim'"
+    with pytest.raises(TypeError, match=r"^a bytes: predict takes .* Fix: decode the file's bytes first"):
+        inferencer.predict(good.read_bytes())
+    for other in (None, 5):
+        with pytest.raises(TypeError, match=rf"^a {type(other).__name__}: predict takes an image file's path, a PIL"):
+            inferencer.predict(other)
 
 
 def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_with_the_fix(tmp_path) -> None:

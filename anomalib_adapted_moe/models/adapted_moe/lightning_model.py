@@ -47,6 +47,7 @@ from anomalib_adapted_moe.data.validation_split import large_held_out_share, val
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone, warn_if_other_subclasses
 
+from .argument_types import wrong_argument_types
 from .calibration import NoCalibrationImagesError
 from .distributed import (
     all_gather_objects,
@@ -277,6 +278,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        if problem := wrong_argument_types(AdaptedMoE.__init__, locals()):  # from Python: the command checks types
+            raise TypeError(problem)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,

@@ -44,3 +44,29 @@ def test_under_the_anomalib_command_a_refused_argument_is_one_line(monkeypatch: 
     with pytest.raises(SystemExit, match=r"^error: margin must be positive, got -1") as stopped:
         tiny_adapted_moe(margin=-1.0)
     assert "\n" not in stopped.value.code
+
+
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        ({"epochs": 2.5}, "epochs=2.5 is a float: epochs takes a whole number. Fix: give it as one, e.g. epochs=160"),
+        ({"batch_size": "4"}, "batch_size='4' is a str: batch_size takes a whole number."),
+        ({"num_experts": 2.5}, "num_experts=2.5 is a float: num_experts takes a whole number (or None)."),
+        ({"tta": "no"}, "tta='no' is a str: tta takes True or False."),
+        ({"top_k": True}, "top_k=True is a bool: top_k takes a whole number."),
+        ({"cache_budget_gb": "8"}, "cache_budget_gb='8' is a str: cache_budget_gb takes a number."),
+    ],
+)
+def test_a_number_or_switch_of_the_wrong_type_is_named_when_the_model_is_built(argument: dict, said: str) -> None:
+    """From Python (the command's parser checks types): epochs=2.5 failed after the feature pass, 21 frames deep;
+    epochs="3" with "'<' not supported between instances of 'str' and 'int'"; tta="no" was silently true."""
+    with pytest.raises(TypeError) as refused:
+        tiny_adapted_moe(**argument)
+    assert str(refused.value).startswith(said)
+
+
+def test_numbers_of_numpy_an_int_for_a_float_and_none_where_allowed_are_taken() -> None:
+    import numpy as np
+
+    model = tiny_adapted_moe(epochs=np.int64(2), blur_sigma=2, num_experts=None, feature_cache=None, tta=np.True_)
+    assert model.schedule.epochs == 2

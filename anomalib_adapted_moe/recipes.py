@@ -51,11 +51,20 @@ CPU_RECIPE: dict[str, Any] = {
 }
 
 
-def cpu_recipe_model(image_size: int | None = None, **overrides: Any):
-    """AdaptedMoE with the CPU recipe, ``overrides`` on top; ``image_size`` sets the pre-processor's resize."""
+def cpu_recipe_model(image_size: int | tuple[int, int] | None = None, **overrides: Any):
+    """AdaptedMoE with the CPU recipe, ``overrides`` on top; ``image_size`` (a side, or height and width) sets the
+    pre-processor's resize. A pair built ``Resize([(h, w), (h, w)])``, which failed on the first batch in torch's
+    interpolate; with ``pre_processor`` given too, ``image_size`` was ignored without a word."""
     from anomalib_adapted_moe import AdaptedMoE
 
     arguments = {**CPU_RECIPE, **overrides}
-    if image_size is not None:
-        arguments.setdefault("pre_processor", AdaptedMoE.configure_pre_processor(image_size=(image_size, image_size)))
-    return AdaptedMoE(**arguments)
+    if image_size is None:
+        return AdaptedMoE(**arguments)
+    size = (image_size, image_size) if isinstance(image_size, int) and not isinstance(image_size, bool) else image_size
+    if not (isinstance(size, tuple | list) and len(size) == 2 and all(isinstance(side, int) for side in size)):
+        msg = f"image_size={image_size!r}: one side or (height, width) in whole pixels is needed. Fix: e.g. 256."
+        raise TypeError(msg)
+    if "pre_processor" in overrides:
+        msg = "image_size and pre_processor both set the resize. Fix: give one of them."
+        raise ValueError(msg)
+    return AdaptedMoE(**arguments, pre_processor=AdaptedMoE.configure_pre_processor(image_size=tuple(size)))

@@ -1,5 +1,6 @@
 """The CPU recipe is defined once (recipes.py); the CLI's config spells the same settings."""
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -26,3 +27,10 @@ def test_cpu_recipe_model_takes_overrides_and_the_image_size() -> None:
     model = cpu_recipe_model(image_size=64, backbone_weights=None, epochs=2)
     assert model.model.patch_features.layers == CPU_RECIPE["layers"] and model.schedule.epochs == 2
     assert tuple(model.pre_processor.transform.transforms[0].size) == (64, 64)
+    # (height, width) too; a pair built Resize([(h, w), (h, w)]), which failed on the first batch in interpolate
+    pair = cpu_recipe_model(image_size=(64, 96), backbone_weights=None)
+    assert tuple(pair.pre_processor.transform.transforms[0].size) == (64, 96)
+    with pytest.raises(TypeError, match=r"image_size='64': one side or \(height, width\) in whole pixels"):
+        cpu_recipe_model(image_size="64", backbone_weights=None)
+    with pytest.raises(ValueError, match="image_size and pre_processor both set the resize"):  # it was ignored
+        cpu_recipe_model(image_size=64, backbone_weights=None, pre_processor=pair.pre_processor)

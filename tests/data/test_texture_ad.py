@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data.utils import ValSplitMode
-from conftest import make_subclass, write_image, write_mask
+from conftest import make_subclass, tiny_synthetic_datamodule, write_image, write_mask
 from PIL import Image
 
 from anomalib_adapted_moe.data import SubclassImageBatch, SubclassImageItem, TextureAD, TextureADDataset
@@ -574,3 +574,14 @@ def test_an_empty_mask_of_a_defect_image_is_named_by_the_dataset_and_the_check(
     out = capsys.readouterr().out
     assert f"WARNING {mask}: the mask of the defect image {hole / 'test' / 'hole' / '000.png'} marks no pixel" in out
     assert f"WARNING {hole / 'ground_truth' / 'good'}: ignored" in out
+
+
+@pytest.mark.parametrize("ratio", [1.5, 1.0, 0.0, -0.1])
+def test_a_validation_ratio_outside_0_to_1_is_refused_when_the_datamodule_is_built(
+    texture_ad_root: Path, ratio: float
+) -> None:
+    """1.5 held out all but one training image of every subclass for validation, and training went on."""
+    with pytest.raises(ValueError, match=rf"val_split_ratio={ratio}: the share .* between 0 and 1\. Fix: e\.g\. 0\.2"):
+        _datamodule(texture_ad_root, val_split_ratio=ratio)
+    with pytest.raises(ValueError, match=rf"val_split_ratio={ratio}"):  # the synthetic set too
+        tiny_synthetic_datamodule(texture_ad_root / "synthetic", val_split_ratio=ratio)

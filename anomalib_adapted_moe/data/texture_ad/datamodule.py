@@ -280,6 +280,12 @@ class TextureAD(AnomalibDataModule):
                 "use 'synthetic' (default), 'from_train', or 'none'."
             )
             raise ValueError(msg)
+        if not 0 < val_split_ratio < 1:  # 1.5 held out all but one image of every subclass, without a word
+            msg = (
+                f"val_split_ratio={val_split_ratio}: the share of each subclass's training images held out for "
+                "validation, between 0 and 1. Fix: e.g. 0.2 (the default)."
+            )
+            raise ValueError(msg)
         for name, value in (("train_subclasses", train_subclasses), ("test_subclasses", test_subclasses)):
             if isinstance(value, str):
                 msg = f"{name} must be a list of subclass names, got the string {value!r}; use [{value!r}]."

@@ -149,10 +149,22 @@ def group_by_subclass(
     without a copy of every map), grouped by ``subclass_name`` (``default_subclass`` without one).
 
     Raises:
-        ValueError: a batch without ``subclass_name`` and no ``default_subclass``.
+        ValueError: a batch without ``subclass_name`` and no ``default_subclass``, or without scores or labels.
+        TypeError: one batch, not a list of them.
     """
     groups: dict[str, SubclassScores] = defaultdict(SubclassScores)
+    if not isinstance(batches, list | tuple) and hasattr(batches, "pred_score"):  # one batch: iterated item by item
+        msg = "one batch given where a list of batches is needed. Fix: pass [batch] (engine.predict returns a list)."
+        raise TypeError(msg)
     for batch in batches:
+        if getattr(batch, "pred_score", None) is None or getattr(batch, "gt_label", None) is None:
+            msg = (
+                f"a {type(batch).__name__} without pred_score or gt_label: per-subclass AUROC needs predictions of "
+                "labelled test images. Fix: predict a datamodule's test images (engine.predict(model, "
+                "dataloaders=datamodule.test_dataloader()), or RawPredictionRecorder during engine.test), not a "
+                "folder of unlabelled images or engine.test's metrics."
+            )
+            raise ValueError(msg)
         names = getattr(batch, "subclass_name", None)
         if names is None and default_subclass is not None:
             names = [default_subclass] * len(batch.pred_score)

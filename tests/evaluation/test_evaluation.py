@@ -246,6 +246,16 @@ def test_one_seen_name_as_a_string_is_refused_and_a_nan_threshold_gives_no_f1() 
     assert len(subclasses) == 2 and all(math.isnan(row["f1"]) and row["best_f1"] == 1.0 for row in subclasses)
 
 
+def test_unlabelled_predictions_and_a_bare_batch_are_refused_with_the_fix() -> None:
+    """A folder's predictions (no gt_label) ended in "'NoneType' object is not subscriptable"; one batch not in a
+    list in "invalid index of a 0-dim tensor"."""
+    unlabelled = ImageBatch(image=torch.zeros(1, 3, 4, 4), pred_score=torch.tensor([0.5]))
+    with pytest.raises(ValueError, match=r"without pred_score or gt_label: .*labelled test images\. Fix: predict"):
+        per_subclass_table([unlabelled], seen=["bottle"], default_subclass="bottle")
+    with pytest.raises(TypeError, match=r"one batch given where a list of batches is needed\. Fix: pass \[batch\]"):
+        per_subclass_table(batch(["a", "a"], [0.1, 0.9], [0, 1]), seen=["a"])
+
+
 def test_batches_without_subclass_names_are_refused() -> None:
     plain = ImageBatch(image=torch.zeros(1, 3, 4, 4), gt_label=torch.tensor([0]), pred_score=torch.tensor([0.5]))
     with pytest.raises(ValueError, match="subclass_name"):

@@ -23,6 +23,9 @@ def openvino_parity(
     """
     from anomalib_adapted_moe.deploy import compiled_precision, openvino_inferencer
 
+    if not image_paths:  # no difference is not a difference of 0 ("max() arg is an empty sequence" before)
+        msg = "no image to compare the export on. Fix: give one image file or more, with the model's input for each."
+        raise ValueError(msg)
     inferencer = openvino_inferencer(export_path, precision, batch_size)
     model.eval()
     score_diffs, map_diffs = [], []

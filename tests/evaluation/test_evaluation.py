@@ -315,3 +315,11 @@ def test_recorder_keeps_the_raw_outputs_of_the_test_pass_that_anomalib_normalise
             engine.test(model=model, datamodule=datamodule, verbose=False)
     finally:
         model.configure_callbacks = original
+
+
+def test_export_parity_on_no_image_is_refused() -> None:
+    """It ended in "max() arg is an empty sequence" (the demo's --openvino-images 0 met it after the training)."""
+    from anomalib_adapted_moe.evaluation import openvino_parity
+
+    with pytest.raises(ValueError, match=r"no image to compare the export on\. Fix: give one image file or more"):
+        openvino_parity(model=None, export_path="never_read.xml", image_paths=[], images=[])

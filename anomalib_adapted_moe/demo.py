@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from anomalib_adapted_moe.command_line import loggers_at
 from anomalib_adapted_moe.recipes import CPU_RECIPE, cpu_recipe_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,17 +53,12 @@ def quiet_expected_messages() -> Iterator[None]:
     """Keep the demo to its own lines: expected warnings off, Lightning's and anomalib's info logs off; as they were
     after, for a caller in Python (a test, a notebook)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.ExitStack() as levels:
         for message in EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        for name, level in QUIETED_LOGGERS.items():
-            logging.getLogger(name).setLevel(level)
-        try:
-            yield
-        finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
+        for level in set(QUIETED_LOGGERS.values()):
+            levels.enter_context(loggers_at(level, *(name for name, at in QUIETED_LOGGERS.items() if at == level)))
+        yield
 
 
 @contextlib.contextmanager

@@ -1016,13 +1016,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """anomalib's OpenVINO export, with the backbone marked to stay in f32 whatever the CPU's default.
 
         A bare ``OpenVINOInferencer(path)`` on a CPU with bf16 then runs the backbone in f32 and the head in bf16
-        (:mod:`anomalib_adapted_moe.deploy.ir_marks`). An INT8 export is left as NNCF made it; one this model
-        would refuse to quantise is refused before the conversion (about a minute), not after it.
+        (:mod:`anomalib_adapted_moe.deploy.ir_marks`). ``INT8`` (NNCF's weights-only compression) computes in float
+        as FP32 and FP16 do, so it is marked too; an ``INT8_PTQ`` export is left as NNCF made it (its backbone runs in
+        int8). One this model would refuse to quantise is refused before the conversion (about a minute), not after it.
         """
         self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
         warn_if_replacing(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
-        if compression_type in (None, CompressionType.FP16):
+        if compression_type in (None, CompressionType.FP16, CompressionType.INT8):
             keep_backbone_in_f32(path)
         return path
 

@@ -232,7 +232,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         backbone: str = "wide_resnet50_2",
         layers: Sequence[str] = ("layer2", "layer3"),
         pre_trained: bool = True,
-        backbone_weights: str | None = None,
+        backbone_weights: str | Path | None = None,
         embed_dim: int | None = 1536,
         aggregation_size: int = 3,
         expert_hidden_dim: int | None = None,

@@ -6,6 +6,7 @@ anomaly map and image score.
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -107,7 +108,7 @@ class AdaptedMoEModel(nn.Module):
         backbone: str = "wide_resnet50_2",
         layers: Sequence[str] = ("layer2", "layer3"),
         pre_trained: bool = True,
-        backbone_weights: str | None = None,
+        backbone_weights: str | Path | None = None,
         embed_dim: int | None = 1536,
         aggregation_size: int = 3,
         expert_hidden_dim: int | None = None,

@@ -6,6 +6,7 @@ warning and failed at the first image (``KeyError: 'layer9'``).
 """
 
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import tiny_adapted_moe
@@ -55,6 +56,13 @@ def test_under_the_anomalib_command_a_refused_argument_is_one_line(monkeypatch: 
         ({"tta": "no"}, "tta='no' is a str: tta takes True or False."),
         ({"top_k": True}, "top_k=True is a bool: top_k takes a whole number."),
         ({"cache_budget_gb": "8"}, "cache_budget_gb='8' is a str: cache_budget_gb takes a number."),
+        (
+            {"layers": "layer2"},
+            "layers='layer2' is a str: layers takes a list of names. Fix: give it as one, e.g. layers=['layer2'].",
+        ),
+        ({"layers": ["layer2", 3]}, "layers=['layer2', 3] is a list: layers takes a list of names."),
+        ({"backbone": Path("resnet18")}, "backbone=PosixPath('resnet18') is a PosixPath: backbone takes a name"),
+        ({"backbone_weights": 3}, "backbone_weights=3 is an int: backbone_weights takes a name (a str) or a file's"),
     ],
 )
 def test_a_number_or_switch_of_the_wrong_type_is_named_when_the_model_is_built(argument: dict, said: str) -> None:
@@ -70,3 +78,12 @@ def test_numbers_of_numpy_an_int_for_a_float_and_none_where_allowed_are_taken() 
 
     model = tiny_adapted_moe(epochs=np.int64(2), blur_sigma=2, num_experts=None, feature_cache=None, tta=np.True_)
     assert model.schedule.epochs == 2
+
+
+def test_a_weights_file_given_as_a_path_and_layers_as_a_tuple_are_taken(tmp_path: Path) -> None:
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "resnet18.pth")
+    model = tiny_adapted_moe(backbone_weights=tmp_path / "resnet18.pth", layers=("layer2",))
+    assert model.hparams.layers == ("layer2",)

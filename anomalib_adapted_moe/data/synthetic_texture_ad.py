@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import package_cache_dir
 from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES, generate_synthetic_texture_ad
@@ -116,6 +117,8 @@ class SyntheticTextureAD(TextureAD):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if problem := wrong_argument_types(SyntheticTextureAD.__init__, locals()):  # TextureAD checks the kwargs
+            raise TypeError(problem)
         if category not in SYNTHETIC_CATEGORIES:
             msg = f"SyntheticTextureAD has no category {category!r}; choose one of {list(SYNTHETIC_CATEGORIES)}."
             refuse(ValueError(msg))  # one line under the `anomalib` command, not 200 lines of traceback

@@ -585,3 +585,37 @@ def test_a_validation_ratio_outside_0_to_1_is_refused_when_the_datamodule_is_bui
         _datamodule(texture_ad_root, val_split_ratio=ratio)
     with pytest.raises(ValueError, match=rf"val_split_ratio={ratio}"):  # the synthetic set too
         tiny_synthetic_datamodule(texture_ad_root / "synthetic", val_split_ratio=ratio)
+
+
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        ({"val_split_ratio": "0.2"}, "val_split_ratio='0.2' is a str: val_split_ratio takes a number."),
+        ({"train_batch_size": "4"}, "train_batch_size='4' is a str: train_batch_size takes a whole number."),
+        ({"num_workers": 1.5}, "num_workers=1.5 is a float: num_workers takes a whole number."),
+        ({"root": 3}, "root=3 is an int: root takes a path or a name (a str) (or None)."),
+    ],
+)
+def test_a_number_or_path_of_the_wrong_type_is_named_when_the_datamodule_is_built(
+    texture_ad_root: Path, argument: dict, said: str
+) -> None:
+    """From Python (the command's parser checks types): '0.2' ended in "'<' not supported between instances of
+    'int' and 'str'", a batch size '4' in torch's "should be a positive integer value, but got batch_size=4"."""
+    arguments = {"root": texture_ad_root, **argument}
+    with pytest.raises(TypeError) as refused:
+        _datamodule(**arguments)
+    assert str(refused.value).startswith(said)
+
+
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        ({"num_train": "3"}, "num_train='3' is a str: num_train takes a whole number."),
+        ({"data_seed": 0.5}, "data_seed=0.5 is a float: data_seed takes a whole number."),
+    ],
+)
+def test_a_synthetic_set_size_of_the_wrong_type_is_named(tmp_path: Path, argument: dict, said: str) -> None:
+    """num_train='3' ended in "can only concatenate str (not "int") to str", naming no argument."""
+    with pytest.raises(TypeError) as refused:
+        tiny_synthetic_datamodule(tmp_path, **argument)
+    assert str(refused.value).startswith(said)

@@ -29,6 +29,7 @@ from anomalib.utils.path import resolve_dataset_root
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
 
+from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
 from anomalib_adapted_moe.data.texture_ad.errors import TextureADLayoutError, TextureADNotFoundError, raise_first
@@ -260,6 +261,8 @@ class TextureAD(AnomalibDataModule):
         train_subclasses: list[str] | None = None,
         test_subclasses: list[str] | None = None,
     ) -> None:
+        if problem := wrong_argument_types(TextureAD.__init__, locals()):  # from Python: the command checks types
+            raise TypeError(problem)
         super().__init__(
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 
+from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
 from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
@@ -47,7 +48,6 @@ from anomalib_adapted_moe.data.validation_split import large_held_out_share, val
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone, warn_if_other_subclasses
 
-from .argument_types import wrong_argument_types
 from .calibration import NoCalibrationImagesError
 from .distributed import (
     all_gather_objects,

@@ -62,7 +62,7 @@ def test_under_the_anomalib_command_a_refused_argument_is_one_line(monkeypatch: 
         ),
         ({"layers": ["layer2", 3]}, "layers=['layer2', 3] is a list: layers takes a list of names."),
         ({"backbone": Path("resnet18")}, "backbone=PosixPath('resnet18') is a PosixPath: backbone takes a name"),
-        ({"backbone_weights": 3}, "backbone_weights=3 is an int: backbone_weights takes a name (a str) or a file's"),
+        ({"backbone_weights": 3}, "backbone_weights=3 is an int: backbone_weights takes a name (a str) or a path"),
     ],
 )
 def test_a_number_or_switch_of_the_wrong_type_is_named_when_the_model_is_built(argument: dict, said: str) -> None:

@@ -39,7 +39,7 @@ WORDS = {
     int: "a whole number",
     float: "a number",
     str: "a name (a str)",
-    Path: "a file's path",
+    Path: "a path",
     Sequence[str]: "a list of names",
 }
 

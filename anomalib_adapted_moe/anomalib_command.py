@@ -8,21 +8,27 @@ the experts' initial weights, the clustering (a Folder of real metal sheets trai
 leaves everything as anomalib leaves it. A ``--ckpt_path`` that does not exist (``CKPT`` typed as the README writes
 it) or a predict ``--data`` folder without images ended in a traceback after the model and data were built, and an
 MVTecAD ``--data.category`` with no folder and no such MVTecAD category (a typo) in a download of the whole MVTecAD.
+A checkpoint's test, predict, validate or export builds the model without fetching the backbone's ImageNet weights,
+which the checkpoint holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from anomalib.data.utils.image import get_image_filenames
 from lightning.pytorch import seed_everything
 
+from anomalib_adapted_moe.backbone_weights import backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.models.adapted_moe.lightning_model import refuse_an_unloadable_checkpoint
 
 #: the subcommands that load ``--ckpt_path`` (fit and train to resume)
 LOADING = ("fit", "train", "validate", "test", "predict", "export")
+#: those that score with its weights, backbone included, without training
+SCORING = ("validate", "test", "predict", "export")
 
 
 def extend_anomalib_cli(cli_class: type) -> None:
@@ -45,6 +51,16 @@ def extend_anomalib_cli(cli_class: type) -> None:
 
     before_instantiate_classes.extended = True
     cli_class.before_instantiate_classes = before_instantiate_classes
+    original_instantiate = cli_class.instantiate_classes
+
+    def instantiate_classes(self) -> None:
+        """The model of a checkpoint's test, predict, validate or export is built without fetching the backbone's
+        ImageNet weights: the checkpoint, loaded strictly, holds them (an offline box failed on the download)."""
+        scoring = self.subcommand in SCORING and self._get(self.config, "ckpt_path") is not None
+        with backbone_weights_in_checkpoint() if scoring else contextlib.nullcontext():
+            original_instantiate(self)
+
+    cli_class.instantiate_classes = instantiate_classes
 
 
 def refuse_a_folder_without_images(data: object) -> None:

@@ -1,4 +1,4 @@
-"""Numbers and switches given from Python as the wrong type, named when the model is built.
+"""Numbers, switches and names given from Python as the wrong type, named when the model or datamodule is built.
 
 The ``anomalib`` command's parser checks each argument's type; from Python, ``epochs=2.5`` built a model that
 failed after the feature pass ("'float' object cannot be interpreted as an integer", 21 frames deep),

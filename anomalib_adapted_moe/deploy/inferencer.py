@@ -18,6 +18,7 @@ from anomalib.data.utils.image import is_image_file
 from anomalib.deploy import OpenVINOInferencer
 from PIL.Image import Image as PILImage
 
+from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
 from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
@@ -28,6 +29,8 @@ from .openvino_core import shared_core
 from .precision import Precision, compile_config
 
 #: the fix for a file named unlike an image (notes.txt) that does not decode: nothing is damaged
+#: files of torch, not OpenVINO: a Lightning checkpoint, a torch export, a state dict
+TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 NOT_AN_IMAGE_FIX = "give an image file (.png, .jpg, .bmp, .tif, ...): this one is not named like an image."
 
 #: the fields an output may be named after: ``predict`` builds a ``NumpyImageBatch`` from the outputs
@@ -220,6 +223,8 @@ def openvino_inferencer(
         >>> inferencer = openvino_inferencer("results/demo/weights/openvino/model.xml")  # doctest: +SKIP
         >>> inferencer.predict("image.png").pred_score  # doctest: +SKIP
     """
+    if problem := wrong_argument_types(openvino_inferencer, locals()):  # batch_size="1" met "'<' not supported"
+        raise TypeError(problem)
     config = compile_config(precision)
     if Path(path).is_dir():
         inside = sorted(str(xml) for xml in Path(path).rglob("*.xml"))
@@ -235,6 +240,13 @@ def openvino_inferencer(
             "given; its model.bin beside it)."
         )
         raise FileNotFoundError(msg)
+    if Path(path).suffix in TORCH_SUFFIXES:  # OpenVINO tried it as a TensorFlow graph: 'no field named "PK"'
+        msg = (
+            f"{path}: a torch checkpoint, not an OpenVINO model. Fix: export it first (anomalib export --export_type "
+            f"openvino --ckpt_path {path} ...) and give the model.xml written; a .pt export runs with anomalib's "
+            "TorchInferencer."
+        )
+        raise ValueError(msg)
     xml = Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else Path(path)
     if xml.suffix == ".xml" and not (xml.is_file() and xml.with_suffix(".bin").is_file()):
         missing = xml.with_suffix(".bin") if xml.is_file() else xml

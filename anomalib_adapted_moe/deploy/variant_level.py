@@ -70,8 +70,9 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     if not images.is_dir():
         msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
         raise FileNotFoundError(msg)
-    try:  # before the images are scored
+    try:  # before the images are scored; a file made and removed there (root writes past a mode, not chattr +i)
         output.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output.parent).close()
     except OSError as error:
         msg = (
             f"{output}: cannot be written ({error.strerror or error}). Fix: give an --output in a folder you can write."

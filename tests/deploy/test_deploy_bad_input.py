@@ -82,7 +82,7 @@ def _damage(xml: Path, how: str) -> Path:
         ("xml missing", FileNotFoundError, "model.xml is missing beside it"),
         ("bin truncated", ValueError, "OpenVINO cannot read it as a model ("),  # (Incorrect weights in bin file!)
         ("xml truncated", ValueError, "OpenVINO cannot read it as a model ("),  # (Error parsing ... at offset 769)
-        ("a checkpoint", ValueError, "OpenVINO cannot read it as a model ("),  # (Unable to read the model: ...)
+        ("a checkpoint", ValueError, "a torch checkpoint, not an OpenVINO model. Fix: export it first"),
     ],
 )
 def test_a_damaged_ir_is_named_with_the_fix(tmp_path, how: str, error: type, named: str, batch_size) -> None:
@@ -92,7 +92,15 @@ def test_a_damaged_ir_is_named_with_the_fix(tmp_path, how: str, error: type, nam
         openvino_inferencer(path, batch_size=batch_size)
     message = str(refused.value)
     assert message.startswith(f"{path}: ") and named in message
-    assert "Fix: " in message and "anomalib export --export_type openvino" in message and "again" in message
+    assert "Fix: " in message and "anomalib export --export_type openvino" in message
+    assert "again" in message or how == "a checkpoint"  # OpenVINO tried it as a TensorFlow graph: "no field 'PK'"
+
+
+@pytest.mark.parametrize(("batch_size", "said"), [("1", "batch_size='1' is a str"), (1.0, "batch_size=1.0 is a float")])
+def test_a_batch_size_of_the_wrong_type_is_named(tmp_path: Path, batch_size, said: str) -> None:
+    """ "'<' not supported between instances of 'str' and 'int'", or OpenVINO's "incompatible function arguments"."""
+    with pytest.raises(TypeError, match=f"^{said}: batch_size takes a whole number \\(or None\\)"):
+        openvino_inferencer(mean_score_ir(tmp_path), batch_size=batch_size)
 
 
 def _truncated(path: Path, size: int) -> None:
@@ -174,3 +182,24 @@ def test_the_variant_level_command_names_a_file_for_a_folder_and_the_reverse(tmp
         assert stopped.value.code == 1
         error = capsys.readouterr().err
         assert error.startswith(f"error: {said}") and error.count("\n") == 1 and "Fix:" in error, error
+
+
+def test_the_variant_level_command_refuses_a_folder_it_cannot_create_files_in_before_scoring(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder root may not write into (chattr +i) passed the folder check; torch's save failed after every image
+    was scored, with "open file failed with strerror: Operation not permitted" and no file named."""
+    import tempfile
+
+    images = tmp_path / "first_images"
+    write_image(images / "000.png")
+    (tmp_path / "model.ckpt").write_bytes(b"never read")
+
+    def not_permitted(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", not_permitted)  # what the OS says there, as any user
+    with pytest.raises(SystemExit):
+        main(["--ckpt", str(tmp_path / "model.ckpt"), "--images", str(images), "--output", str(tmp_path / "o.ckpt")])
+    said = f"error: {tmp_path / 'o.ckpt'}: cannot be written (Operation not permitted). Fix: give an --output in"
+    assert capsys.readouterr().err.startswith(said)

@@ -14,6 +14,7 @@ epoch recomputes the features of freshly augmented images.
 
 import logging
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -940,7 +941,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             saved = checkpoint.get("hyper_parameters", {})
             msg = (
                 f"This checkpoint is not an AdaptedMoE's (it holds no experts; its settings: {sorted(saved)[:6]}...). "
-                "Fix: give the model.ckpt an AdaptedMoE training wrote, or test it with the model that wrote it "
+                "Fix: give the model.ckpt an AdaptedMoE training wrote, or load it with the model that wrote it "
                 "(--model <its name>)."
             )
             raise ValueError(msg)
@@ -1000,7 +1001,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         # anomalib asks torch for opset 14, which torch's exporter cannot convert this graph down to: it printed a
         # 20-line RuntimeError traceback and kept opset 18; asked for 18 at once, it says nothing
         kwargs.setdefault("opset_version", ONNX_OPSET)
-        warn_if_replacing(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
+        check_export_folder(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
         with loggers_at(logging.WARNING, "onnxscript", "onnx_ir"):  # ~130 INFO records of its graph passes
             return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
@@ -1009,7 +1010,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("export")
         self.warn_if_export_drops_settings()
         self.warn_if_thresholds_unusable("export")
-        warn_if_replacing(export_root, ExportType.TORCH, f"{model_file_name}.pt")
+        check_export_folder(export_root, ExportType.TORCH, f"{model_file_name}.pt")
         return super().to_torch(export_root, model_file_name)
 
     def to_openvino(
@@ -1029,7 +1030,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         int8). One this model would refuse to quantise is refused before the conversion (about a minute), not after it.
         """
         self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
-        warn_if_replacing(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
+        check_export_folder(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
         if compression_type in (None, CompressionType.FP16, CompressionType.INT8):
             keep_backbone_in_f32(path)
@@ -1096,11 +1097,23 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         return {name: float(value) for name, value in zip(self.expert_names, raw, strict=True)}
 
 
-def warn_if_replacing(export_root: Path | str, export_type: ExportType, file_name: str) -> None:
-    """Name the earlier export an export is about to replace: ``anomalib export`` writes every checkpoint's model to
-    ``<export_root>/weights/<type>/model.*`` (``./results`` unless told), so exporting another category or a variant
-    checkpoint replaced the model a deployment pointed at without a word."""
-    path = Path(export_root) / "weights" / export_type.value / file_name
+def check_export_folder(export_root: Path | str, export_type: ExportType, file_name: str) -> None:
+    """Refuse an export folder that cannot be written (anomalib found out after the conversion, in a 200-line
+    traceback ending in "PermissionError: ... 'ro/exp'"), and name the earlier export an export is about to replace:
+    ``anomalib export`` writes every checkpoint's model to ``<export_root>/weights/<type>/model.*`` (``./results``
+    unless told), so exporting another category or a variant checkpoint replaced the model a deployment pointed at
+    without a word."""
+    folder = Path(export_root) / "weights" / export_type.value
+    try:  # the folder anomalib writes into, created as anomalib would; a file made and removed in it
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        msg = (
+            f"{folder}: the export cannot be written there ({error.strerror or error}). Fix: give an --export_root "
+            "(export_root=... from Python) in a folder you can write."
+        )
+        refuse(OSError(msg))
+    path = folder / file_name
     if path.is_file():
         written = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
         logger.warning(

@@ -344,6 +344,17 @@ def test_an_export_that_replaces_an_earlier_one_names_it(tmp_path: Path, fitted_
     )
 
 
+def test_an_export_folder_that_cannot_be_written_is_refused_before_the_conversion(tmp_path: Path, fitted_tiny) -> None:
+    """It ended, after the ONNX conversion, in a 200-line traceback whose last line was "PermissionError: ...",
+    naming no fix."""
+    _, model, _, _ = fitted_tiny
+    (tmp_path / "a_file").write_text("")
+    for export in (model.to_torch, model.to_onnx, model.to_openvino):
+        with pytest.raises(OSError, match=r"a_file/weights/\w+: the export cannot be written there .*Fix: give an"):
+            export(tmp_path / "a_file")
+    assert not list(tmp_path.rglob("model.*"))
+
+
 def test_a_checkpoint_cut_short_is_refused_by_name(tmp_path: Path, fitted_tiny) -> None:
     """An interrupted copy given to ``anomalib export`` ended in about 170 lines of traceback and torch's "failed
     finding central directory"."""

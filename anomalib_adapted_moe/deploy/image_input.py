@@ -72,6 +72,19 @@ def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
     return image
 
 
+#: a frame whose every channel spans at most this many 8-bit grey levels holds no texture to inspect
+FLAT_LEVELS = 2
+
+
+def flat_frames(batch: np.ndarray) -> list[int]:
+    """Indices of the frames of an N x 3 x H x W batch in [0, 1] whose every channel spans at most
+    :data:`FLAT_LEVELS` grey levels: a covered lens, lights off, an overexposed or disconnected camera. The model
+    scores textures, and the demo model passed black, white and grey frames as good (0.28 to 0.31 against its 0.5
+    threshold)."""
+    spans = batch.max(axis=(2, 3)) - batch.min(axis=(2, 3))  # N x 3
+    return [int(index) for index in np.flatnonzero((spans <= FLAT_LEVELS / 255 + 1e-6).all(axis=1))]
+
+
 def rgb_pil_image(image):
     """A PIL image in RGB, as anomalib's file reader makes it: anomalib takes a PIL image's raw values, so grey and
     RGBA images failed and a palette image would give its indices; a 16-bit one, which ``convert`` would clip,

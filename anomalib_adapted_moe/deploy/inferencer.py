@@ -6,6 +6,7 @@ instead of the working directory."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import warnings
@@ -23,12 +24,14 @@ from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
 from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
-from .image_input import rgb_in_unit_range, rgb_pil_image
+from .image_input import FLAT_LEVELS, flat_frames, rgb_in_unit_range, rgb_pil_image
 from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
 from .precision import Precision, compile_config
 
 #: the fix for a file named unlike an image (notes.txt) that does not decode: nothing is damaged
+logger = logging.getLogger(__name__)
+
 #: files of torch, not OpenVINO: a Lightning checkpoint, a torch export, a state dict
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
 NOT_AN_IMAGE_FIX = "give an image file (.png, .jpg, .bmp, .tif, ...): this one is not named like an image."
@@ -97,6 +100,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._one_call_at_a_time = threading.Lock()
+        self._source: Path | None = None  # the file of the call in progress
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
@@ -149,6 +153,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             if path is not None:
                 check_bit_depth(path)
             with self._one_call_at_a_time:
+                self._source = path  # named by pre_process's warnings
                 return super().predict(image)
         except (ImageSizeError, BatchSizeError) as error:
             if path is not None:
@@ -163,6 +168,15 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         """:func:`rgb_in_unit_range`, anomalib's NCHW conversion, then the checks against the compiled height, width
         and batch size."""
         batch = OpenVINOInferencer.pre_process(rgb_in_unit_range(image))
+        if flat := flat_frames(batch):
+            which = str(self._source or "the image given") if batch.shape[0] == 1 else f"frame(s) {flat} of the batch"
+            logger.warning(
+                "%s: every pixel within %d grey levels (a covered lens, lights off, an overexposed or disconnected "
+                "camera?): the model scores textures and may pass it as good. Fix: check the camera; catch flat "
+                "frames before the model.",
+                which,
+                FLAT_LEVELS,
+            )
         shape = self.input_blob.get_partial_shape()
         fixed = [shape[axis].get_length() if shape[axis].is_static else None for axis in (2, 3)]
         if None not in fixed and fixed != list(batch.shape[2:]):

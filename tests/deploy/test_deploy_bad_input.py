@@ -1,6 +1,7 @@
 """Bad input to the deployment path is refused by name with the fix: image arrays anomalib would misread, damaged IRs,
 and checkpoints the variant-level command cannot read."""
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,26 @@ def test_the_variant_level_command_refuses_a_folder_it_cannot_create_files_in_be
         main(["--ckpt", str(tmp_path / "model.ckpt"), "--images", str(images), "--output", str(tmp_path / "o.ckpt")])
     said = f"error: {tmp_path / 'o.ckpt'}: cannot be written (Operation not permitted). Fix: give an --output in"
     assert capsys.readouterr().err.startswith(said)
+
+
+def test_a_flat_frame_is_named_in_a_warning_as_it_is_scored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A covered lens, lights off or an overexposed camera: the demo model passed black, white and grey frames as good
+    (0.28 to 0.31 against its 0.5 threshold), without a word."""
+    from PIL import Image
+
+    inferencer = openvino_inferencer(mean_score_ir(tmp_path))
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(black)
+    near_white = np.full((32, 48, 3), 253, np.uint8)
+    near_white[0, 0] = 255  # within two grey levels: saturated, with a hot pixel
+    textured = np.asarray(Image.open(write_image(tmp_path / "texture.png", size=(48, 32))))
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        inferencer.predict(black)
+        inferencer.predict(near_white)
+        inferencer.predict(np.stack([textured, near_white]))
+        inferencer.predict(textured)
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 3, warned
+    assert warned[0].startswith(f"{black}: every pixel within 2 grey levels (a covered lens, lights off")
+    assert warned[1].startswith("the image given: every pixel within 2 grey levels")
+    assert warned[2].startswith("frame(s) [1] of the batch: every pixel") and "Fix: check the camera" in warned[2]

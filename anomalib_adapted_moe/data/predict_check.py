@@ -9,7 +9,8 @@ datasets read the same way for training and testing ("image file is truncated",
 no file named), and resize a mask of another size to its image without a word.
 This module turns each into a warning or an error that names the file and the
 fix. Grey and RGBA images are converted to RGB by that reader (alpha dropped): a
-recovery, documented in the README. (TextureAD names such files itself.)
+recovery, documented in the README. (TextureAD names such files itself.) A flat
+frame (a covered lens) is predicted, and named in a warning.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ DATASET_FIX = (
 
 #: modes ``convert("RGB")`` clips to 8 bits instead of scaling
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+#: a frame whose every channel spans at most this many 8-bit grey levels holds no texture to inspect: a covered lens,
+#: lights off, an overexposed or disconnected camera; the demo model passed black, white and grey frames as good
+FLAT_LEVELS = 2
+#: the warning for such a frame (``%s``: the file, or which frame)
+FLAT_FRAME_WARNING = (
+    f"%s: every pixel within {FLAT_LEVELS} grey levels (a covered lens, lights off, an overexposed or disconnected "
+    "camera?): the model scores textures and may pass it as good. Fix: check the camera; catch flat frames before "
+    "the model."
+)
 
 
 class HighBitDepthImageError(ValueError):
@@ -86,7 +96,16 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
             _check_one(path)
         except (CorruptImageError, HighBitDepthImageError) as error:
             errors.append(error)
+            continue
+        if is_flat(path):
+            logger.warning(FLAT_FRAME_WARNING, path)
     _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
+
+
+def is_flat(path: Path) -> bool:
+    """Whether every channel of the image, as anomalib's reader makes it RGB, spans at most :data:`FLAT_LEVELS`."""
+    with Image.open(path) as image:
+        return all(high - low <= FLAT_LEVELS for low, high in image.convert("RGB").getextrema())
 
 
 #: (path, size, mtime) of each image and mask pair that passed :func:`check_dataset_files` in this process:

@@ -21,10 +21,10 @@ from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
-from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth
+from anomalib_adapted_moe.data.predict_check import FLAT_FRAME_WARNING, PREDICT_FIX, check_bit_depth
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
-from .image_input import FLAT_LEVELS, flat_frames, rgb_in_unit_range, rgb_pil_image
+from .image_input import flat_frames, rgb_in_unit_range, rgb_pil_image
 from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
 from .precision import Precision, compile_config
@@ -170,13 +170,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         batch = OpenVINOInferencer.pre_process(rgb_in_unit_range(image))
         if flat := flat_frames(batch):
             which = str(self._source or "the image given") if batch.shape[0] == 1 else f"frame(s) {flat} of the batch"
-            logger.warning(
-                "%s: every pixel within %d grey levels (a covered lens, lights off, an overexposed or disconnected "
-                "camera?): the model scores textures and may pass it as good. Fix: check the camera; catch flat "
-                "frames before the model.",
-                which,
-                FLAT_LEVELS,
-            )
+            logger.warning(FLAT_FRAME_WARNING, which)
         shape = self.input_blob.get_partial_shape()
         fixed = [shape[axis].get_length() if shape[axis].is_static else None for axis in (2, 3)]
         if None not in fixed and fixed != list(batch.shape[2:]):

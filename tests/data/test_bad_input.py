@@ -136,6 +136,25 @@ def test_skipped_files_are_only_listed_for_a_folder(predict_folder: Path) -> Non
     assert skipped_files(images[:1]) == []  # one image: it may have been given alone, so its neighbours are not ours
 
 
+def test_a_flat_frame_in_a_predict_folder_is_named_in_a_warning_not_refused(
+    predict_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A covered lens or an overexposed camera: the demo model passed black, white and grey frames as good."""
+    from PIL import Image
+
+    white = np.full((32, 32, 3), 254, np.uint8)
+    white[0, 0] = 252  # within two grey levels
+    Image.fromarray(white).save(predict_folder / "white.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(predict_folder / "lens_cap.png")  # grey, as cameras write
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_predict_images(sorted(predict_folder.glob("*.png")))
+    flat = [record.getMessage() for record in caplog.records if "grey levels" in record.getMessage()]
+    assert [message.split(":")[0] for message in flat] == [
+        str(predict_folder / n) for n in ("lens_cap.png", "white.png")
+    ]
+    assert "every pixel within 2 grey levels (a covered lens" in flat[0] and "Fix: check the camera" in flat[0]
+
+
 def test_every_bad_image_of_a_predict_folder_is_named_in_one_message(predict_folder: Path) -> None:
     """Three damaged files: all three named at once (fixing one file per run is no way to clear a folder)."""
     bad = [

@@ -41,6 +41,9 @@ FIXES = {
     "splits": "give Folder test images to validate on (--data.abnormal_dir with defect images, --data.normal_test_dir "
     "with good ones, or more good training images for test_split_ratio to take from), or validate on held-out "
     "training images with synthetic defects (--data.val_split_mode synthetic)",
+    "names": "rename each folder named (or the one above it holding the letters) with ASCII letters, digits and "
+    "punctuation only: anomalib's Folder refuses any other letter in a folder's path, and says 'non-printable'; or lay "
+    "the images out as TextureAD, which takes any name",
     "order": "name every mask alike (000.png -> 000_mask.png for all of them) and numbers at one width (001, 010, "
     "not 1, 10), so that images and masks sort in the same order: Folder pairs the two sorted lists in order",
 }
@@ -63,7 +66,7 @@ def check_folder_layout(datamodule: Folder) -> None:
     images: dict[str, list[Path]] = {setting: [] for setting in FOLDER_SETTINGS}
     for setting in FOLDER_SETTINGS:
         for folder in _as_list(getattr(datamodule, setting)):
-            found, problem = _images_in(folder, datamodule.root, setting, extensions, problems["links"])
+            found, problem = _images_in(folder, datamodule.root, setting, extensions, problems)
             images[setting] += found
             problems["folders"] += [problem] if problem else []
     problems["folders"] += shared_files(images)
@@ -73,11 +76,12 @@ def check_folder_layout(datamodule: Folder) -> None:
             "(--data.mask_dir) but no --data.abnormal_dir, the defect images they belong to: Folder would drop them "
             "without a word"
         )
-    if images["mask_dir"] and images["abnormal_dir"] and not problems["folders"]:  # Folder pairs only then
+    every_folder_read = not (problems["folders"] or problems["names"])
+    if images["mask_dir"] and images["abnormal_dir"] and every_folder_read:  # Folder pairs only then
         # Folder sorts Path objects (part by part), MVTecAD path strings: 'a-b/2.png' comes after 'a/1.png' here
         kind, pairing = mask_pairing_problems(sorted(images["abnormal_dir"]), sorted(images["mask_dir"]))
         problems[kind] = pairing
-    if not problems["folders"] and ValSplitMode(datamodule.val_split_mode) == ValSplitMode.FROM_TEST:
+    if every_folder_read and ValSplitMode(datamodule.val_split_mode) == ValSplitMode.FROM_TEST:
         problems["splits"] += empty_test_split(datamodule, images)
     if any(problems.values()):
         where = Path(datamodule.root).resolve() if datamodule.root is not None else "Folder"
@@ -87,21 +91,27 @@ def check_folder_layout(datamodule: Folder) -> None:
 
 
 def _images_in(
-    folder: str | Path, root: str | Path | None, setting: str, extensions: tuple[str, ...], links: list[str]
+    folder: str | Path, root: str | Path | None, setting: str, extensions: tuple[str, ...], problems: dict
 ) -> tuple[list[Path], str | None]:
     """The images Folder would list under ``folder``, resolved as Folder resolves it (a link followed, a
-    non-printable character refused, so both lists sort alike), or the problem that stops it; the linked folders
-    under it, which Folder does not look into, are added to ``links``."""
+    non-printable character refused, so both lists sort alike), or the folder problem that stops it; the linked
+    folders under it, which Folder does not look into, are added to ``problems["links"]``, a letter Folder refuses
+    to ``problems["names"]``."""
     try:
         path = validate_and_resolve_path(folder, root)
     except FileNotFoundError:
         return [], f"{resolve_path(folder, root)}: no such folder (--data.{setting})"
     except (OSError, ValueError) as error:
-        return [], f"{error} (--data.{setting})"
+        if "non-printable" not in str(error):
+            return [], f"{error} (--data.{setting})"
+        # anomalib takes printable ASCII only and calls the rest 'non-printable': an 'ä' in a folder above too
+        letters = "".join(sorted({char for char in str(resolve_path(folder, root)) if not " " <= char <= "~"}))
+        problems["names"].append(f"{resolve_path(folder, root)}: holds {letters!r} (--data.{setting})")
+        return [], None
     if not path.is_dir():
         return [], f"{path}: not a folder (--data.{setting})"
     found = [file for file in path.glob("**/*") if file.suffix.lower() in extensions and not file.is_dir()]
-    links.extend(unread_linked_folders(path, extensions, f"--data.{setting}", "Folder"))
+    problems["links"] += unread_linked_folders(path, extensions, f"--data.{setting}", "Folder")
     if not found:
         return [], f"{path}: no image in it (--data.{setting}; files ending {', '.join(sorted(set(extensions)))})"
     return found, None
@@ -178,12 +188,21 @@ def mask_pairing_problems(
         outcome = "Folder would give it to each" if reader == "Folder" else f"{reader} cannot pair them"
         return "masks", [f"{masks[0]}: the one mask of {len(defects)} defect images; {outcome}"]
     if len(defects) != len(masks):  # every name has a partner, the counts differ: a name inside several others
-        which = (
-            "a mask's name holds several images' (000_001.png)"
-            if len(defects) > len(masks)
-            else "an image's name is in several masks' (1 in 1_mask.png and 12_mask.png)"
-        )
-        return "masks", [f"{len(defects)} defect images but {len(masks)} masks: {which}"]
+        if len(defects) > len(masks):  # 000_001.png holds 000 and 001; 025.png holds 025.png's and 025.jpg's
+            shared = [(mask, [image for image in defects if _fits(image, mask)]) for mask in masks]
+            named = [
+                f"{mask}: the name holds {len(found)} defect images' ({', '.join(map(str, found))})"
+                for mask, found in shared
+                if len(found) > 1
+            ]
+        else:  # 1 is in 1_mask.png and 12_mask.png
+            shared = [(image, [mask for mask in masks if _fits(image, mask)]) for image in defects]
+            named = [
+                f"{image}: its name is in {len(found)} masks' ({', '.join(map(str, found))})"
+                for image, found in shared
+                if len(found) > 1
+            ]
+        return "masks", [f"{len(defects)} defect images but {len(masks)} masks", *named]
     crosswise = [
         f"{image}: {reader} pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
         for image, mask in zip(defects, masks, strict=True)

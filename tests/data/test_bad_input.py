@@ -362,6 +362,22 @@ def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_r
     assert str(info.value).startswith(f"{folder_root}: anomalib's Folder cannot read this dataset as given")
 
 
+def test_a_folder_path_with_a_letter_anomalibs_folder_refuses_is_named_with_that_reason(folder_root: Path) -> None:
+    """anomalib's Folder takes printable ASCII only ('Path contains non-printable characters' for an 'ä'); the
+    check said so and told the user to point the setting at a folder that exists, which it did."""
+    from anomalib.data import Folder
+
+    (folder_root / "good").rename(folder_root / "gut ä")
+    folder = Folder(name="bolts", root=folder_root, normal_dir="gut ä", abnormal_dir="defect", mask_dir="mask")
+    with pytest.raises(ValueError, match="non-printable"):  # what Folder itself says
+        folder.setup()
+    with pytest.raises(FolderLayoutError) as info:
+        check_folder_layout(folder)
+    message = str(info.value)
+    assert f"{folder_root / 'gut ä'}: holds 'ä' (--data.normal_dir)" in message
+    assert "Fix: rename each folder named" in message and "point each setting" not in message
+
+
 @pytest.mark.parametrize(
     ("good_images", "split_args", "empty"),
     [
@@ -677,17 +693,36 @@ def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_
 @pytest.mark.parametrize(
     ("defects", "masks", "said"),
     [
-        (["1", "2", "3"], ["1_2", "3"], "3 defect images but 2 masks: a mask's name holds several images'"),
-        (["1", "2"], ["1_mask", "12_mask", "2_mask"], "2 defect images but 3 masks: an image's name is in several"),
+        (
+            ["1", "2", "3"],
+            ["1_2", "3"],
+            ["3 defect images but 2 masks", "/m/1_2.png: the name holds 2 defect images' (/d/1.png, /d/2.png)"],
+        ),
+        (
+            ["1", "2"],
+            ["1_mask", "12_mask", "2_mask"],
+            [
+                "2 defect images but 3 masks",
+                "/d/1.png: its name is in 2 masks' (/m/12_mask.png, /m/1_mask.png)",
+                "/d/2.png: its name is in 2 masks' (/m/12_mask.png, /m/2_mask.png)",
+            ],
+        ),
+        (  # an image saved twice, as .png and .jpg
+            ["025.png", "025.jpg", "026.png"],
+            ["025", "026"],
+            ["3 defect images but 2 masks", "/m/025.png: the name holds 2 defect images' (/d/025.jpg, /d/025.png)"],
+        ),
     ],
 )
-def test_counts_that_differ_where_every_name_has_a_partner_say_which_way(
-    defects: list[str], masks: list[str], said: str
+def test_counts_that_differ_where_every_name_has_a_partner_name_the_files_each_way(
+    defects: list[str], masks: list[str], said: list[str]
 ) -> None:
-    """Both ways were worded "some image's name is in several masks' names"."""
+    """Both ways were worded "some image's name is in several masks' names", then named an example file
+    (000_001.png) instead of the dataset's: an image saved as .png and .jpg shared its mask unnamed."""
     from anomalib_adapted_moe.data.folder_layout import mask_pairing_problems
 
     kind, problems = mask_pairing_problems(
-        sorted(Path(f"/d/{name}.png") for name in defects), sorted(Path(f"/m/{name}.png") for name in masks)
+        sorted(Path(f"/d/{name}" if "." in name else f"/d/{name}.png") for name in defects),
+        sorted(Path(f"/m/{name}.png") for name in masks),
     )
-    assert kind == "masks" and len(problems) == 1 and problems[0].startswith(said)
+    assert kind == "masks" and problems == said

@@ -102,6 +102,29 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
     _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
 
 
+def one_kind_of_test_image(dataset: object) -> str | None:
+    """Why image metrics mean nothing on an anomalib test dataset of only defective or only good images (``None``
+    if both are there): anomalib's image AUROC reads 0.0 on defects only (a Folder with no good test images: exit
+    0, and only torchmetrics' "No negative samples" warning). TextureAD refuses such a split itself."""
+    samples = getattr(dataset, "samples", None)
+    if getattr(dataset, "checks_its_files", False) or samples is None or "label_index" not in samples:
+        return None
+    labels = list(samples["label_index"])
+    kinds = set(map(int, labels))
+    if len(kinds) != 1:
+        return None
+    if kinds == {1}:
+        return (
+            f"the test split holds only defective images ({len(labels)}): image AUROC and F1 are undefined (anomalib "
+            "reports 0.0); pixel metrics stand. Fix: add good test images (Folder: --data.normal_test_dir, or "
+            "good training images for test_split_ratio to take)."
+        )
+    return (
+        f"the test split holds only good images ({len(labels)}): image and pixel AUROC are undefined. Fix: add "
+        "defective test images (Folder: --data.abnormal_dir, with --data.mask_dir for pixel metrics)."
+    )
+
+
 def is_flat(path: Path) -> bool:
     """Whether every channel of the image, as anomalib's reader makes it RGB, spans at most :data:`FLAT_LEVELS`."""
     with Image.open(path) as image:

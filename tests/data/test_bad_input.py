@@ -9,6 +9,7 @@ predict path (anomalib's ``PredictDataset``, checked by the model before predict
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -635,6 +636,31 @@ def test_a_file_changed_after_training_is_checked_again_before_testing(tmp_path:
     with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
         engine.test(model=model, datamodule=folder)
     assert str(bad) in str(info.value)
+
+
+def test_a_folder_test_split_of_defective_images_only_is_named_before_its_image_auroc_of_0(
+    tmp_path: Path, folder_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No good test image (test_split_mode none): anomalib reported image AUROC 0.0 and exited 0, with torchmetrics'
+    "No negative samples" warning only. TextureAD refuses such a split itself."""
+    engine, model, folder = fit_on_folder(folder_root, tmp_path / "results", test_split_mode="none")
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        engine.test(model=model, datamodule=folder)
+    said = "test: the test split holds only defective images (3): image AUROC and F1 are undefined (anomalib reports"
+    assert said in caplog.text and "Fix: add good test images (Folder: --data.normal_test_dir" in caplog.text
+
+
+def test_a_test_split_of_good_images_only_is_named_and_a_mixed_one_is_not() -> None:
+    import pandas as pd
+
+    from anomalib_adapted_moe.data.predict_check import one_kind_of_test_image
+
+    def dataset(labels: list[int]) -> SimpleNamespace:
+        return SimpleNamespace(samples=pd.DataFrame({"label_index": labels}))
+
+    assert one_kind_of_test_image(dataset([0, 0])).startswith("the test split holds only good images (2): image and")
+    assert one_kind_of_test_image(dataset([0, 1])) is None
+    assert one_kind_of_test_image(SimpleNamespace(samples=None)) is None
 
 
 @pytest.mark.parametrize("features", ["cached", "live"])

@@ -42,7 +42,7 @@ from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableErro
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
 from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
-from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images
+from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images, one_kind_of_test_image
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
@@ -788,7 +788,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.flag_report = FlagReport(self.expert_names, self.global_rank)
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
-            self.check_dataset_files("test", getattr(loader, "dataset", None))
+            dataset = getattr(loader, "dataset", None)
+            self.check_dataset_files("test", dataset)
+            if problem := one_kind_of_test_image(dataset):
+                logger.warning("test: %s", problem)
 
     def on_validation_start(self) -> None:
         """Warn, before ``engine.validate`` refits the thresholds, when the data is another category's."""

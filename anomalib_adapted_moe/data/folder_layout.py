@@ -14,6 +14,7 @@ on (anomalib's "not enough values to unpack" in Folder's split).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import Counter
@@ -24,6 +25,8 @@ from anomalib.data import Folder
 from anomalib.data.utils import TestSplitMode, ValSplitMode
 from anomalib.data.utils.path import resolve_path, validate_and_resolve_path
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+logger = logging.getLogger(__name__)
 
 #: the datamodule's folder settings, in the order they are reported
 FOLDER_SETTINGS = ("normal_dir", "abnormal_dir", "normal_test_dir", "mask_dir")
@@ -83,6 +86,16 @@ def check_folder_layout(datamodule: Folder) -> None:
         problems[kind] = pairing
     if every_folder_read and ValSplitMode(datamodule.val_split_mode) == ValSplitMode.FROM_TEST:
         problems["splits"] += empty_test_split(datamodule, images)
+    if lossy := [mask for mask in images["mask_dir"] if mask.suffix.lower() in (".jpg", ".jpeg")]:
+        logger.warning(
+            "%s (%d of %d masks are JPEG): anomalib reads any mask value above 0 as defect, so JPEG's compression "
+            "rings around each defect count too (a walkthrough's masks: 6391 pixels where 4272 were drawn), and "
+            "pixel metrics are measured against larger defects than drawn. Fix: save the masks as PNG (lossless); "
+            "TextureAD reads a JPEG mask at half scale.",
+            lossy[0],
+            len(lossy),
+            len(images["mask_dir"]),
+        )
     if any(problems.values()):
         where = Path(datamodule.root).resolve() if datamodule.root is not None else "Folder"
         raise FolderLayoutError(

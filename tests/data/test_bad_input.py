@@ -363,6 +363,21 @@ def test_the_folder_check_refuses_exactly_what_anomalibs_folder_refuses(folder_r
     assert str(info.value).startswith(f"{folder_root}: anomalib's Folder cannot read this dataset as given")
 
 
+def test_jpeg_masks_of_a_folder_are_named_in_a_warning(folder_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """JPEG's compression rings read as defect (any value above 0): a walkthrough's masks held 6391 defect pixels
+    where 4272 were drawn, pixel AUROC 0.757 against 0.799 with the same masks as PNG, without a word."""
+    from anomalib.data import Folder
+
+    for mask in sorted((folder_root / "mask").glob("*.png")):
+        Image.open(mask).save(mask.with_suffix(".jpg"), quality=75)
+        mask.unlink()
+    folder = Folder(name="bolts", root=folder_root, normal_dir="good", abnormal_dir="defect", mask_dir="mask")
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_folder_layout(folder)
+    said = f"{folder_root / 'mask' / '000.jpg'} (3 of 3 masks are JPEG): anomalib reads any mask value above 0"
+    assert said in caplog.text and "Fix: save the masks as PNG" in caplog.text
+
+
 def test_a_folder_path_with_a_letter_anomalibs_folder_refuses_is_named_with_that_reason(folder_root: Path) -> None:
     """anomalib's Folder takes printable ASCII only ('Path contains non-printable characters' for an 'ä'); the
     check said so and told the user to point the setting at a folder that exists, which it did."""

@@ -84,6 +84,14 @@ def split_train_per_subclass(
         n_val = min(n - 1, max(1, round(n * ratio))) if n >= 2 else 0
         if n_val == 0:
             logger.warning("Subclass %r has %d training image(s); none is held out for validation.", name, n)
+        elif n - n_val == 1:  # 2 images (or a large ratio): its expert trains on one, which said nothing
+            logger.warning(
+                "Subclass %r has %d training images; %d held out for validation leave its expert one to train on. "
+                "Fix: give it more training images (ten or more make an expert worth the name).",
+                name,
+                n,
+                n_val,
+            )
         order = torch.randperm(n, generator=generator).numpy()
         val_idx += indices[order[:n_val]].tolist()
         train_idx += indices[order[n_val:]].tolist()

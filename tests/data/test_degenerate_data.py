@@ -81,6 +81,20 @@ def test_a_subclass_with_a_single_training_image_keeps_it_and_gets_its_expert(
     assert not torch.equal(model.model.adaptation.expert_std[1], torch.ones_like(model.model.adaptation.expert_std[1]))
 
 
+def test_a_subclass_left_one_training_image_by_the_validation_split_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two training images: one held out, its expert trained on the other, without a word (one image was warned)."""
+    make_subclass(tmp_path / "data" / "cloth", "fabric_a", train=5)
+    make_subclass(tmp_path / "data" / "cloth", "fabric_b", train=2)
+    datamodule = texture_ad(tmp_path / "data")
+    with caplog.at_level(logging.WARNING):
+        datamodule.setup()
+    said = "'fabric_b' has 2 training images; 1 held out for validation leave its expert one to train on. Fix: give"
+    assert said in caplog.text and "'fabric_a'" not in caplog.text
+    assert list(datamodule.train_data.samples.subclass).count("fabric_b") == 1
+
+
 @pytest.mark.parametrize("identical", [False, True], ids=["too_few_images", "identical_images"])
 def test_more_experts_than_distinct_training_images_fails_with_the_fix(tmp_path: Path, identical: bool) -> None:
     """num_experts=5 on 3 training images (2 after the validation hold-out), or on copies of one image."""

@@ -546,7 +546,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if empty:
             names = [self.expert_names[i] if i < len(self.expert_names) else str(i) for i in empty]
             logger.warning(
-                "No normal calibration image was routed to expert(s) %s: they take all experts' statistics.",
+                "No normal calibration image was routed to expert(s) %s: they take all experts' statistics. Fix: "
+                "hold out more training images for validation (--data.val_split_ratio), or give those subclasses "
+                "more images.",
                 ", ".join(names),
             )
 

@@ -163,7 +163,9 @@ def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[
                 if problem is not None:
                     raise problem.to_error()
                 if not read_binary_mask(mask).any():  # read as it is, as TextureAD reads it, but named
-                    logger.warning(empty_mask_warning(mask, image))
+                    logger.warning(
+                        empty_mask_warning(mask, image, "Folder's --data.normal_test_dir, MVTecAD's test/good")
+                    )
         except (CorruptImageError, HighBitDepthImageError, MaskSizeMismatchError) as error:
             errors.append(error)
         else:

@@ -298,6 +298,7 @@ def test_a_mask_marking_no_pixel_in_a_folder_dataset_is_named_as_texture_ad_name
         fit_on_folder(folder_root, tmp_path / "results")
     image = folder_root / "defect" / "002.png"
     assert f"{mask}: the mask of the defect image {image} marks no pixel" in caplog.text
+    assert "the good test images (Folder's --data.normal_test_dir, MVTecAD's test/good)" in caplog.text  # not test/good
 
 
 def test_a_missing_mask_of_a_folder_dataset_is_named_before_folder_reads_it(tmp_path: Path, folder_root: Path) -> None:

@@ -107,11 +107,12 @@ def read_binary_mask(path: Path | str) -> np.ndarray:
     return array > floor
 
 
-def empty_mask_warning(mask: Path | str, image: Path | str) -> str:
-    """The warning for a defect image whose mask marks no pixel (its image label still says defect)."""
+def empty_mask_warning(mask: Path | str, image: Path | str, good_folder: str = "test/good") -> str:
+    """The warning for a defect image whose mask marks no pixel (its image label still says defect);
+    ``good_folder``: where the layout keeps good test images (Folder's is its ``normal_test_dir``)."""
     return (
         f"{mask}: the mask of the defect image {image} marks no pixel, so pixel metrics count its defect as normal. "
-        "Draw the defect in it, or move the image among the good test images (test/good) if it has none."
+        f"Draw the defect in it, or move the image among the good test images ({good_folder}) if it has none."
     )
 
 

@@ -443,6 +443,17 @@ def test_a_category_or_subclass_folder_given_as_the_root_is_named_with_the_root_
     )
 
 
+def test_check_names_a_folder_layout_as_such(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """anomalib's Folder layout given to --check: normal/, abnormal/ and mask/ were checked as categories (99
+    warnings, 8 problems, no word of the layout)."""
+    for folder in ("normal", "abnormal", "mask"):
+        write_image(tmp_path / "bolts" / folder / "000.png")
+    assert check_main(["--check", str(tmp_path / "bolts")]) == 1
+    said = capsys.readouterr().out
+    assert f"{tmp_path / 'bolts'}: looks like anomalib's Folder layout (folders of images: ['abnormal', 'mask'," in said
+    assert "Fix: train it with --data Folder" in said and "WARNING" not in said and "3 categories" not in said
+
+
 def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(
     texture_ad_root: Path, capsys: pytest.CaptureFixture
 ) -> None:

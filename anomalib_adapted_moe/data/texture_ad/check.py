@@ -25,7 +25,7 @@ from anomalib_adapted_moe.data.texture_ad.files import (
     mask_size_problem,
     read_binary_mask,
 )
-from anomalib_adapted_moe.data.texture_ad.layout import LAYOUT_TEXT
+from anomalib_adapted_moe.data.texture_ad.layout import IMG_EXTENSIONS, LAYOUT_TEXT
 from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, holds_subclasses, not_found_message
 from anomalib_adapted_moe.data.texture_ad.scan import scan_category
 from anomalib_adapted_moe.data.texture_ad.subclasses import resolve_subclasses
@@ -128,6 +128,18 @@ def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[L
             )
         )
         dirs = []
+    elif dirs and not any(holds_subclasses(p) for p in dirs) and any(_holds_images(p) for p in dirs):
+        problems.append(  # Folder's normal/, abnormal/, mask/ were checked as categories: 99 warnings, 8 problems
+            LayoutProblem(
+                TextureADLayoutError,
+                root,
+                f"looks like anomalib's Folder layout (folders of images: {[p.name for p in dirs if _holds_images(p)]}"
+                "), not TextureAD's <category>/<subclass>/train/good/.",
+                "train it with --data Folder (configs/data/folder_example.yaml), whose folders and masks the model "
+                "checks when training starts; or lay the images out as TextureAD for --check and per-subclass experts.",
+            )
+        )
+        dirs = []
     elif not dirs:
         problems.append(
             LayoutProblem(
@@ -138,6 +150,11 @@ def _category_dirs(root: Path, category: str | None) -> tuple[list[Path], list[L
             )
         )
     return dirs, problems, warnings
+
+
+def _holds_images(folder: Path) -> bool:
+    """Image files right in ``folder`` (a Folder setting's folder; a TextureAD category holds subclass folders)."""
+    return any(path.is_file() and path.suffix.lower() in IMG_EXTENSIONS for path in folder.iterdir())
 
 
 def run_check(root: Path, category: str | None = None, workers: int = 4) -> int:

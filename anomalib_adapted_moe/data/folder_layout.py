@@ -56,9 +56,9 @@ class FolderLayoutError(ValueError):
     """anomalib's ``Folder`` would stop on its folders or its validation split, or read images or masks wrongly."""
 
 
-def check_folder_layout(datamodule: Folder) -> None:
+def check_folder_layout(datamodule: Folder) -> dict[str, list[Path]]:
     """Raise :class:`FolderLayoutError` naming the missing or empty folders, else the unpaired images and masks (five
-    of each kind, the others counted)."""
+    of each kind, the others counted); return the images of each setting (``normal_dir``, ...) Folder will read."""
     problems: dict[str, list[str]] = {kind: [] for kind in FIXES}
     extensions = tuple(datamodule.extensions or IMG_EXTENSIONS)
     if isinstance(datamodule.extensions, str) or not all(extension.startswith(".") for extension in extensions):
@@ -101,6 +101,7 @@ def check_folder_layout(datamodule: Folder) -> None:
         raise FolderLayoutError(
             layout_message(f"{where}: anomalib's Folder cannot read this dataset as given", problems, FIXES)
         )
+    return images
 
 
 def _images_in(

@@ -654,6 +654,31 @@ def test_a_file_changed_after_training_is_checked_again_before_testing(tmp_path:
     assert str(bad) in str(info.value)
 
 
+def test_a_damaged_good_image_of_a_folder_with_synthetic_validation_is_named_before_folder_reads_it(
+    tmp_path: Path, folder_root: Path
+) -> None:
+    """Folder's setup decodes the good images it makes synthetic defects from: a text file named .png there ended in
+    a 250-line traceback (PIL's "cannot identify image file"), or in the model's one-line error, as the split fell
+    (anomalib's default val_split_ratio holds out half)."""
+    from anomalib.data import Folder
+
+    # five of eight: whichever half the split holds out for validation holds one of them
+    bad = [damage(folder_root / "good" / f"{i:03d}.png", "random_bytes") for i in range(5)]
+    folder = Folder(
+        name="bolts",
+        root=folder_root,
+        normal_dir="good",
+        abnormal_dir="defect",
+        mask_dir="mask",
+        val_split_mode="synthetic",
+        num_workers=0,
+    )
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with pytest.raises(CorruptImageError, match="cannot be read as an image") as info:
+        engine.fit(model=tiny_adapted_moe(num_experts=2, epochs=1), datamodule=folder)
+    assert all(str(path) in str(info.value) for path in bad) and "Fix:" in str(info.value)
+
+
 def test_a_folder_test_split_of_defective_images_only_is_named_before_its_image_auroc_of_0(
     tmp_path: Path, folder_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

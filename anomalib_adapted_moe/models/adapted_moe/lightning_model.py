@@ -25,6 +25,7 @@ import torch
 import yaml
 from anomalib import LearningType
 from anomalib.data import Batch, Folder, MVTecAD, PredictDataset
+from anomalib.data.utils import TestSplitMode, ValSplitMode
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
-from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
+from anomalib_adapted_moe.data.folder_layout import check_folder_layout
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
 from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images, one_kind_of_test_image
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
@@ -379,16 +380,22 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def prepare_data(self) -> None:
         """Name every missing or empty folder, unpaired mask and empty test split to validate on of an anomalib
         ``Folder``, and the unpaired masks and outside links of an ``MVTecAD`` category, before the datamodule's
-        ``setup`` reads them (Lightning calls this first): their own errors there name no file or setting."""
+        ``setup`` reads them (Lightning calls this first): their own errors there name no file or setting. A
+        Folder's damaged good images are named here too where its setup makes synthetic defects from them."""
         super().prepare_data()
         datamodule = getattr(self.trainer, "datamodule", None)
-        checks = {Folder: check_folder_layout, MVTecAD: check_mvtec_layout}
-        for kind, check in checks.items():
-            if isinstance(datamodule, kind):
-                try:
-                    check(datamodule)
-                except FolderLayoutError as error:
-                    refuse(error)
+        try:
+            if isinstance(datamodule, MVTecAD):
+                check_mvtec_layout(datamodule)
+            elif isinstance(datamodule, Folder):
+                images = check_folder_layout(datamodule)
+                modes = (ValSplitMode(datamodule.val_split_mode).value, TestSplitMode(datamodule.test_split_mode).value)
+                if "synthetic" in modes:
+                    # Folder's setup decodes the good images it makes synthetic defects from: a damaged one ended
+                    # in a 250-line traceback there, or not, as the random split fell (its training ones are named)
+                    check_dataset_files(images["normal_dir"], [None] * len(images["normal_dir"]), "training")
+        except ValueError as error:  # FolderLayoutError, and the damaged or 16-bit images named
+            refuse(error)
 
     def on_train_start(self) -> None:
         """Choose between the feature cache and live features (random pixel augmentation), and log which."""

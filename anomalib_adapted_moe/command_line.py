@@ -13,13 +13,30 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def running_the_anomalib_command() -> bool:
     """True inside the stock ``anomalib`` command (the rule the package's ``.pth`` hook uses)."""
     return os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") in ("anomalib", "anomalib.exe")
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files could not be written into ``folder`` (made with its parents when they are), or ``None``: tried in
+    the nearest folder that exists, so nothing is made here and a refusal after it leaves no empty folder behind."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:  # a file made and removed there: root writes past a folder's mode, not past chattr +i or a read-only disk
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def refuse(error: Exception) -> None:

@@ -22,6 +22,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from anomalib_adapted_moe.command_line import unwritable_reason
 from anomalib_adapted_moe.recipes import CPU_RECIPE
 
 from .jsonfiles import write_json
@@ -103,13 +104,7 @@ def output_problem(*folders: Path) -> str | None:
     """A folder a command cannot write its results to (a file of that name, a read-only disk), named before it
     measures: ``speed`` lost minutes of measuring to a traceback at the end."""
     for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            reason = error.strerror or error
+        if reason := unwritable_reason(folder):
             return f"{folder}: cannot write results there ({reason}). Fix: give a folder you can write to."
     return None
 

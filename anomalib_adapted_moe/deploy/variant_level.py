@@ -50,7 +50,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     from anomalib.engine import Engine
 
     from anomalib_adapted_moe import AdaptedMoE
-    from anomalib_adapted_moe.command_line import loggers_at
+    from anomalib_adapted_moe.command_line import loggers_at, unwritable_reason
     from anomalib_adapted_moe.evaluation import normalization_disabled
     from anomalib_adapted_moe.models.adapted_moe.post_processor import refuse_too_few_variant_images
 
@@ -70,14 +70,9 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     if not images.is_dir():
         msg = f"{images}: no such folder. Fix: give a folder holding the first images of the product the line runs."
         raise FileNotFoundError(msg)
-    try:  # before the images are scored; a file made and removed there (root writes past a mode, not chattr +i)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output.parent).close()
-    except OSError as error:
-        msg = (
-            f"{output}: cannot be written ({error.strerror or error}). Fix: give an --output in a folder you can write."
-        )
-        raise OSError(msg) from error
+    if reason := unwritable_reason(output.parent):  # before the images are scored
+        msg = f"{output}: cannot be written ({reason}). Fix: give an --output in a folder you can write."
+        raise OSError(msg)
     count = sum(is_image_file(path) for path in images.rglob("*"))
     if not count:  # anomalib's "Found 0 images" says no fix
         msg = (
@@ -116,6 +111,7 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     except ValueError as error:
         raise ValueError(f"{images}: {error}") from error
     state["state_dict"]["post_processor.variant_level"] = model.post_processor.variant_level.detach().clone()
+    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")  # written whole, then renamed: no half checkpoint
     torch.save(state, partial)
     partial.replace(output)

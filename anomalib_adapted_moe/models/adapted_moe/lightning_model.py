@@ -14,7 +14,6 @@ epoch recomputes the features of freshly augmented images.
 
 import logging
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, backbone_weights_in_checkpoint
-from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command
+from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command, unwritable_reason
 from anomalib_adapted_moe.data.folder_layout import check_folder_layout
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
 from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images, one_kind_of_test_image
@@ -1116,13 +1115,10 @@ def check_export_folder(export_root: Path | str, export_type: ExportType, file_n
     unless told), so exporting another category or a variant checkpoint replaced the model a deployment pointed at
     without a word."""
     folder = Path(export_root) / "weights" / export_type.value
-    try:  # the folder anomalib writes into, created as anomalib would; a file made and removed in it
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
+    if reason := unwritable_reason(folder):
         msg = (
-            f"{folder}: the export cannot be written there ({error.strerror or error}). Fix: give an --export_root "
-            "(export_root=... from Python) in a folder you can write."
+            f"{folder}: the export cannot be written there ({reason}). Fix: give an --export_root (export_root=... "
+            "from Python) in a folder you can write."
         )
         refuse(OSError(msg))
     path = folder / file_name

@@ -65,6 +65,9 @@ def wrong_argument_types(function: Callable, values: Mapping[str, Any]) -> str |
             example = [value] if one_name else inspect.signature(function).parameters[name].default
             given = type(value).__name__
             given = f"{'an' if given[0] in 'aeiou' else 'a'} {given}"
+            if isinstance(value, Sequence) and not isinstance(value, str) and Sequence[str] in kinds:
+                item = next(item for item in value if not isinstance(item, str))
+                given += f" holding {item!r} ({type(item).__name__})"
             return (
                 f"{name}={value!r} is {given}: {name} takes {wanted}. Fix: give it as one, e.g. "
                 f"{name}={example!r}{'' if one_name else ' (its default)'}."

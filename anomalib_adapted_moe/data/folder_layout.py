@@ -23,7 +23,7 @@ from pathlib import Path
 
 from anomalib.data import Folder
 from anomalib.data.utils import TestSplitMode, ValSplitMode
-from anomalib.data.utils.path import resolve_path, validate_and_resolve_path
+from anomalib.data.utils.path import contains_non_printable_characters, resolve_path, validate_and_resolve_path
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -111,17 +111,16 @@ def _images_in(
     non-printable character refused, so both lists sort alike), or the folder problem that stops it; the linked
     folders under it, which Folder does not look into, are added to ``problems["links"]``, a letter Folder refuses
     to ``problems["names"]``."""
+    if contains_non_printable_characters(resolve_path(folder, root)):  # printable ASCII only: an 'ä' above too
+        letters = "".join(sorted({char for char in str(resolve_path(folder, root)) if not " " <= char <= "~"}))
+        problems["names"].append(f"{resolve_path(folder, root)}: holds {letters!r} (--data.{setting})")
+        return [], None
     try:
         path = validate_and_resolve_path(folder, root)
     except FileNotFoundError:
         return [], f"{resolve_path(folder, root)}: no such folder (--data.{setting})"
     except (OSError, ValueError) as error:
-        if "non-printable" not in str(error):
-            return [], f"{error} (--data.{setting})"
-        # anomalib takes printable ASCII only and calls the rest 'non-printable': an 'ä' in a folder above too
-        letters = "".join(sorted({char for char in str(resolve_path(folder, root)) if not " " <= char <= "~"}))
-        problems["names"].append(f"{resolve_path(folder, root)}: holds {letters!r} (--data.{setting})")
-        return [], None
+        return [], f"{error} (--data.{setting})"
     if not path.is_dir():
         return [], f"{path}: not a folder (--data.{setting})"
     found = [file for file in path.glob("**/*") if file.suffix.lower() in extensions and not file.is_dir()]

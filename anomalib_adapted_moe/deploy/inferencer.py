@@ -29,11 +29,27 @@ from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
 from .precision import Precision, compile_config
 
-#: the fix for a file named unlike an image (notes.txt) that does not decode: nothing is damaged
 logger = logging.getLogger(__name__)
 
-#: files of torch, not OpenVINO: a Lightning checkpoint, a torch export, a state dict
-TORCH_SUFFIXES = (".ckpt", ".pt", ".pth")
+#: files of torch, not OpenVINO: what each is, and the fix
+TORCH_FILES = {
+    ".ckpt": (
+        "a Lightning checkpoint",
+        "export it first (anomalib export --export_type openvino --ckpt_path {path} "
+        "...) and give the model.xml it writes",
+    ),
+    ".pt": (
+        "a torch export",
+        "anomalib's TorchInferencer runs it; for OpenVINO, export the checkpoint it came from "
+        "(anomalib export --export_type openvino --ckpt_path <its model.ckpt> ...)",
+    ),
+    ".pth": (
+        "a torch state dict (backbone weights?)",
+        "give the model.xml an OpenVINO export wrote (anomalib export "
+        "--export_type openvino --ckpt_path <model.ckpt> ...)",
+    ),
+}
+#: the fix for a file named unlike an image (notes.txt) that does not decode: nothing is damaged
 NOT_AN_IMAGE_FIX = "give an image file (.png, .jpg, .bmp, .tif, ...): this one is not named like an image."
 
 #: the fields an output may be named after: ``predict`` builds a ``NumpyImageBatch`` from the outputs
@@ -101,6 +117,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         super().__init__(*args, **kwargs)
         self._one_call_at_a_time = threading.Lock()
         self._source: Path | None = None  # the file of the call in progress
+        self._flat_before = False  # the last call held a flat frame
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
@@ -168,9 +185,11 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         """:func:`rgb_in_unit_range`, anomalib's NCHW conversion, then the checks against the compiled height, width
         and batch size."""
         batch = OpenVINOInferencer.pre_process(rgb_in_unit_range(image))
-        if flat := flat_frames(batch):
+        flat = flat_frames(batch)
+        if flat and not self._flat_before:  # once per run of flat calls: a covered lens at 30 frames/s, one line
             which = str(self._source or "the image given") if batch.shape[0] == 1 else f"frame(s) {flat} of the batch"
-            logger.warning(FLAT_FRAME_WARNING, which)
+            logger.warning(FLAT_FRAME_WARNING + " (Flat frames right after it are not named again.)", which)
+        self._flat_before = bool(flat)
         shape = self.input_blob.get_partial_shape()
         fixed = [shape[axis].get_length() if shape[axis].is_static else None for axis in (2, 3)]
         if None not in fixed and fixed != list(batch.shape[2:]):
@@ -248,13 +267,9 @@ def openvino_inferencer(
             "given; its model.bin beside it)."
         )
         raise FileNotFoundError(msg)
-    if Path(path).suffix in TORCH_SUFFIXES:  # OpenVINO tried it as a TensorFlow graph: 'no field named "PK"'
-        msg = (
-            f"{path}: a torch checkpoint, not an OpenVINO model. Fix: export it first (anomalib export --export_type "
-            f"openvino --ckpt_path {path} ...) and give the model.xml written; a .pt export runs with anomalib's "
-            "TorchInferencer."
-        )
-        raise ValueError(msg)
+    if Path(path).suffix.lower() in TORCH_FILES:  # OpenVINO tried it as a TensorFlow graph: 'no field named "PK"'
+        kind, fix = TORCH_FILES[Path(path).suffix.lower()]
+        raise ValueError(f"{path}: {kind}, not an OpenVINO model. Fix: {fix.format(path=path)}.")
     xml = Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else Path(path)
     if xml.suffix == ".xml" and not (xml.is_file() and xml.with_suffix(".bin").is_file()):
         missing = xml.with_suffix(".bin") if xml.is_file() else xml

@@ -2,6 +2,7 @@
 and checkpoints the variant-level command cannot read."""
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def _damage(xml: Path, how: str) -> Path:
         ("xml missing", FileNotFoundError, "model.xml is missing beside it"),
         ("bin truncated", ValueError, "OpenVINO cannot read it as a model ("),  # (Incorrect weights in bin file!)
         ("xml truncated", ValueError, "OpenVINO cannot read it as a model ("),  # (Error parsing ... at offset 769)
-        ("a checkpoint", ValueError, "a torch checkpoint, not an OpenVINO model. Fix: export it first"),
+        ("a checkpoint", ValueError, "a Lightning checkpoint, not an OpenVINO model. Fix: export it first"),
     ],
 )
 def test_a_damaged_ir_is_named_with_the_fix(tmp_path, how: str, error: type, named: str, batch_size) -> None:
@@ -95,6 +96,20 @@ def test_a_damaged_ir_is_named_with_the_fix(tmp_path, how: str, error: type, nam
     assert message.startswith(f"{path}: ") and named in message
     assert "Fix: " in message and "anomalib export --export_type openvino" in message
     assert "again" in message or how == "a checkpoint"  # OpenVINO tried it as a TensorFlow graph: "no field 'PK'"
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("model.pt", "a torch export, not an OpenVINO model. Fix: anomalib's TorchInferencer runs it"),
+        ("weights.PTH", "a torch state dict (backbone weights?), not an OpenVINO model. Fix: give the model.xml"),
+    ],
+)
+def test_a_torch_file_is_named_as_what_it_is(tmp_path: Path, name: str, said: str) -> None:
+    """OpenVINO read it as a TensorFlow graph: 'no field named "PK"' lines, then "Unable to read the model"."""
+    torch.save({"weight": torch.zeros(1)}, tmp_path / name)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: {said}")):
+        openvino_inferencer(tmp_path / name)
 
 
 @pytest.mark.parametrize(("batch_size", "said"), [("1", "batch_size='1' is a str"), (1.0, "batch_size=1.0 is a float")])
@@ -219,11 +234,15 @@ def test_a_flat_frame_is_named_in_a_warning_as_it_is_scored(tmp_path: Path, capl
     textured = np.asarray(Image.open(write_image(tmp_path / "texture.png", size=(48, 32))))
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         inferencer.predict(black)
+        inferencer.predict(near_white)  # right after a flat frame: a covered lens at 30 frames/s warns once
+        inferencer.predict(textured)
         inferencer.predict(near_white)
+        inferencer.predict(textured)
         inferencer.predict(np.stack([textured, near_white]))
         inferencer.predict(textured)
     warned = [record.getMessage() for record in caplog.records]
     assert len(warned) == 3, warned
     assert warned[0].startswith(f"{black}: every pixel within 2 grey levels (a covered lens, lights off")
+    assert warned[0].endswith("(Flat frames right after it are not named again.)")
     assert warned[1].startswith("the image given: every pixel within 2 grey levels")
     assert warned[2].startswith("frame(s) [1] of the batch: every pixel") and "Fix: check the camera" in warned[2]

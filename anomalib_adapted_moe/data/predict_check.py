@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from anomalib.data.utils.image import is_image_file
@@ -149,9 +149,33 @@ def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[
         CorruptImageError: a damaged image or mask; HighBitDepthImageError: a 16-bit grey image;
         MaskSizeMismatchError: a mask of another size than its image; BadPredictImagesError: several of these.
     """
+    check_dataset_splits({split: (image_files, mask_files)})
+
+
+def check_dataset_splits(splits: Mapping[str, tuple[Sequence[Path | str], Sequence[Path | str | None]]]) -> None:
+    """:func:`check_dataset_files` of several splits (``{"training": (images, masks), ...}``) in one message: a
+    16-bit image among the training images and one among the test images were named one run after the other."""
+    if not splits:
+        return
+    # a validation split that is the test split (same_as_test) holds the same files: each counted and named once
+    pairs = list(
+        dict.fromkeys(
+            (str(image), _mask_or_none(mask))
+            for images, masks in splits.values()
+            for image, mask in zip(images, masks, strict=True)
+        )
+    )
+    errors = _dataset_file_errors([image for image, _ in pairs], [mask for _, mask in pairs])
+    names = list(splits)
+    which = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    _raise_for(errors, f"{len(errors)} of {len(pairs)} {which} images cannot be read as they are, so the run stopped")
+
+
+def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence[Path | str | None]) -> list:
+    """The errors of :func:`check_dataset_files` for one split's images and masks (those passed are remembered)."""
     errors: list[ValueError] = []
     for image, mask in zip(map(Path, image_files), mask_files, strict=True):
-        mask = mask if isinstance(mask, str | Path) and str(mask) else None  # NaN or "" for a normal image
+        mask = _mask_or_none(mask)
         files_now = _file_states(image, mask)
         if files_now in _PASSED:
             continue
@@ -171,9 +195,12 @@ def check_dataset_files(image_files: Sequence[Path | str], mask_files: Sequence[
         else:
             if files_now is not None:
                 _PASSED.add(files_now)
-    _raise_for(
-        errors, f"{len(errors)} of {len(image_files)} {split} images cannot be read as they are, so the run stopped"
-    )
+    return errors
+
+
+def _mask_or_none(mask: object) -> str | Path | None:
+    """A mask's path, or ``None`` for a normal image's (anomalib's samples hold NaN or "")."""
+    return mask if isinstance(mask, str | Path) and str(mask) else None
 
 
 def _file_states(*paths: Path | str | None) -> tuple | None:
@@ -224,7 +251,7 @@ def refuse_high_bit_depth(name: str, mode: str, fix: str | None = None) -> None:
         fix = fix or (
             "convert it to 8-bit grey or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8)"
             ".astype('uint8')` for 16-bit)"
-            + (", or predict through TextureAD, which scales 16-bit images." if mode != "F" else ".")
+            + (", or use TextureAD, which scales 16-bit images." if mode != "F" else ".")
         )
         msg = (
             f"{name}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "

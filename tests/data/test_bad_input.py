@@ -745,12 +745,28 @@ def test_every_bad_file_of_a_dataset_split_is_named_in_one_message(folder_root: 
     assert "damaged files:" in message and "high-bit-depth images:" in message and "masks of another size:" in message
 
 
+def test_bad_files_of_the_training_and_test_splits_are_named_in_one_message(tmp_path: Path, folder_root: Path) -> None:
+    """A 16-bit image among a Folder's good training images and one among its test images were named one run after
+    the other (the training split's first)."""
+    write_image(folder_root / "good_test" / "000.png", 90)
+    bad = [
+        damage(folder_root / "good" / "005.png", "sixteen_bit"),
+        damage(folder_root / "defect" / "001.png", "zero_bytes"),
+    ]
+    with pytest.raises(BadPredictImagesError) as info:
+        fit_on_folder(folder_root, tmp_path / "results", normal_test_dir="good_test")
+    message = str(info.value)
+    assert message.startswith("2 of 12 training, validation and test images cannot be read as they are")
+    assert all(str(path) in message for path in bad)
+    assert "or use TextureAD, which scales 16-bit images" in message  # not "predict through": this is training
+
+
 def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_too() -> None:
     from anomalib_adapted_moe.data.predict_check import refuse_high_bit_depth
 
     with pytest.raises(HighBitDepthImageError) as sixteen:
         refuse_high_bit_depth("frame.png", "I;16")
-    assert "or predict through TextureAD, which scales 16-bit images." in str(sixteen.value)
+    assert "or use TextureAD, which scales 16-bit images." in str(sixteen.value)
     with pytest.raises(HighBitDepthImageError) as floating:
         refuse_high_bit_depth("frame.tif", "F")
     assert "frame.tif" in str(floating.value) and "Fix: convert it to 8-bit" in str(floating.value)

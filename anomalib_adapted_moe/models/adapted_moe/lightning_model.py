@@ -42,7 +42,12 @@ from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableErro
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command, unwritable_reason
 from anomalib_adapted_moe.data.folder_layout import check_folder_layout
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
-from anomalib_adapted_moe.data.predict_check import check_dataset_files, check_predict_images, one_kind_of_test_image
+from anomalib_adapted_moe.data.predict_check import (
+    check_dataset_files,
+    check_dataset_splits,
+    check_predict_images,
+    one_kind_of_test_image,
+)
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
@@ -406,9 +411,13 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 self.schedule.epochs,
             )
         datamodule = getattr(self.trainer, "datamodule", None)  # its validation and test images too, before training
-        self.check_dataset_files("training", getattr(self.trainer.train_dataloader, "dataset", None))
-        self.check_dataset_files("validation", getattr(datamodule, "val_data", None))
-        self.check_dataset_files("test", getattr(datamodule, "test_data", None))
+        self.check_dataset_files(
+            {
+                "training": getattr(self.trainer.train_dataloader, "dataset", None),
+                "validation": getattr(datamodule, "val_data", None),
+                "test": getattr(datamodule, "test_data", None),
+            }
+        )
         # TextureAD names a damaged file as it reads it: a test image only after the training (its training images
         # are read at once by the feature pass; decoding them here too would double that pass's reading)
         for split in ("val_data", "test_data"):
@@ -797,7 +806,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         loaders = self.trainer.test_dataloaders
         for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
             dataset = getattr(loader, "dataset", None)
-            self.check_dataset_files("test", dataset)
+            self.check_dataset_files({"test": dataset})
             if problem := one_kind_of_test_image(dataset):
                 logger.warning("test: %s", problem)
 
@@ -828,16 +837,20 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             )
 
     @staticmethod
-    def check_dataset_files(split: str, dataset: object) -> None:
-        """Name every damaged, 16-bit or mask-mismatched file of an anomalib dataset (Folder, MVTecAD) before
-        the run reads it: anomalib's reader stops on "image file is truncated" without naming the file, clips
-        16-bit images and resizes a mask of another size silently. TextureAD names such files itself."""
-        samples = getattr(dataset, "samples", None)
-        if getattr(dataset, "checks_its_files", False) or samples is None or "image_path" not in samples:
-            return
-        masks = list(samples["mask_path"]) if "mask_path" in samples else [None] * len(samples)
+    def check_dataset_files(datasets: dict[str, object]) -> None:
+        """Name every damaged, 16-bit or mask-mismatched file of anomalib datasets (Folder, MVTecAD; ``{"training":
+        dataset, ...}``) in one message before the run reads them: anomalib's reader stops on "image file is
+        truncated" without naming the file, clips 16-bit images and resizes a mask of another size silently.
+        TextureAD names such files itself."""
+        splits = {}
+        for split, dataset in datasets.items():
+            samples = getattr(dataset, "samples", None)
+            if getattr(dataset, "checks_its_files", False) or samples is None or "image_path" not in samples:
+                continue
+            masks = list(samples["mask_path"]) if "mask_path" in samples else [None] * len(samples)
+            splits[split] = (list(samples["image_path"]), masks)
         try:
-            check_dataset_files(list(samples["image_path"]), masks, split)
+            check_dataset_splits(splits)
         except ValueError as error:
             refuse(error)
 

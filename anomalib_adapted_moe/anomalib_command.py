@@ -96,6 +96,12 @@ def unknown_mvtec_category(root: object, category: object, category_option: str,
     if root is None or category is None or category in MVTEC_CATEGORIES or (Path(root) / category).is_dir():
         return None
     root = Path(root)
+    if (root / "train").is_dir() or (root / "test").is_dir():  # the category folder given as the root
+        return (
+            f"{root_option} {root} is itself a category folder (it holds train/ or test/), so {category_option} "
+            f"{category!r} is not under it. Fix: give its parent, {root_option} {root.parent}, and {category_option} "
+            f"{root.name}."
+        )
     found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
     return (
         f"{category_option} {category!r}: no folder {root / category}, and MVTecAD has no such category, so "

@@ -6,22 +6,34 @@ in pandas' "Must have equal len keys and value when setting with an iterable",
 after a long traceback, naming no file. It also reads only the files inside the
 category folder: images linked from elsewhere were dropped without a word (half
 the training images of a walkthrough's linked copy), and a linked folder is not
-looked into at all. The model runs this check in
-``prepare_data``, before the datamodule's ``setup`` reads the folder.
+looked into at all. It reads only .png and .PNG files: a variant saved as .jpg or
+.Png was left out without a word (and its discovered expert with it). The model
+runs this check in ``prepare_data``, before the datamodule's ``setup`` reads the
+folder.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
 from anomalib.data import MVTecAD
 from anomalib.data.datasets.image.mvtecad import IMG_EXTENSIONS
-from anomalib.data.utils.path import is_within_directory
+from anomalib.data.utils.path import contains_non_printable_characters, is_within_directory
 
 from .folder_layout import FolderLayoutError, layout_message, mask_pairing_problems, unread_linked_folders
 
+logger = logging.getLogger(__name__)
+
+#: image files other readers take that MVTecAD skips (its IMG_EXTENSIONS: .png and .PNG)
+OTHER_IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
 FIXES = {
+    "folders": "give the category its good training images in train/good (and the path ASCII letters only: anomalib "
+    "refuses any other letter in it, and says 'non-printable'); --data.root is the folder holding the category",
+    "extensions": "convert them to PNG (MVTecAD reads .png and .PNG files only), or train on the folder with "
+    "--data Folder (configs/data/folder_example.yaml), which reads .jpg, .bmp, .tif, ... too",
     "links": "copy the linked files and folders into the category folder, or link the whole category folder instead",
     "masks": "give every defect image test/<defect>/<name>.png its mask ground_truth/<defect>/<name>_mask.png, and "
     "nothing else under ground_truth: MVTecAD sorts images and masks and pairs them in order",
@@ -31,13 +43,36 @@ FIXES = {
 
 
 def check_mvtec_layout(datamodule: MVTecAD) -> None:
-    """Raise :class:`~.folder_layout.FolderLayoutError` naming files and folders linked from outside the category
-    folder, defect images without a mask and masks of no image (five of each kind, the others counted)."""
+    """Raise :class:`~.folder_layout.FolderLayoutError` naming a path anomalib refuses, a missing or empty
+    ``train/good``, image files MVTecAD would skip (any but .png and .PNG), files and folders linked from outside the
+    category folder, defect images without a mask and masks of no image (five of each kind, the others counted);
+    warn of a test split without good images."""
     folder = Path(datamodule.root) / datamodule.category
     if not folder.is_dir():
         return  # MVTecAD's own download (prepare_data, run before this) would have failed first
-    files = [path for path in folder.glob("**/*") if path.suffix in IMG_EXTENSIONS]
     problems: dict[str, list[str]] = {kind: [] for kind in FIXES}
+    if contains_non_printable_characters(folder.absolute()):  # MVTecAD's setup: a traceback, "non-printable"
+        letters = "".join(sorted({char for char in str(folder.absolute()) if not " " <= char <= "~"}))
+        problems["folders"].append(f"{folder}: holds {letters!r}, which anomalib refuses in a path")
+        raise FolderLayoutError(
+            layout_message(f"{folder}: anomalib's MVTecAD cannot read this category", problems, FIXES)
+        )
+    files = [path for path in folder.glob("**/*") if path.suffix in IMG_EXTENSIONS]
+    if not any(path.parts[-3:-1] == ("train", "good") for path in files):  # "num_samples=0" after 267 lines
+        problems["folders"].append(f"{folder / 'train' / 'good'}: no .png image there (the good training images)")
+    # MVTecAD skips every other image file without a word: a .jpg variant left out, and its expert with it
+    skipped = [p for p in folder.glob("**/*") if p.suffix.lower() in OTHER_IMAGES and p.suffix not in IMG_EXTENSIONS]
+    if skipped:
+        problems["extensions"] += [f"{path}: MVTecAD would skip it ({path.suffix})" for path in skipped]
+    if any(path.parts[-3] == "test" for path in files) and not any(
+        path.parts[-3:-1] == ("test", "good") for path in files
+    ):
+        logger.warning(
+            "%s: no good test image (test/good): anomalib fills the test split with a share of the training "
+            "images, so a checkpoint of this category tested with another seed scores images it trained on (a "
+            "walkthrough: 5 of 9). Fix: put good test images in test/good.",
+            folder,
+        )
     problems["links"] = unread_linked_folders(folder, IMG_EXTENSIONS, str(folder), "MVTecAD")
     if linked := [path for path in files if not is_within_directory(folder, path)]:
         problems["links"] += [f"{path}: a link to {path.resolve()}, outside {folder}" for path in linked]

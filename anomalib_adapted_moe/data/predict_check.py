@@ -27,7 +27,6 @@ from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 from anomalib_adapted_moe.data.texture_ad.files import (
     empty_mask_warning,
-    image_size,
     mask_size_problem,
     read_binary_mask,
 )
@@ -41,6 +40,10 @@ PREDICT_FIX = (
 DATASET_FIX = (
     "the file is damaged or incomplete (e.g. an interrupted copy or camera transfer); replace it with a good "
     "copy, or move it (and its mask) out of the dataset's folders."
+)
+
+MASK_FIX = (
+    "the mask is damaged or incomplete (e.g. an interrupted copy); replace it with a good copy, or draw it again."
 )
 
 #: modes ``convert("RGB")`` clips to 8 bits instead of scaling
@@ -183,7 +186,8 @@ def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence
             width_height = verify_image_file(image, fix=DATASET_FIX)
             check_bit_depth(image)
             if mask is not None:
-                problem = mask_size_problem(image, width_height, mask, image_size(mask))
+                # the mask decoded with a mask's fix (image_size's default is a Texture AD copy's)
+                problem = mask_size_problem(image, width_height, mask, verify_image_file(mask, fix=MASK_FIX))
                 if problem is not None:
                     raise problem.to_error()
                 if not read_binary_mask(mask).any():  # read as it is, as TextureAD reads it, but named

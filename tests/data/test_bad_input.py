@@ -504,6 +504,16 @@ def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
             image.symlink_to(elsewhere / image.name)
         link = category / "train" / "good" / "000.png"
         return category, [f"{link}: a link to {elsewhere / '000.png'}, outside {category} (4 of its 21 images"]
+    if how == "jpg and Png training images":  # a variant saved another way: left out, its expert with it
+        for image in sorted((category / "train" / "good").iterdir())[:3]:
+            Image.open(image).save(image.with_suffix(".jpg"))
+            image.unlink()
+        (category / "train" / "good" / "007.png").rename(category / "train" / "good" / "007.Png")
+        good = category / "train" / "good"
+        return category, [f"{good / '000.jpg'}: MVTecAD would skip it (.jpg)", f"{good / '007.Png'}: MVTecAD would"]
+    if how == "no training images":  # "num_samples should be a positive integer value, but got num_samples=0"
+        shutil.rmtree(category / "train")
+        return category, [f"{category / 'train' / 'good'}: no .png image there (the good training images)"]
     assert how == "intact"
     return category, []
 
@@ -517,6 +527,8 @@ def mvtec_category(root: Path, how: str) -> tuple[Path, list[str]]:
         "one mask for three images",
         "linked training images",
         "linked training folder",
+        "jpg and Png training images",
+        "no training images",
     ],
 )
 def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_path: Path, how: str) -> None:
@@ -532,9 +544,9 @@ def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_pat
         outcome = "fails"
     else:
         outcome = "drops" if len(mvtec.train_data) + len(mvtec.test_data) < 15 else "reads"  # validation: the test set
-    assert outcome == {"intact": "reads", "linked training images": "drops", "linked training folder": "drops"}.get(
-        how, "fails"
-    )
+    # no training images: setup reads none, and the training loader fails (num_samples=0)
+    drops = ("linked training images", "linked training folder", "jpg and Png training images", "no training images")
+    assert outcome == ("reads" if how == "intact" else "drops" if how in drops else "fails")
     if not named:
         check_mvtec_layout(mvtec)
         return
@@ -542,6 +554,32 @@ def test_an_mvtec_category_is_checked_where_mvtecad_fails_or_drops_files(tmp_pat
         check_mvtec_layout(mvtec)
     assert str(info.value).startswith(f"{category}: anomalib's MVTecAD cannot read this category as given")
     assert all(each in str(info.value) for each in named), str(info.value)
+
+
+def test_an_mvtec_path_with_a_letter_anomalib_refuses_is_named_with_a_rename_fix(tmp_path: Path) -> None:
+    """MVTecAD's setup ended in a 210-line traceback: "Path contains non-printable characters"."""
+    from anomalib.data import MVTecAD
+
+    category, _ = mvtec_category(tmp_path / "Prüfung", "intact")
+    mvtec = MVTecAD(root=category.parent, category=category.name, num_workers=0)
+    with pytest.raises(FolderLayoutError) as info:
+        check_mvtec_layout(mvtec)
+    assert f"{category}: holds 'ü', which anomalib refuses in a path" in str(info.value)
+    assert "the path ASCII letters only" in str(info.value)
+
+
+def test_an_mvtec_category_without_good_test_images_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """anomalib fills the test split with a share of the training images: tested from a checkpoint with another
+    seed, 5 of 9 "good test" images were ones it trained on (a walkthrough), exit 0."""
+    from anomalib.data import MVTecAD
+
+    category, _ = mvtec_category(tmp_path, "intact")
+    shutil.rmtree(category / "test" / "good")
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_mvtec_layout(MVTecAD(root=category.parent, category=category.name, num_workers=0))
+    assert f"{category}: no good test image (test/good): anomalib fills the test split" in caplog.text
 
 
 def test_an_mvtec_category_missing_a_mask_stops_the_training_before_it_starts(tmp_path: Path) -> None:
@@ -759,6 +797,19 @@ def test_bad_files_of_the_training_and_test_splits_are_named_in_one_message(tmp_
     assert message.startswith("2 of 12 training, validation and test images cannot be read as they are")
     assert all(str(path) in message for path in bad)
     assert "or use TextureAD, which scales 16-bit images" in message  # not "predict through": this is training
+
+
+def test_a_damaged_mask_of_an_anomalib_dataset_gets_a_masks_fix(folder_root: Path) -> None:
+    """It got a Texture AD copy's fix (extract it again from Hugging Face, SyntheticTextureAD's cache, "or delete it
+    (and its mask)")."""
+    images = sorted((folder_root / "defect").glob("*.png"))
+    masks = [folder_root / "mask" / path.name for path in images]
+    damage(masks[1], "random_bytes")
+    with pytest.raises(CorruptImageError) as info:
+        check_dataset_files(images, masks, "test")
+    message = str(info.value)
+    assert message.startswith(f"{masks[1]}: cannot be read as an image")
+    assert "Fix: the mask is damaged or incomplete" in message and "Hugging Face" not in message
 
 
 def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_too() -> None:

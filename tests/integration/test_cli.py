@@ -361,3 +361,8 @@ def test_an_mvtec_category_that_is_neither_a_folder_nor_mvtecs_is_named_before_a
         extended(["fit", *MODEL_ARGS, *data, "--data.category", "metal_plat"], run=False)
     built = extended(["fit", *MODEL_ARGS, *data, "--data.category", "metal_plate"], run=False)
     assert built.datamodule.category == "metal_plate"
+    (tmp_path / "mvtec" / "metal_plate" / "train").mkdir()  # the category folder given as the root: its own fix
+    inside = ["--data.root", str(tmp_path / "mvtec" / "metal_plate"), "--data.category", "metal_plate"]
+    said = rf"is itself a category folder .* Fix: give its parent, --data.root {tmp_path / 'mvtec'}, and --data"
+    with pytest.raises(FileNotFoundError, match=said):  # it offered train, test and ground_truth as categories
+        extended(["fit", *MODEL_ARGS, "--data", "MVTecAD", *inside], run=False)

@@ -681,7 +681,8 @@ def test_training_then_testing_decodes_each_file_of_a_folder_dataset_once(
     monkeypatch.setattr(predict_check, "verify_image_file", counting_verify)
     engine, model, folder = fit_on_folder(folder_root, tmp_path / "results")
     engine.test(model=model, datamodule=folder)
-    assert sorted(decoded) == sorted([*folder_root.glob("good/*.png"), *folder_root.glob("defect/*.png")])
+    files = [*folder_root.glob("good/*.png"), *folder_root.glob("defect/*.png"), *folder_root.glob("mask/*.png")]
+    assert sorted(decoded) == sorted(files)  # each image and mask once
 
 
 def test_a_file_changed_after_training_is_checked_again_before_testing(tmp_path: Path, folder_root: Path) -> None:

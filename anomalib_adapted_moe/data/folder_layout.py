@@ -111,8 +111,7 @@ def _images_in(
     non-printable character refused, so both lists sort alike), or the folder problem that stops it; the linked
     folders under it, which Folder does not look into, are added to ``problems["links"]``, a letter Folder refuses
     to ``problems["names"]``."""
-    if contains_non_printable_characters(resolve_path(folder, root)):  # printable ASCII only: an 'ä' above too
-        letters = "".join(sorted({char for char in str(resolve_path(folder, root)) if not " " <= char <= "~"}))
+    if letters := refused_letters(resolve_path(folder, root)):  # printable ASCII only: an 'ä' above too
         problems["names"].append(f"{resolve_path(folder, root)}: holds {letters!r} (--data.{setting})")
         return [], None
     try:
@@ -128,6 +127,14 @@ def _images_in(
     if not found:
         return [], f"{path}: no image in it (--data.{setting}; files ending {', '.join(sorted(set(extensions)))})"
     return found, None
+
+
+def refused_letters(path: Path) -> str:
+    """The letters of ``path`` anomalib's path check refuses (it takes printable ASCII only and calls the rest
+    "non-printable"), or ``""``."""
+    if not contains_non_printable_characters(path):
+        return ""
+    return "".join(sorted({char for char in str(path) if not " " <= char <= "~"}))
 
 
 def unread_linked_folders(folder: Path, extensions: tuple[str, ...], where: str, reader: str) -> list[str]:

@@ -20,9 +20,15 @@ from pathlib import Path
 
 from anomalib.data import MVTecAD
 from anomalib.data.datasets.image.mvtecad import IMG_EXTENSIONS
-from anomalib.data.utils.path import contains_non_printable_characters, is_within_directory
+from anomalib.data.utils.path import is_within_directory
 
-from .folder_layout import FolderLayoutError, layout_message, mask_pairing_problems, unread_linked_folders
+from .folder_layout import (
+    FolderLayoutError,
+    layout_message,
+    mask_pairing_problems,
+    refused_letters,
+    unread_linked_folders,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +57,17 @@ def check_mvtec_layout(datamodule: MVTecAD) -> None:
     if not folder.is_dir():
         return  # MVTecAD's own download (prepare_data, run before this) would have failed first
     problems: dict[str, list[str]] = {kind: [] for kind in FIXES}
-    if contains_non_printable_characters(folder.absolute()):  # MVTecAD's setup: a traceback, "non-printable"
-        letters = "".join(sorted({char for char in str(folder.absolute()) if not " " <= char <= "~"}))
+    if letters := refused_letters(folder.absolute()):  # MVTecAD's setup: a traceback, "non-printable"
         problems["folders"].append(f"{folder}: holds {letters!r}, which anomalib refuses in a path")
         raise FolderLayoutError(
             layout_message(f"{folder}: anomalib's MVTecAD cannot read this category", problems, FIXES)
         )
-    files = [path for path in folder.glob("**/*") if path.suffix in IMG_EXTENSIONS]
+    every_file = list(folder.glob("**/*"))
+    files = [path for path in every_file if path.suffix in IMG_EXTENSIONS]
     if not any(path.parts[-3:-1] == ("train", "good") for path in files):  # "num_samples=0" after 267 lines
         problems["folders"].append(f"{folder / 'train' / 'good'}: no .png image there (the good training images)")
     # MVTecAD skips every other image file without a word: a .jpg variant left out, and its expert with it
-    skipped = [p for p in folder.glob("**/*") if p.suffix.lower() in OTHER_IMAGES and p.suffix not in IMG_EXTENSIONS]
+    skipped = [p for p in every_file if p.suffix.lower() in OTHER_IMAGES and p.suffix not in IMG_EXTENSIONS]
     if skipped:
         problems["extensions"] += [f"{path}: MVTecAD would skip it ({path.suffix})" for path in skipped]
     if any(path.parts[-3] == "test" for path in files) and not any(

@@ -12,6 +12,7 @@ training data carry a random pixel augmentation, the cache is bypassed and every
 epoch recomputes the features of freshly augmented images.
 """
 
+import contextlib
 import logging
 import sys
 import time
@@ -875,7 +876,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     refuse(error)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> "AdaptedMoE":
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> "AdaptedMoE":
         """Lightning's, refusing by name a folder or a checkpoint file that is not whole (``anomalib export
         --ckpt_path`` loads this way; torch's words, "failed finding central directory" or ``IsADirectoryError`` after
         about 170 lines of traceback, named no fix). ``anomalib test`` and ``predict`` read the file before any hook of
@@ -886,11 +894,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         model's checkpoint is named as such, not as missing weights. With ``strict=False`` they are fetched: a
         checkpoint without them would leave the backbone random."""
         refuse_an_unloadable_checkpoint(checkpoint_path)
-        # Lightning's order: (checkpoint_path, map_location, hparams_file, strict, ...)
-        if kwargs.get("strict", args[2] if len(args) > 2 else None) is False:
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
-        with backbone_weights_in_checkpoint():
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        # strict=False could leave a backbone the checkpoint lacks random: then its weights are fetched
+        with backbone_weights_in_checkpoint() if strict is not False else contextlib.nullcontext():
+            return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     def configure_callbacks(self) -> list[Callback]:
         """anomalib's (pre- and post-processor, evaluator, visualizer) and :class:`.InterruptionReport`."""

@@ -10,17 +10,20 @@ no file named), and resize a mask of another size to its image without a word.
 This module turns each into a warning or an error that names the file and the
 fix. Grey and RGBA images are converted to RGB by that reader (alpha dropped): a
 recovery, documented in the README. (TextureAD names such files itself.) A flat
-frame (a covered lens) is predicted, and named in a warning.
+frame (a covered lens) is predicted, and named in a warning, as are images whose
+drawn maps would overwrite each other and masks predicted as images.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from anomalib.data.utils.image import is_image_file
+from anomalib.utils.path import generate_output_filename
 from PIL import Image
 
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
@@ -93,6 +96,16 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
     """
     for path in skipped_files(image_files):
         logger.warning("%s: skipped, not an image (anomalib predicts image files only).", path)
+    masks = mask_like_files(image_files)
+    if masks:
+        logger.warning(
+            "%d of %d images look like defect masks (%s%s): they are scored as images. Fix: point --data at the "
+            "images to inspect (e.g. a category's test folder), not at a folder holding their masks.",
+            len(masks),
+            len(image_files),
+            masks[0],
+            f" and {len(masks) - 1} more" if len(masks) > 1 else "",
+        )
     errors = []
     for path in map(Path, image_files):
         try:
@@ -103,6 +116,58 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
         if is_flat(path):
             logger.warning(FLAT_FRAME_WARNING, path)
     _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
+
+
+def overwritten_maps(
+    image_files: Sequence[Path | str], dataset_name: str | None = None, category: str | None = None
+) -> list[list[Path]]:
+    """Groups of images whose drawn maps anomalib's ``ImageVisualizer`` writes to one file, so all but the last are
+    lost: without a dataset name in the path it keeps only each image's own folder (``a/test/good/000.png`` and
+    ``b/test/good/000.png`` both draw to ``images/good/000.png``; a walkthrough's category folder kept 69 of 78)."""
+    by_output: dict[Path, list[Path]] = defaultdict(list)
+    for path in image_files:
+        output = generate_output_filename(path, ".", dataset_name=dataset_name, category=category, mkdir=False)
+        by_output[output].append(Path(path))
+    return [paths for paths in by_output.values() if len(paths) > 1]
+
+
+def warn_about_overwritten_maps(groups: list[list[Path]], num_images: int) -> None:
+    """Name, before predicting, the images whose maps :func:`overwritten_maps` found would overwrite each other."""
+    if not groups:
+        return
+    lost = sum(len(paths) - 1 for paths in groups)
+    first = groups[0]
+    logger.warning(
+        "%d of %d images would have their drawn maps overwritten by another image's: anomalib's visualizer keeps "
+        "only each image's own folder name, so %s and %s (%d group(s) in all) draw to one file named %s; their "
+        "scores are returned all the same. Fix: predict each subfolder in its own run (each with its own "
+        "--default_root_dir), or give the images distinct names.",
+        lost,
+        num_images,
+        first[0],
+        first[1],
+        len(groups),
+        first[0].name,
+    )
+
+
+#: folder names and a name ending that mark defect masks in the layouts anomalib and this package read
+MASK_FOLDERS = ("ground_truth", "masks", "mask")
+MASK_SUFFIX = "_mask"
+
+
+def mask_like_files(image_files: Sequence[Path | str]) -> list[Path]:
+    """Images that look like defect masks (under a ``ground_truth`` or ``mask(s)`` folder, or named ``*_mask``):
+    ``anomalib predict --data <category folder>`` scores every image under it, masks too, without a word. Only the
+    folders under the predicted one count (a project kept under ``/data/masks/`` is not a mask)."""
+    paths = [Path(path) for path in image_files]
+    root = Path(os.path.commonpath([path.parent for path in paths])) if len(paths) > 1 else None
+    return [
+        path
+        for path in paths
+        if path.stem.endswith(MASK_SUFFIX)
+        or (root is not None and set(path.parent.relative_to(root).parts) & set(MASK_FOLDERS))
+    ]
 
 
 def one_kind_of_test_image(dataset: object) -> str | None:

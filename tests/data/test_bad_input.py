@@ -26,6 +26,8 @@ from anomalib_adapted_moe.data.predict_check import (
     HighBitDepthImageError,
     check_dataset_files,
     check_predict_images,
+    mask_like_files,
+    overwritten_maps,
     skipped_files,
 )
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, read_image_tensor, verify_image_file
@@ -154,6 +156,43 @@ def test_a_flat_frame_in_a_predict_folder_is_named_in_a_warning_not_refused(
         str(predict_folder / n) for n in ("lens_cap.png", "white.png")
     ]
     assert "every pixel within 2 grey levels (a covered lens" in flat[0] and "Fix: check the camera" in flat[0]
+
+
+def test_predicting_a_category_folder_names_overwritten_maps_and_masks_scored_as_images(
+    tmp_path: Path, fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``anomalib predict --data <category folder>``: anomalib's visualizer keeps only each image's own folder, so
+    ``a/test/good/000.png`` and ``b/test/good/000.png`` drew to one file (a walkthrough kept 69 of 78 maps), and the
+    masks under ``ground_truth`` were scored as images, neither said. Both are named before predicting."""
+    category = tmp_path / "category"
+    for variant in ("a", "b"):
+        write_image(category / variant / "test" / "good" / "000.png", 1)
+        write_image(category / variant / "test" / "hole" / "001.png", 2)
+    mask = write_mask(category / "a" / "ground_truth" / "hole" / "001_mask.png")
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        predictions = engine.predict(model=tiny_adapted_moe(), data_path=category, ckpt_path=fitted_tiny[3])
+    assert sum(len(batch.image_path) for batch in predictions) == 5  # every image is still scored
+    drawn = list((tmp_path / "results").rglob("*.png"))
+    assert len(drawn) == 3  # what the warning is about: five images, three maps
+    overwrite = next(r.getMessage() for r in caplog.records if "overwritten" in r.getMessage())
+    assert overwrite.startswith("2 of 5 images would have their drawn maps overwritten")
+    assert str(category / "a" / "test" / "good" / "000.png") in overwrite and "Fix: predict each subfolder" in overwrite
+    masks = next(r.getMessage() for r in caplog.records if "look like defect masks" in r.getMessage())
+    assert masks.startswith(f"1 of 5 images look like defect masks ({mask}): they are scored as images. Fix:")
+
+
+def test_distinct_maps_and_no_masks_are_not_warned_about(tmp_path: Path) -> None:
+    """A folder of one variant's images draws each map once; a project kept under a folder named ``masks`` (above
+    the predicted one) holds no mask; a lone image is a mask only by its name."""
+    images = [tmp_path / "masks" / "line" / "good" / "000.png", tmp_path / "masks" / "line" / "hole" / "000.png"]
+    assert overwritten_maps(images) == [] and mask_like_files(images) == []
+    assert mask_like_files(images[:1]) == [] and mask_like_files([tmp_path / "000_mask.png"]) == [
+        tmp_path / "000_mask.png"
+    ]
+    texture_ad = [tmp_path / "textures" / "cloth" / v / "test" / "good" / "000.png" for v in ("a", "b")]
+    assert overwritten_maps(texture_ad, "textures", "cloth") == []  # TextureAD's layout keeps the variant's folder
+    assert overwritten_maps(texture_ad) == [texture_ad]
 
 
 def test_every_bad_image_of_a_predict_folder_is_named_in_one_message(predict_folder: Path) -> None:

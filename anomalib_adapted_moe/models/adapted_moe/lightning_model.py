@@ -31,7 +31,7 @@ from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule, MemoryBankMixin
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
-from anomalib.visualization import Visualizer
+from anomalib.visualization import ImageVisualizer, Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -48,6 +48,8 @@ from anomalib_adapted_moe.data.predict_check import (
     check_dataset_splits,
     check_predict_images,
     one_kind_of_test_image,
+    overwritten_maps,
+    warn_about_overwritten_maps,
 )
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
@@ -810,6 +812,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             self.check_dataset_files({"test": dataset})
             if problem := one_kind_of_test_image(dataset):
                 logger.warning("test: %s", problem)
+            samples = getattr(dataset, "samples", None)
+            if samples is not None and "image_path" in samples:
+                self.warn_if_maps_overwrite(list(samples["image_path"]))
 
     def on_validation_start(self) -> None:
         """Warn, before ``engine.validate`` refits the thresholds, when the data is another category's."""
@@ -874,6 +879,15 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     check_predict_images(dataset.image_filenames)
                 except ValueError as error:
                     refuse(error)
+                self.warn_if_maps_overwrite(dataset.image_filenames)
+
+    def warn_if_maps_overwrite(self, image_files: list) -> None:
+        """Name images whose maps anomalib's image visualizer would draw to one file (:func:`.overwritten_maps`)."""
+        if not isinstance(self.visualizer, ImageVisualizer) or not self.trainer.is_global_zero:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        name, category = getattr(datamodule, "name", None), getattr(datamodule, "category", None)
+        warn_about_overwritten_maps(overwritten_maps(image_files, name, category), len(image_files))
 
     @classmethod
     def load_from_checkpoint(

@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from anomalib.data.utils.image import is_image_file
 from anomalib.utils.path import generate_output_filename
 from PIL import Image
@@ -54,12 +55,25 @@ HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 #: a frame whose every channel spans at most this many 8-bit grey levels holds no texture to inspect: a covered lens,
 #: lights off, an overexposed or disconnected camera; the demo model passed black, white and grey frames as good
 FLAT_LEVELS = 2
-#: the warning for such a frame (``%s``: the file, or which frame)
+#: the share of a channel's darkest and of its brightest pixels left out of its span, so a stuck pixel or a
+#: camera's timestamp overlay does not hide a covered lens
+FLAT_OUTLIERS = 0.005
+#: the warning for such a frame, a logging format (``%s``: the file, or which frame)
 FLAT_FRAME_WARNING = (
-    f"%s: every pixel within {FLAT_LEVELS} grey levels (a covered lens, lights off, an overexposed or disconnected "
-    "camera?): the model scores textures and may pass it as good. Fix: check the camera; catch flat frames before "
-    "the model."
+    f"%s: {100 - 200 * FLAT_OUTLIERS:g} %% of the pixels within {FLAT_LEVELS} grey levels (a covered lens, lights off, "
+    "an overexposed or disconnected camera?): the model scores textures and may pass it as good. Fix: check the "
+    "camera; catch flat frames before the model."
 )
+#: pixels per channel read for the span (a regular subsample of a larger frame)
+FLAT_SAMPLE = 250_000
+
+
+def is_flat_frame(channels: np.ndarray) -> bool:
+    """Whether every channel of ``channels`` (3 x pixels, 8-bit grey levels) spans at most :data:`FLAT_LEVELS`,
+    the :data:`FLAT_OUTLIERS` darkest and brightest of its pixels aside."""
+    sample = channels[:, :: max(1, channels.shape[1] // FLAT_SAMPLE)].astype(np.float32)
+    low, high = np.quantile(sample, [FLAT_OUTLIERS, 1 - FLAT_OUTLIERS], axis=1)
+    return bool((high - low <= FLAT_LEVELS + 1e-3).all())
 
 
 class HighBitDepthImageError(ValueError):
@@ -194,9 +208,9 @@ def one_kind_of_test_image(dataset: object) -> str | None:
 
 
 def is_flat(path: Path) -> bool:
-    """Whether every channel of the image, as anomalib's reader makes it RGB, spans at most :data:`FLAT_LEVELS`."""
+    """:func:`is_flat_frame` of the image file as anomalib's reader makes it RGB."""
     with Image.open(path) as image:
-        return all(high - low <= FLAT_LEVELS for low, high in image.convert("RGB").getextrema())
+        return is_flat_frame(np.asarray(image.convert("RGB")).reshape(-1, 3).T)
 
 
 #: (path, size, mtime) of each image and mask pair that passed :func:`check_dataset_files` in this process:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomalib_adapted_moe.data.predict_check import FLAT_LEVELS, refuse_high_bit_depth
+from anomalib_adapted_moe.data.predict_check import is_flat_frame, refuse_high_bit_depth
 
 
 class ImageDtypeError(ValueError):
@@ -73,12 +73,11 @@ def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
 
 
 def flat_frames(batch: np.ndarray) -> list[int]:
-    """Indices of the frames of an N x 3 x H x W batch in [0, 1] whose every channel spans at most
-    :data:`~anomalib_adapted_moe.data.predict_check.FLAT_LEVELS` grey levels: a covered lens, lights off, an
+    """Indices of the frames of an N x 3 x H x W batch in [0, 1] that
+    :func:`~anomalib_adapted_moe.data.predict_check.is_flat_frame` finds flat: a covered lens, lights off, an
     overexposed or disconnected camera. The model scores textures, and the demo model passed black, white and grey
     frames as good (0.28 to 0.31 against its 0.5 threshold)."""
-    spans = batch.max(axis=(2, 3)) - batch.min(axis=(2, 3))  # N x 3
-    return [int(index) for index in np.flatnonzero((spans <= FLAT_LEVELS / 255 + 1e-6).all(axis=1))]
+    return [index for index, frame in enumerate(batch) if is_flat_frame(frame.reshape(3, -1) * 255)]
 
 
 def rgb_pil_image(image):

@@ -149,13 +149,18 @@ def test_a_flat_frame_in_a_predict_folder_is_named_in_a_warning_not_refused(
     white[0, 0] = 252  # within two grey levels
     Image.fromarray(white).save(predict_folder / "white.png")
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(predict_folder / "lens_cap.png")  # grey, as cameras write
+    # a covered lens under a camera's timestamp (the top-left corner's 2 x 3 white pixels, 0.2 % of the frame) and a
+    # stuck pixel: their span of all the pixels is 255 grey levels, so a min-max check passed them as textured
+    stamped = np.full((48, 64), 3, np.uint8)
+    stamped[:2, :3], stamped[30, 40] = 255, 200
+    Image.fromarray(stamped).save(predict_folder / "stamped.png")
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         check_predict_images(sorted(predict_folder.glob("*.png")))
     flat = [record.getMessage() for record in caplog.records if "grey levels" in record.getMessage()]
     assert [message.split(":")[0] for message in flat] == [
-        str(predict_folder / n) for n in ("lens_cap.png", "white.png")
+        str(predict_folder / n) for n in ("lens_cap.png", "stamped.png", "white.png")
     ]
-    assert "every pixel within 2 grey levels (a covered lens" in flat[0] and "Fix: check the camera" in flat[0]
+    assert "99 % of the pixels within 2 grey levels (a covered lens" in flat[0] and "Fix: check the camera" in flat[0]
 
 
 def test_predicting_a_category_folder_names_overwritten_maps_and_masks_scored_as_images(

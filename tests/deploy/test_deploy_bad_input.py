@@ -11,6 +11,7 @@ import torch
 from conftest import first_score, mean_score_ir, write_image
 
 from anomalib_adapted_moe.deploy import ImageDtypeError, ImageShapeError, openvino_inferencer
+from anomalib_adapted_moe.deploy.image_input import flat_frames
 from anomalib_adapted_moe.deploy.variant_level import main
 
 
@@ -242,7 +243,18 @@ def test_a_flat_frame_is_named_in_a_warning_as_it_is_scored(tmp_path: Path, capl
         inferencer.predict(textured)
     warned = [record.getMessage() for record in caplog.records]
     assert len(warned) == 3, warned
-    assert warned[0].startswith(f"{black}: every pixel within 2 grey levels (a covered lens, lights off")
+    assert warned[0].startswith(f"{black}: 99 % of the pixels within 2 grey levels (a covered lens, lights off")
     assert warned[0].endswith("(Flat frames right after it are not named again.)")
-    assert warned[1].startswith("the image given: every pixel within 2 grey levels")
-    assert warned[2].startswith("frame(s) [1] of the batch: every pixel") and "Fix: check the camera" in warned[2]
+    assert warned[1].startswith("the image given: 99 % of the pixels within 2 grey levels")
+    assert warned[2].startswith("frame(s) [1] of the batch: 99 % of") and "Fix: check the camera" in warned[2]
+
+
+def test_a_flat_frame_under_an_overlay_or_a_stuck_pixel_is_still_flat_and_a_faint_texture_is_not() -> None:
+    """The span leaves out the darkest and brightest 0.5 % of each channel: a camera's timestamp (0.2 % of the frame)
+    and a stuck pixel on a covered lens hid it from a min-max span; a texture of 6 grey levels is no flat frame."""
+    rng = np.random.default_rng(0)
+    dark = np.full((3, 48, 64), 3 / 255, np.float32)
+    stamped = dark.copy()
+    stamped[:, :2, :3], stamped[1, 30, 40] = 1.0, 0.8
+    faint = (100 + rng.integers(0, 7, (3, 48, 64))).astype(np.float32) / 255
+    assert flat_frames(np.stack([dark, stamped, faint, faint])) == [0, 1]

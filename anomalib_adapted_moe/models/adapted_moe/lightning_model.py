@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -1170,7 +1171,9 @@ def refuse_an_unloadable_checkpoint(path: object) -> None:
     """Refuse, naming it, a path that is not there (``CKPT`` typed as the README writes it: Lightning's "Checkpoint
     file not found" after a traceback), a folder given as the checkpoint (torch's ``IsADirectoryError`` after about
     190 lines named no fix) or a file that is not a whole zip archive (torch's format): an interrupted copy or
-    download. Lightning writes its own checkpoints whole, so such a file never comes from a stopped training."""
+    download. Lightning writes its own checkpoints whole, so such a file never comes from a stopped training. A
+    part that fails the checksum the archive holds for it (a flipped byte: a bad disk, memory or copy) is named
+    too: torch loads it without a word, with one weight wrong."""
     if not isinstance(path, str | Path):
         return
     if not Path(path).exists():
@@ -1185,14 +1188,33 @@ def refuse_an_unloadable_checkpoint(path: object) -> None:
         inside = f"the checkpoint(s) in it: {', '.join(found[:3])}" if found else "it holds no .ckpt file"
         msg = f"{path}: a folder, not a checkpoint file ({inside}). Fix: give the .ckpt file, not its folder."
         refuse(IsADirectoryError(msg))
-    if not Path(path).is_file() or zipfile.is_zipfile(path):
+    if not Path(path).is_file():
         return
+    if zipfile.is_zipfile(path):
+        damaged = damaged_part(path)
+        if damaged is None:
+            return
+        msg = (
+            f"{path}: a damaged checkpoint: its part {damaged} fails the checksum the file holds for it (a byte "
+            "changed on a bad disk, in memory or in a copy), so a weight would be wrong. Fix: copy it again from "
+            "where training wrote it (weights/lightning/model.ckpt), or train again."
+        )
+        refuse(ValueError(msg))
     msg = (
         f"{path}: not a whole checkpoint (a torch checkpoint is a zip archive; this one is cut short or is no "
         "checkpoint), so it cannot be loaded. Fix: copy it again from where training wrote it "
         "(weights/lightning/model.ckpt), or train again."
     )
     refuse(ValueError(msg))
+
+
+def damaged_part(path: str | Path) -> str | None:
+    """The first part of a zip archive (torch's checkpoint format) whose data fails its CRC-32, or ``None``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        return f"(unreadable: {error})"
 
 
 def in_another_version(path: Path) -> str:

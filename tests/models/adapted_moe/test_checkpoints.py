@@ -373,6 +373,24 @@ def test_a_checkpoint_cut_short_is_refused_by_name(tmp_path: Path, fitted_tiny) 
         AdaptedMoE.load_from_checkpoint(cut, weights_only=True)  # anomalib export's way
 
 
+def test_a_checkpoint_with_a_changed_byte_is_refused_naming_the_damaged_part(tmp_path: Path, fitted_tiny) -> None:
+    """One byte flipped inside a weight (a bad disk, memory or copy): torch loaded it without a word, one weight
+    wrong. The zip archive holds a CRC-32 of every part, which names it."""
+    import zipfile
+
+    checkpoint = Path(fitted_tiny[3])
+    with zipfile.ZipFile(checkpoint) as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    data[largest.header_offset + 30 + len(largest.filename) + len(largest.extra) + largest.file_size // 2] ^= 0xFF
+    flipped = tmp_path / "copied.ckpt"
+    flipped.write_bytes(bytes(data))
+    assert torch.load(flipped, map_location="cpu", weights_only=False)  # what torch does with it alone
+    said = f"{flipped}: a damaged checkpoint: its part {largest.filename} fails the checksum"
+    with pytest.raises(ValueError, match="^" + re.escape(said) + ".* Fix: copy it again"):
+        AdaptedMoE.load_from_checkpoint(flipped, weights_only=True)
+
+
 def test_a_folder_given_as_the_checkpoint_is_refused_naming_the_checkpoint_inside(tmp_path: Path, fitted_tiny) -> None:
     """``--ckpt_path .../weights/lightning`` (the folder, not model.ckpt) ended ``anomalib export`` in about 190 lines
     and torch's ``IsADirectoryError``, without the fix."""

@@ -587,6 +587,18 @@ def test_an_empty_mask_of_a_defect_image_is_named_by_the_dataset_and_the_check(
     assert f"WARNING {hole / 'ground_truth' / 'good'}: ignored" in out
 
 
+def test_an_empty_defect_folder_is_named_by_the_check(texture_ad_root: Path, capsys: pytest.CaptureFixture) -> None:
+    """An incomplete copy left ``test/hole`` empty: its defect kind was missing from every figure, ``--check`` said
+    "no problems"."""
+    hole = texture_ad_root / "cloth" / "fabric_a" / "test" / "hole"
+    for image in hole.iterdir():
+        image.unlink()
+    for mask in (hole.parents[1] / "ground_truth" / "hole").iterdir():
+        mask.unlink()
+    assert check_main(["--check", str(texture_ad_root), "--category", "cloth"]) == 0  # a warning, not a problem
+    assert f"WARNING {hole}: no image in it, so no test/hole image is tested." in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("ratio", [1.5, 1.0, 0.0, -0.1])
 def test_a_validation_ratio_outside_0_to_1_is_refused_when_the_datamodule_is_built(
     texture_ad_root: Path, ratio: float

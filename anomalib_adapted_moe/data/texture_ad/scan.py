@@ -167,6 +167,8 @@ def scan_subclass(folder: Path) -> SubclassLayout:
                 sub.warnings.append(f"{child}: ignored (test images belong in test/good or test/<defect>/).")
                 continue
             images = _images_in(child, sub.warnings, sub.problems)
+            if not images:  # an incomplete copy: that kind of test image would be missing from the figures
+                sub.warnings.append(f"{child}: no image in it, so no test/{child.name} image is tested.")
             sub.test_images.extend((image, child.name) for image in images)
             if child.name != NORMAL_LABEL:
                 defects.add(child.name)

@@ -30,7 +30,8 @@ Writes ``--output/thresholds.json`` and ``--markdown`` (default ``--output/thres
 command, seed, commit and machine; prints the issue's targets with PASS/MISS. Each category's result is
 stored under ``--output/categories/`` as soon as it is measured (a category trains for about 20 minutes on
 two cores), so calling the command again resumes: a category stored with the same data, settings, seed,
-model arguments and commit is kept, the others are trained.
+model arguments and commit is kept, one stored at another commit is trained again, and one stored with other data,
+settings, seed or model arguments stops the call (give each seed its own ``--output``).
 """
 
 from __future__ import annotations
@@ -215,9 +216,37 @@ def stored_result(output: Path, category: str, spec: dict) -> dict | None:
         print(f"{category}: cannot read {path} ({error}); measuring it again", flush=True)
         return None
     if stored.get("spec") != json.loads(json.dumps(spec)):
-        print(f"{category}: {path} was measured with other settings or code; measuring it again", flush=True)
+        print(f"{category}: {path} was measured at another commit; measuring it again", flush=True)
         return None
     return stored["result"]
+
+
+def stored_otherwise(output: Path, categories: list[str], spec: dict) -> str | None:
+    """Why a call must not measure ``categories`` into ``output``: one is stored there measured with another seed,
+    data, settings or model arguments, and measuring it again would replace that (about 20 minutes of training per
+    category; ``--seed 1`` into the seed-0 folder did, without a word). One stored at another commit is measured again,
+    as a new commit asks. ``None`` if nothing would be replaced."""
+    wanted = json.loads(json.dumps(spec))
+    lines = []
+    for category in categories:
+        path = category_path(output, category)
+        try:
+            stored = json.loads(path.read_text())["spec"]
+            differ = [key for key in wanted if key != "commit" and stored.get(key) != wanted[key]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # none, or unreadable: measured (again) as before
+        if differ:
+            key = differ[0]
+            lines.append(f"  - {path}: measured with {key}={stored.get(key)!r:.80}, not {wanted[key]!r:.80}")
+    if not lines:
+        return None
+    return (
+        f"{output} holds {len(lines)} categor{'y' if len(lines) == 1 else 'ies'} measured otherwise, which this call "
+        "would replace:\n"
+        + "\n".join(lines)
+        + f"\nFix: give another --output (e.g. {output}_seed{spec['seed']}), or delete those files to measure them "
+        "again with these settings."
+    )
 
 
 def store_result(output: Path, category: str, spec: dict, result: dict) -> None:
@@ -600,6 +629,8 @@ def main(argv: list[str] | None = None) -> dict:
     code = commit()
     # what a stored category must have been measured under to be kept
     spec = {"data": data, "seed": args.seed, "settings": asdict(settings), "model_args": model_args, "commit": code}
+    if problem := stored_otherwise(args.output, args.categories, spec):
+        parser.error(problem)
     try:
         earlier = earlier_report(args.compare_to, data) if args.compare_to else None  # before hours of training
     except ValueError as error:

@@ -484,8 +484,25 @@ def _thresholds_resume_and_keep_finished_categories(output: Path, argv: list[str
         assert measured == ["wafer"] and stored.stat().st_mtime_ns == written
         report = thresholds.main([*argv, "--categories", "cloth", "wafer"])  # only wafer is measured again
         assert measured == ["wafer", "wafer"] and [r["category"] for r in report["results"]] == ["cloth", "wafer"]
-        thresholds.main([*argv, "--seed", "1"])  # another spec: measured again, and stored for that spec
-        assert measured[-1] == "cloth" and json.loads(stored.read_text())["spec"]["seed"] == 1
+        # another seed into the same folder replaced the stored category (20 minutes each) without a word: refused
+        refused = _refused(lambda: thresholds.main([*argv, "--seed", "1"]))
+        assert f"{output} holds 1 category measured otherwise, which this call would replace:" in refused
+        assert (
+            f"{stored}: measured with seed=0, not 1" in refused
+            and f"Fix: give another --output (e.g. {output}_seed1)" in refused
+        )
+        assert measured == ["wafer", "wafer"] and stored.stat().st_mtime_ns == written
+        seed_1 = output.parent / "seed_1"
+        thresholds.main([*argv, "--seed", "1", "--output", str(seed_1)])  # its own folder: measured there
+        assert (
+            measured[-1] == "cloth"
+            and json.loads(thresholds.category_path(seed_1, "cloth").read_text())["spec"]["seed"] == 1
+        )
+        at_another_commit = json.loads(stored.read_text())
+        at_another_commit["spec"]["commit"] = "0000000"
+        stored.write_text(json.dumps(at_another_commit))
+        thresholds.main(argv)  # another commit's result is measured again, as a new commit asks
+        assert measured[-1] == "cloth" and json.loads(stored.read_text())["spec"]["commit"] != "0000000"
 
 
 def test_the_inference_study_tries_and_records_every_inference_switch() -> None:

@@ -1,7 +1,9 @@
-"""Edge deployment: the OpenVINO inference precision chosen and checked, and INT8 quantisation of the backbone."""
+"""Edge deployment: the OpenVINO inference precision chosen and checked, INT8 quantisation of the backbone, and the
+exported IR's SHA-256 sums checked before it is loaded."""
 
 from .image_input import ImageDtypeError, ImageShapeError
 from .inferencer import BatchSizeError, ImageSizeError, openvino_inferencer
+from .ir_checksums import ChangedModelFileError
 from .precision import (
     PRECISIONS,
     UnsupportedPrecisionError,
@@ -20,6 +22,7 @@ __all__ = [
     "PRECISIONS",
     "BatchSizeError",
     "CalibrationDataError",
+    "ChangedModelFileError",
     "ImageDtypeError",
     "ImageShapeError",
     "ImageSizeError",

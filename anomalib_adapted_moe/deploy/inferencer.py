@@ -25,6 +25,7 @@ from anomalib_adapted_moe.data.predict_check import FLAT_FRAME_WARNING, PREDICT_
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
 from .image_input import flat_frames, rgb_in_unit_range, rgb_pil_image
+from .ir_checksums import check_sums
 from .ir_marks import ir_bytes, model_for
 from .openvino_core import shared_core
 from .precision import Precision, compile_config
@@ -236,7 +237,8 @@ def openvino_inferencer(
     whatever ``precision`` says; ``precision`` then applies to the layers left in float.
     An image that does not fit an IR exported for a fixed size raises :class:`ImageSizeError`;
     a missing IR (or its ``.bin``), ``FileNotFoundError`` naming it and how to export one; a damaged one,
-    ``ValueError`` naming it and the fix (:func:`unreadable_model`). Compiled models are cached
+    ``ValueError`` naming it and the fix (:func:`unreadable_model`); one whose file differs from the SHA-256 its
+    export wrote beside it, :class:`~.ir_checksums.ChangedModelFileError`. Compiled models are cached
     in the package's cache folder (:func:`compiled_model_cache`), not in the working directory.
     ``predict`` runs one call at a time (threads may share the inferencer) and reads image arrays and
     PIL images as anomalib reads image files (:mod:`.image_input`).
@@ -279,6 +281,8 @@ def openvino_inferencer(
             "again."
         )
         raise FileNotFoundError(msg)
+    if xml.suffix == ".xml":
+        check_sums(xml)  # a changed byte in the weights loads without a word
     if batch_size is not None and batch_size < 1:
         msg = f"batch_size must be a positive number of images (or None for any), not {batch_size}."
         raise BatchSizeError(msg)

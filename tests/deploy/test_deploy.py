@@ -89,6 +89,8 @@ def test_int8_calibration_on_none_of_the_models_subclasses_is_named_in_a_warning
     model = tiny_adapted_moe()
     model._is_fitted.fill_(True)
     model._use_experts(["plain_weave", "satin"])
+    (tmp_path / "model.xml").write_text("")  # what anomalib's conversion would have written
+    (tmp_path / "model.bin").write_bytes(b"")
     monkeypatch.setattr(AnomalibModule, "to_openvino", lambda *args, **kwargs: tmp_path / "model.xml")
 
     def export_calibrated_on(*subclasses: str) -> str:

@@ -258,3 +258,26 @@ def test_a_flat_frame_under_an_overlay_or_a_stuck_pixel_is_still_flat_and_a_fain
     stamped[:, :2, :3], stamped[1, 30, 40] = 1.0, 0.8
     faint = (100 + rng.integers(0, 7, (3, 48, 64))).astype(np.float32) / 255
     assert flat_frames(np.stack([dark, stamped, faint, faint])) == [0, 1]
+
+
+def test_an_ir_whose_files_differ_from_their_sums_is_refused_and_one_without_sums_loads(tmp_path: Path) -> None:
+    """The sums file an export writes beside the IR (``model.sha256``): an edited .xml is named; an IR renamed with
+    its sums file is still checked; a sums file not in ``sha256sum``'s format is named; an IR without one (exported
+    before, or copied without it) loads as it is."""
+    from anomalib_adapted_moe.deploy import ChangedModelFileError
+    from anomalib_adapted_moe.deploy.ir_checksums import write_sums
+
+    xml = mean_score_ir(tmp_path)
+    assert first_score(openvino_inferencer(xml), np.zeros((32, 48, 3), np.uint8)) == 0  # no sums: loads
+    sums = write_sums(xml)
+    openvino_inferencer(xml)  # unchanged: loads
+    for suffix in (".xml", ".bin", ".sha256"):  # the whole IR renamed, as a line may name its models
+        xml.with_suffix(suffix).rename(tmp_path / f"line{suffix}")
+    renamed = tmp_path / "line.xml"
+    renamed.write_text(renamed.read_text().replace("input", "input "))
+    with pytest.raises(ChangedModelFileError, match=re.escape(f"{renamed}: its SHA-256 differs from the one")):
+        openvino_inferencer(renamed)
+    (tmp_path / "line.sha256").write_text("not a sum\n")
+    with pytest.raises(ChangedModelFileError, match=re.escape(f"{tmp_path / 'line.sha256'}: not a list of SHA-256")):
+        openvino_inferencer(renamed)
+    assert not sums.exists()

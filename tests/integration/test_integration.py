@@ -7,6 +7,7 @@ OpenVINO graph (routing and TTA inside it) scores like the torch model.
 """
 
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -283,6 +284,34 @@ def test_an_int8_weights_export_keeps_its_backbone_in_f32_as_the_fp32_export_doe
     path = export_openvino(fitted, tmp_path, CompressionType.INT8)
     assert 'element_type="u8"' in Path(path).read_text()  # weights really compressed
     _assert_backbone_marked_precise(path)
+
+
+def test_an_openvino_export_writes_its_sums_and_a_changed_weight_byte_is_refused(
+    tmp_path: Path, fitted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenVINO loads an IR whose weights had a byte changed (a bad disk, memory or copy) without a word and scores
+    with a wrong weight. The export writes ``model.sha256`` (coreutils' format: the box can check a copy without
+    Python) and ``openvino_inferencer`` checks it before loading."""
+    import subprocess
+
+    from anomalib.deploy import OpenVINOInferencer
+
+    from anomalib_adapted_moe.deploy import ChangedModelFileError, openvino_inferencer
+
+    monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
+    path = Path(export_openvino(fitted, tmp_path))
+    sums = path.with_suffix(".sha256")
+    checked = subprocess.run(["sha256sum", "-c", sums.name], cwd=path.parent, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout == "model.xml: OK\nmodel.bin: OK\n"
+    openvino_inferencer(path)  # loads as exported
+    weights = path.with_suffix(".bin")
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    OpenVINOInferencer(path=path, device="CPU")  # what OpenVINO does with it alone
+    said = f"{weights}: its SHA-256 differs from the one its export wrote in {sums}: the file changed since"
+    with pytest.raises(ChangedModelFileError, match="^" + re.escape(said) + ".* Fix: copy the IR again"):
+        openvino_inferencer(path)
 
 
 def export_openvino(fitted, root: Path, compression_type: CompressionType | None = None) -> Path:

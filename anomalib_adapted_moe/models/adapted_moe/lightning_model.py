@@ -55,6 +55,7 @@ from anomalib_adapted_moe.data.predict_check import (
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
 from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
+from anomalib_adapted_moe.deploy.ir_checksums import write_sums
 from anomalib_adapted_moe.deploy.ir_marks import keep_backbone_in_f32
 from anomalib_adapted_moe.deploy.quantization import calibration_loader, quantize_backbone, warn_if_other_subclasses
 
@@ -1074,12 +1075,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         (:mod:`anomalib_adapted_moe.deploy.ir_marks`). ``INT8`` (NNCF's weights-only compression) computes in float
         as FP32 and FP16 do, so it is marked too; an ``INT8_PTQ`` export is left as NNCF made it (its backbone runs in
         int8). One this model would refuse to quantise is refused before the conversion (about a minute), not after it.
+        The IR's SHA-256 sums are written beside it (:mod:`anomalib_adapted_moe.deploy.ir_checksums`).
         """
         self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
         check_export_folder(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
         if compression_type in (None, CompressionType.FP16, CompressionType.INT8):
             keep_backbone_in_f32(path)
+        write_sums(path)  # last: the sums of the files as shipped
         return path
 
     def refuse_int8_it_cannot_calibrate(self, compression_type: CompressionType | None, datamodule=None) -> None:

@@ -14,6 +14,7 @@ each category then being one "seen" subclass; a Folder config is one run, named 
 """
 
 import argparse
+import difflib
 import json
 import os
 import platform
@@ -148,6 +149,20 @@ def adapted_moe_arguments(text: str) -> dict:
     return value
 
 
+def model_names() -> list[str]:
+    """The names ``compare --models`` takes: anomalib's models as the harness builds them, and our own settings."""
+    from .zoo import MODELS, SETTINGS_OF_OURS
+
+    return sorted([*MODELS, *SETTINGS_OF_OURS])
+
+
+def close_names(unknown: list[str]) -> str:
+    """``" (did you mean ...?)"`` for names close to known ones (``Padm``), else ``""``."""
+    meant = [next(iter(difflib.get_close_matches(name, model_names(), 1)), None) for name in unknown]
+    pairs = [f"{name!r} -> {guess!r}" for name, guess in zip(unknown, meant, strict=True) if guess]
+    return f" (did you mean: {', '.join(pairs)}?)" if pairs else ""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m anomalib_adapted_moe.benchmark",
@@ -187,7 +202,12 @@ def _parser() -> argparse.ArgumentParser:
         "tested, so that later studies reuse the training; with this flag they train again)",
     )
     compare = commands.add_parser("compare", parents=[common, runs], help="AdaptedMoE vs anomalib's models")
-    compare.add_argument("--models", nargs="+", default=None, help="default: all seven")
+    compare.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="default: all seven: " + ", ".join(repr(name) for name in model_names()) + " (quote a name with a space)",
+    )
     ablate = commands.add_parser("ablate", parents=[common, runs], help="the paper's ablations")
     ablate.add_argument("study", choices=["table2", "table3", "topk", "inference", "all"])
     commands.add_parser("render", parents=[common], help="re-write results and report from stored runs")
@@ -232,11 +252,14 @@ def main(argv: list[str] | None = None) -> None:
     from .driver import execute
     from .run import category_problem, run_categories
     from .studies import rows
-    from .zoo import MODELS, SETTINGS_OF_OURS, Settings
+    from .zoo import Settings
 
-    unknown = [name for name in getattr(args, "models", None) or [] if name not in {*MODELS, *SETTINGS_OF_OURS}]
+    if getattr(args, "models", None):  # any case: anomalib's docs write SuperSimpleNet, its class Supersimplenet
+        spelled = {name.lower(): name for name in model_names()}
+        args.models = [spelled.get(name.lower(), name) for name in args.models]
+    unknown = [name for name in getattr(args, "models", None) or [] if name not in model_names()]
     if unknown:
-        parser.error(f"unknown model(s) {unknown}; known: {sorted([*MODELS, *SETTINGS_OF_OURS])}")
+        parser.error(f"unknown model(s) {unknown}{close_names(unknown)}; known: {model_names()}")
     if getattr(args, "models", None):
         args.models = _union([], args.models)  # a name given twice is one run, not two rows of it
     problem = settings_problem(args.epochs, args.image_size, args.weights)

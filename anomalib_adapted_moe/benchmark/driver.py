@@ -8,6 +8,7 @@ so it runs first.
 """
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -183,8 +184,9 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
         result = {"spec": spec, "status": "failed", "error": f"exit code {returncode}; log tail:\n{tail}"}
         write_json(result_path, result)
     if result["status"] == "ok":
-        unseen = _mean(result, "unseen", "pixel_auroc")
-        print(f"{prefix}: done in {seconds:.0f} s, unseen-subclass pixel AUROC {100 * unseen:.2f}", flush=True)
+        split = "unseen" if not math.isnan(_mean(result, "unseen", "pixel_auroc")) else "seen"  # Folder: all seen
+        figure = 100 * _mean(result, split, "pixel_auroc")
+        print(f"{prefix}: done in {seconds:.0f} s, {split}-subclass pixel AUROC {figure:.2f}", flush=True)
         return True
     print(f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True)
     return False

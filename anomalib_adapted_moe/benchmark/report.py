@@ -159,11 +159,22 @@ def _comparison_section(results: dict, plots: dict[str, str]) -> list[str]:
     for label in labels:
         cells = [_pct(_over_categories(entries, label, s, m)) for s in ("seen", "unseen") for m in METRICS]
         lines.append(f"| {label} | {' | '.join(cells)} |")
+    if not any(not math.isnan(mean(e, "unseen", metric)) for e in entries if e["status"] == "ok" for metric in METRICS):
+        lines += ["", NO_UNSEEN_NOTE]
     lines += ["", *_target_lines(entries), "", "Where a model departs from the common setting:", ""]
     notes = {e["label"]: e.get("note") for e in entries if e["status"] == "ok" and e.get("note")}
     lines += [f"- {label}: {note}" for label, note in notes.items()]
     lines += ["", *[f"![{name}]({path})" for name, path in plots.items() if name.startswith("per_subclass")]]
     return [*lines, ""]
+
+
+#: said under a comparison without unseen figures: a Folder run reported every test image as seen, unseen n/a
+NO_UNSEEN_NOTE = (
+    "No unseen subclass here: the data carry no subclass labels (Folder, MVTecAD) or every tested subclass was "
+    "trained on, so every test image counts as seen and the unseen columns read n/a. To compare on a variant the "
+    "training lacked, lay the images out as TextureAD's subclass folders (README, Data) with that variant among the "
+    "test subclasses only."
+)
 
 
 def _target_lines(entries: list[dict]) -> list[str]:

@@ -79,19 +79,27 @@ def run_categories(data: dict, requested: list[str] | None) -> list[str]:
 def category_problem(data: dict, categories: list[str]) -> str | None:
     """Why a category cannot run, found before any run starts, where the datamodule's categories are known without
     building it: the synthetic set's fixed list, TextureAD's folders (checked as its ``prepare_data`` does). Other
-    datamodules (Folder, a user's own) are not checked here: their runs report a bad category; an MVTecAD category
-    that is neither a folder under its root nor one of MVTecAD's own is named (anomalib would download MVTecAD)."""
-    from anomalib.data import MVTecAD
+    datamodules (a user's own) are not checked here: their runs report a bad category; an MVTecAD category that is
+    neither a folder under its root nor one of MVTecAD's own is named (anomalib would download MVTecAD); a Folder's
+    missing folders and unpaired masks are named as training would name them (a wrong root failed each run after it
+    started, and wrote an empty report)."""
+    from anomalib.data import Folder, MVTecAD
     from anomalib.utils.path import resolve_dataset_root
 
     from anomalib_adapted_moe.anomalib_command import unknown_mvtec_category
     from anomalib_adapted_moe.data import SyntheticTextureAD, TextureAD
+    from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
     from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES
     from anomalib_adapted_moe.data.texture_ad.datamodule import DEFAULT_ROOT
     from anomalib_adapted_moe.data.texture_ad.errors import TextureADNotFoundError
     from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir
 
     datamodule_class = resolve_class_path(data["class_path"])
+    if issubclass(datamodule_class, Folder):
+        try:
+            check_folder_layout(build_datamodule(data, None, seed=0, batch_size_one=False))
+        except FolderLayoutError as error:
+            return f"--data {data['class_path']}: {error}"
     for category in categories:
         if issubclass(datamodule_class, SyntheticTextureAD) and category not in SYNTHETIC_CATEGORIES:
             return (

@@ -520,11 +520,21 @@ def test_benchmark_commands_name_a_bad_argument_before_running_anything(
     """Typos end in one line naming the option (argparse's exit code 2), not a traceback or an hour of training."""
     from anomalib_adapted_moe.benchmark import precision, speed, thresholds
 
+    folder = str(REPO / "configs" / "data" / "folder_example.yaml")
+    wrong_root = ["compare", "--data", folder, "--data-init-args", json.dumps({"root": str(tmp_path / "no_line")})]
+    wrong_root += ["--output", str(tmp_path / "a")]
     calls = {
         "unknown model(s) ['Nonexistent']; known: ['AdaptedMoE'": (
             main,
             ["compare", "--models", "AdaptedMoE", "Nonexistent", "--output", str(tmp_path / "a")],
         ),
+        "unknown model(s) ['Padm'] (did you mean: 'Padm' -> 'Padim'?)": (
+            main,
+            ["compare", "--models", "Padm", "--output", str(tmp_path / "a")],
+        ),
+        # a wrong root failed every run after it started, and wrote a report
+        "--data anomalib.data.Folder: ": (main, wrong_root),
+        f"{tmp_path / 'no_line' / 'normal'}: no such folder (--data.normal_dir)": (main, wrong_root),
         "argument --data-init-args: not JSON": (
             main,
             ["compare", "--data-init-args", "{bad", "--output", str(tmp_path / "b")],
@@ -579,6 +589,38 @@ def _fake_run(commit: dict[str, str]):
         return True
 
     return run
+
+
+def test_a_folder_comparison_says_why_it_has_no_unseen_figures_and_model_names_take_any_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Folder run reported every test image as seen and its unseen columns n/a without saying why (a walkthrough
+    read it as a defect); anomalib's docs spell ``SuperSimpleNet``, the harness ``Supersimplenet``: any case runs."""
+    from conftest import write_image
+
+    from anomalib_adapted_moe.benchmark import driver
+    from anomalib_adapted_moe.benchmark.report import NO_UNSEEN_NOTE
+
+    def seen_only(spec: dict, output: Path, prefix: str) -> bool:
+        run = _fake_run({"now": "aaaa111"})
+        run(spec, output, prefix)
+        path = driver.run_path(output, spec["key"])
+        result = json.loads(path.read_text())
+        result["variants"]["default"] = [row for row in result["variants"]["default"] if row["split"] == "seen"]
+        path.write_text(json.dumps(result))
+        return True
+
+    monkeypatch.setattr(driver, "_run_in_subprocess", seen_only)
+    no_test_folders = {"abnormal_dir": None, "normal_test_dir": None, "mask_dir": None}
+    for index in range(3):
+        write_image(tmp_path / "line" / "good" / f"{index:03d}.png", index)
+    data = json.dumps({"name": "line", "root": str(tmp_path / "line"), "normal_dir": "good"} | no_test_folders)
+    output = tmp_path / "bench"
+    argv = ["compare", "--data", str(REPO / "configs" / "data" / "folder_example.yaml"), "--data-init-args", data]
+    main([*argv, "--models", "padim", "SUPERSIMPLENET", "--weights", "none", "--output", str(output)])
+    report = (output / "benchmarks.md").read_text()
+    assert "| line | Padim |" in report and "| line | Supersimplenet |" in report
+    assert NO_UNSEEN_NOTE in report and NO_UNSEEN_NOTE.startswith("No unseen subclass here: the data carry no")
 
 
 def test_runs_kept_from_another_commit_are_named_and_the_report_credits_their_commit(

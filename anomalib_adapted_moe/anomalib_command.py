@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from anomalib.data.utils.image import get_image_filenames
 from lightning.pytorch import seed_everything
 
 from anomalib_adapted_moe.backbone_weights import backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import refuse
+from anomalib_adapted_moe.data.mvtec_layout import unknown_mvtec_category
 from anomalib_adapted_moe.models.adapted_moe.lightning_model import refuse_an_unloadable_checkpoint
 
 #: the subcommands that load ``--ckpt_path`` (fit and train to resume)
@@ -88,24 +88,3 @@ def refuse_an_unknown_mvtec_category(data: object) -> None:
     root, category = getattr(settings, "root", None), getattr(settings, "category", None)
     if problem := unknown_mvtec_category(root, category, "--data.category", "--data.root"):
         refuse(FileNotFoundError(problem))
-
-
-def unknown_mvtec_category(root: object, category: object, category_option: str, root_option: str) -> str | None:
-    """Why ``category`` under ``root`` is neither a folder there nor one of MVTecAD's own (``None``: it is one, or
-    left to anomalib: MVTecAD's own download, or its own error for a root of None)."""
-    if root is None or category is None or category in MVTEC_CATEGORIES or (Path(root) / category).is_dir():
-        return None
-    root = Path(root)
-    if (root / "train").is_dir() or (root / "test").is_dir():  # the category folder given as the root
-        return (
-            f"{root_option} {root} is itself a category folder (it holds train/ or test/), so {category_option} "
-            f"{category!r} is not under it. Fix: give its parent, {root_option} {root.parent}, and {category_option} "
-            f"{root.name}."
-        )
-    found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
-    return (
-        f"{category_option} {category!r}: no folder {root / category}, and MVTecAD has no such category, so "
-        f"anomalib would download the whole MVTecAD and still not find it. Fix: give a category folder under "
-        f"{root_option} {root} ({', '.join(found) if found else 'none there'}) or one of MVTecAD's own "
-        f"({', '.join(MVTEC_CATEGORIES)})."
-    )

@@ -86,9 +86,9 @@ def category_problem(data: dict, categories: list[str]) -> str | None:
     from anomalib.data import Folder, MVTecAD
     from anomalib.utils.path import resolve_dataset_root
 
-    from anomalib_adapted_moe.anomalib_command import unknown_mvtec_category
     from anomalib_adapted_moe.data import SyntheticTextureAD, TextureAD
     from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
+    from anomalib_adapted_moe.data.mvtec_layout import unknown_mvtec_category
     from anomalib_adapted_moe.data.synthetic import SYNTHETIC_CATEGORIES
     from anomalib_adapted_moe.data.texture_ad.datamodule import DEFAULT_ROOT
     from anomalib_adapted_moe.data.texture_ad.errors import TextureADNotFoundError

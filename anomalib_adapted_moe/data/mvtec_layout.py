@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from anomalib.data import MVTecAD
+from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from anomalib.data.datasets.image.mvtecad import IMG_EXTENSIONS
 from anomalib.data.utils.path import is_within_directory
 
@@ -104,3 +105,24 @@ def check_mvtec_layout(datamodule: MVTecAD) -> None:
     if any(problems.values()):
         heading = f"{folder}: anomalib's MVTecAD cannot read this category as given"
         raise FolderLayoutError(layout_message(heading, problems, FIXES))
+
+
+def unknown_mvtec_category(root: object, category: object, category_option: str, root_option: str) -> str | None:
+    """Why ``category`` under ``root`` is neither a folder there nor one of MVTecAD's own (``None``: it is one, or
+    left to anomalib: MVTecAD's own download, or its own error for a root of None)."""
+    if root is None or category is None or category in MVTEC_CATEGORIES or (Path(root) / category).is_dir():
+        return None
+    root = Path(root)
+    if (root / "train").is_dir() or (root / "test").is_dir():  # the category folder given as the root
+        return (
+            f"{root_option} {root} is itself a category folder (it holds train/ or test/), so {category_option} "
+            f"{category!r} is not under it. Fix: give its parent, {root_option} {root.parent}, and {category_option} "
+            f"{root.name}."
+        )
+    found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    return (
+        f"{category_option} {category!r}: no folder {root / category}, and MVTecAD has no such category, so "
+        f"anomalib would download the whole MVTecAD and still not find it. Fix: give a category folder under "
+        f"{root_option} {root} ({', '.join(found) if found else 'none there'}) or one of MVTecAD's own "
+        f"({', '.join(MVTEC_CATEGORIES)})."
+    )

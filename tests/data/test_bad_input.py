@@ -7,6 +7,7 @@ predict path (anomalib's ``PredictDataset``, checked by the model before predict
 """
 
 import logging
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -634,6 +635,23 @@ def test_an_mvtec_category_missing_a_mask_stops_the_training_before_it_starts(tm
     engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
     with pytest.raises(FolderLayoutError, match=named[0]):
         engine.fit(model=tiny_adapted_moe(epochs=1), datamodule=mvtec)
+
+
+@pytest.mark.parametrize("stage", ["fit", "test"])
+def test_an_mvtec_category_typo_from_python_is_refused_before_anomalib_downloads(
+    tmp_path: Path, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From Python, MVTecAD's ``prepare_data`` (the first hook Lightning runs) downloaded the whole MVTecAD for a
+    category that is neither a folder under the root nor one of MVTecAD's own; only the stock command checked it."""
+    from anomalib.data import MVTecAD
+
+    monkeypatch.setattr(MVTecAD, "prepare_data", lambda self: pytest.fail("MVTecAD's download started"))
+    category, _ = mvtec_category(tmp_path, "missing mask")
+    mvtec = MVTecAD(root=category.parent, category=category.name + "x", num_workers=0)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    said = f"category '{category.name}x': no folder {category}x, and MVTecAD has no such category"
+    with pytest.raises(ValueError, match=re.escape(said) + ".*Fix: give a category folder under root"):
+        getattr(engine, stage)(model=tiny_adapted_moe(epochs=1), datamodule=mvtec)
 
 
 def test_a_linked_folder_inside_a_folder_setting_is_named_where_folder_leaves_it_unread(tmp_path: Path) -> None:

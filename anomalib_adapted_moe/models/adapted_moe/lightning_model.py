@@ -43,7 +43,7 @@ from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command, unwritable_reason
 from anomalib_adapted_moe.data.folder_layout import check_folder_layout
-from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
+from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout, unknown_mvtec_category
 from anomalib_adapted_moe.data.predict_check import (
     check_dataset_files,
     check_dataset_splits,
@@ -915,7 +915,16 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     def configure_callbacks(self) -> list[Callback]:
-        """anomalib's (pre- and post-processor, evaluator, visualizer) and :class:`.InterruptionReport`."""
+        """anomalib's (pre- and post-processor, evaluator, visualizer) and :class:`.InterruptionReport`.
+
+        Lightning asks for them before the datamodule's ``prepare_data``, the one hook of the model that comes first:
+        an MVTecAD category that is neither a folder under its root nor one of MVTecAD's own (a typo) is refused
+        here, from Python too, before anomalib downloads the whole MVTecAD (the stock command checks it itself)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if isinstance(datamodule, MVTecAD):
+            root = datamodule.root
+            if problem := unknown_mvtec_category(root, datamodule.category, "category", "root"):
+                refuse(ValueError(problem))
         return [*super().configure_callbacks(), InterruptionReport()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

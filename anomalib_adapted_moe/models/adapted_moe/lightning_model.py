@@ -1050,6 +1050,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """anomalib's ONNX export (also the first step of OpenVINO's), refused before anything is written when
         ``unseen_min_near_twin`` has no fitted limit, whichever way torch traces (a strict trace skips the forward's
         check, and the exported graph cannot make it); a model that never trained is refused too."""
+        refuse_a_wrong_input_size(input_size)
         self.refuse_untrained("export")
         self.warn_if_export_drops_settings()
         self.warn_if_thresholds_unusable("export")
@@ -1086,6 +1087,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         int8). One this model would refuse to quantise is refused before the conversion (about a minute), not after it.
         The IR's SHA-256 sums are written beside it (:mod:`anomalib_adapted_moe.deploy.ir_checksums`).
         """
+        refuse_a_wrong_input_size(input_size)
         self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
         check_export_folder(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
@@ -1216,6 +1218,22 @@ def refuse_an_unloadable_checkpoint(path: object) -> None:
         f"{path}: not a whole checkpoint (a torch checkpoint is a zip archive; this one is cut short or is no "
         "checkpoint), so it cannot be loaded. Fix: copy it again from where training wrote it "
         "(weights/lightning/model.ckpt), or train again."
+    )
+    refuse(ValueError(msg))
+
+
+def refuse_a_wrong_input_size(input_size: object) -> None:
+    """Refuse an export size that is not ``(height, width)`` in whole positive pixels, before the conversion:
+    ``input_size=256`` ended in "cannot unpack non-iterable int object", ``(-1, 256)`` in torch's "Dimension size
+    must be non-negative", ``"256"`` in "too many values to unpack"."""
+    if input_size is None:
+        return
+    sides = list(input_size) if isinstance(input_size, tuple | list) else []
+    if len(sides) == 2 and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in sides):
+        return
+    msg = (
+        f"input_size={input_size!r}: the exported images' size is (height, width) in whole positive pixels. Fix: "
+        'e.g. input_size=(256, 256) (anomalib export --input_size "[256, 256]"), or none for any size.'
     )
     refuse(ValueError(msg))
 

@@ -362,6 +362,19 @@ def test_an_export_folder_that_cannot_be_written_is_refused_before_the_conversio
     assert not list(tmp_path.rglob("model.*"))
 
 
+@pytest.mark.parametrize("input_size", [256, (-1, 256), (0, 0), "256", (256.0, 256)])
+def test_an_export_size_that_is_no_pair_of_positive_pixels_is_refused_before_the_conversion(
+    tmp_path: Path, fitted_tiny, input_size: object
+) -> None:
+    """``input_size=256`` ended in "cannot unpack non-iterable int object", ``(-1, 256)`` in torch's "Dimension size
+    must be non-negative", both after the model was traced."""
+    _, model, _, _ = fitted_tiny
+    for export in (model.to_onnx, model.to_openvino):
+        with pytest.raises(ValueError, match=re.escape(f"input_size={input_size!r}: the exported images' size is")):
+            export(tmp_path, input_size=input_size)
+    assert not list(tmp_path.rglob("model.*"))
+
+
 def test_a_checkpoint_cut_short_is_refused_by_name(tmp_path: Path, fitted_tiny) -> None:
     """An interrupted copy given to ``anomalib export`` ended in about 170 lines of traceback and torch's "failed
     finding central directory"."""

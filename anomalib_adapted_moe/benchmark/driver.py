@@ -184,12 +184,19 @@ def _run_in_subprocess(spec: dict, output: Path, prefix: str) -> bool:
         result = {"spec": spec, "status": "failed", "error": f"exit code {returncode}; log tail:\n{tail}"}
         write_json(result_path, result)
     if result["status"] == "ok":
-        split = "unseen" if not math.isnan(_mean(result, "unseen", "pixel_auroc")) else "seen"  # Folder: all seen
-        figure = 100 * _mean(result, split, "pixel_auroc")
-        print(f"{prefix}: done in {seconds:.0f} s, {split}-subclass pixel AUROC {figure:.2f}", flush=True)
+        print(f"{prefix}: done in {seconds:.0f} s, {_headline(result)}", flush=True)
         return True
     print(f"{prefix}: FAILED after {seconds:.0f} s: {result['error'].splitlines()[0]} (log: {log_path})", flush=True)
     return False
+
+
+def _headline(result: dict) -> str:
+    """The run's first figure that was measured: unseen pixel AUROC, else seen (a Folder has no unseen subclass),
+    else image AUROC (no masks)."""
+    for split, metric in (("unseen", "pixel_auroc"), ("seen", "pixel_auroc"), ("unseen", "image_auroc")):
+        if not math.isnan(value := _mean(result, split, metric)):
+            return f"{split}-subclass {metric.replace('_auroc', '')} AUROC {100 * value:.2f}"
+    return f"seen-subclass image AUROC {100 * _mean(result, 'seen', 'image_auroc'):.2f}"
 
 
 def _mean(result: dict, split: str, metric: str, variant: str = "default") -> float:

@@ -159,7 +159,8 @@ def _comparison_section(results: dict, plots: dict[str, str]) -> list[str]:
     for label in labels:
         cells = [_pct(_over_categories(entries, label, s, m)) for s in ("seen", "unseen") for m in METRICS]
         lines.append(f"| {label} | {' | '.join(cells)} |")
-    if not any(not math.isnan(mean(e, "unseen", metric)) for e in entries if e["status"] == "ok" for metric in METRICS):
+    finished = [e for e in entries if e["status"] == "ok"]
+    if finished and all(math.isnan(mean(e, "unseen", metric)) for e in finished for metric in METRICS):
         lines += ["", NO_UNSEEN_NOTE]
     lines += ["", *_target_lines(entries), "", "Where a model departs from the common setting:", ""]
     notes = {e["label"]: e.get("note") for e in entries if e["status"] == "ok" and e.get("note")}

@@ -98,7 +98,7 @@ def category_problem(data: dict, categories: list[str]) -> str | None:
     if issubclass(datamodule_class, Folder):
         try:
             check_folder_layout(build_datamodule(data, None, seed=0, batch_size_one=False))
-        except FolderLayoutError as error:
+        except (FolderLayoutError, ValueError) as error:  # ValueError: an argument Folder does not take
             return f"--data {data['class_path']}: {error}"
     for category in categories:
         if issubclass(datamodule_class, SyntheticTextureAD) and category not in SYNTHETIC_CATEGORIES:

@@ -215,8 +215,10 @@ def stored_result(output: Path, category: str, spec: dict) -> dict | None:
     except (OSError, json.JSONDecodeError) as error:  # a half-written or hand-edited file: measure again
         print(f"{category}: cannot read {path} ({error}); measuring it again", flush=True)
         return None
-    if stored.get("spec") != json.loads(json.dumps(spec)):
-        print(f"{category}: {path} was measured at another commit; measuring it again", flush=True)
+    if stored.get("spec") != json.loads(json.dumps(spec)):  # another commit: other differences stop the call first
+        made = stored.get("spec", {}).get("commit") if isinstance(stored.get("spec"), dict) else None
+        why = f"was measured at commit {made}" if made else "does not say how it was measured"
+        print(f"{category}: {path} {why}; measuring it again", flush=True)
         return None
     return stored["result"]
 
@@ -227,7 +229,7 @@ def stored_otherwise(output: Path, categories: list[str], spec: dict) -> str | N
     category; ``--seed 1`` into the seed-0 folder did, without a word). One stored at another commit is measured again,
     as a new commit asks. ``None`` if nothing would be replaced."""
     wanted = json.loads(json.dumps(spec))
-    lines = []
+    lines, keys = [], []
     for category in categories:
         path = category_path(output, category)
         try:
@@ -236,16 +238,17 @@ def stored_otherwise(output: Path, categories: list[str], spec: dict) -> str | N
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # none, or unreadable: measured (again) as before
         if differ:
-            key = differ[0]
+            keys.append(key := differ[0])
             lines.append(f"  - {path}: measured with {key}={stored.get(key)!r:.80}, not {wanted[key]!r:.80}")
     if not lines:
         return None
+    suffix = f"seed{spec['seed']}" if keys[0] == "seed" else f"other_{keys[0]}"
     return (
         f"{output} holds {len(lines)} categor{'y' if len(lines) == 1 else 'ies'} measured otherwise, which this call "
         "would replace:\n"
         + "\n".join(lines)
-        + f"\nFix: give another --output (e.g. {output}_seed{spec['seed']}), or delete those files to measure them "
-        "again with these settings."
+        + f"\nFix: give another --output (e.g. {output}_{suffix}), or delete those files to measure them again "
+        "with these settings."
     )
 
 

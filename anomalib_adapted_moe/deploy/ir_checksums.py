@@ -53,7 +53,10 @@ def check_sums(xml: str | Path) -> None:
     )
     expected = {}  # by suffix: an IR renamed with its sums file (line.xml, line.bin, line.sha256) is still checked
     for line in sums.read_text(errors="replace").splitlines():
-        digest, _, name = line.partition("  ")
+        if not line.strip():
+            continue
+        digest, _, name = line.partition(" ")
+        digest, name = digest.lower(), name.removeprefix(" ").removeprefix("*")  # sha256sum's text and binary modes
         if len(digest) != 64 or not name:
             msg = f"{sums}: not a list of SHA-256 sums as an export writes it ({line!r:.80}). Fix: {fix}."
             raise ChangedModelFileError(msg)

@@ -16,7 +16,7 @@ from conftest import REPO, tiny_model
 
 from anomalib_adapted_moe.benchmark.__main__ import main
 from anomalib_adapted_moe.benchmark.driver import _finished, _read_settings
-from anomalib_adapted_moe.benchmark.report import _target_lines
+from anomalib_adapted_moe.benchmark.report import METRICS, _target_lines
 from anomalib_adapted_moe.benchmark.run import _variants, effective_switches
 from anomalib_adapted_moe.benchmark.studies import rows
 from anomalib_adapted_moe.benchmark.zoo import INFERENCE_SWITCHES, Settings, unavailable_reason
@@ -534,6 +534,10 @@ def test_benchmark_commands_name_a_bad_argument_before_running_anything(
         ),
         # a wrong root failed every run after it started, and wrote a report
         "--data anomalib.data.Folder: ": (main, wrong_root),
+        "--data anomalib.data.Folder: data config (anomalib.data.Folder)": (  # a traceback, not one line
+            main,
+            [*wrong_root[:4], json.dumps({"normal_dirr": "x"}), "--output", str(tmp_path / "a")],
+        ),
         f"{tmp_path / 'no_line' / 'normal'}: no such folder (--data.normal_dir)": (main, wrong_root),
         "argument --data-init-args: not JSON": (
             main,
@@ -570,7 +574,9 @@ def test_compare_exits_non_zero_when_a_run_failed(tmp_path: Path, monkeypatch: p
     argv = ["compare", "--models", "Padim", "--categories", "cloth", "--weights", "none", "--output", str(output)]
     with pytest.raises(SystemExit, match=r"1 run\(s\) failed: cloth__Padim; their logs are in .*logs"):
         main(argv)
-    assert "cloth | Padim | failed" in (output / "benchmarks.md").read_text()
+    report = (output / "benchmarks.md").read_text()
+    assert "cloth | Padim | failed" in report
+    assert "No unseen subclass here" not in report  # nothing finished: nothing to say about unseen figures
 
 
 def _fake_run(commit: dict[str, str]):
@@ -697,3 +703,33 @@ def test_sigterm_to_the_driver_ends_the_run_it_started(tmp_path: Path) -> None:
         if run_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(run_pid, signal.SIGKILL)
+
+
+def test_a_runs_progress_line_names_the_first_figure_it_measured() -> None:
+    """A Folder has no unseen subclass, and without masks no pixel figure: the line printed "nan"."""
+    from anomalib_adapted_moe.benchmark.driver import _headline
+
+    def result(**figures: float) -> dict:
+        rows = [
+            {"subclass": f"mean {split}", "split": split, **{m: figures.get(f"{split}_{m}", math.nan) for m in METRICS}}
+            for split in ("seen", "unseen")
+        ]
+        return {"variants": {"default": rows}}
+
+    assert _headline(result(unseen_pixel_auroc=0.9, seen_pixel_auroc=0.8)) == "unseen-subclass pixel AUROC 90.00"
+    assert _headline(result(seen_pixel_auroc=0.8, seen_image_auroc=0.7)) == "seen-subclass pixel AUROC 80.00"
+    assert _headline(result(seen_image_auroc=0.7)) == "seen-subclass image AUROC 70.00"
+
+
+def test_thresholds_names_another_output_after_what_differs(tmp_path: Path) -> None:
+    """Only --model-args changed: the fix said "results/thresholds_seed0"."""
+    from anomalib_adapted_moe.benchmark.thresholds import store_result, stored_otherwise
+
+    spec = {"data": {}, "seed": 0, "settings": {}, "model_args": {}, "commit": "a"}
+    store_result(tmp_path / "t", "cloth", spec, {})
+    assert stored_otherwise(tmp_path / "t", ["cloth"], spec | {"commit": "b"}) is None  # measured again
+    said = stored_otherwise(tmp_path / "t", ["cloth"], spec | {"model_args": {"tta": False}})
+    assert (
+        "measured with model_args={}, not {'tta': False}" in said
+        and f"(e.g. {tmp_path / 't'}_other_model_args)" in said
+    )

@@ -55,6 +55,21 @@ def test_layout_split_and_licence_are_texture_ad_shaped(built: Path) -> None:
     assert run_check(built) == 0  # what `python -m anomalib_adapted_moe.data.texture_ad --check` runs
 
 
+def test_fewer_defect_images_than_defect_kinds_leave_no_empty_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Three defect images among five kinds: the kinds left without one got empty test/ and ground_truth/ folders,
+    which the dataset check names as an incomplete copy."""
+    monkeypatch.setattr(build_module, "fetch_package", lambda folder, deb=None: fake_package(folder))
+    root = build_real_textures(
+        tmp_path / "out", seed=3, categories=("metal_sheet",), **(SMALL | {"num_test_defect": 3})
+    )
+    assert [folder for folder in root.rglob("*") if folder.is_dir() and not any(folder.iterdir())] == []
+    capsys.readouterr()
+    assert run_check(root) == 0
+    assert "WARNING" not in capsys.readouterr().out
+
+
 def test_masks_are_exactly_the_changed_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every defect image on disk is its clean camera view outside its mask, pixel for pixel, and the defect visibly
     changes most of the pixels inside it."""

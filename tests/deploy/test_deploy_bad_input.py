@@ -277,6 +277,14 @@ def test_an_ir_whose_files_differ_from_their_sums_is_refused_and_one_without_sum
     renamed.write_text(renamed.read_text().replace("input", "input "))
     with pytest.raises(ChangedModelFileError, match=re.escape(f"{renamed}: its SHA-256 differs from the one")):
         openvino_inferencer(renamed)
+    renamed.write_text(renamed.read_text().replace("input ", "input"))  # the IR as exported again
+    # sha256sum's other forms: binary mode (" *"), upper-case digits, a blank line at the end
+    pairs = [line.split("  ", 1) for line in (tmp_path / "line.sha256").read_text().splitlines()]
+    (tmp_path / "line.sha256").write_text("".join(f"{digest.upper()} *{name}\n" for digest, name in pairs) + "\n")
+    openvino_inferencer(renamed)
+    renamed.write_text(renamed.read_text().replace("input", "input "))
+    with pytest.raises(ChangedModelFileError, match=re.escape(f"{renamed}: its SHA-256 differs")):
+        openvino_inferencer(renamed)  # and still checked in that form
     (tmp_path / "line.sha256").write_text("not a sum\n")
     with pytest.raises(ChangedModelFileError, match=re.escape(f"{tmp_path / 'line.sha256'}: not a list of SHA-256")):
         openvino_inferencer(renamed)

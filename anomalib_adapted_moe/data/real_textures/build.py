@@ -117,6 +117,8 @@ def write_subclass(folder: Path, texture: np.ndarray, spec: RealSubclass, key: t
             _save(camera_view(texture, np.random.default_rng([*key, code, i]), size), base / split / f"{i:03d}.png")
     per_family = defect_counts(counts["num_test_defect"], key[-1])
     for k, (family, count) in enumerate(zip(DEFECT_FAMILIES, per_family, strict=True)):
+        if count == 0:  # below one image per family: no empty folder, which the dataset check names as a lost copy
+            continue
         images, masks = base / "test" / DEFECT_FOLDERS[family], base / "ground_truth" / DEFECT_FOLDERS[family]
         images.mkdir(parents=True)
         masks.mkdir(parents=True)

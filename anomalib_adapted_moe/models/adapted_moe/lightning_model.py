@@ -816,7 +816,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 logger.warning("test: %s", problem)
             samples = getattr(dataset, "samples", None)
             if samples is not None and "image_path" in samples:
-                self.warn_if_maps_overwrite(list(samples["image_path"]))
+                self.warn_if_maps_overwrite(list(samples["image_path"]), "test")
 
     def on_validation_start(self) -> None:
         """Warn, before ``engine.validate`` refits the thresholds, when the data is another category's."""
@@ -881,15 +881,15 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     check_predict_images(dataset.image_filenames)
                 except ValueError as error:
                     refuse(error)
-                self.warn_if_maps_overwrite(dataset.image_filenames)
+                self.warn_if_maps_overwrite(dataset.image_filenames, "predict")
 
-    def warn_if_maps_overwrite(self, image_files: list) -> None:
+    def warn_if_maps_overwrite(self, image_files: list, stage: str) -> None:
         """Name images whose maps anomalib's image visualizer would draw to one file (:func:`.overwritten_maps`)."""
         if not isinstance(self.visualizer, ImageVisualizer) or not self.trainer.is_global_zero:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         name, category = getattr(datamodule, "name", None), getattr(datamodule, "category", None)
-        warn_about_overwritten_maps(overwritten_maps(image_files, name, category), len(image_files))
+        warn_about_overwritten_maps(overwritten_maps(image_files, name, category), len(image_files), stage)
 
     @classmethod
     def load_from_checkpoint(
@@ -1239,12 +1239,23 @@ def refuse_a_wrong_input_size(input_size: object) -> None:
 
 
 def damaged_part(path: str | Path) -> str | None:
-    """The first part of a zip archive (torch's checkpoint format) whose data fails its CRC-32, or ``None``."""
+    """The first part of a zip archive (torch's checkpoint format) whose data fails its CRC-32, or ``None``. A part
+    stored with a CRC of 0 is not checked: torch writes 0 when saved with checksums off
+    (``torch.utils.serialization.config.save.compute_crc32 = False``) and loads it as whole."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
+            for info in archive.infolist():
+                if info.CRC == 0:
+                    continue
+                try:
+                    with archive.open(info) as part:
+                        while part.read(1 << 20):
+                            pass
+                except zipfile.BadZipFile:  # "Bad CRC-32 for file ...", raised as the part's end is read
+                    return info.filename
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
         return f"(unreadable: {error})"
+    return None
 
 
 def in_another_version(path: Path) -> str:

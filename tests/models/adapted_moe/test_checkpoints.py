@@ -404,6 +404,20 @@ def test_a_checkpoint_with_a_changed_byte_is_refused_naming_the_damaged_part(tmp
         AdaptedMoE.load_from_checkpoint(flipped, weights_only=True)
 
 
+def test_a_checkpoint_saved_without_checksums_loads(tmp_path: Path, fitted_tiny, monkeypatch) -> None:
+    """torch writes a CRC of 0 when saving with checksums off, and loads such a file as whole: it is no damage."""
+    from torch.utils.serialization import config
+
+    monkeypatch.setattr(config.save, "compute_crc32", False)
+    unchecked = tmp_path / "no_crc.ckpt"
+    torch.save(torch.load(fitted_tiny[3], map_location="cpu", weights_only=False), unchecked)
+    import zipfile
+
+    with zipfile.ZipFile(unchecked) as archive:
+        assert {info.CRC for info in archive.infolist() if info.file_size} == {0}
+    assert AdaptedMoE.load_from_checkpoint(unchecked, weights_only=False).expert_names == fitted_tiny[1].expert_names
+
+
 def test_a_folder_given_as_the_checkpoint_is_refused_naming_the_checkpoint_inside(tmp_path: Path, fitted_tiny) -> None:
     """``--ckpt_path .../weights/lightning`` (the folder, not model.ckpt) ended ``anomalib export`` in about 190 lines
     and torch's ``IsADirectoryError``, without the fix."""

@@ -52,11 +52,8 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("notebook_data")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_top_to_bottom_on_tiny_settings(
-    name: str, tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def execute(name: str, tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    """The notebook run on tiny settings in a fresh kernel whose working directory is ``tmp_path``, in memory."""
     from nbclient import NotebookClient
 
     monkeypatch.setenv("ADAPTED_MOE_NOTEBOOK_TINY", "1")
@@ -65,12 +62,23 @@ def test_notebook_runs_top_to_bottom_on_tiny_settings(
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel picks its inline backend
     for setting, folder in (("JUPYTER_RUNTIME_DIR", "jupyter_runtime"), ("IPYTHONDIR", "ipython")):
         monkeypatch.setenv(setting, str(tmp_path / folder))  # the kernel's files, not in the home folder
-    committed = (NOTEBOOKS / name).read_bytes()
     notebook = read(name)
     # kernel "python3" resolves to this interpreter (the venv's): jupyter_client starts sys.executable
     NotebookClient(
         notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
+    return notebook
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_top_to_bottom_on_tiny_settings(
+    name: str, tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committed = (NOTEBOOKS / name).read_bytes()
+    for setting in ("ADAPTED_MOE_NOTEBOOK_DATA", "ADAPTED_MOE_NOTEBOOK_CATEGORY"):  # the synthetic cloth set
+        monkeypatch.delenv(setting, raising=False)
+    notebook = execute(name, tmp_path, data_cache, monkeypatch)
 
     assert (NOTEBOOKS / name).read_bytes() == committed  # executed in memory only
     text = outputs_text(notebook)
@@ -84,3 +92,25 @@ def test_notebook_runs_top_to_bottom_on_tiny_settings(
         assert "exported:" in text and "score" in text
     else:
         assert "before TTA" in text and "after TTA" in text
+
+
+@pytest.mark.slow
+def test_the_quickstart_runs_on_own_images_in_texture_ads_layout(
+    tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walkthrough swapped in TextureAD by hand, and the contact-sheet cell failed ("'TextureAD' object has no
+    attribute 'category_dir'"); the notebook takes DATA_ROOT and CATEGORY from the environment too."""
+    from anomalib_adapted_moe import SyntheticTextureAD
+
+    own = SyntheticTextureAD(
+        root=tmp_path / "own", category="wafer", image_size=64, num_train=4, num_test_good=2, num_test_defect=5,
+        num_subclasses=3, num_unseen=1,
+    )  # fmt: skip
+    own.prepare_data()  # written in TextureAD's layout: <root>/wafer/<subclass>/...
+    monkeypatch.setenv("ADAPTED_MOE_NOTEBOOK_DATA", str(own.category_dir.parent))
+    monkeypatch.setenv("ADAPTED_MOE_NOTEBOOK_CATEGORY", "wafer")
+    notebook = execute("01_quickstart.ipynb", tmp_path, data_cache, monkeypatch)
+    text = outputs_text(notebook)
+    assert not [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert f"{own.category_dir}: your own images" in text and "mean unseen" in text and "exported:" in text
+    assert (tmp_path / "results" / "notebooks" / "01_quickstart" / "wafer" / "weights" / "openvino").is_dir()

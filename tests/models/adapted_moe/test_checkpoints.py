@@ -404,15 +404,20 @@ def test_a_checkpoint_with_a_changed_byte_is_refused_naming_the_damaged_part(tmp
         AdaptedMoE.load_from_checkpoint(flipped, weights_only=True)
 
 
-def test_a_checkpoint_saved_without_checksums_loads(tmp_path: Path, fitted_tiny, monkeypatch) -> None:
+def test_a_checkpoint_saved_without_checksums_loads(tmp_path: Path, fitted_tiny) -> None:
     """torch writes a CRC of 0 when saving with checksums off, and loads such a file as whole: it is no damage."""
-    from torch.utils.serialization import config
-
-    monkeypatch.setattr(config.save, "compute_crc32", False)
-    unchecked = tmp_path / "no_crc.ckpt"
-    torch.save(torch.load(fitted_tiny[3], map_location="cpu", weights_only=False), unchecked)
     import zipfile
 
+    from torch.utils.serialization import config
+
+    unchecked = tmp_path / "no_crc.ckpt"
+    state = torch.load(fitted_tiny[3], map_location="cpu", weights_only=False)
+    before = config.save.compute_crc32
+    config.save.compute_crc32 = False  # set and put back by hand: monkeypatch's undo deletes torch's config entry
+    try:
+        torch.save(state, unchecked)
+    finally:
+        config.save.compute_crc32 = before
     with zipfile.ZipFile(unchecked) as archive:
         assert {info.CRC for info in archive.infolist() if info.file_size} == {0}
     assert AdaptedMoE.load_from_checkpoint(unchecked, weights_only=False).expert_names == fitted_tiny[1].expert_names

@@ -223,7 +223,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
 
 
 def openvino_inferencer(
-    path: str | Path, precision: Precision = "f32", batch_size: int | None = None
+    path: str | Path, precision: Precision | None = "f32", batch_size: int | None = None
 ) -> SizeCheckedInferencer:
     """anomalib's ``OpenVINOInferencer`` on the CPU, compiled to run in ``precision`` (default f32: exact everywhere).
 
@@ -232,7 +232,9 @@ def openvino_inferencer(
     marks to stay in f32 (:mod:`~anomalib_adapted_moe.deploy.ir_marks`); this pins one
     precision for every node (the marks are taken off for ``"bf16"`` and ``"f16"``) and
     refuses a precision the CPU lacks
-    (:class:`~anomalib_adapted_moe.deploy.precision.UnsupportedPrecisionError`).
+    (:class:`~anomalib_adapted_moe.deploy.precision.UnsupportedPrecisionError`). ``None``
+    compiles as that bare inferencer does (OpenVINO's default, the marks kept), with this
+    function's checks: it was refused, so that choice lost them.
     An INT8 IR (``--compression_type INT8_PTQ``) runs its quantised layers in int8
     whatever ``precision`` says; ``precision`` then applies to the layers left in float.
     An image that does not fit an IR exported for a fixed size raises :class:`ImageSizeError`;
@@ -254,7 +256,7 @@ def openvino_inferencer(
     """
     if problem := wrong_argument_types(openvino_inferencer, locals()):  # batch_size="1" met "'<' not supported"
         raise TypeError(problem)
-    config = compile_config(precision)
+    config = {} if precision is None else compile_config(precision)  # None: OpenVINO's own default
     if Path(path).is_dir():
         inside = sorted(str(xml) for xml in Path(path).rglob("*.xml"))
         msg = (
@@ -286,10 +288,10 @@ def openvino_inferencer(
     if batch_size is not None and batch_size < 1:
         msg = f"batch_size must be a positive number of images (or None for any), not {batch_size}."
         raise BatchSizeError(msg)
-    if precision != "f32" or batch_size is not None:
+    if precision not in ("f32", None) or batch_size is not None:
         # a named precision other than f32 takes the IR's f32 marks off: they would keep the backbone out of it
         try:
-            model = model_for(xml, None if precision == "f32" else precision)
+            model = model_for(xml, None if precision in ("f32", None) else precision)
         except RuntimeError as error:
             raise unreadable_model(path, error) from error
         if batch_size is not None:

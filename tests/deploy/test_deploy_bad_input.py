@@ -289,3 +289,20 @@ def test_an_ir_whose_files_differ_from_their_sums_is_refused_and_one_without_sum
     with pytest.raises(ChangedModelFileError, match=re.escape(f"{tmp_path / 'line.sha256'}: not a list of SHA-256")):
         openvino_inferencer(renamed)
     assert not sums.exists()
+
+
+def test_precision_none_compiles_with_openvinos_own_default_and_keeps_the_checks(tmp_path: Path) -> None:
+    """``openvino_inferencer(path, None)`` was refused ("Unknown precision None"), so OpenVINO's own default (bf16 with
+    the backbone kept in f32 on CPUs with AVX512_BF16) was only to be had from a bare ``OpenVINOInferencer``, without
+    the size, flat-frame and SHA-256 checks."""
+    from anomalib_adapted_moe.deploy import compiled_precision, default_precision
+    from anomalib_adapted_moe.deploy.ir_checksums import write_sums
+
+    xml = mean_score_ir(tmp_path)
+    inferencer = openvino_inferencer(xml, None)
+    assert compiled_precision(inferencer.model) == default_precision()
+    assert first_score(inferencer, np.full((32, 48, 3), 255, np.uint8)) == pytest.approx(1.0, abs=1e-2)
+    write_sums(xml)
+    xml.write_text(xml.read_text().replace("input", "input "))
+    with pytest.raises(ValueError, match="its SHA-256 differs"):
+        openvino_inferencer(xml, None)

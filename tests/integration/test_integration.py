@@ -273,6 +273,9 @@ def test_a_bare_openvino_inferencer_runs_the_backbone_in_f32_and_a_named_precisi
     marked = {op.get_friendly_name() for op in model_for(path, None).get_ordered_ops() if is_marked(op)}
     bare = _convolution_precisions(OpenVINOInferencer(path=path, device="CPU").model, marked)
     assert bare == {"named": {"f32"}, "other": {default_precision()}}
+    # precision=None compiles as the bare inferencer does, with the package's checks (it was refused)
+    assert _convolution_precisions(openvino_inferencer(path, None).model, marked) == bare
+    assert _convolution_precisions(openvino_inferencer(path, None, batch_size=1).model, marked) == bare
     named = _convolution_precisions(openvino_inferencer(path, "bf16").model, marked)
     assert named == {"named": {"bf16"}, "other": {"bf16"}}
 

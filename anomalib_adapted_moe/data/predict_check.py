@@ -87,15 +87,20 @@ class HighBitDepthImageError(ValueError):
     """A 16-bit (or 32-bit) grey image that anomalib's image reader would clip to 8 bits."""
 
 
-def skipped_files(image_files: Sequence[Path | str]) -> list[Path]:
-    """Files under the predicted folder that ``PredictDataset`` passes over (not an image extension).
-
-    The folder is the deepest one holding every image; with a single image it is
-    unknown (a file or a folder of one may have been given), so nothing is listed.
-    """
+def predicted_folder(image_files: Sequence[Path | str]) -> Path | None:
+    """The folder ``anomalib predict`` was given: the deepest one holding every image; ``None`` for a single image,
+    where it is unknown (a file or a folder of one may have been given)."""
     if len(image_files) < 2:
+        return None
+    return Path(os.path.commonpath([Path(path).parent for path in image_files]))
+
+
+def skipped_files(image_files: Sequence[Path | str]) -> list[Path]:
+    """Files under the :func:`predicted_folder` that ``PredictDataset`` passes over (not an image extension); none
+    listed for a single image."""
+    root = predicted_folder(image_files)
+    if root is None:
         return []
-    root = Path(os.path.commonpath([Path(path).parent for path in image_files]))
     return sorted(path for path in root.rglob("*") if path.is_file() and not is_image_file(path))
 
 
@@ -192,7 +197,7 @@ def mask_like_files(image_files: Sequence[Path | str]) -> list[Path]:
     ``anomalib predict --data <category folder>`` scores every image under it, masks too, without a word. Only the
     folders under the predicted one count (a project kept under ``/data/masks/`` is not a mask)."""
     paths = [Path(path) for path in image_files]
-    root = Path(os.path.commonpath([path.parent for path in paths])) if len(paths) > 1 else None
+    root = predicted_folder(paths)
     return [
         path
         for path in paths

@@ -21,6 +21,7 @@ from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
+from anomalib_adapted_moe.data.image_sizes import far_from, ir_size_range, other_size_warning
 from anomalib_adapted_moe.data.predict_check import FLAT_FRAME_WARNING, PREDICT_FIX, check_bit_depth
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
@@ -119,6 +120,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         self._one_call_at_a_time = threading.Lock()
         self._source: Path | None = None  # the file of the call in progress
         self._flat_before = False  # the last call held a flat frame
+        self._sizes_named: set[tuple[int, int]] = set()  # image sizes far from the training ones, named once each
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
@@ -132,6 +134,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
                 model = core.read_model(Path(path).with_suffix(".xml") if Path(path).suffix == ".bin" else path)
             except RuntimeError as error:
                 raise unreadable_model(path, error) from error
+        self.training_image_sizes = ir_size_range(model)  # before __init__'s body: anomalib's __init__ loads
         compiled = core.compile_model(model, self.device, {**(self.config or {}), **compiled_model_cache()})
         return compiled.input(0), compiled.output(0), compiled
 
@@ -201,6 +204,12 @@ class SizeCheckedInferencer(OpenVINOInferencer):
                 "predict, or export again with the camera's size (or without --input_size for any size)."
             )
             raise ImageSizeError(msg)
+        size = tuple(batch.shape[2:])
+        training = self.training_image_sizes  # an IR of a fixed size takes only images resized to it
+        if None in fixed and training and size not in self._sizes_named and far_from(size, training):
+            self._sizes_named.add(size)  # a line's camera: one line, not one per frame
+            subject = str(self._source or ("the image given" if batch.shape[0] == 1 else "the batch's images"))
+            logger.warning(other_size_warning(subject, size, training) + " (Named once per size.)")
         if shape[0].is_static and shape[0].get_length() != batch.shape[0]:
             msg = (
                 f"the batch holds {batch.shape[0]} image(s), but this inferencer was compiled for batches of "

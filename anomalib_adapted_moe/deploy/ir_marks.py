@@ -7,7 +7,7 @@ but it keeps a node in its own precision when the node is marked ``precise``
 (rt_info ``DisablePrecisionConversion``, which OpenVINO 2026.4 writes as ``<attribute
 name="DisablePrecisionConversion" version="0" value="dynamic:f16" />``; its ``Node::keepOrigPrecision``).
 The backbone is where bf16 loses AdaptedMoE's accuracy (the precision matrix's sensitivity table),
-so every AdaptedMoE export marks it (:func:`keep_backbone_in_f32`); the head after
+so every AdaptedMoE export marks it (:func:`mark_precise`, :func:`rewrite_ir`); the head after
 it still runs in the CPU's default precision. Marking every node does worse: the
 nodes the plugin rewrites lose the mark and run in bf16 between f32 ones, which
 was slower than f32 throughout (README, "Deploying to the edge").
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .openvino_core import shared_core
@@ -56,8 +57,9 @@ def without_precise_marks(model):
     return model
 
 
-def keep_backbone_in_f32(xml: str | Path) -> Path:
-    """Rewrite an exported IR (``.xml`` and its ``.bin``) with its backbone marked ``precise``.
+def rewrite_ir(xml: str | Path, edit: Callable) -> Path:
+    """Rewrite an exported IR (``.xml`` and its ``.bin``) after ``edit(model)`` changed its rt_info (the marks,
+    the training images' sizes).
 
     Written beside the IR, then moved over it: the weights file comes out byte for byte the same (only the XML's
     rt_info changes; checked one-off on the demo model), so an interruption between the two moves leaves a whole IR.
@@ -65,7 +67,8 @@ def keep_backbone_in_f32(xml: str | Path) -> Path:
     import openvino as ov
 
     xml = Path(xml)
-    model = mark_precise(shared_core().read_model(xml), backbone_only=True)
+    model = shared_core().read_model(xml)
+    edit(model)
     with tempfile.TemporaryDirectory(dir=xml.parent) as folder:
         marked = Path(folder) / xml.name
         # compress_to_fp16=False keeps the weights as they are: an FP16-weights IR stays FP16

@@ -188,6 +188,40 @@ def test_predicting_a_category_folder_names_overwritten_maps_and_masks_scored_as
     assert masks.startswith(f"1 of 5 images look like defect masks ({mask}): they are scored as images. Fix:")
 
 
+def test_predicted_images_far_from_the_training_sizes_are_named_in_one_warning(
+    tmp_path: Path, fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tiny model trained on 64 x 64 images: images more than 1.5x taller, shorter, wider or narrower are named
+    (another field of view is scored at another texture scale), the rest not."""
+    folder = tmp_path / "line"
+    write_image(folder / "a_same.png", 1, size=(64, 64))
+    write_image(folder / "b_near.png", 2, size=(96, 43))  # width x height, within 1.5x
+    write_image(folder / "c_short.png", 3, size=(64, 42))
+    write_image(folder / "d_wide.png", 4, size=(97, 64))
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        engine.predict(model=tiny_adapted_moe(), data_path=folder, ckpt_path=fitted_tiny[3])
+    named = [record.getMessage() for record in caplog.records if "training sizes" in record.getMessage()]
+    assert len(named) == 1 and named[0].startswith(
+        f"predict: 2 of 4 images are far from the training sizes; the first, {folder / 'c_short.png'}, is 42 x 64 "
+        "(height x width) against the training images' 64 x 64, more than 1.5x off. The model resizes"
+    )
+
+
+def test_image_size_ranges_read_headers_and_skip_what_cannot_be_read(tmp_path: Path) -> None:
+    from anomalib_adapted_moe.data.image_sizes import describe, far_from, file_size, size_range
+
+    sizes = [file_size(write_image(tmp_path / f"{n}.png", n, size=size)) for n, size in enumerate([(30, 20), (50, 10)])]
+    (tmp_path / "damaged.png").write_bytes(b"not an image")
+    sizes.append(file_size(tmp_path / "damaged.png"))
+    assert sizes == [(20, 30), (10, 50), None]
+    training = size_range(sizes)
+    assert training == {"height": [10, 20], "width": [30, 50]} and describe(training) == "10-20 x 30-50"
+    assert size_range([None]) is None
+    assert not far_from((30, 20), training) and not far_from((7, 75), training)
+    assert far_from((31, 40), training) and far_from((15, 19), training)
+
+
 def test_distinct_maps_and_no_masks_are_not_warned_about(tmp_path: Path) -> None:
     """A folder of one variant's images draws each map once; a project kept under a folder named ``masks`` (above
     the predicted one) holds no mask; a lone image is a mask only by its name."""

@@ -317,6 +317,56 @@ def test_an_openvino_export_writes_its_sums_and_a_changed_weight_byte_is_refused
         openvino_inferencer(path)
 
 
+def test_images_far_from_the_training_sizes_are_named_by_test_and_the_exported_ir(
+    tmp_path: Path, fitted, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The model resizes every image to its input size, so another field of view (another lens, distance or crop)
+    reaches the experts at another texture scale: scored without a word. The training images' sizes travel in the
+    checkpoint and the IR; images more than 1.5x off them are named (a warning: a file's size cannot tell another
+    field from another resolution)."""
+    import openvino as ov
+
+    from anomalib_adapted_moe.data.image_sizes import RT_INFO
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+
+    engine, _, datamodule, checkpoint = fitted
+    trained = {"height": [TINY_IMAGE_SIZE] * 2, "width": [TINY_IMAGE_SIZE] * 2}
+    assert torch.load(checkpoint, weights_only=True)["adapted_moe_training_image_sizes"] == trained
+    reloaded = AdaptedMoE.load_from_checkpoint(checkpoint)
+    assert reloaded.training_image_sizes == trained
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        engine.test(model=reloaded, datamodule=datamodule)
+    assert "far from the training sizes" not in caplog.text  # the test images are the training images' size
+    reloaded.training_image_sizes = {"height": [100, 100], "width": [40, 200]}  # as if trained on other images
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        engine.test(model=reloaded, datamodule=datamodule)
+    first = datamodule.test_data.samples.image_path.iloc[0]
+    count = len(datamodule.test_data)
+    assert (
+        f"test: {count} of {count} images are far from the training sizes; the first, {first}, is 64 x 64 (height x "
+        "width) against the training images' 100 x 40-200, more than 1.5x off." in caplog.text
+    )
+    path = export_openvino(fitted, tmp_path)
+    assert ov.Core().read_model(path).get_rt_info(RT_INFO).astype(str) == "64 64 64 64"
+    inferencer = openvino_inferencer(path)
+    assert inferencer.training_image_sizes == trained
+    caplog.clear()
+    image = np.full((TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), 0.5, np.float32)
+    image[::2] = 0.4  # not a flat frame
+    wide = np.concatenate([image, image], axis=1)  # the field twice as wide at the same scale: 64 x 128
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        inferencer.predict(image)
+        inferencer.predict(image[:43, :96])  # within 1.5x
+        assert "the training images'" not in caplog.text
+        for _ in range(2):
+            inferencer.predict(wide)
+    named = [record.getMessage() for record in caplog.records if "the training images'" in record.getMessage()]
+    assert len(named) == 1 and named[0].startswith(  # once per size: a line's camera would log every frame
+        "the image given is 64 x 128 (height x width) against the training images' 64 x 64, more than 1.5x off."
+    )
+    assert "Fix: if the field of view changed, crop the images" in named[0]
+
+
 def export_openvino(fitted, root: Path, compression_type: CompressionType | None = None) -> Path:
     """OpenVINO export of the fitted tiny model (``INT8_PTQ`` calibrates on its datamodule's validation split)."""
     engine, model, datamodule, checkpoint = fitted

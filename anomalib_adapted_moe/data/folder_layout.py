@@ -222,7 +222,8 @@ def mask_pairing_problems(
                 for image, found in shared
                 if len(found) > 1
             ]
-        return "masks", [f"{len(defects)} defect images but {len(masks)} masks", *named]
+        # the counts lead the first file's line, so the message's "(N problems)" counts files, not the heading
+        return "masks", [f"{len(defects)} defect images but {len(masks)} masks; {named[0]}", *named[1:]]
     crosswise = [
         f"{image}: {reader} pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
         for image, mask in zip(defects, masks, strict=True)

@@ -927,21 +927,20 @@ def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_
         (
             ["1", "2", "3"],
             ["1_2", "3"],
-            ["3 defect images but 2 masks", "/m/1_2.png: the name holds 2 defect images' (/d/1.png, /d/2.png)"],
+            ["3 defect images but 2 masks; /m/1_2.png: the name holds 2 defect images' (/d/1.png, /d/2.png)"],
         ),
         (
             ["1", "2"],
             ["1_mask", "12_mask", "2_mask"],
             [
-                "2 defect images but 3 masks",
-                "/d/1.png: its name is in 2 masks' (/m/12_mask.png, /m/1_mask.png)",
+                "2 defect images but 3 masks; /d/1.png: its name is in 2 masks' (/m/12_mask.png, /m/1_mask.png)",
                 "/d/2.png: its name is in 2 masks' (/m/12_mask.png, /m/2_mask.png)",
             ],
         ),
         (  # an image saved twice, as .png and .jpg
             ["025.png", "025.jpg", "026.png"],
             ["025", "026"],
-            ["3 defect images but 2 masks", "/m/025.png: the name holds 2 defect images' (/d/025.jpg, /d/025.png)"],
+            ["3 defect images but 2 masks; /m/025.png: the name holds 2 defect images' (/d/025.jpg, /d/025.png)"],
         ),
     ],
 )
@@ -949,7 +948,8 @@ def test_counts_that_differ_where_every_name_has_a_partner_name_the_files_each_w
     defects: list[str], masks: list[str], said: list[str]
 ) -> None:
     """Both ways were worded "some image's name is in several masks' names", then named an example file
-    (000_001.png) instead of the dataset's: an image saved as .png and .jpg shared its mask unnamed."""
+    (000_001.png) instead of the dataset's: an image saved as .png and .jpg shared its mask unnamed. The counts lead
+    the first file's line: as a line of their own, the message's "(N problems)" counted them as one."""
     from anomalib_adapted_moe.data.folder_layout import mask_pairing_problems
 
     kind, problems = mask_pairing_problems(

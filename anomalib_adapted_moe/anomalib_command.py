@@ -23,6 +23,7 @@ from lightning.pytorch import seed_everything
 from anomalib_adapted_moe.backbone_weights import backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.mvtec_layout import unknown_mvtec_category
+from anomalib_adapted_moe.data.predict_check import predict_path_problem
 from anomalib_adapted_moe.models.adapted_moe.lightning_model import refuse_an_unloadable_checkpoint
 
 #: the subcommands that load ``--ckpt_path`` (fit and train to resume)
@@ -67,6 +68,8 @@ def refuse_a_folder_without_images(data: object) -> None:
     """Refuse a predict ``--data`` path that is not there or holds no image, as anomalib's reader lists them."""
     if not isinstance(data, str | Path):
         return  # a datamodule
+    if problem := predict_path_problem(Path(data)):
+        refuse(ValueError(problem))
     try:
         get_image_filenames(data)
     except (OSError, ValueError) as error:

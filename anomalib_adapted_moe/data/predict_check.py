@@ -27,6 +27,7 @@ from anomalib.data.utils.image import is_image_file
 from anomalib.utils.path import generate_output_filename
 from PIL import Image
 
+from anomalib_adapted_moe.data.folder_layout import refused_letters
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 from anomalib_adapted_moe.data.texture_ad.files import (
@@ -44,6 +45,19 @@ PREDICT_FIX = (
 DATASET_FIX = (
     "the file is damaged or incomplete (e.g. an interrupted copy or camera transfer); replace it with a good "
     "copy, or move it (and its mask) out of the dataset's folders."
+)
+
+#: the fix for a macOS metadata file named like an image (``._000.png``, AppleDouble, left by a copy from a Mac's
+#: disk): it is no damaged image, and "replace it with a good copy" sent the user looking for one
+APPLE_DOUBLE_FIX = (
+    "it is a macOS metadata file (AppleDouble: '._' before an image's name, left by a copy from a Mac's disk), not an "
+    "image; delete it (macOS: dot_clean <folder>; elsewhere: find <folder> -name '._*' -delete)."
+)
+#: the warning for a multi-page TIFF or an animated image (a logging format: the file, the frame count, what is
+#: done with the first): anomalib's reader takes the first frame, and a defect on page 2 passed without a word
+SEVERAL_FRAMES_WARNING = (
+    "%s: holds %d frames (pages); anomalib's reader %s the first only. Fix: save each page or frame as an image of "
+    "its own (PIL's ImageSequence.Iterator)."
 )
 
 MASK_FIX = (
@@ -102,6 +116,27 @@ def skipped_files(image_files: Sequence[Path | str]) -> list[Path]:
     if root is None:
         return []
     return sorted(path for path in root.rglob("*") if path.is_file() and not is_image_file(path))
+
+
+def predict_path_problem(path: Path) -> str | None:
+    """What anomalib's reader stops on before it lists the images to predict, with the fix; ``None`` for neither: a
+    letter its path check refuses in the path given (it says "non-printable" of an 'ü') and a broken link among the
+    images (it says "File not found" of the link and predicts none of the folder's images)."""
+    if letters := refused_letters(path):
+        return (
+            f"{path}: holds {letters!r}, a letter anomalib's path check refuses (printable ASCII only: it says "
+            "'non-printable'). Fix: rename the folder (or file) with ASCII letters, digits and punctuation only, or "
+            "give the path from inside it (cd into it, --data .)."
+        )
+    links = [file for file in path.glob("**/*") if is_image_file(file) and file.is_symlink() and not file.exists()]
+    if path.is_dir() and links:
+        listed = ", ".join(f"{link} -> {os.readlink(link)}" for link in sorted(links)[:3])
+        return (
+            f"{path}: {len(links)} broken link(s) among its images ({listed}{', ...' * (len(links) > 3)}); "
+            "anomalib's reader stops on the first and predicts none of the folder's images. Fix: restore the "
+            "files they point to, or delete the links."
+        )
+    return None
 
 
 class BadPredictImagesError(CorruptImageError):
@@ -284,8 +319,9 @@ def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence
         if files_now in _PASSED:
             continue
         try:
-            width_height = verify_image_file(image, fix=DATASET_FIX)
+            width_height = verify_image_file(image, fix=decode_fix(image, DATASET_FIX))
             check_bit_depth(image)
+            warn_if_several_frames(image, "reads")
             if mask is not None:
                 # the mask decoded with a mask's fix (image_size's default is a Texture AD copy's)
                 problem = mask_size_problem(image, width_height, mask, verify_image_file(mask, fix=MASK_FIX))
@@ -339,8 +375,22 @@ def _raise_for(errors: list[ValueError], headline: str) -> None:
 
 
 def _check_one(path: Path) -> None:
-    verify_image_file(path, fix=PREDICT_FIX)
+    verify_image_file(path, fix=decode_fix(path, PREDICT_FIX))
     check_bit_depth(path)
+    warn_if_several_frames(path, "scores")
+
+
+def decode_fix(path: Path, fix: str) -> str:
+    """``fix`` for a file that does not decode, or :data:`APPLE_DOUBLE_FIX` for a macOS metadata file."""
+    return APPLE_DOUBLE_FIX if path.name.startswith("._") else fix
+
+
+def warn_if_several_frames(path: Path, done: str) -> None:
+    """Name a multi-page or animated image file (:data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads")."""
+    with Image.open(path) as image:
+        frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        logger.warning(SEVERAL_FRAMES_WARNING, path, frames, done)
 
 
 def check_bit_depth(path: Path) -> None:

@@ -22,7 +22,13 @@ from PIL.Image import Image as PILImage
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
 from anomalib_adapted_moe.data.image_sizes import far_from, ir_size_range, other_size_warning
-from anomalib_adapted_moe.data.predict_check import FLAT_FRAME_WARNING, PREDICT_FIX, check_bit_depth
+from anomalib_adapted_moe.data.predict_check import (
+    FLAT_FRAME_WARNING,
+    PREDICT_FIX,
+    check_bit_depth,
+    decode_fix,
+    warn_if_several_frames,
+)
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
 from .image_input import flat_frames, rgb_in_unit_range, rgb_pil_image
@@ -173,6 +179,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         try:
             if path is not None:
                 check_bit_depth(path)
+                warn_if_several_frames(path, "scores")
             with self._one_call_at_a_time:
                 self._source = path  # named by pre_process's warnings
                 return super().predict(image)
@@ -182,7 +189,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             raise
         except OSError:  # PIL's UnidentifiedImageError and "image file is truncated" among them
             if path is not None and path.is_file():  # raises CorruptImageError naming the file and the fix
-                verify_image_file(path, fix=PREDICT_FIX if is_image_file(path) else NOT_AN_IMAGE_FIX)
+                verify_image_file(path, fix=decode_fix(path, PREDICT_FIX) if is_image_file(path) else NOT_AN_IMAGE_FIX)
             raise
 
     def pre_process(self, image: np.ndarray) -> np.ndarray:

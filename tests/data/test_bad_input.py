@@ -222,6 +222,33 @@ def test_image_size_ranges_read_headers_and_skip_what_cannot_be_read(tmp_path: P
     assert far_from((31, 40), training) and far_from((15, 19), training)
 
 
+def test_multi_page_and_animated_images_are_named_and_a_macos_metadata_file_gets_its_own_fix(
+    predict_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """anomalib's reader takes an image file's first frame: a defect on a TIFF's page 2 (or an animated image's later
+    frame) passed without a word. A Mac's '._000.png' (AppleDouble metadata) was called damaged, "replace it with a
+    good copy"."""
+    pages = [Image.open(write_image(predict_folder / f"page{n}.png", n)).convert("RGB") for n in (3, 4)]
+    pages[0].save(predict_folder / "pages.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(predict_folder / "animated.png", save_all=True, append_images=pages[1:])
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_predict_images(sorted([*predict_folder.glob("*.png"), predict_folder / "pages.tif"]))
+        check_dataset_files([predict_folder / "pages.tif"], [None], "training")
+    named = [record.getMessage() for record in caplog.records if "frames (pages)" in record.getMessage()]
+    assert named == [
+        f"{predict_folder / 'animated.png'}: holds 2 frames (pages); anomalib's reader scores the first only. Fix: "
+        "save each page or frame as an image of its own (PIL's ImageSequence.Iterator).",
+        f"{predict_folder / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores the first only. Fix: save "
+        "each page or frame as an image of its own (PIL's ImageSequence.Iterator).",
+        f"{predict_folder / 'pages.tif'}: holds 2 frames (pages); anomalib's reader reads the first only. Fix: save "
+        "each page or frame as an image of its own (PIL's ImageSequence.Iterator).",
+    ]
+    metadata = predict_folder / "._rgb.png"
+    metadata.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    with pytest.raises(CorruptImageError, match=re.escape(f"{metadata}: ") + ".* Fix: it is a macOS metadata file"):
+        check_predict_images(sorted(predict_folder.glob("*.png")))
+
+
 def test_distinct_maps_and_no_masks_are_not_warned_about(tmp_path: Path) -> None:
     """A folder of one variant's images draws each map once; a project kept under a folder named ``masks`` (above
     the predicted one) holds no mask; a lone image is a mask only by its name."""

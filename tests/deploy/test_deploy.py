@@ -159,7 +159,7 @@ def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes
     assert "resize the image" in message and "--input_size" in message
 
 
-def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(tmp_path) -> None:
+def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(tmp_path, caplog) -> None:
     """anomalib's reader clips a 16-bit grey image to 8 bits: its score here was 0.998 for a true mean of 0.47."""
     import numpy as np
     from PIL import Image
@@ -186,6 +186,15 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
         assert (
             message.startswith(f"{tmp_path / name}: cannot be read as an image") and "Fix: the file is dam" in message
         )
+    # a Mac's metadata file named like an image is not "damaged" either; a TIFF's page 2 is not scored: named
+    (tmp_path / "._good.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    with pytest.raises(CorruptImageError, match=r"\._good.png: cannot be read .* Fix: it is a macOS metadata file"):
+        inferencer.predict(tmp_path / "._good.png")
+    first = Image.open(good)
+    first.save(tmp_path / "pages.tif", save_all=True, append_images=[first.point(lambda value: 255 - value)])
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        assert first_score(inferencer, tmp_path / "pages.tif") == pytest.approx(0.2)
+    assert f"{tmp_path / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores the first only" in caplog.text
     # a file not named like an image is not "damaged"; a folder or a list is not one image (IsADirectoryError and
     # "'list' object has no attribute 'ndim'" before)
     (tmp_path / "notes.txt").write_text("shift 2")

@@ -1,6 +1,7 @@
 """The stock `anomalib` command resolves the bare names AdaptedMoE and SyntheticTextureAD (subprocess)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import openvino as ov
 import pytest
 import yaml
-from conftest import REPO, TINY_MODEL_ARGS
+from conftest import REPO, TINY_MODEL_ARGS, write_image
 
 pytestmark = pytest.mark.slow
 
@@ -349,6 +350,19 @@ def test_a_missing_checkpoint_or_a_predict_folder_without_images_is_named_before
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'empty'}: no image to predict \(--data; "):
         extended(["predict", *MODEL_ARGS, "--data", str(tmp_path / "empty"), "--ckpt_path", str(checkpoint)], run=False)
+    # both were "no image to predict ... Fix: give an image file or a folder of images" of a folder holding images
+    (tmp_path / "Prüfung").mkdir()
+    write_image(tmp_path / "Prüfung" / "000.png")
+    with pytest.raises(ValueError, match=r"Prüfung: holds 'ü', a letter anomalib's path check refuses .* Fix: rename"):
+        extended(
+            ["predict", *MODEL_ARGS, "--data", str(tmp_path / "Prüfung"), "--ckpt_path", str(checkpoint)], run=False
+        )
+    line = tmp_path / "line"
+    write_image(line / "000.png")
+    (line / "001.png").symlink_to(tmp_path / "gone.png")
+    said = f"{line}: 1 broken link(s) among its images ({line / '001.png'} -> {tmp_path / 'gone.png'}); anomalib's"
+    with pytest.raises(ValueError, match="^" + re.escape(said) + ".* Fix: restore the files they point to"):
+        extended(["predict", *MODEL_ARGS, "--data", str(line), "--ckpt_path", str(checkpoint)], run=False)
 
 
 def test_an_mvtec_category_that_is_neither_a_folder_nor_mvtecs_is_named_before_a_download(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
+from anomalib_adapted_moe.data.image_colour import colour_warning, grey_mask, ir_training_colour
 from anomalib_adapted_moe.data.image_sizes import far_from, ir_size_range, other_size_warning
 from anomalib_adapted_moe.data.predict_check import (
     FLAT_FRAME_WARNING,
@@ -127,6 +128,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         self._source: Path | None = None  # the file of the call in progress
         self._flat_before = False  # the last call held a flat frame
         self._sizes_named: set[tuple[int, int]] = set()  # image sizes far from the training ones, named once each
+        self._colour_named = False  # an image of the other kind (grey, colour) than the training ones was named
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
@@ -141,6 +143,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             except RuntimeError as error:
                 raise unreadable_model(path, error) from error
         self.training_image_sizes = ir_size_range(model)  # before __init__'s body: anomalib's __init__ loads
+        self.training_colour = ir_training_colour(model)
         compiled = core.compile_model(model, self.device, {**(self.config or {}), **compiled_model_cache()})
         return compiled.input(0), compiled.output(0), compiled
 
@@ -217,6 +220,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             self._sizes_named.add(size)  # a line's camera: one line, not one per frame
             subject = str(self._source or ("the image given" if batch.shape[0] == 1 else "the batch's images"))
             logger.warning(other_size_warning(subject, size, training) + " (Named once per size.)")
+        self.warn_if_other_colour(batch)
         if shape[0].is_static and shape[0].get_length() != batch.shape[0]:
             msg = (
                 f"the batch holds {batch.shape[0]} image(s), but this inferencer was compiled for batches of "
@@ -225,6 +229,17 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             )
             raise BatchSizeError(msg)
         return batch
+
+    def warn_if_other_colour(self, batch: np.ndarray) -> None:
+        """Name the first grey frame given to a model trained on colour images, or colour to one trained on grey."""
+        if self._colour_named or self.training_colour not in ("colour", "grey"):
+            return
+        grey = grey_mask(batch.reshape(*batch.shape[:2], -1), full_scale=1.0)
+        other = np.flatnonzero(grey if self.training_colour == "colour" else ~grey)
+        if len(other):
+            self._colour_named = True  # a line's camera: one line, not one per frame
+            which = str(self._source or "the image given") if batch.shape[0] == 1 else f"frame {other[0]} of the batch"
+            logger.warning(colour_warning(f"{which} is", self.training_colour == "colour") + " (Named once.)")
 
     @staticmethod
     def post_process(predictions) -> dict:

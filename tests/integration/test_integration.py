@@ -317,26 +317,29 @@ def test_an_openvino_export_writes_its_sums_and_a_changed_weight_byte_is_refused
         openvino_inferencer(path)
 
 
-def test_images_far_from_the_training_sizes_are_named_by_test_and_the_exported_ir(
+def test_images_far_from_the_training_sizes_or_of_the_other_colour_are_named_by_test_and_the_exported_ir(
     tmp_path: Path, fitted, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The model resizes every image to its input size, so another field of view (another lens, distance or crop)
     reaches the experts at another texture scale: scored without a word. The training images' sizes travel in the
     checkpoint and the IR; images more than 1.5x off them are named (a warning: a file's size cannot tell another
-    field from another resolution)."""
+    field from another resolution). Grey frames given to a model trained on colour images are named likewise."""
     import openvino as ov
 
+    from anomalib_adapted_moe.data import image_colour
     from anomalib_adapted_moe.data.image_sizes import RT_INFO
     from anomalib_adapted_moe.deploy import openvino_inferencer
 
     engine, _, datamodule, checkpoint = fitted
     trained = {"height": [TINY_IMAGE_SIZE] * 2, "width": [TINY_IMAGE_SIZE] * 2}
-    assert torch.load(checkpoint, weights_only=True)["adapted_moe_training_image_sizes"] == trained
+    stored = torch.load(checkpoint, weights_only=True)
+    assert stored["adapted_moe_training_image_sizes"] == trained and stored["adapted_moe_training_colour"] == "colour"
     reloaded = AdaptedMoE.load_from_checkpoint(checkpoint)
-    assert reloaded.training_image_sizes == trained
+    assert reloaded.training_image_sizes == trained and reloaded.training_colour == "colour"
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         engine.test(model=reloaded, datamodule=datamodule)
     assert "far from the training sizes" not in caplog.text  # the test images are the training images' size
+    assert "the model was trained on" not in caplog.text  # and colour
     reloaded.training_image_sizes = {"height": [100, 100], "width": [40, 200]}  # as if trained on other images
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         engine.test(model=reloaded, datamodule=datamodule)
@@ -347,12 +350,15 @@ def test_images_far_from_the_training_sizes_are_named_by_test_and_the_exported_i
         "width) against the training images' 100 x 40-200, more than 1.5x off." in caplog.text
     )
     path = export_openvino(fitted, tmp_path)
-    assert ov.Core().read_model(path).get_rt_info(RT_INFO).astype(str) == "64 64 64 64"
+    ir = ov.Core().read_model(path)
+    assert ir.get_rt_info(RT_INFO).astype(str) == "64 64 64 64"
+    assert ir.get_rt_info(image_colour.RT_INFO).astype(str) == "colour"
     inferencer = openvino_inferencer(path)
-    assert inferencer.training_image_sizes == trained
+    assert inferencer.training_image_sizes == trained and inferencer.training_colour == "colour"
     caplog.clear()
     image = np.full((TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), 0.5, np.float32)
     image[::2] = 0.4  # not a flat frame
+    image[..., 0] += 0.2  # a colour one
     wide = np.concatenate([image, image], axis=1)  # the field twice as wide at the same scale: 64 x 128
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         inferencer.predict(image)
@@ -365,6 +371,17 @@ def test_images_far_from_the_training_sizes_are_named_by_test_and_the_exported_i
         "the image given is 64 x 128 (height x width) against the training images' 64 x 64, more than 1.5x off."
     )
     assert "Fix: if the field of view changed, crop the images" in named[0]
+    assert "the model was trained on" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        for _ in range(2):
+            inferencer.predict(image.mean(axis=2))  # a grey camera's frame
+    named = [record.getMessage() for record in caplog.records if "the model was trained on" in record.getMessage()]
+    assert named == [
+        "the image given is grey, but the model was trained on colour images: anomalib's reader puts its grey value "
+        "on all three channels, a texture no expert saw (on the demo model, grey copies of good images were flagged "
+        "39 % of the time instead of 5 %). Fix: give the colour images the line's camera takes, or train on grey "
+        "images. (Named once.)"
+    ]
 
 
 def export_openvino(fitted, root: Path, compression_type: CompressionType | None = None) -> Path:

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command, unwritable_reason
+from anomalib_adapted_moe.data import image_colour
 from anomalib_adapted_moe.data.folder_layout import check_folder_layout
 from anomalib_adapted_moe.data.image_sizes import RT_INFO, SizeRange, file_size, size_range, warn_about_other_sizes
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout, unknown_mvtec_category
@@ -377,6 +378,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         #: the scoring settings the post-processor's thresholds were last fitted under (``{}``: not yet)
         self.threshold_settings: dict[str, Any] = {}
         self.training_image_sizes: SizeRange | None = None  # the training files' (checkpoint, IR): set by fit
+        self.training_colour: str | None = None  # "colour" or "grey" (image_colour), likewise
         #: the threshold's decisions of the running test or predict, and the last batch's top experts
         self.flag_report = FlagReport([])
         self._top_expert = torch.zeros(0, dtype=torch.long)
@@ -420,8 +422,9 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         datamodule = getattr(self.trainer, "datamodule", None)  # its validation and test images too, before training
         training = getattr(self.trainer.train_dataloader, "dataset", None)
         samples = getattr(training, "samples", None)
-        if samples is not None and "image_path" in samples:  # for the warning on images of another field of view
+        if samples is not None and "image_path" in samples:  # for the warnings on images unlike the training ones
             self.training_image_sizes = size_range([file_size(path) for path in samples["image_path"]])
+            self.training_colour = image_colour.training_colour(list(samples["image_path"]))
         self.check_dataset_files(
             {
                 "training": training,
@@ -825,6 +828,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 self.warn_if_maps_overwrite(list(samples["image_path"]), "test")
                 if self.trainer.is_global_zero:
                     warn_about_other_sizes(list(samples["image_path"]), self.training_image_sizes, "test")
+                    image_colour.warn_about_other_colour(list(samples["image_path"]), self.training_colour, "test")
 
     def on_validation_start(self) -> None:
         """Warn, before ``engine.validate`` refits the thresholds, when the data is another category's."""
@@ -892,6 +896,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 self.warn_if_maps_overwrite(dataset.image_filenames, "predict")
                 if self.trainer.is_global_zero:
                     warn_about_other_sizes(dataset.image_filenames, self.training_image_sizes, "predict")
+                    image_colour.warn_about_other_colour(dataset.image_filenames, self.training_colour, "predict")
 
     def warn_if_maps_overwrite(self, image_files: list, stage: str) -> None:
         """Name images whose maps anomalib's image visualizer would draw to one file (:func:`.overwritten_maps`)."""
@@ -944,6 +949,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         checkpoint["adapted_moe_expert_names"] = list(self.expert_names)
         checkpoint["adapted_moe_threshold_settings"] = dict(self.threshold_settings)
         checkpoint["adapted_moe_training_image_sizes"] = self.training_image_sizes
+        checkpoint["adapted_moe_training_colour"] = self.training_colour
         checkpoint["adapted_moe_trained_settings"] = {name: _as_plain(self.hparams[name]) for name in TRAINED_SETTINGS}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -961,6 +967,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         # the settings its thresholds were fitted under (none recorded before they were: nothing to compare)
         self.threshold_settings = dict(checkpoint.get("adapted_moe_threshold_settings", {}))
         self.training_image_sizes = checkpoint.get("adapted_moe_training_image_sizes")  # none stored before
+        self.training_colour = checkpoint.get("adapted_moe_training_colour")
         fitted = checkpoint["state_dict"].get("_is_fitted")
         if fitted is not None and not bool(fitted.all()):
             msg = (
@@ -1097,25 +1104,29 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         (:mod:`anomalib_adapted_moe.deploy.ir_marks`). ``INT8`` (NNCF's weights-only compression) computes in float
         as FP32 and FP16 do, so it is marked too; an ``INT8_PTQ`` export is left as NNCF made it (its backbone runs in
         int8). One this model would refuse to quantise is refused before the conversion (about a minute), not after it.
-        The IR records the training images' sizes (:mod:`anomalib_adapted_moe.data.image_sizes`: ``openvino_inferencer``
-        names images far from them) and its SHA-256 sums are written beside it (:mod:`.ir_checksums`).
+        The IR records the training images' sizes and colour (:mod:`anomalib_adapted_moe.data.image_sizes`,
+        :mod:`~anomalib_adapted_moe.data.image_colour`: ``openvino_inferencer`` names images unlike them); its
+        SHA-256 sums are written beside it (:mod:`.ir_checksums`).
         """
         refuse_a_wrong_input_size(input_size)
         self.refuse_int8_it_cannot_calibrate(compression_type, datamodule)
         check_export_folder(export_root, ExportType.OPENVINO, f"{model_file_name}.xml")
         path = super().to_openvino(export_root, model_file_name, input_size, compression_type, datamodule, **kwargs)
         marked = compression_type in (None, CompressionType.FP16, CompressionType.INT8)
-        if marked or self.training_image_sizes:
+        if marked or self.training_image_sizes or self.training_colour:
             rewrite_ir(path, lambda model: self.finish_ir(model, marked))
         write_sums(path)  # last: the sums of the files as shipped
         return path
 
     def finish_ir(self, model, marked: bool) -> None:
-        """Mark the backbone ``precise`` (``marked``) and record the training images' sizes in an exported IR."""
+        """Mark the backbone ``precise`` (``marked``) and record the training images' sizes and colour in an
+        exported IR."""
         if marked:
             mark_precise(model, backbone_only=True)
         if sizes := self.training_image_sizes:
             model.set_rt_info(" ".join(str(length) for pair in sizes.values() for length in pair), RT_INFO)
+        if self.training_colour:
+            model.set_rt_info(self.training_colour, image_colour.RT_INFO)
 
     def refuse_int8_it_cannot_calibrate(self, compression_type: CompressionType | None, datamodule=None) -> None:
         """Refuse ``INT8_ACQ``, and ``INT8_PTQ`` without training-derived calibration images (one line under the

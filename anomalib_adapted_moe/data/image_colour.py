@@ -32,13 +32,14 @@ PIXELS = 4096
 RT_INFO = ["adapted_moe", "training_colour"]
 
 
-def grey_mask(frames: np.ndarray, full_scale: float = 255.0) -> np.ndarray:
+def grey_mask(frames: np.ndarray, full_scale: float = 255.0, flat: np.ndarray | None = None) -> np.ndarray:
     """Which of ``frames`` (N x 3 x pixels; ``full_scale`` the 8-bit white: 255, or 1 for [0, 1]) are grey; a flat
-    frame (a covered lens) is named as such (:func:`.predict_check.flat_mask`), not as grey."""
-    sample = frames[:, :, :: max(1, frames.shape[2] // PIXELS)].astype(np.float32)
-    spread = sample.max(axis=1) - sample.min(axis=1)
-    grey = np.quantile(spread, 0.99, axis=1) <= (GREY_LEVELS + 1e-3) * full_scale / 255
-    return grey & ~flat_mask(frames, full_scale)
+    frame (a covered lens; ``flat``, else :func:`.predict_check.flat_mask`) is named as such, not as grey. Counted,
+    not a quantile: the inferencer checks every frame (0.19 ms a frame of 256 x 256 with a quantile)."""
+    sample = frames[:, :, :: max(1, frames.shape[2] // PIXELS)]
+    coloured = (sample.max(axis=1) - sample.min(axis=1)) > (GREY_LEVELS + 1e-3) * full_scale / 255
+    grey = coloured.mean(axis=1) <= 0.01
+    return grey & ~(flat_mask(frames, full_scale) if flat is None else flat)
 
 
 def is_grey_file(path: Path | str) -> bool | None:

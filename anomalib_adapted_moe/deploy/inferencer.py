@@ -220,7 +220,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             self._sizes_named.add(size)  # a line's camera: one line, not one per frame
             subject = str(self._source or ("the image given" if batch.shape[0] == 1 else "the batch's images"))
             logger.warning(other_size_warning(subject, size, training) + " (Named once per size.)")
-        self.warn_if_other_colour(batch)
+        self.warn_if_other_colour(batch, flat)
         if shape[0].is_static and shape[0].get_length() != batch.shape[0]:
             msg = (
                 f"the batch holds {batch.shape[0]} image(s), but this inferencer was compiled for batches of "
@@ -230,11 +230,13 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             raise BatchSizeError(msg)
         return batch
 
-    def warn_if_other_colour(self, batch: np.ndarray) -> None:
-        """Name the first grey frame given to a model trained on colour images, or colour to one trained on grey."""
+    def warn_if_other_colour(self, batch: np.ndarray, flat: list[int]) -> None:
+        """Name the first grey frame given to a model trained on colour images, or colour to one trained on grey
+        (``flat``: the batch's flat frames, named as such)."""
         if self._colour_named or self.training_colour not in ("colour", "grey"):
             return
-        grey = grey_mask(batch.reshape(*batch.shape[:2], -1), full_scale=1.0)
+        flat_frames = np.isin(np.arange(batch.shape[0]), flat)
+        grey = grey_mask(batch.reshape(*batch.shape[:2], -1), full_scale=1.0, flat=flat_frames)
         other = np.flatnonzero(grey if self.training_colour == "colour" else ~grey)
         if len(other):
             self._colour_named = True  # a line's camera: one line, not one per frame

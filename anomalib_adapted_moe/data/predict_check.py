@@ -53,6 +53,13 @@ APPLE_DOUBLE_FIX = (
     "it is a macOS metadata file (AppleDouble: '._' before an image's name, left by a copy from a Mac's disk), not an "
     "image; delete it (macOS: dot_clean <folder>; elsewhere: find <folder> -name '._*' -delete)."
 )
+#: the fix for a TIFF file PIL cannot decode: a valid one of a kind PIL does not read (32-bit float colour, an
+#: unusual compression) was called damaged
+TIFF_FIX = (
+    "if it opens in an image viewer, it is a TIFF that anomalib's reader (PIL) cannot decode, such as 32-bit float "
+    "colour or an unusual compression: save it as an 8-bit or 16-bit PNG or TIFF; else it is damaged or incomplete "
+    "(e.g. an interrupted copy): replace it with a good copy."
+)
 #: the warning for a multi-page TIFF or an animated image (a logging format: the file, the frame count, what is
 #: done with the first): anomalib's reader takes the first frame, and a defect on page 2 passed without a word
 SEVERAL_FRAMES_WARNING = (
@@ -139,6 +146,17 @@ def predict_path_problem(path: Path) -> str | None:
     return None
 
 
+def in_hidden_folders(image_files: Sequence[Path | str]) -> list[Path]:
+    """Images under a hidden folder (``.ipynb_checkpoints``) of the :func:`predicted_folder`: anomalib predicts
+    them too, so a notebook's copies were scored and counted without a word."""
+    root = predicted_folder(image_files)
+    if root is None:
+        return []
+    return [
+        path for path in map(Path, image_files) if any(p.startswith(".") for p in path.relative_to(root).parts[:-1])
+    ]
+
+
 class BadPredictImagesError(CorruptImageError):
     """Several files of a predict folder or dataset would be misread: every one is named in one message."""
 
@@ -166,6 +184,15 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
             len(image_files),
             masks[0],
             f" and {len(masks) - 1} more" if len(masks) > 1 else "",
+        )
+    if hidden := in_hidden_folders(image_files):
+        logger.warning(
+            "%d of %d images lie in hidden folders (%s%s): they are predicted and counted too. Fix: predict a folder "
+            "without them, or delete the copies (e.g. a notebook's .ipynb_checkpoints).",
+            len(hidden),
+            len(image_files),
+            hidden[0],
+            f" and {len(hidden) - 1} more" if len(hidden) > 1 else "",
         )
     errors = []
     for path in map(Path, image_files):
@@ -381,8 +408,16 @@ def _check_one(path: Path) -> None:
 
 
 def decode_fix(path: Path, fix: str) -> str:
-    """``fix`` for a file that does not decode, or :data:`APPLE_DOUBLE_FIX` for a macOS metadata file."""
-    return APPLE_DOUBLE_FIX if path.name.startswith("._") else fix
+    """``fix`` for a file that does not decode, or :data:`APPLE_DOUBLE_FIX` for a macOS metadata file, or
+    :data:`TIFF_FIX` for a TIFF (by its first bytes)."""
+    if path.name.startswith("._"):
+        return APPLE_DOUBLE_FIX
+    try:
+        with open(path, "rb") as file:
+            tiff = file.read(4) in (b"II*\x00", b"MM\x00*")
+    except OSError:
+        return fix
+    return TIFF_FIX if tiff else fix
 
 
 def warn_if_several_frames(path: Path, done: str) -> None:
@@ -403,13 +438,17 @@ def refuse_high_bit_depth(name: str, mode: str, fix: str | None = None) -> None:
     """Raise :class:`HighBitDepthImageError` naming ``name`` (a file, or what the image is) when ``mode`` is one that
     ``convert("RGB")`` clips to 8 bits; ``fix`` replaces the fix for a file (an image in memory has other ways in)."""
     if mode in HIGH_BIT_DEPTH_MODES:
+        # a float image's scale is its own: one in [0, 1] read black, and ">> 8" fails on floats
         fix = fix or (
             "convert it to 8-bit grey or RGB, scaling rather than clipping (e.g. `(numpy.asarray(image) >> 8)"
-            ".astype('uint8')` for 16-bit)"
-            + (", or use TextureAD, which scales 16-bit images." if mode != "F" else ".")
+            ".astype('uint8')` for 16-bit), or use TextureAD, which scales 16-bit images."
+            if mode != "F"
+            else "convert it to 8-bit grey or RGB, scaling its range onto 0..255 (for values in [0, 1]: "
+            "`(numpy.asarray(image) * 255).round().astype('uint8')`)."
         )
+        clipped = "every value above 255 becomes white" if mode != "F" else "values in [0, 1] read black"
         msg = (
             f"{name}: a high-bit-depth grey image (PIL mode {mode}); anomalib's image reader clips it to 8 bits "
-            f"(every value above 255 becomes white), so its scores would be wrong. Fix: {fix}"
+            f"({clipped}), so its scores would be wrong. Fix: {fix}"
         )
         raise HighBitDepthImageError(msg)

@@ -262,7 +262,7 @@ def test_image_size_ranges_read_headers_and_skip_what_cannot_be_read(tmp_path: P
     assert far_from((31, 40), training) and far_from((15, 19), training)
 
 
-def test_multi_page_and_animated_images_are_named_and_a_macos_metadata_file_gets_its_own_fix(
+def test_multi_page_images_hidden_copies_macos_metadata_and_undecodable_tiffs_are_named_with_their_fix(
     predict_folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """anomalib's reader takes an image file's first frame: a defect on a TIFF's page 2 (or an animated image's later
@@ -287,6 +287,17 @@ def test_multi_page_and_animated_images_are_named_and_a_macos_metadata_file_gets
     metadata.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
     with pytest.raises(CorruptImageError, match=re.escape(f"{metadata}: ") + ".* Fix: it is a macOS metadata file"):
         check_predict_images(sorted(predict_folder.glob("*.png")))
+    metadata.unlink()
+    # a TIFF PIL cannot decode (32-bit float colour) may be valid: "damaged or incomplete" alone was wrong
+    (predict_folder / "float.tif").write_bytes(b"II*\x00" + bytes(64))
+    with pytest.raises(CorruptImageError, match=r"float.tif: .* Fix: if it opens in an image viewer, it is a TIFF"):
+        check_predict_images([predict_folder / "float.tif"])
+    # a notebook's copies under .ipynb_checkpoints were predicted and counted
+    copy = write_image(predict_folder / ".ipynb_checkpoints" / "rgb-checkpoint.png", 1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_predict_images(sorted(predict_folder.rglob("*.png")))
+    assert f"1 of 7 images lie in hidden folders ({copy}): they are predicted and counted too. Fix:" in caplog.text
 
 
 def test_distinct_maps_and_no_masks_are_not_warned_about(tmp_path: Path) -> None:
@@ -986,6 +997,10 @@ def test_only_a_16_bit_image_is_pointed_to_texture_ad_which_refuses_a_float_one_
         refuse_high_bit_depth("frame.tif", "F")
     assert "frame.tif" in str(floating.value) and "Fix: convert it to 8-bit" in str(floating.value)
     assert "TextureAD" not in str(floating.value)
+    # a float image's own words: "every value above 255 becomes white" and ">> 8" (which fails on floats) were a
+    # 16-bit image's
+    assert "values in [0, 1] read black" in str(floating.value) and ">> 8" not in str(floating.value)
+    assert "* 255).round()" in str(floating.value) and "above 255" in str(sixteen.value)
 
 
 @pytest.mark.parametrize(

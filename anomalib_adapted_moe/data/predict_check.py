@@ -67,6 +67,16 @@ SEVERAL_FRAMES_WARNING = (
     "its own (PIL's ImageSequence.Iterator)."
 )
 
+#: a 16-bit colour file whose brightest value reads below this, of 255, after anomalib's reader kept the top 8
+#: bits, is named: its data has fewer bits (a 12-bit camera's reads at most 15), so it is scored 16 times darker
+DARK_HIGH_BIT_LEVEL = 32
+#: the warning for such a file (a logging format: the file, its brightest value)
+DARK_HIGH_BIT_WARNING = (
+    "%s: a 16-bit colour image whose brightest value reads %d of 255: anomalib's reader keeps the top 8 of its 16 "
+    "bits, so data of fewer bits (a 12-bit camera's, 16 times darker) is scored dark. Fix: scale it to 8 bits by the "
+    "camera's full scale first (value * 255 / 4095 for 12-bit data)."
+)
+
 MASK_FIX = (
     "the mask is damaged or incomplete (e.g. an interrupted copy); replace it with a good copy, or draw it again."
 )
@@ -348,7 +358,7 @@ def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence
         try:
             width_height = verify_image_file(image, fix=decode_fix(image, DATASET_FIX))
             check_bit_depth(image)
-            warn_if_several_frames(image, "reads")
+            warn_if_misread(image, "reads")
             if mask is not None:
                 # the mask decoded with a mask's fix (image_size's default is a Texture AD copy's)
                 problem = mask_size_problem(image, width_height, mask, verify_image_file(mask, fix=MASK_FIX))
@@ -404,7 +414,7 @@ def _raise_for(errors: list[ValueError], headline: str) -> None:
 def _check_one(path: Path) -> None:
     verify_image_file(path, fix=decode_fix(path, PREDICT_FIX))
     check_bit_depth(path)
-    warn_if_several_frames(path, "scores")
+    warn_if_misread(path, "scores")
 
 
 def decode_fix(path: Path, fix: str) -> str:
@@ -420,12 +430,18 @@ def decode_fix(path: Path, fix: str) -> str:
     return TIFF_FIX if tiff else fix
 
 
-def warn_if_several_frames(path: Path, done: str) -> None:
-    """Name a multi-page or animated image file (:data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads")."""
+def warn_if_misread(path: Path, done: str) -> None:
+    """Name a multi-page or animated image file (:data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads") and a
+    16-bit colour one that reads dark (:data:`DARK_HIGH_BIT_WARNING`): anomalib's reader misreads both silently."""
     with Image.open(path) as image:
         frames = getattr(image, "n_frames", 1)
+        raw = image.tile[0][3] if image.tile else ""
+        sixteen_bit_colour = image.mode == "RGB" and ";16" in str(raw[0] if isinstance(raw, tuple) else raw)
+        brightest = int(np.asarray(image.convert("RGB")).max()) if sixteen_bit_colour else 255
     if frames > 1:
         logger.warning(SEVERAL_FRAMES_WARNING, path, frames, done)
+    if brightest < DARK_HIGH_BIT_LEVEL:
+        logger.warning(DARK_HIGH_BIT_WARNING, path, brightest)
 
 
 def check_bit_depth(path: Path) -> None:

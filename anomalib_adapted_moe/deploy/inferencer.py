@@ -28,7 +28,7 @@ from anomalib_adapted_moe.data.predict_check import (
     PREDICT_FIX,
     check_bit_depth,
     decode_fix,
-    warn_if_several_frames,
+    warn_if_misread,
 )
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
@@ -182,7 +182,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         try:
             if path is not None:
                 check_bit_depth(path)
-                warn_if_several_frames(path, "scores")
+                warn_if_misread(path, "scores")
             with self._one_call_at_a_time:
                 self._source = path  # named by pre_process's warnings
                 return super().predict(image)

@@ -300,6 +300,39 @@ def test_multi_page_images_hidden_copies_macos_metadata_and_undecodable_tiffs_ar
     assert f"1 of 7 images lie in hidden folders ({copy}): they are predicted and counted too. Fix:" in caplog.text
 
 
+def write_png_rgb16(path: Path, pixels: np.ndarray) -> Path:
+    """A 16-bit RGB PNG of ``pixels`` (H x W x 3 uint16), which PIL cannot write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_16_bit_colour_image_of_fewer_bits_is_named_as_read_dark(tmp_path: Path, caplog) -> None:
+    """anomalib's reader keeps a 16-bit colour file's top 8 bits: a 12-bit camera's image was scored 16 times darker
+    (a walkthrough's defect: 0.92 -> 0.78), without a word; full-range 16-bit data reads as it should."""
+    rng = np.random.default_rng(0)
+    twelve = write_png_rgb16(tmp_path / "twelve.png", rng.integers(0, 4096, (16, 16, 3)))
+    full = write_png_rgb16(tmp_path / "full.png", rng.integers(0, 65536, (16, 16, 3)))
+    assert Image.open(twelve).mode == "RGB" and np.asarray(Image.open(twelve).convert("RGB")).max() == 15
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_predict_images([twelve, full])
+    assert caplog.messages == [
+        f"{twelve}: a 16-bit colour image whose brightest value reads 15 of 255: anomalib's reader keeps the top 8 of "
+        "its 16 bits, so data of fewer bits (a 12-bit camera's, 16 times darker) is scored dark. Fix: scale it to 8 "
+        "bits by the camera's full scale first (value * 255 / 4095 for 12-bit data)."
+    ]
+
+
 def test_distinct_maps_and_no_masks_are_not_warned_about(tmp_path: Path) -> None:
     """A folder of one variant's images draws each map once; a project kept under a folder named ``masks`` (above
     the predicted one) holds no mask; a lone image is a mask only by its name."""

@@ -69,7 +69,8 @@ def other_size_warning(subject: str, size: tuple[int, int], training: SizeRange)
         "or less of the surface than the training images did (another lens, distance or crop) is scored at another "
         "texture scale (on the demo model, half the field of view flagged 44 % of the good images instead of 5 %); "
         "the same field at another resolution scores as before. Fix: if the field of view changed, crop the images "
-        "to the training images' field or train on the new camera's images; if only the resolution did, nothing."
+        "to the training images' field or train on the new camera's images; if only the resolution changed, ignore "
+        "this."
     )
 
 

@@ -4,7 +4,8 @@ anomalib's reader puts a grey image's value on all three channels, a texture no 
 demo model, grey copies of its cloth test images flagged 39 % of the good ones instead of 5 % (README, "Bad input"),
 without a word. Whether a model trained on colour or grey images is read from a sample of its training images and
 stored in the checkpoint and the OpenVINO IR (:data:`RT_INFO`); ``anomalib test`` and ``predict`` name the sampled
-images of the other kind, ``openvino_inferencer`` the first such frame. A training set of both kinds names nothing.
+images of the other kind, ``openvino_inferencer`` the first such frame. A training set of both kinds names nothing,
+nor does a flat frame (a covered lens: it has its own warning).
 An image is grey when its pixels' channels lie within :data:`GREY_LEVELS` of each other (the 1 % most coloured aside:
 JPEG's colour noise); colour photographs of grey metal and concrete spread 12 levels or more.
 """
@@ -30,65 +31,76 @@ SAMPLED = 16
 PIXELS = 4096
 #: where an exported IR keeps the kind ("colour" or "grey")
 RT_INFO = ["adapted_moe", "training_colour"]
+#: PIL modes that hold one channel: grey without decoding (a 16-bit one would read flat once made 8-bit RGB)
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
-def grey_mask(frames: np.ndarray, full_scale: float = 255.0, flat: np.ndarray | None = None) -> np.ndarray:
-    """Which of ``frames`` (N x 3 x pixels; ``full_scale`` the 8-bit white: 255, or 1 for [0, 1]) are grey; a flat
-    frame (a covered lens; ``flat``, else :func:`.predict_check.flat_mask`) is named as such, not as grey. Counted,
-    not a quantile: the inferencer checks every frame (0.19 ms a frame of 256 x 256 with a quantile)."""
+def kinds(frames: np.ndarray, full_scale: float = 255.0, flat: np.ndarray | None = None) -> list[str | None]:
+    """ "grey", "colour" or ``None`` for each of ``frames`` (N x 3 x pixels; ``full_scale`` the 8-bit white: 255, or
+    1 for [0, 1]); ``None`` for a flat frame (a covered lens: ``flat``, else :func:`.predict_check.flat_mask`), which
+    is named as such. Counted, not a quantile: the inferencer checks every frame (0.19 ms a 256 x 256 frame with a
+    quantile, 0.02 counted)."""
     sample = frames[:, :, :: max(1, frames.shape[2] // PIXELS)]
     coloured = (sample.max(axis=1) - sample.min(axis=1)) > (GREY_LEVELS + 1e-3) * full_scale / 255
     grey = coloured.mean(axis=1) <= 0.01
-    return grey & ~(flat_mask(frames, full_scale) if flat is None else flat)
+    flat = flat_mask(frames, full_scale) if flat is None else flat
+    return [None if is_flat else "grey" if is_grey else "colour" for is_grey, is_flat in zip(grey, flat, strict=True)]
 
 
-def is_grey_file(path: Path | str) -> bool | None:
-    """Whether the image file is grey as anomalib's reader makes it RGB; ``None`` where it cannot be read (a damaged
-    file is named by the file checks)."""
+def file_kind(path: Path | str) -> str | None:
+    """:func:`kinds` of an image file as anomalib's reader makes it RGB, a one-channel mode grey without decoding;
+    ``None`` for a flat one or one that cannot be read (a damaged file is named by the file checks)."""
     try:
         with Image.open(path) as image:
+            if image.mode in GREY_MODES:
+                return "grey"
+            image.draft("RGB", (512, 512))  # a JPEG decoded at a fraction of its size: 4096 pixels are read
             pixels = np.asarray(image.convert("RGB"))
     except (OSError, ValueError):
         return None
-    return bool(grey_mask(pixels.reshape(1, -1, 3).transpose(0, 2, 1))[0])
+    return kinds(pixels.reshape(1, -1, 3).transpose(0, 2, 1))[0]
 
 
 def sampled(files: Sequence[Path | str]) -> list[Path | str]:
-    """Up to :data:`SAMPLED` of ``files``, evenly spaced."""
-    step = max(1, len(files) // SAMPLED)
-    return list(files[::step][:SAMPLED])
+    """Up to :data:`SAMPLED` of ``files``, evenly spaced from the first to the last (sorted lists group a camera's)."""
+    if not len(files):
+        return []
+    return [files[int(index)] for index in np.unique(np.linspace(0, len(files) - 1, SAMPLED).round())]
 
 
 def training_colour(files: Sequence[Path | str]) -> str | None:
-    """ "colour" or "grey": the kind of every sampled training image; ``None`` for both kinds or none readable."""
-    kinds = {"grey" if grey else "colour" for path in sampled(files) if (grey := is_grey_file(path)) is not None}
-    return kinds.pop() if len(kinds) == 1 else None
+    """ "colour" or "grey": the kind of every sampled training image (flat ones aside); ``None`` for both kinds or
+    none known."""
+    found = {kind for path in sampled(files) if (kind := file_kind(path)) is not None}
+    return found.pop() if len(found) == 1 else None
 
 
-def colour_warning(subject: str, grey: bool) -> str:
-    """The warning for an image of the other kind; ``subject`` names it (a file, "the image given")."""
-    kind, trained = ("grey", "colour") if grey else ("colour", "grey")
-    reason = (
-        "anomalib's reader puts its grey value on all three channels, a texture no expert saw (on the demo model, grey "
-        "copies of good images were flagged 39 % of the time instead of 5 %)"
-        if grey
-        else "its colours are a texture no expert saw"
-    )
-    return (
-        f"{subject} {kind}, but the model was trained on {trained} images: {reason}. Fix: give the {trained} images "
-        f"the line's camera takes, or train on {kind} images."
-    )
+def colour_warning(subject: str, kind: str) -> str:
+    """The warning for an image of ``kind`` given to a model trained on the other; ``subject`` names it."""
+    if kind == "grey":
+        reason = (
+            "anomalib's reader puts its grey value on all three channels, a texture no expert saw (on the demo model, "
+            "grey copies of good images were flagged 39 % of the time instead of 5 %)"
+        )
+        fix = "give the colour images the line's camera takes, or train on grey images"
+    else:
+        reason = "its colours make a texture no expert saw"
+        fix = "give the grey images the line's camera takes (a colour frame made grey: PIL's convert('L')), or train "
+        fix += "on colour images"
+    trained = "colour" if kind == "grey" else "grey"
+    return f"{subject} {kind}, but the model was trained on {trained} images: {reason}. Fix: {fix}."
 
 
 def warn_about_other_colour(image_files: Sequence[Path | str], trained: str | None, stage: str) -> None:
     """Name the sampled images of a ``stage`` (test, predict) of the other kind than the training images."""
-    if trained is None:  # both kinds in training, or a checkpoint written before the kind was stored
+    if trained not in ("colour", "grey"):  # both kinds in training, or a checkpoint from before the kind was stored
         return
+    other_kind = "grey" if trained == "colour" else "colour"
     sample = sampled(image_files)
-    other = [path for path in sample if is_grey_file(path) == (trained == "colour")]
+    other = [path for path in sample if file_kind(path) == other_kind]
     if other:
         subject = f"{stage}: {len(other)} of {len(sample)} sampled images are"
-        logger.warning(colour_warning(subject, trained == "colour") + f" The first: {other[0]}.")
+        logger.warning(colour_warning(subject, other_kind) + f" The first: {other[0]}.")
 
 
 def ir_training_colour(model) -> str | None:

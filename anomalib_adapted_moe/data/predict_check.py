@@ -63,7 +63,7 @@ TIFF_FIX = (
 #: the warning for a multi-page TIFF or an animated image (a logging format: the file, the frame count, what is
 #: done with the first): anomalib's reader takes the first frame, and a defect on page 2 passed without a word
 SEVERAL_FRAMES_WARNING = (
-    "%s: holds %d frames (pages); anomalib's reader %s the first only. Fix: save each page or frame as an image of "
+    "%s: holds %d frames (pages); anomalib's reader %s only one. Fix: save each page or frame as an image of "
     "its own (PIL's ImageSequence.Iterator)."
 )
 
@@ -430,11 +430,27 @@ def decode_fix(path: Path, fix: str) -> str:
     return TIFF_FIX if tiff else fix
 
 
+def full_frames(image: Image.Image) -> int:
+    """The frames (pages) of an image a person would inspect: a camera JPEG's MPO preview and a TIFF's
+    reduced-resolution pages (thumbnails; NewSubfileType bit 0) aside."""
+    frames = getattr(image, "n_frames", 1)
+    if image.format == "MPO":
+        return 1
+    if image.format == "TIFF" and frames > 1:
+        current, count = image.tell(), 0
+        for page in range(frames):
+            image.seek(page)
+            count += not image.tag_v2.get(254, 0) & 1
+        image.seek(current)
+        return count
+    return frames
+
+
 def warn_if_misread(path: Path, done: str) -> None:
     """Name a multi-page or animated image file (:data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads") and a
     16-bit colour one that reads dark (:data:`DARK_HIGH_BIT_WARNING`): anomalib's reader misreads both silently."""
     with Image.open(path) as image:
-        frames = getattr(image, "n_frames", 1)
+        frames = full_frames(image)
         raw = image.tile[0][3] if image.tile else ""
         sixteen_bit_colour = image.mode == "RGB" and ";16" in str(raw[0] if isinstance(raw, tuple) else raw)
         brightest = int(np.asarray(image.convert("RGB")).max()) if sixteen_bit_colour else 255

@@ -6,9 +6,18 @@ array or a PIL image as it comes and divides by 255 only where the maximum excee
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
-from anomalib_adapted_moe.data.predict_check import flat_mask, refuse_high_bit_depth
+from anomalib_adapted_moe.data.predict_check import (
+    SEVERAL_FRAMES_WARNING,
+    flat_mask,
+    full_frames,
+    refuse_high_bit_depth,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class ImageDtypeError(ValueError):
@@ -90,4 +99,6 @@ def rgb_pil_image(image):
         fix="give its values as a float32 array in [0, 1] instead, which is read as it is (numpy.asarray(image, "
         "numpy.float32) / 65535 for 16-bit, or divided by the sensor's full scale, e.g. 4095 for 12-bit).",
     )
+    if (frames := full_frames(image)) > 1:  # convert takes the current frame: the others are not scored
+        logger.warning(SEVERAL_FRAMES_WARNING, "a PIL image", frames, "scores")
     return image.convert("RGB")

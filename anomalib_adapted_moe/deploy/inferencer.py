@@ -21,7 +21,7 @@ from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
-from anomalib_adapted_moe.data.image_colour import colour_warning, grey_mask, ir_training_colour
+from anomalib_adapted_moe.data.image_colour import colour_warning, ir_training_colour, kinds
 from anomalib_adapted_moe.data.image_sizes import far_from, ir_size_range, other_size_warning
 from anomalib_adapted_moe.data.predict_check import (
     FLAT_FRAME_WARNING,
@@ -218,7 +218,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         training = self.training_image_sizes  # an IR of a fixed size takes only images resized to it
         if None in fixed and training and size not in self._sizes_named and far_from(size, training):
             self._sizes_named.add(size)  # a line's camera: one line, not one per frame
-            subject = str(self._source or ("the image given" if batch.shape[0] == 1 else "the batch's images"))
+            subject = str(self._source or ("the image given" if batch.shape[0] == 1 else "each frame of the batch"))
             logger.warning(other_size_warning(subject, size, training) + " (Named once per size.)")
         self.warn_if_other_colour(batch, flat)
         if shape[0].is_static and shape[0].get_length() != batch.shape[0]:
@@ -235,13 +235,14 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         (``flat``: the batch's flat frames, named as such)."""
         if self._colour_named or self.training_colour not in ("colour", "grey"):
             return
+        other_kind = "grey" if self.training_colour == "colour" else "colour"
         flat_frames = np.isin(np.arange(batch.shape[0]), flat)
-        grey = grey_mask(batch.reshape(*batch.shape[:2], -1), full_scale=1.0, flat=flat_frames)
-        other = np.flatnonzero(grey if self.training_colour == "colour" else ~grey)
-        if len(other):
+        found = kinds(batch.reshape(*batch.shape[:2], -1), full_scale=1.0, flat=flat_frames)
+        if other_kind in found:
             self._colour_named = True  # a line's camera: one line, not one per frame
-            which = str(self._source or "the image given") if batch.shape[0] == 1 else f"frame {other[0]} of the batch"
-            logger.warning(colour_warning(f"{which} is", self.training_colour == "colour") + " (Named once.)")
+            first = found.index(other_kind)
+            which = str(self._source or "the image given") if batch.shape[0] == 1 else f"frame {first} of the batch"
+            logger.warning(colour_warning(f"{which} is", other_kind) + " (Named once.)")
 
     @staticmethod
     def post_process(predictions) -> dict:

@@ -230,14 +230,14 @@ def test_predicted_grey_images_of_a_model_trained_on_colour_are_named_in_one_war
 
 
 def test_the_training_images_colour_is_read_from_a_sample(tmp_path: Path) -> None:
-    from anomalib_adapted_moe.data.image_colour import grey_mask, training_colour
+    from anomalib_adapted_moe.data.image_colour import kinds, sampled, training_colour
 
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (1, 1, 64 * 64)).repeat(3, axis=1)
     jpeg_noise = grey + rng.integers(-1, 2, grey.shape)  # a grey JPEG's colour noise
     steel = grey + np.array([0, 6, 12])[None, :, None]  # a colour photograph of grey metal spreads 12 levels or more
-    assert grey_mask(np.concatenate([grey, jpeg_noise, steel])).tolist() == [True, True, False]
-    assert grey_mask(grey / 255.0, full_scale=1.0).tolist() == [True]
+    assert kinds(np.concatenate([grey, jpeg_noise, steel])) == ["grey", "grey", "colour"]
+    assert kinds(grey / 255.0, full_scale=1.0) == ["grey"] and kinds(np.zeros((1, 3, 64))) == [None]  # flat
     colour = [write_image(tmp_path / f"{n}.png", n) for n in range(3)]
     greys = []
     for path in colour:
@@ -246,6 +246,37 @@ def test_the_training_images_colour_is_read_from_a_sample(tmp_path: Path) -> Non
     assert training_colour(colour) == "colour" and training_colour(greys) == "grey"
     assert training_colour([*colour, greys[0]]) is None  # both kinds: nothing to name
     assert training_colour([tmp_path / "missing.png"]) is None
+    # a review's catches: a flat frame among them switched the check off; 16-bit grey files (clipped flat when made
+    # 8-bit RGB) were recorded as colour; 16 of 31 files were the first 16
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(black)
+    assert training_colour([*colour, black]) == "colour" and training_colour([*greys, black]) == "grey"
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(rng.integers(800, 4000, (32, 32)).astype(np.uint16)).save(sixteen)
+    assert Image.open(sixteen).mode.startswith("I") and training_colour([sixteen]) == "grey"
+    picked = sampled(list(range(31)))
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 30
+
+
+def test_a_model_trained_on_grey_images_names_colour_ones_and_no_flat_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from anomalib_adapted_moe.data.image_colour import warn_about_other_colour
+
+    colour = write_image(tmp_path / "c_colour.png", 1)
+    grey = tmp_path / "a_grey.png"
+    Image.open(colour).convert("L").save(grey)
+    black = tmp_path / "b_black.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(black)
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        warn_about_other_colour([grey, black], "grey", "predict")
+        assert not caplog.messages  # a covered lens is no colour image (it has its own warning)
+        warn_about_other_colour([grey, black, colour], "grey", "predict")
+    assert caplog.messages == [
+        "predict: 1 of 3 sampled images are colour, but the model was trained on grey images: its colours make a "
+        "texture no expert saw. Fix: give the grey images the line's camera takes (a colour frame made grey: PIL's "
+        f"convert('L')), or train on colour images. The first: {colour}."
+    ]
 
 
 def test_image_size_ranges_read_headers_and_skip_what_cannot_be_read(tmp_path: Path) -> None:
@@ -276,13 +307,24 @@ def test_multi_page_images_hidden_copies_macos_metadata_and_undecodable_tiffs_ar
         check_dataset_files([predict_folder / "pages.tif"], [None], "training")
     named = [record.getMessage() for record in caplog.records if "frames (pages)" in record.getMessage()]
     assert named == [
-        f"{predict_folder / 'animated.png'}: holds 2 frames (pages); anomalib's reader scores the first only. Fix: "
+        f"{predict_folder / 'animated.png'}: holds 2 frames (pages); anomalib's reader scores only one. Fix: "
         "save each page or frame as an image of its own (PIL's ImageSequence.Iterator).",
-        f"{predict_folder / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores the first only. Fix: save "
+        f"{predict_folder / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores only one. Fix: save "
         "each page or frame as an image of its own (PIL's ImageSequence.Iterator).",
-        f"{predict_folder / 'pages.tif'}: holds 2 frames (pages); anomalib's reader reads the first only. Fix: save "
+        f"{predict_folder / 'pages.tif'}: holds 2 frames (pages); anomalib's reader reads only one. Fix: save "
         "each page or frame as an image of its own (PIL's ImageSequence.Iterator).",
     ]
+    # a camera JPEG's preview (MPO) and a TIFF's thumbnail page are no pages to inspect
+    pages[0].save(predict_folder / "camera.jpg", format="MPO", save_all=True, append_images=pages[1:])
+    thumbnail = pages[1].resize((8, 8))
+    thumbnail.encoderinfo = {"tiffinfo": {254: 1}}  # NewSubfileType: reduced resolution
+    pages[0].save(predict_folder / "thumbnailed.tif", save_all=True, append_images=[thumbnail])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_predict_images([predict_folder / "camera.jpg", predict_folder / "thumbnailed.tif"])
+    assert Image.open(predict_folder / "camera.jpg").n_frames == 2 and "frames (pages)" not in caplog.text
+    (predict_folder / "camera.jpg").unlink()
+    (predict_folder / "thumbnailed.tif").unlink()
     metadata = predict_folder / "._rgb.png"
     metadata.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
     with pytest.raises(CorruptImageError, match=re.escape(f"{metadata}: ") + ".* Fix: it is a macOS metadata file"):

@@ -194,7 +194,10 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
     first.save(tmp_path / "pages.tif", save_all=True, append_images=[first.point(lambda value: 255 - value)])
     with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
         assert first_score(inferencer, tmp_path / "pages.tif") == pytest.approx(0.2)
-    assert f"{tmp_path / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores the first only" in caplog.text
+    assert f"{tmp_path / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores only one" in caplog.text
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        assert first_score(inferencer, Image.open(tmp_path / "pages.tif")) == pytest.approx(0.2)
+    assert "a PIL image: holds 2 frames (pages); anomalib's reader scores only one" in caplog.text
     # a file not named like an image is not "damaged"; a folder or a list is not one image (IsADirectoryError and
     # "'list' object has no attribute 'ndim'" before)
     (tmp_path / "notes.txt").write_text("shift 2")
@@ -210,6 +213,29 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
     for other in (None, 5):
         with pytest.raises(TypeError, match=rf"^a {type(other).__name__}: predict takes an image file's path, a PIL"):
             inferencer.predict(other)
+
+
+def test_an_ir_of_a_fixed_size_names_no_image_of_that_size_and_an_ir_without_sizes_names_none(tmp_path, caplog) -> None:
+    """An IR exported with --input_size takes only images resized to it, whatever the training images' size: no
+    warning there; an IR exported before the sizes were recorded has none to compare with."""
+    import numpy as np
+    import openvino as ov
+
+    from anomalib_adapted_moe.data.image_sizes import RT_INFO
+    from anomalib_adapted_moe.deploy import openvino_inferencer
+    from anomalib_adapted_moe.deploy.openvino_core import shared_core
+
+    plain = mean_score_ir(tmp_path, 32, 48)
+    assert openvino_inferencer(plain).training_image_sizes is None
+    model = shared_core().read_model(plain)
+    model.set_rt_info("256 256 256 256", RT_INFO)
+    (tmp_path / "sized").mkdir()
+    ov.save_model(model, tmp_path / "sized" / "model.xml")
+    inferencer = openvino_inferencer(tmp_path / "sized" / "model.xml")
+    assert inferencer.training_image_sizes == {"height": [256, 256], "width": [256, 256]}
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        first_score(inferencer, np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    assert "the training images'" not in caplog.text
 
 
 def test_image_arrays_are_read_as_anomalibs_file_reader_reads_files_or_refused_with_the_fix(tmp_path) -> None:

@@ -42,9 +42,9 @@ from torch.utils.data import DataLoader
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableError, backbone_weights_in_checkpoint
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command, unwritable_reason
-from anomalib_adapted_moe.data import image_colour
+from anomalib_adapted_moe.data import image_colour, image_sizes
 from anomalib_adapted_moe.data.folder_layout import check_folder_layout
-from anomalib_adapted_moe.data.image_sizes import RT_INFO, SizeRange, file_size, size_range, warn_about_other_sizes
+from anomalib_adapted_moe.data.image_sizes import SizeRange, file_size, size_range, warn_about_other_sizes
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout, unknown_mvtec_category
 from anomalib_adapted_moe.data.predict_check import (
     check_dataset_files,
@@ -422,7 +422,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         datamodule = getattr(self.trainer, "datamodule", None)  # its validation and test images too, before training
         training = getattr(self.trainer.train_dataloader, "dataset", None)
         samples = getattr(training, "samples", None)
-        if samples is not None and "image_path" in samples:  # for the warnings on images unlike the training ones
+        # for the warnings on images unlike the training ones; the first process writes the checkpoint
+        if samples is not None and "image_path" in samples and self.trainer.is_global_zero:
             self.training_image_sizes = size_range([file_size(path) for path in samples["image_path"]])
             self.training_colour = image_colour.training_colour(list(samples["image_path"]))
         self.check_dataset_files(
@@ -1124,7 +1125,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if marked:
             mark_precise(model, backbone_only=True)
         if sizes := self.training_image_sizes:
-            model.set_rt_info(" ".join(str(length) for pair in sizes.values() for length in pair), RT_INFO)
+            model.set_rt_info(" ".join(str(length) for pair in sizes.values() for length in pair), image_sizes.RT_INFO)
         if self.training_colour:
             model.set_rt_info(self.training_colour, image_colour.RT_INFO)
 

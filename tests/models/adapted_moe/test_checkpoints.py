@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 from anomalib.engine import Engine
-from conftest import tiny_adapted_moe
+from conftest import tiny_adapted_moe, write_image
+from PIL import Image
 
 from anomalib_adapted_moe import AdaptedMoE
 
@@ -150,6 +151,26 @@ def test_a_checkpoint_from_before_the_later_thresholds_tests_with_the_ones_it_wa
     engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
     metrics = engine.test(model=tested, datamodule=datamodule, ckpt_path=tmp_path / "old.ckpt", verbose=False)[0]
     assert torch.equal(tested.post_processor._pixel_threshold, fitted) and 0.0 <= metrics["image_AUROC"] <= 1.0
+
+
+def test_a_checkpoint_from_before_the_training_images_sizes_and_colour_loads_naming_nothing(
+    tmp_path: Path, fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints written before the training images' sizes and colour were stored load without them, and their
+    exports and predictions name no image as unlike the training ones (there is nothing to compare with)."""
+    _, _, _, checkpoint = fitted_tiny
+    old = torch.load(checkpoint, weights_only=True)
+    del old["adapted_moe_training_image_sizes"], old["adapted_moe_training_colour"]
+    torch.save(old, tmp_path / "old.ckpt")
+    reloaded = AdaptedMoE.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    assert reloaded.training_image_sizes is None and reloaded.training_colour is None
+    folder = tmp_path / "line"
+    write_image(folder / "wide.png", 1, size=(200, 64))
+    Image.open(write_image(folder / "colour.png", 2, size=(64, 64))).convert("L").save(folder / "grey.png")
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", devices=1, logger=False)
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        engine.predict(model=reloaded, data_path=folder)
+    assert "far from the training sizes" not in caplog.text and "the model was trained on" not in caplog.text
 
 
 def test_a_checkpoint_from_before_the_near_twin_limit_refuses_the_switch(tmp_path: Path, fitted_tiny) -> None:

@@ -215,7 +215,9 @@ def stored_result(output: Path, category: str, spec: dict) -> dict | None:
     except (OSError, json.JSONDecodeError) as error:  # a half-written or hand-edited file: measure again
         print(f"{category}: cannot read {path} ({error}); measuring it again", flush=True)
         return None
-    if stored.get("spec") != json.loads(json.dumps(spec)):  # another commit: other differences stop the call first
+    wanted = _what_results_depend_on(json.loads(json.dumps(spec)))
+    # another commit: other differences stop the call first (stored_otherwise)
+    if not isinstance(stored.get("spec"), dict) or _what_results_depend_on(stored["spec"]) != wanted:
         made = stored.get("spec", {}).get("commit") if isinstance(stored.get("spec"), dict) else None
         why = f"was measured at commit {made}" if made else "does not say how it was measured"
         print(f"{category}: {path} {why}; measuring it again", flush=True)
@@ -228,12 +230,12 @@ def stored_otherwise(output: Path, categories: list[str], spec: dict) -> str | N
     data, settings or model arguments, and measuring it again would replace that (about 20 minutes of training per
     category; ``--seed 1`` into the seed-0 folder did, without a word). One stored at another commit is measured again,
     as a new commit asks. ``None`` if nothing would be replaced."""
-    wanted = json.loads(json.dumps(spec))
+    wanted = _what_results_depend_on(json.loads(json.dumps(spec)))
     lines, keys = [], []
     for category in categories:
         path = category_path(output, category)
         try:
-            stored = json.loads(path.read_text())["spec"]
+            stored = _what_results_depend_on(json.loads(path.read_text())["spec"])
             differ = [key for key in wanted if key != "commit" and stored.get(key) != wanted[key]]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # none, or unreadable: measured (again) as before
@@ -250,6 +252,19 @@ def stored_otherwise(output: Path, categories: list[str], spec: dict) -> str | N
         + f"\nFix: give another --output (e.g. {output}_{suffix}), or delete those files to measure them again "
         "with these settings."
     )
+
+
+#: data arguments no figure depends on: a call that changes only these resumes the stored categories
+NO_RESULT_DATA_ARGS = ("num_workers",)
+
+
+def _what_results_depend_on(spec: dict) -> dict:
+    """``spec`` without :data:`NO_RESULT_DATA_ARGS` (``--data-init-args '{"num_workers": 0}'`` stopped the call)."""
+    data = spec.get("data")
+    if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
+        init_args = {key: value for key, value in data["init_args"].items() if key not in NO_RESULT_DATA_ARGS}
+        spec = {**spec, "data": {**data, "init_args": init_args}}
+    return spec
 
 
 def store_result(output: Path, category: str, spec: dict, result: dict) -> None:

@@ -723,7 +723,7 @@ def test_a_runs_progress_line_names_the_first_figure_it_measured() -> None:
 
 def test_thresholds_names_another_output_after_what_differs(tmp_path: Path) -> None:
     """Only --model-args changed: the fix said "results/thresholds_seed0"."""
-    from anomalib_adapted_moe.benchmark.thresholds import store_result, stored_otherwise
+    from anomalib_adapted_moe.benchmark.thresholds import store_result, stored_otherwise, stored_result
 
     spec = {"data": {}, "seed": 0, "settings": {}, "model_args": {}, "commit": "a"}
     store_result(tmp_path / "t", "cloth", spec, {})
@@ -733,3 +733,11 @@ def test_thresholds_names_another_output_after_what_differs(tmp_path: Path) -> N
         "measured with model_args={}, not {'tta': False}" in said
         and f"(e.g. {tmp_path / 't'}_other_model_args)" in said
     )
+    # the data loader's workers change no figure: a call with others resumes (it stopped, asking for another --output)
+    data = {"class_path": "TextureAD", "init_args": {"root": "r", "num_workers": 2}}
+    store_result(tmp_path / "w", "cloth", spec | {"data": data}, {})
+    fewer = {**data, "init_args": {"root": "r", "num_workers": 0}}
+    assert stored_otherwise(tmp_path / "w", ["cloth"], spec | {"data": fewer}) is None
+    assert stored_result(tmp_path / "w", "cloth", spec | {"data": fewer}) == {}  # kept, not measured again
+    other_root = {**data, "init_args": {"root": "s", "num_workers": 2}}
+    assert "measured with data=" in stored_otherwise(tmp_path / "w", ["cloth"], spec | {"data": other_root})

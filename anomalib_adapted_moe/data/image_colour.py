@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anomalib_adapted_moe.data.predict_check import flat_mask
+from anomalib_adapted_moe.data.predict_check import flat_mask, is_flat_image, pixel_sample
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,12 @@ def file_kind(path: Path | str) -> str | None:
             if image.mode in GREY_MODES:
                 return "grey"
             image.draft("RGB", (512, 512))  # a JPEG decoded at a fraction of its size: 4096 pixels are read
-            pixels = np.asarray(image.convert("RGB"))
+            rgb = image.convert("RGB")
+            if is_flat_image(rgb):
+                return None
+            return kinds(pixel_sample(rgb), flat=np.zeros(1, bool))[0]
     except (OSError, ValueError):
         return None
-    return kinds(pixels.reshape(1, -1, 3).transpose(0, 2, 1))[0]
 
 
 def sampled(files: Sequence[Path | str]) -> list[Path | str]:

@@ -302,9 +302,24 @@ def one_kind_of_test_image(dataset: object) -> str | None:
 
 
 def is_flat(path: Path) -> bool:
-    """:func:`flat_mask` of the image file as anomalib's reader makes it RGB."""
+    """:func:`is_flat_image` of the image file as anomalib's reader makes it RGB."""
     with Image.open(path) as image:
-        return bool(flat_mask(np.asarray(image.convert("RGB")).reshape(1, -1, 3).transpose(0, 2, 1))[0])
+        return is_flat_image(image.convert("RGB"))
+
+
+def is_flat_image(rgb: Image.Image) -> bool:
+    """:func:`flat_mask` of an RGB PIL image: its exact extremes from PIL, then the span on :func:`pixel_sample`
+    (every pixel of a 5-megapixel frame took 140 ms in numpy)."""
+    if all(high - low <= FLAT_LEVELS for low, high in rgb.getextrema()):
+        return True
+    return bool(flat_mask(pixel_sample(rgb))[0])
+
+
+def pixel_sample(rgb: Image.Image, pixels: int = 4 * FLAT_SAMPLE) -> np.ndarray:
+    """An RGB PIL image's pixels on a regular grid of about ``pixels`` (every one of a small image), as the
+    1 x 3 x N frame :func:`flat_mask` reads."""
+    step = max(1, int((rgb.width * rgb.height / pixels) ** 0.5))
+    return np.asarray(rgb)[::step, ::step].reshape(1, -1, 3).transpose(0, 2, 1)
 
 
 #: (path, size, mtime) of each image and mask pair that passed :func:`check_dataset_files` in this process:

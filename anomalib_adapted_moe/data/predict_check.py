@@ -31,6 +31,7 @@ from anomalib_adapted_moe.data.folder_layout import refused_letters
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 from anomalib_adapted_moe.data.texture_ad.files import (
+    decoded_image,
     empty_mask_warning,
     mask_size_problem,
     read_binary_mask,
@@ -207,11 +208,11 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
     errors = []
     for path in map(Path, image_files):
         try:
-            _check_one(path)
+            flat = _check_one(path)
         except (CorruptImageError, HighBitDepthImageError) as error:
             errors.append(error)
             continue
-        if is_flat(path):
+        if flat:
             logger.warning(FLAT_FRAME_WARNING, path)
     _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
 
@@ -299,12 +300,6 @@ def one_kind_of_test_image(dataset: object) -> str | None:
         f"the test split holds only good images ({len(labels)}): image and pixel AUROC are undefined. Fix: add "
         "defective test images (Folder: --data.abnormal_dir, with --data.mask_dir for pixel metrics)."
     )
-
-
-def is_flat(path: Path) -> bool:
-    """:func:`is_flat_image` of the image file as anomalib's reader makes it RGB."""
-    with Image.open(path) as image:
-        return is_flat_image(image.convert("RGB"))
 
 
 def is_flat_image(rgb: Image.Image) -> bool:
@@ -426,10 +421,14 @@ def _raise_for(errors: list[ValueError], headline: str) -> None:
         raise BadPredictImagesError(msg)
 
 
-def _check_one(path: Path) -> None:
-    verify_image_file(path, fix=decode_fix(path, PREDICT_FIX))
-    check_bit_depth(path)
+def _check_one(path: Path) -> bool:
+    """Refuse a damaged or high-bit-depth predict image, name one anomalib's reader misreads; whether it is flat
+    (from the one decode that verified it)."""
+    with decoded_image(path, fix=decode_fix(path, PREDICT_FIX)) as image:
+        refuse_high_bit_depth(str(path), image.mode)
+        flat = is_flat_image(image.convert("RGB"))
     warn_if_misread(path, "scores")
+    return flat
 
 
 def decode_fix(path: Path, fix: str) -> str:

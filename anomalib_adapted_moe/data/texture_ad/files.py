@@ -151,12 +151,26 @@ def verify_image_file(path: Path, fix: str = CORRUPT_FIX) -> tuple[int, int]:
     Raises:
         CorruptImageError: if the file is empty, not an image, or truncated.
     """
+    with decoded_image(path, fix) as image:
+        return image.size
+
+
+def decoded_image(path: Path, fix: str = CORRUPT_FIX) -> Image.Image:
+    """:func:`verify_image_file`'s decoded image, for a caller that reads its pixels too (one decode, not two).
+
+    Raises:
+        CorruptImageError: if the file is empty, not an image, or truncated.
+    """
     try:
         with open_image(path) as image:
             image.verify()
-        with open_image(path) as image:
+        image = open_image(path)
+        try:
             image.load()
-            return image.size
+        except BaseException:
+            image.close()
+            raise
+        return image
     except Exception as err:
         raise _corrupt(path, err, fix) from err
 

@@ -359,7 +359,8 @@ def earlier_report(output: Path, data: dict) -> dict:
         msg = f"--compare-to: {path} is not a thresholds report ({report!r:.60}). Fix: give the --output folder of a "
         msg += "finished thresholds run."
         raise ValueError(msg)
-    if report.get("data") != json.loads(json.dumps(data)):
+    depends = _what_results_depend_on  # the data's num_workers changes no figure
+    if depends({"data": report.get("data")}) != depends({"data": json.loads(json.dumps(data))}):
         msg = (
             f"--compare-to: {path} was measured on other data ({json.dumps(report.get('data'))}); a paired comparison "
             "needs the same test images. Fix: compare runs made with the same --data and --data-init-args."

@@ -53,7 +53,7 @@ def file_kind(path: Path | str) -> str | None:
     try:
         with Image.open(path) as image:
             if image.mode in GREY_MODES:
-                return "grey"
+                return None if is_flat_grey(image) else "grey"
             image.draft("RGB", (512, 512))  # a JPEG decoded at a fraction of its size: 4096 pixels are read
             rgb = image.convert("RGB")
             if is_flat_image(rgb):
@@ -61,6 +61,17 @@ def file_kind(path: Path | str) -> str | None:
             return kinds(pixel_sample(rgb), flat=np.zeros(1, bool))[0]
     except (OSError, ValueError):
         return None
+
+
+def is_flat_grey(image: Image.Image) -> bool:
+    """:func:`.predict_check.flat_mask` of a one-channel image on its own full scale (a covered lens on a 16-bit
+    camera is flat, not grey), on a regular sample of its pixels."""
+    band = np.asarray(image.getchannel(0) if image.mode == "LA" else image, dtype=np.float32).reshape(-1)
+    full_scale = {"1": 1.0, "L": 255.0, "LA": 255.0}.get(image.mode, 65535.0)  # the I;16 family and I
+    if image.mode == "F":
+        full_scale = 1.0 if band.max() <= 1 else 255.0
+    sample = band[:: max(1, band.size // (4 * PIXELS))].reshape(1, 1, -1)
+    return bool(flat_mask(np.broadcast_to(sample, (1, 3, sample.shape[2])), full_scale)[0])
 
 
 def sampled(files: Sequence[Path | str]) -> list[Path | str]:

@@ -314,7 +314,9 @@ def pixel_sample(rgb: Image.Image, pixels: int = 4 * FLAT_SAMPLE) -> np.ndarray:
     """An RGB PIL image's pixels on a regular grid of about ``pixels`` (every one of a small image), as the
     1 x 3 x N frame :func:`flat_mask` reads."""
     step = max(1, int((rgb.width * rgb.height / pixels) ** 0.5))
-    return np.asarray(rgb)[::step, ::step].reshape(1, -1, 3).transpose(0, 2, 1)
+    across = min(step, max(1, rgb.width // 16))  # a tall, thin image keeps columns beyond its first
+    down = max(1, int(rgb.width * rgb.height / pixels / across))
+    return np.asarray(rgb)[::down, ::across].reshape(1, -1, 3).transpose(0, 2, 1)
 
 
 #: (path, size, mtime) of each image and mask pair that passed :func:`check_dataset_files` in this process:
@@ -411,8 +413,11 @@ def _raise_for(errors: list[ValueError], headline: str) -> None:
         lines = [str(error).split(" Fix: ", 1)[0] for error in errors]
         fixes: dict[str, str] = {}  # one fix per kind of file, said once and named by its kind
         for error in errors:
+            fix = str(error).split(" Fix: ", 1)[-1]
             kind = {HighBitDepthImageError: "high-bit-depth images", MaskSizeMismatchError: "masks of another size"}
-            fixes.setdefault(kind.get(type(error), "damaged files"), str(error).split(" Fix: ", 1)[-1])
+            # a TIFF PIL cannot decode and a Mac's metadata file have their own fixes, not a damaged file's
+            other = {TIFF_FIX: "TIFFs PIL cannot decode", APPLE_DOUBLE_FIX: "macOS metadata files"}.get(fix)
+            fixes.setdefault(kind.get(type(error)) or other or "damaged files", fix)
         if len(fixes) == 1:
             fix = "Fix: " + next(iter(fixes.values()))
         else:
@@ -461,17 +466,33 @@ def full_frames(image: Image.Image) -> int:
 
 
 def warn_if_misread(path: Path, done: str) -> None:
-    """Name a multi-page or animated image file (:data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads") and a
-    16-bit colour one that reads dark (:data:`DARK_HIGH_BIT_WARNING`): anomalib's reader misreads both silently."""
+    """Log :func:`misread_warnings`."""
+    for _, warning in misread_warnings(path, done):
+        logger.warning(warning)
+
+
+def misread_warnings(path: Path, done: str) -> list[tuple[str, str]]:
+    """``(kind, warning)`` for what anomalib's reader misreads silently in an image file: a multi-page or animated one
+    ("pages", :data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads"), and a 16-bit colour one that reads dark,
+    a flat one aside ("dark", :data:`DARK_HIGH_BIT_WARNING`)."""
+    warnings = []
     with Image.open(path) as image:
-        frames = full_frames(image)
+        try:
+            frames = full_frames(image)
+        except (OSError, ValueError, EOFError, SyntaxError) as error:  # a damaged later page: PIL's SyntaxError
+            frames = 1
+            unread = f"{path}: its later pages cannot be read ({type(error).__name__}: {error}); anomalib's reader "
+            unread += f"{done} its first only. Fix: copy the file again, or save each page as an image of its own."
+            warnings.append(("pages", unread))
         raw = image.tile[0][3] if image.tile else ""
-        sixteen_bit_colour = image.mode == "RGB" and ";16" in str(raw[0] if isinstance(raw, tuple) else raw)
-        brightest = int(np.asarray(image.convert("RGB")).max()) if sixteen_bit_colour else 255
+        sixteen_bit = image.mode in ("RGB", "RGBA") and ";16" in str(raw[0] if isinstance(raw, tuple) else raw)
+        rgb = image.convert("RGB") if sixteen_bit else None
+        brightest = int(np.asarray(rgb).max()) if rgb is not None and not is_flat_image(rgb) else 255
     if frames > 1:
-        logger.warning(SEVERAL_FRAMES_WARNING, path, frames, done)
+        warnings.append(("pages", SEVERAL_FRAMES_WARNING % (path, frames, done)))
     if brightest < DARK_HIGH_BIT_LEVEL:
-        logger.warning(DARK_HIGH_BIT_WARNING, path, brightest)
+        warnings.append(("dark", DARK_HIGH_BIT_WARNING % (path, brightest)))
+    return warnings
 
 
 def check_bit_depth(path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from PIL import Image
 
 from anomalib_adapted_moe.data.predict_check import (
     SEVERAL_FRAMES_WARNING,
@@ -99,6 +100,16 @@ def rgb_pil_image(image):
         fix="give its values as a float32 array in [0, 1] instead, which is read as it is (numpy.asarray(image, "
         "numpy.float32) / 65535 for 16-bit, or divided by the sensor's full scale, e.g. 4095 for 12-bit).",
     )
-    if (frames := full_frames(image)) > 1:  # convert takes the current frame: the others are not scored
-        logger.warning(SEVERAL_FRAMES_WARNING, "a PIL image", frames, "scores")
-    return image.convert("RGB")
+    rgb = image.convert("RGB")  # the current frame, as the caller has it
+    # the pages are counted on the file, not on the caller's image (seeking it would reload an edited page); a page
+    # the caller chose (tell() > 0: ImageSequence.Iterator, the warning's own fix) is theirs
+    filename = getattr(image, "filename", "")
+    if filename and image.tell() == 0:
+        try:
+            with Image.open(filename) as fresh:
+                frames = full_frames(fresh)
+        except (OSError, ValueError, EOFError, SyntaxError):
+            frames = 1
+        if frames > 1:
+            logger.warning(SEVERAL_FRAMES_WARNING, "a PIL image", frames, "scores")
+    return rgb

@@ -28,7 +28,7 @@ from anomalib_adapted_moe.data.predict_check import (
     PREDICT_FIX,
     check_bit_depth,
     decode_fix,
-    warn_if_misread,
+    misread_warnings,
 )
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
@@ -129,6 +129,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         self._flat_before = False  # the last call held a flat frame
         self._sizes_named: set[tuple[int, int]] = set()  # image sizes far from the training ones, named once each
         self._colour_named = False  # an image of the other kind (grey, colour) than the training ones was named
+        self._misread_named: set[str] = set()  # the kinds of misread files named (several pages, dark 16-bit)
 
     def load_model(self, path: str | Path | tuple[bytes, bytes]):
         """anomalib's loading (an IR's ``.xml`` or ``.bin``, an ONNX file, or IR bytes), with the compiled model
@@ -182,7 +183,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         try:
             if path is not None:
                 check_bit_depth(path)
-                warn_if_misread(path, "scores")
+                self.warn_if_misread(path)
             with self._one_call_at_a_time:
                 self._source = path  # named by pre_process's warnings
                 return super().predict(image)
@@ -229,6 +230,14 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             )
             raise BatchSizeError(msg)
         return batch
+
+    def warn_if_misread(self, path: Path) -> None:
+        """:func:`~anomalib_adapted_moe.data.predict_check.misread_warnings` of an image file, each kind once: a
+        12-bit line camera's frames, one line, not one per frame."""
+        for kind, warning in misread_warnings(path, "scores"):
+            if kind not in self._misread_named:
+                self._misread_named.add(kind)
+                logger.warning(warning + " (Named once.)")
 
     def warn_if_other_colour(self, batch: np.ndarray, flat: list[int]) -> None:
         """Name the first grey frame given to a model trained on colour images, or colour to one trained on grey

@@ -723,7 +723,7 @@ def test_a_runs_progress_line_names_the_first_figure_it_measured() -> None:
 
 def test_thresholds_names_another_output_after_what_differs(tmp_path: Path) -> None:
     """Only --model-args changed: the fix said "results/thresholds_seed0"."""
-    from anomalib_adapted_moe.benchmark.thresholds import store_result, stored_otherwise, stored_result
+    from anomalib_adapted_moe.benchmark.thresholds import earlier_report, store_result, stored_otherwise, stored_result
 
     spec = {"data": {}, "seed": 0, "settings": {}, "model_args": {}, "commit": "a"}
     store_result(tmp_path / "t", "cloth", spec, {})
@@ -741,3 +741,7 @@ def test_thresholds_names_another_output_after_what_differs(tmp_path: Path) -> N
     assert stored_result(tmp_path / "w", "cloth", spec | {"data": fewer}) == {}  # kept, not measured again
     other_root = {**data, "init_args": {"root": "s", "num_workers": 2}}
     assert "measured with data=" in stored_otherwise(tmp_path / "w", ["cloth"], spec | {"data": other_root})
+    (tmp_path / "w" / "thresholds.json").write_text(json.dumps({"data": data}))  # --compare-to alike
+    assert earlier_report(tmp_path / "w", fewer) == {"data": data}
+    with pytest.raises(ValueError, match="was measured on other data"):
+        earlier_report(tmp_path / "w", other_root)

@@ -251,6 +251,11 @@ def test_the_training_images_colour_is_read_from_a_sample(tmp_path: Path) -> Non
     black = tmp_path / "black.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(black)
     assert training_colour([*colour, black]) == "colour" and training_colour([*greys, black]) == "grey"
+    # a covered lens written by a grey camera, 8- or 16-bit, is flat too (the second review's catch: "grey")
+    black_grey, lens_cap16 = tmp_path / "black_grey.png", tmp_path / "lens_cap16.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(black_grey)
+    Image.fromarray(np.full((32, 32), 1000, np.uint16)).save(lens_cap16)
+    assert training_colour([*colour, black_grey, lens_cap16]) == "colour"
     sixteen = tmp_path / "sixteen.png"
     Image.fromarray(rng.integers(800, 4000, (32, 32)).astype(np.uint16)).save(sixteen)
     assert Image.open(sixteen).mode.startswith("I") and training_colour([sixteen]) == "grey"
@@ -342,8 +347,9 @@ def test_multi_page_images_hidden_copies_macos_metadata_and_undecodable_tiffs_ar
     assert f"1 of 7 images lie in hidden folders ({copy}): they are predicted and counted too. Fix:" in caplog.text
 
 
-def write_png_rgb16(path: Path, pixels: np.ndarray) -> Path:
-    """A 16-bit RGB PNG of ``pixels`` (H x W x 3 uint16), which PIL cannot write."""
+def write_png_rgb16(path: Path, pixels: np.ndarray, colour_type: int = 2) -> Path:
+    """A 16-bit RGB PNG of ``pixels`` (H x W x 3 uint16; RGBA, H x W x 4, with ``colour_type`` 6), which PIL cannot
+    write."""
     import struct
     import zlib
 
@@ -352,7 +358,7 @@ def write_png_rgb16(path: Path, pixels: np.ndarray) -> Path:
 
     height, width, _ = pixels.shape
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     )
@@ -373,6 +379,38 @@ def test_a_16_bit_colour_image_of_fewer_bits_is_named_as_read_dark(tmp_path: Pat
         "its 16 bits, so data of fewer bits (a 12-bit camera's, 16 times darker) is scored dark. Fix: scale it to 8 "
         "bits by the camera's full scale first (value * 255 / 4095 for 12-bit data)."
     ]
+
+
+def test_the_second_reviews_catches_on_misread_files_and_their_fixes(tmp_path: Path, caplog) -> None:
+    """A flat 16-bit colour frame is no 12-bit image, 16-bit RGBA is read dark too, a TIFF whose later page is
+    damaged ended in PIL's SyntaxError traceback, a truncated PNG beside an undecodable TIFF was given the TIFF's fix,
+    and a tall, thin image was sampled in its first column only."""
+    from anomalib_adapted_moe.data.predict_check import is_flat_image
+
+    rng = np.random.default_rng(0)
+    dark = write_png_rgb16(tmp_path / "lights_off.png", np.full((16, 16, 3), 2000))  # flat: its own warning
+    rgba = tmp_path / "rgba.png"
+    write_png_rgb16(rgba, rng.integers(0, 4096, (16, 16, 4)), colour_type=6)
+    assert Image.open(rgba).mode == "RGBA"
+    pages = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(2)]
+    pages[0].save(tmp_path / "two.tif", save_all=True, append_images=pages[1:])
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes((tmp_path / "two.tif").read_bytes()[: 64 * 64 * 3 + 200])  # page 1 whole, page 2's IFD cut
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        check_predict_images([dark, rgba, cut])
+    said = "\n".join(caplog.messages)
+    assert f"{dark}: a 16-bit" not in said and f"{rgba}: a 16-bit colour image whose brightest value reads 15" in said
+    assert f"{cut}: its later pages cannot be read" in said and "anomalib's reader scores its first only" in said
+    (tmp_path / "float.tif").write_bytes(b"II*\x00" + bytes(64))
+    (tmp_path / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    with pytest.raises(BadPredictImagesError) as both:
+        check_predict_images([tmp_path / "float.tif", tmp_path / "truncated.png"])
+    fixes = str(both.value).split("Fix:\n", 1)[1]
+    assert "  - TIFFs PIL cannot decode: If it opens in an image viewer" in fixes
+    assert "  - damaged files: The file is damaged or incomplete" in fixes
+    thin = rng.integers(0, 256, (100_000, 3, 3), dtype=np.uint8)
+    thin[:, 0] = 7  # a flat first column
+    assert not is_flat_image(Image.fromarray(thin))
 
 
 def test_distinct_maps_and_no_masks_are_not_warned_about(tmp_path: Path) -> None:

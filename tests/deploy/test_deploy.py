@@ -162,7 +162,7 @@ def test_an_image_of_another_size_than_a_fixed_size_ir_names_the_file_both_sizes
 def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(tmp_path, caplog) -> None:
     """anomalib's reader clips a 16-bit grey image to 8 bits: its score here was 0.998 for a true mean of 0.47."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageSequence
 
     from anomalib_adapted_moe.data.predict_check import HighBitDepthImageError
     from anomalib_adapted_moe.data.texture_ad import CorruptImageError
@@ -194,10 +194,30 @@ def test_image_files_the_reader_would_misread_are_refused_by_name_with_the_fix(t
     first.save(tmp_path / "pages.tif", save_all=True, append_images=[first.point(lambda value: 255 - value)])
     with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
         assert first_score(inferencer, tmp_path / "pages.tif") == pytest.approx(0.2)
-    assert f"{tmp_path / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores only one" in caplog.text
+    said = f"{tmp_path / 'pages.tif'}: holds 2 frames (pages); anomalib's reader scores only one. Fix: save each page"
+    assert said in caplog.text and "(PIL's ImageSequence.Iterator). (Named once.)" in caplog.text
     with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
         assert first_score(inferencer, Image.open(tmp_path / "pages.tif")) == pytest.approx(0.2)
     assert "a PIL image: holds 2 frames (pages); anomalib's reader scores only one" in caplog.text
+    # the review's catches: each page of the warning's own fix is no warning, a closed image (loaded first) scores,
+    # and a page edited in memory is scored as edited (counting the pages seeked the caller's image)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        with Image.open(tmp_path / "pages.tif") as opened:
+            scores = [first_score(inferencer, page.copy()) for page in ImageSequence.Iterator(opened)]
+            opened.seek(1)
+            opened.load()
+            opened.paste((255, 255, 255), (0, 0, 48, 32))
+            edited = first_score(inferencer, opened)
+        assert scores == [pytest.approx(0.2), pytest.approx(0.8)] and edited == pytest.approx(1.0)
+        assert first_score(inferencer, opened) == pytest.approx(1.0)  # closed, loaded
+    assert "holds 2 frames" not in caplog.text
+    # one line a kind for a line camera's frames, not one per frame: named once above
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        for _ in range(3):
+            inferencer.predict(tmp_path / "pages.tif")
+    assert "holds 2 frames" not in caplog.text
     # a file not named like an image is not "damaged"; a folder or a list is not one image (IsADirectoryError and
     # "'list' object has no attribute 'ndim'" before)
     (tmp_path / "notes.txt").write_text("shift 2")

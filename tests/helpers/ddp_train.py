@@ -90,6 +90,7 @@ def main() -> None:
             "adaptor": model.model.adaptor.linear.weight.detach().cpu(),
             "experts": model.model.experts.weight1.detach().cpu(),
             "expert_names": list(model.expert_names),
+            "training_images": (model.training_image_sizes, model.training_colour),  # read by rank 0, broadcast
             "trained_on": TRAINED_ON,
             "metrics": {key: float(value) for key, value in results[0].items()},
             "decisions": {name: vars(counts) for name, counts in model.flag_report.groups.items()},

@@ -422,10 +422,14 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         datamodule = getattr(self.trainer, "datamodule", None)  # its validation and test images too, before training
         training = getattr(self.trainer.train_dataloader, "dataset", None)
         samples = getattr(training, "samples", None)
-        # for the warnings on images unlike the training ones; the first process writes the checkpoint
-        if samples is not None and "image_path" in samples and self.trainer.is_global_zero:
-            self.training_image_sizes = size_range([file_size(path) for path in samples["image_path"]])
-            self.training_colour = image_colour.training_colour(list(samples["image_path"]))
+        # for the warnings on images unlike the training ones: read by the first process, given to every one (each
+        # may export)
+        if samples is not None and "image_path" in samples:
+            found = None
+            if self.trainer.is_global_zero:
+                paths = list(samples["image_path"])
+                found = (size_range([file_size(path) for path in paths]), image_colour.training_colour(paths))
+            self.training_image_sizes, self.training_colour = self.trainer.strategy.broadcast(found, src=0)
         self.check_dataset_files(
             {
                 "training": training,

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, TINY_IMAGE_SIZE
 from torch.utils.data import DistributedSampler
 
 from anomalib_adapted_moe.models.adapted_moe.distributed import gather_feature_cache
@@ -64,6 +64,8 @@ def test_two_ddp_ranks_train_identical_models_on_all_images_like_one_process(tmp
         assert torch.equal(ranks[0][key], ranks[1][key]), key
         assert torch.allclose(ranks[0][key], single[key], atol=1e-5), key
     assert ranks[0]["expert_names"] == ranks[1]["expert_names"] == single["expert_names"] == ["cluster_0", "cluster_1"]
+    sizes = {"height": [TINY_IMAGE_SIZE] * 2, "width": [TINY_IMAGE_SIZE] * 2}
+    assert ranks[0]["training_images"] == ranks[1]["training_images"] == (sizes, "colour")  # each rank may export
     assert not torch.equal(ranks[0]["expert_std"], torch.ones_like(ranks[0]["expert_std"]))  # statistics were fitted
 
     # thresholds, normalisation and the normal images' quartile fitted on every rank's validation images (the

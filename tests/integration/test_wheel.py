@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 PACKAGE = "anomalib_adapted_moe"
 HOOK = "anomalib_adapted_moe_cli.pth"
+HOOK_MODULE = "anomalib_adapted_moe_cli.py"  # what the hook imports: the plugin, naming a failed import
 
 # Runs the stock `anomalib` command with the venv's dependencies but without their .pth files, so the checkout's
 # editable install stays out; `site.addsitedir` then places the unpacked wheel as pip would, its hook included. The
@@ -48,6 +49,7 @@ def test_the_wheel_holds_every_file_of_the_package_and_the_hook(wheel: Path) -> 
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert archive.read(HOOK) == (REPO / "src" / HOOK).read_bytes()
+        assert archive.read(HOOK_MODULE) == (REPO / "src" / HOOK_MODULE).read_bytes()
         (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
         requirements = [line for line in archive.read(metadata).decode().splitlines() if line.startswith("Requires")]
     assert on_disk <= names, f"missing from the wheel: {sorted(on_disk - names)}"
@@ -72,3 +74,32 @@ def test_the_stock_command_resolves_the_bare_names_from_the_wheel_alone(wheel: P
     printed = yaml.safe_load(result.stdout)
     assert printed["model"]["class_path"] == f"{PACKAGE}.AdaptedMoE"
     assert printed["data"]["class_path"] == f"{PACKAGE}.SyntheticTextureAD"
+
+
+def test_a_plugin_that_fails_to_import_is_named_with_the_fix_before_anomalibs_own_error(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """A half-edited file or an anomalib of another version: the command printed the .pth line's traceback and, last,
+    anomalib's "Expected a dot import path string: AdaptedMoE", naming neither the plugin nor the fix."""
+    installed = tmp_path / "site-packages"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(installed)
+    (installed / PACKAGE / "__init__.py").write_text("from anomalib.models import NoSuchModel\n")  # a broken plugin
+    launcher = tmp_path / "bin" / "anomalib"
+    launcher.parent.mkdir()
+    dependencies = [path for path in site.getsitepackages() if Path(path).is_dir()]
+    source = LAUNCHER.format(dependencies=dependencies, installed=str(installed), package=PACKAGE)
+    launcher.write_text("\n".join(line for line in source.splitlines() if "plugin from" not in line))
+    args = ["fit", "--model", "AdaptedMoE", "--data", "SyntheticTextureAD", "--print_config"]
+    result = subprocess.run(
+        [sys.executable, "-S", str(launcher), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    said = (
+        "error: anomalib-adapted-moe could not be imported (ImportError: cannot import name 'NoSuchModel' from "
+        "'anomalib.models'"
+    )
+    assert (
+        said in result.stderr and "Fix: python -c 'import anomalib_adapted_moe' shows where it fails" in result.stderr
+    )
+    assert "Remainder of file ignored" not in result.stderr  # no traceback of the .pth line

@@ -25,7 +25,8 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the hook and its module are copied into the venv, not linked: an edit installs again
+$(STAMP): pyproject.toml src/anomalib_adapted_moe_cli.pth src/anomalib_adapted_moe_cli.py
 	@$(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
 	sys.exit(f'make: only {free:.1f} GiB free here; the environment needs about $(MIN_FREE_GIB) GiB (torch with CUDA \
 	wheels is most of it). Free some space, or set TORCH_INDEX for the CPU-only wheels (see the README).') \

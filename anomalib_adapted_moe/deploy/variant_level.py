@@ -110,7 +110,13 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         level = model.post_processor.fit_variant_level(scores)
     except ValueError as error:
         raise ValueError(f"{images}: {error}") from error
-    state["state_dict"]["post_processor.variant_level"] = model.post_processor.variant_level.detach().clone()
+    level_tensor = model.post_processor.variant_level.detach().clone()
+    state["state_dict"]["post_processor.variant_level"] = level_tensor
+    # the post-processor is a Lightning callback too, whose own copy Lightning restores after the weights
+    # (`anomalib predict --ckpt_path` scored without the level: the copy said 0)
+    for callback_state in state.get("callbacks", {}).values():
+        if isinstance(callback_state, dict) and "variant_level" in callback_state:
+            callback_state["variant_level"] = level_tensor.clone()
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")  # written whole, then renamed: no half checkpoint
     torch.save(state, partial)

@@ -133,6 +133,14 @@ def test_the_variant_checkpoint_carries_the_level_into_the_openvino_graph(
     with torch.no_grad():
         moved = variant(torch.stack(tensors)).pred_score
         assert (moved - plain(torch.stack(tensors)).pred_score).abs().min() > 1e-2  # every image's score moved
+    # `anomalib predict --ckpt_path variant.ckpt` too: Lightning restores the post-processor's callback copy after the
+    # weights, and that copy said 0 (a walkthrough's predict scored as the trained checkpoint, its IR with the level)
+    predicted = {}
+    for name, path in (("trained", trained), ("variant", output)):
+        runner = Engine(default_root_dir=tmp_path / f"predict_{name}", accelerator="cpu", devices=1, logger=False)
+        batches = runner.predict(model=tiny_adapted_moe(), data_path=images, ckpt_path=path)
+        predicted[name] = torch.cat([batch.pred_score.reshape(-1) for batch in batches])
+    assert (predicted["variant"] - predicted["trained"]).abs().min() > 1e-2
     path = engine.export(  # as `anomalib export --ckpt_path variant.ckpt` does: the model loaded from the file
         model=tiny_adapted_moe(),
         ckpt_path=output,

@@ -32,6 +32,50 @@ def _unreadable(checkpoint: Path, error: Exception) -> ValueError:
     return ValueError(msg)
 
 
+#: the share of a variant's images that may be unlike the training images (flat, far from their sizes, of the
+#: other colour, misread): the level is their lower quartile, which a quarter of outliers already reaches
+MAX_UNLIKE_SHARE = 0.25
+
+
+def unlike_the_training_images(files: list[Path], model) -> str | None:
+    """Why ``files`` cannot give a level: more than :data:`MAX_UNLIKE_SHARE` of them flat (a covered lens), far from
+    the training images' sizes, of the other colour or misread by anomalib's reader; ``None`` when they can. A
+    walkthrough wrote +0.505 from 24 black frames, after which a hole passed, and a level from grey or 12-bit frames."""
+    from PIL import Image
+
+    from anomalib_adapted_moe.data.image_colour import file_kind
+    from anomalib_adapted_moe.data.image_sizes import far_from, file_size
+    from anomalib_adapted_moe.data.predict_check import is_flat_image, misread_warnings
+
+    reasons: dict[str, list[Path]] = {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                flat = is_flat_image(image.convert("RGB"))
+        except (OSError, ValueError):
+            continue  # a damaged file: named by predict's check, with its fix
+        size, sizes, colour = file_size(path), model.training_image_sizes, model.training_colour
+        other_colour = colour in ("colour", "grey") and file_kind(path) not in (None, colour)
+        for reason, unlike in (
+            ("flat (a covered lens, lights off?)", flat),
+            ("far from the training images' sizes (another field of view?)", sizes and size and far_from(size, sizes)),
+            (f"not {model.training_colour} as the training images were", other_colour),
+            ("misread by anomalib's reader (pages, 16-bit colour)", bool(misread_warnings(path, "scores"))),
+        ):
+            if unlike:
+                reasons.setdefault(reason, []).append(path)
+    unlike_files = {path for paths in reasons.values() for path in paths}
+    if len(unlike_files) <= MAX_UNLIKE_SHARE * len(files):
+        return None
+    listed = "; ".join(f"{len(paths)} {reason} (e.g. {paths[0]})" for reason, paths in reasons.items())
+    return (
+        f"{len(unlike_files)} of {len(files)} images are unlike the images the model trained on: {listed}. A level "
+        "read from them moves the threshold for the camera, not the product (24 black frames moved it by +0.51, and "
+        "a hole then passed). Fix: give the first images of the product as the line's camera takes them in "
+        "training's set-up (or train on the new camera's images)."
+    )
+
+
 def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> float:
     """Score the images in ``images`` with the model of ``checkpoint``, fit the variant's level from them, and write
     ``checkpoint`` with that level to ``output``.
@@ -42,7 +86,8 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
     Raises:
         FileExistsError: ``output`` exists (``checkpoint`` too): nothing is overwritten.
         FileNotFoundError: ``checkpoint`` or the ``images`` folder is missing.
-        ValueError: too few images, a defect burst among them, a damaged checkpoint or another model's, or a model
+        ValueError: too few images, a defect burst among them, too many unlike the training images
+            (:func:`unlike_the_training_images`), a damaged checkpoint or another model's, or a model
             from before the variant level (the message says how to fix it); a damaged image gets the predict path's
             error, naming the file.
     """
@@ -96,6 +141,9 @@ def write_variant_checkpoint(checkpoint: Path, images: Path, output: Path) -> fl
         refuse_too_few_variant_images(count)
     except ValueError as error:
         raise ValueError(f"{images}: {error}") from error
+    files = sorted(path for path in images.rglob("*") if is_image_file(path))
+    if problem := unlike_the_training_images(files, model):
+        raise ValueError(f"{images}: {problem}")
     model.visualizer = None  # scores only: no result images to write
     # anomalib's "ckpt_path is not provided" is wrong here: the model is the checkpoint's
     with (

@@ -5,11 +5,13 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
 from conftest import tiny_adapted_moe
+from PIL import Image
 
 from anomalib_adapted_moe import AdaptedMoE
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError
@@ -183,6 +185,22 @@ def test_the_variant_level_command_refuses_bad_input_by_name_with_the_fix(
         patch.setattr(Engine, "predict", lambda *args, **kwargs: pytest.fail("scored first"))
         with pytest.raises(ValueError, match=rf"few: .*at least {MIN_VARIANT_IMAGES} of its images, got 5\. Fix:"):
             write_variant_checkpoint(checkpoint, few, tmp_path / "out.ckpt")
+    # a covered lens or another camera: a walkthrough wrote +0.505 from 24 black frames, and a hole then passed
+    unlike = tmp_path / "unlike"
+    unlike.mkdir()
+    for index, path in enumerate(sorted(images.iterdir())):
+        if index % 2:
+            Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(unlike / f"black_{index:02d}.png")
+        else:
+            Image.open(path).convert("L").save(unlike / f"grey_{index:02d}.png")
+    with pytest.MonkeyPatch.context() as patch:  # refused before the model scores them
+        patch.setattr(Engine, "predict", lambda *args, **kwargs: pytest.fail("scored first"))
+        with pytest.raises(ValueError) as refused:
+            write_variant_checkpoint(checkpoint, unlike, tmp_path / "out.ckpt")
+    said = str(refused.value)
+    assert said.startswith(f"{unlike}: 16 of 16 images are unlike the images the model trained on: 8 flat (a covered")
+    assert f"8 not colour as the training images were (e.g. {unlike / 'grey_00.png'})" in said
+    assert "Fix: give the first images of the product as the line's camera takes them" in said
     bad = sorted(images.iterdir())[3]
     bad.write_bytes(bad.read_bytes()[:200])  # an interrupted copy
     with pytest.raises(CorruptImageError) as info:

@@ -6,19 +6,9 @@ array or a PIL image as it comes and divides by 255 only where the maximum excee
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-from PIL import Image
 
-from anomalib_adapted_moe.data.predict_check import (
-    SEVERAL_FRAMES_WARNING,
-    flat_mask,
-    full_frames,
-    refuse_high_bit_depth,
-)
-
-logger = logging.getLogger(__name__)
+from anomalib_adapted_moe.data.predict_check import flat_mask, refuse_high_bit_depth
 
 
 class ImageDtypeError(ValueError):
@@ -100,16 +90,4 @@ def rgb_pil_image(image):
         fix="give its values as a float32 array in [0, 1] instead, which is read as it is (numpy.asarray(image, "
         "numpy.float32) / 65535 for 16-bit, or divided by the sensor's full scale, e.g. 4095 for 12-bit).",
     )
-    rgb = image.convert("RGB")  # the current frame, as the caller has it
-    # the pages are counted on the file, not on the caller's image (seeking it would reload an edited page); a page
-    # the caller chose (tell() > 0: ImageSequence.Iterator, the warning's own fix) is theirs
-    filename = getattr(image, "filename", "")
-    if filename and image.tell() == 0:
-        try:
-            with Image.open(filename) as fresh:
-                frames = full_frames(fresh)
-        except (OSError, ValueError, EOFError, SyntaxError):
-            frames = 1
-        if frames > 1:
-            logger.warning(SEVERAL_FRAMES_WARNING, "a PIL image", frames, "scores")
-    return rgb
+    return image.convert("RGB")  # the current frame, as the caller has it (its file's pages: the inferencer's)

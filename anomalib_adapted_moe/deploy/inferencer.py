@@ -5,6 +5,7 @@ instead of the working directory."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -179,6 +180,11 @@ class SizeCheckedInferencer(OpenVINOInferencer):
             )
             raise TypeError(msg)
         if isinstance(image, PILImage):
+            # opened from a file and not turned to another page: that file's pages and 16-bit colour, named once
+            filename = getattr(image, "filename", "")
+            if filename and image.tell() == 0:
+                with contextlib.suppress(OSError, ValueError, EOFError, SyntaxError):  # a file moved or damaged since
+                    self.warn_if_misread(Path(filename))
             image = rgb_pil_image(image)
         try:
             if path is not None:

@@ -44,7 +44,15 @@ from anomalib_adapted_moe.backbone_weights import BackboneWeightsUnavailableErro
 from anomalib_adapted_moe.command_line import loggers_at, refuse, running_the_anomalib_command, unwritable_reason
 from anomalib_adapted_moe.data import image_colour, image_sizes
 from anomalib_adapted_moe.data.folder_layout import check_folder_layout
-from anomalib_adapted_moe.data.image_sizes import SizeRange, file_size, size_range, warn_about_other_sizes
+from anomalib_adapted_moe.data.image_sizes import (
+    SIZE_FACTOR,
+    SizeRange,
+    describe,
+    far_from,
+    file_size,
+    size_range,
+    warn_about_other_sizes,
+)
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout, unknown_mvtec_category
 from anomalib_adapted_moe.data.predict_check import (
     check_dataset_files,
@@ -1078,6 +1086,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         self.refuse_untrained("export")
         self.warn_if_export_drops_settings()
         self.warn_if_thresholds_unusable("export")
+        self.warn_if_fixed_size_hides_the_field(input_size)
         self.model.check_near_twin_fitted()
         # anomalib asks torch for opset 14, which torch's exporter cannot convert this graph down to: it printed a
         # 20-line RuntimeError traceback and kept opset 18; asked for 18 at once, it says nothing
@@ -1085,6 +1094,23 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         check_export_folder(export_root, ExportType.ONNX, f"{model_file_name}.onnx")
         with loggers_at(logging.WARNING, "onnxscript", "onnx_ir"):  # ~130 INFO records of its graph passes
             return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+
+    def warn_if_fixed_size_hides_the_field(self, input_size: tuple[int, int] | None) -> None:
+        """Warn when ``input_size`` (the IR's fixed image size) is far from the training images' sizes: images are
+        resized to it before ``predict``, so the inferencer cannot name a camera of another field of view (a
+        walkthrough's half-field crops at 128 x 128 scored without a word)."""
+        training = self.training_image_sizes
+        if input_size is None or training is None or not far_from(tuple(input_size), training):
+            return
+        logger.warning(
+            "export: input_size %s x %s is more than %gx off the training images' %s. The IR takes only images of "
+            "that size, so the inferencer cannot name a camera whose field of view differs (it sees the resized "
+            "images only). Fix: if the line's images show the training images' field at another resolution, nothing "
+            "to do; else crop them to that field before resizing, or train on the new camera's images.",
+            *input_size,
+            SIZE_FACTOR,
+            describe(training),
+        )
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """anomalib's torch export, refusing a model that never trained."""

@@ -396,6 +396,22 @@ def test_an_export_size_that_is_no_pair_of_positive_pixels_is_refused_before_the
     assert not list(tmp_path.rglob("model.*"))
 
 
+def test_an_export_fixed_far_from_the_training_sizes_says_the_field_check_cannot_run(
+    tmp_path: Path, fitted_tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An IR exported with --input_size takes images resized to it, so the inferencer cannot name a camera of another
+    field of view: a walkthrough's half-field crops scored without a word at 128 x 128 (the model trained on 256)."""
+    _, model, _, _ = fitted_tiny  # trained on 64 x 64 images
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        model.to_onnx(tmp_path / "near", input_size=(80, 80))  # within 1.5x
+        assert "the inferencer cannot name" not in caplog.text
+        model.to_onnx(tmp_path / "far", input_size=(128, 128))
+    assert (
+        "export: input_size 128 x 128 is more than 1.5x off the training images' 64 x 64. The IR takes only images of "
+        "that size, so the inferencer cannot name a camera whose field of view differs" in caplog.text
+    )
+
+
 def test_a_checkpoint_cut_short_is_refused_by_name(tmp_path: Path, fitted_tiny) -> None:
     """An interrupted copy given to ``anomalib export`` ended in about 170 lines of traceback and torch's "failed
     finding central directory"."""

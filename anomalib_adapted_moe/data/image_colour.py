@@ -116,6 +116,13 @@ def warn_about_other_colour(image_files: Sequence[Path | str], trained: str | No
         logger.warning(colour_warning(subject, other_kind) + f" The first: {other[0]}.")
 
 
+def record_in_ir(model, trained: str | None) -> None:
+    """Record ``trained`` in an ``openvino.Model``'s rt_info (:data:`RT_INFO`), as :func:`ir_training_colour` reads
+    it."""
+    if trained is not None:
+        model.set_rt_info(trained, RT_INFO)
+
+
 def ir_training_colour(model) -> str | None:
     """The training images' kind an exported ``openvino.Model`` records (:data:`RT_INFO`); ``None`` in an IR
     exported before it was, or by another model."""

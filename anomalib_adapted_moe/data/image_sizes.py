@@ -89,6 +89,12 @@ def warn_about_other_sizes(image_files: Sequence[Path | str], training: SizeRang
         )
 
 
+def record_in_ir(model, training: SizeRange | None) -> None:
+    """Record ``training`` in an ``openvino.Model``'s rt_info (:data:`RT_INFO`), as :func:`ir_size_range` reads it."""
+    if training is not None:
+        model.set_rt_info(" ".join(str(length) for key in ("height", "width") for length in training[key]), RT_INFO)
+
+
 def ir_size_range(model) -> SizeRange | None:
     """The training images' sizes an exported ``openvino.Model`` records (:data:`RT_INFO`); ``None`` in an IR
     exported before they were, or by another model."""

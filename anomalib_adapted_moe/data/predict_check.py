@@ -186,25 +186,20 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
     """
     for path in skipped_files(image_files):
         logger.warning("%s: skipped, not an image (anomalib predicts image files only).", path)
-    masks = mask_like_files(image_files)
-    if masks:
-        logger.warning(
-            "%d of %d images look like defect masks (%s%s): they are scored as images. Fix: point --data at the "
-            "images to inspect (e.g. a category's test folder), not at a folder holding their masks.",
-            len(masks),
-            len(image_files),
-            masks[0],
-            f" and {len(masks) - 1} more" if len(masks) > 1 else "",
-        )
-    if hidden := in_hidden_folders(image_files):
-        logger.warning(
-            "%d of %d images lie in hidden folders (%s%s): they are predicted and counted too. Fix: predict a folder "
-            "without them, or delete the copies (e.g. a notebook's .ipynb_checkpoints).",
-            len(hidden),
-            len(image_files),
-            hidden[0],
-            f" and {len(hidden) - 1} more" if len(hidden) > 1 else "",
-        )
+    _warn_about_some(
+        mask_like_files(image_files),
+        len(image_files),
+        "look like defect masks",
+        "they are scored as images. Fix: point --data at the images to inspect (e.g. a category's test folder), not "
+        "at a folder holding their masks.",
+    )
+    _warn_about_some(
+        in_hidden_folders(image_files),
+        len(image_files),
+        "lie in hidden folders",
+        "they are predicted and counted too. Fix: predict a folder without them, or delete the copies (e.g. a "
+        "notebook's .ipynb_checkpoints).",
+    )
     errors = []
     for path in map(Path, image_files):
         try:
@@ -277,6 +272,14 @@ def mask_like_files(image_files: Sequence[Path | str]) -> list[Path]:
         if path.stem.endswith(MASK_SUFFIX)
         or (root is not None and set(path.parent.relative_to(root).parts) & set(MASK_FOLDERS))
     ]
+
+
+def _warn_about_some(found: list[Path], total: int, what: str, then: str) -> None:
+    """One warning for the ``found`` of ``total`` images that ``what`` (e.g. "lie in hidden folders"), naming the
+    first: "3 of 40 images <what> (<first> and 2 more): <then>"."""
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        logger.warning("%d of %d images %s (%s%s): %s", len(found), total, what, found[0], more, then)
 
 
 def one_kind_of_test_image(dataset: object) -> str | None:

@@ -838,10 +838,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 logger.warning("test: %s", problem)
             samples = getattr(dataset, "samples", None)
             if samples is not None and "image_path" in samples:
-                self.warn_if_maps_overwrite(list(samples["image_path"]), "test")
-                if self.trainer.is_global_zero:
-                    warn_about_other_sizes(list(samples["image_path"]), self.training_image_sizes, "test")
-                    image_colour.warn_about_other_colour(list(samples["image_path"]), self.training_colour, "test")
+                self.warn_about_images(list(samples["image_path"]), "test")
 
     def on_validation_start(self) -> None:
         """Warn, before ``engine.validate`` refits the thresholds, when the data is another category's."""
@@ -906,18 +903,20 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                     check_predict_images(dataset.image_filenames)
                 except ValueError as error:
                     refuse(error)
-                self.warn_if_maps_overwrite(dataset.image_filenames, "predict")
-                if self.trainer.is_global_zero:
-                    warn_about_other_sizes(dataset.image_filenames, self.training_image_sizes, "predict")
-                    image_colour.warn_about_other_colour(dataset.image_filenames, self.training_colour, "predict")
+                self.warn_about_images(dataset.image_filenames, "predict")
 
-    def warn_if_maps_overwrite(self, image_files: list, stage: str) -> None:
-        """Name images whose maps anomalib's image visualizer would draw to one file (:func:`.overwritten_maps`)."""
-        if not isinstance(self.visualizer, ImageVisualizer) or not self.trainer.is_global_zero:
+    def warn_about_images(self, image_files: list, stage: str) -> None:
+        """Before test or predict scores ``image_files`` (the first process): name those whose maps anomalib's image
+        visualizer would draw to one file (:func:`.overwritten_maps`) and those unlike the training images (their
+        sizes, :mod:`.image_sizes`; their colour, :mod:`.image_colour`)."""
+        if not self.trainer.is_global_zero:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        name, category = getattr(datamodule, "name", None), getattr(datamodule, "category", None)
-        warn_about_overwritten_maps(overwritten_maps(image_files, name, category), len(image_files), stage)
+        if isinstance(self.visualizer, ImageVisualizer):
+            datamodule = getattr(self.trainer, "datamodule", None)
+            name, category = getattr(datamodule, "name", None), getattr(datamodule, "category", None)
+            warn_about_overwritten_maps(overwritten_maps(image_files, name, category), len(image_files), stage)
+        warn_about_other_sizes(image_files, self.training_image_sizes, stage)
+        image_colour.warn_about_other_colour(image_files, self.training_colour, stage)
 
     @classmethod
     def load_from_checkpoint(
@@ -1154,10 +1153,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         exported IR."""
         if marked:
             mark_precise(model, backbone_only=True)
-        if sizes := self.training_image_sizes:
-            model.set_rt_info(" ".join(str(length) for pair in sizes.values() for length in pair), image_sizes.RT_INFO)
-        if self.training_colour:
-            model.set_rt_info(self.training_colour, image_colour.RT_INFO)
+        image_sizes.record_in_ir(model, self.training_image_sizes)
+        image_colour.record_in_ir(model, self.training_colour)
 
     def refuse_int8_it_cannot_calibrate(self, compression_type: CompressionType | None, datamodule=None) -> None:
         """Refuse ``INT8_ACQ``, and ``INT8_PTQ`` without training-derived calibration images (one line under the

@@ -8,6 +8,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json
+import struct
+import zlib
 from pathlib import Path
 from unittest import mock
 
@@ -68,6 +70,22 @@ def write_mask(path: Path, kind: str = "L", size: tuple[int, int] = (SIZE, SIZE)
     else:
         raise ValueError(kind)
     image.save(path)
+    return path
+
+
+def write_png_rgb16(path: Path, pixels: np.ndarray, colour_type: int = 2) -> Path:
+    """A 16-bit RGB PNG of ``pixels`` (H x W x 3 uint16; RGBA, H x W x 4, with ``colour_type`` 6), which PIL cannot
+    write."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anomalib_adapted_moe.data.predict_check import flat_mask, is_flat_image, pixel_sample
+from anomalib_adapted_moe.data.flat_frames import flat_mask, is_flat_image, pixel_sample
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 def kinds(frames: np.ndarray, full_scale: float = 255.0, flat: np.ndarray | None = None) -> list[str | None]:
     """ "grey", "colour" or ``None`` for each of ``frames`` (N x 3 x pixels; ``full_scale`` the 8-bit white: 255, or
-    1 for [0, 1]); ``None`` for a flat frame (a covered lens: ``flat``, else :func:`.predict_check.flat_mask`), which
+    1 for [0, 1]); ``None`` for a flat frame (a covered lens: ``flat``, else :func:`.flat_frames.flat_mask`), which
     is named as such. Counted, not a quantile: the inferencer checks every frame (0.19 ms a 256 x 256 frame with a
     quantile, 0.02 counted)."""
     sample = frames[:, :, :: max(1, frames.shape[2] // PIXELS)]
@@ -64,7 +64,7 @@ def file_kind(path: Path | str) -> str | None:
 
 
 def is_flat_grey(image: Image.Image) -> bool:
-    """:func:`.predict_check.flat_mask` of a one-channel image on its own full scale (a covered lens on a 16-bit
+    """:func:`.flat_frames.flat_mask` of a one-channel image on its own full scale (a covered lens on a 16-bit
     camera is flat, not grey), on a regular sample of its pixels."""
     band = np.asarray(image.getchannel(0) if image.mode == "LA" else image, dtype=np.float32).reshape(-1)
     full_scale = {"1": 1.0, "L": 255.0, "LA": 255.0}.get(image.mode, 65535.0)  # the I;16 family and I

@@ -22,12 +22,13 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 from anomalib.data.utils.image import is_image_file
 from anomalib.utils.path import generate_output_filename
 from PIL import Image
 
+from anomalib_adapted_moe.data.flat_frames import FLAT_FRAME_WARNING, is_flat_image
 from anomalib_adapted_moe.data.folder_layout import refused_letters
+from anomalib_adapted_moe.data.misread_images import misread_warnings
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 from anomalib_adapted_moe.data.texture_ad.files import (
@@ -61,58 +62,12 @@ TIFF_FIX = (
     "colour or an unusual compression: save it as an 8-bit or 16-bit PNG or TIFF; else it is damaged or incomplete "
     "(e.g. an interrupted copy): replace it with a good copy."
 )
-#: the warning for a multi-page TIFF or an animated image (a logging format: the file, the frame count, what is
-#: done with the first): anomalib's reader takes the first frame, and a defect on page 2 passed without a word
-SEVERAL_FRAMES_WARNING = (
-    "%s: holds %d frames (pages); anomalib's reader %s only one. Fix: save each page or frame as an image of "
-    "its own (PIL's ImageSequence.Iterator)."
-)
-
-#: a 16-bit colour file whose brightest value reads below this, of 255, after anomalib's reader kept the top 8
-#: bits, is named: its data has fewer bits (a 12-bit camera's reads at most 15), so it is scored 16 times darker
-DARK_HIGH_BIT_LEVEL = 32
-#: the warning for such a file (a logging format: the file, its brightest value)
-DARK_HIGH_BIT_WARNING = (
-    "%s: a 16-bit colour image whose brightest value reads %d of 255: anomalib's reader keeps the top 8 of its 16 "
-    "bits, so data of fewer bits (a 12-bit camera's, 16 times darker) is scored dark. Fix: scale it to 8 bits by the "
-    "camera's full scale first (value * 255 / 4095 for 12-bit data)."
-)
-
 MASK_FIX = (
     "the mask is damaged or incomplete (e.g. an interrupted copy); replace it with a good copy, or draw it again."
 )
 
 #: modes ``convert("RGB")`` clips to 8 bits instead of scaling
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-#: a frame whose every channel spans at most this many 8-bit grey levels holds no texture to inspect: a covered lens,
-#: lights off, an overexposed or disconnected camera; the demo model passed black, white and grey frames as good
-FLAT_LEVELS = 2
-#: the share of a channel's darkest and of its brightest pixels left out of its span, so a stuck pixel or a
-#: camera's timestamp overlay does not hide a covered lens
-FLAT_OUTLIERS = 0.005
-#: the warning for such a frame, a logging format (``%s``: the file, or which frame)
-FLAT_FRAME_WARNING = (
-    f"%s: {100 - 200 * FLAT_OUTLIERS:g} %% of the pixels within {FLAT_LEVELS} grey levels (a covered lens, lights off, "
-    "an overexposed or disconnected camera?): the model scores textures and may pass it as good. Fix: check the "
-    "camera; catch flat frames before the model."
-)
-#: pixels per channel the span is read on (a regular sample of a larger frame): the check runs on every frame an
-#: inferencer scores, and a quantile of every pixel took 65 ms for a batch of 32 frames of 256 x 256
-FLAT_SAMPLE = 4096
-
-
-def flat_mask(frames: np.ndarray, full_scale: float = 255.0) -> np.ndarray:
-    """Which of ``frames`` (N x 3 x pixels, ``full_scale`` the 8-bit white: 255 for grey levels, 1 for [0, 1]) are
-    flat: every channel spans at most :data:`FLAT_LEVELS` grey levels, the :data:`FLAT_OUTLIERS` darkest and
-    brightest of its pixels aside. A frame flat from its darkest to its brightest pixel is found without sampling."""
-    limit = (FLAT_LEVELS + 1e-3) * full_scale / 255
-    flat = ((frames.max(axis=2) - frames.min(axis=2)) <= limit).all(axis=1)
-    rest = np.flatnonzero(~flat)
-    if len(rest):
-        sample = frames[:, :, :: max(1, frames.shape[2] // FLAT_SAMPLE)][rest].astype(np.float32)
-        low, high = np.quantile(sample, [FLAT_OUTLIERS, 1 - FLAT_OUTLIERS], axis=2)
-        flat[rest] = ((high - low) <= limit).all(axis=1)
-    return flat
 
 
 class HighBitDepthImageError(ValueError):
@@ -305,23 +260,6 @@ def one_kind_of_test_image(dataset: object) -> str | None:
     )
 
 
-def is_flat_image(rgb: Image.Image) -> bool:
-    """:func:`flat_mask` of an RGB PIL image: its exact extremes from PIL, then the span on :func:`pixel_sample`
-    (every pixel of a 5-megapixel frame took 140 ms in numpy)."""
-    if all(high - low <= FLAT_LEVELS for low, high in rgb.getextrema()):
-        return True
-    return bool(flat_mask(pixel_sample(rgb))[0])
-
-
-def pixel_sample(rgb: Image.Image, pixels: int = 4 * FLAT_SAMPLE) -> np.ndarray:
-    """An RGB PIL image's pixels on a regular grid of about ``pixels`` (every one of a small image), as the
-    1 x 3 x N frame :func:`flat_mask` reads."""
-    step = max(1, int((rgb.width * rgb.height / pixels) ** 0.5))
-    across = min(step, max(1, rgb.width // 16))  # a tall, thin image keeps columns beyond its first
-    down = max(1, int(rgb.width * rgb.height / pixels / across))
-    return np.asarray(rgb)[::down, ::across].reshape(1, -1, 3).transpose(0, 2, 1)
-
-
 #: (path, size, mtime) of each image and mask pair that passed :func:`check_dataset_files` in this process:
 #: ``anomalib train`` tests on the images it checked before fitting, and a validation split taken from the test
 #: set holds the same files, so a pair is decoded again only when a file changed since
@@ -452,50 +390,10 @@ def decode_fix(path: Path, fix: str) -> str:
     return TIFF_FIX if tiff else fix
 
 
-def full_frames(image: Image.Image) -> int:
-    """The frames (pages) of an image a person would inspect: a camera JPEG's MPO preview and a TIFF's
-    reduced-resolution pages (thumbnails; NewSubfileType bit 0) aside."""
-    frames = getattr(image, "n_frames", 1)
-    if image.format == "MPO":
-        return 1
-    if image.format == "TIFF" and frames > 1:
-        current, count = image.tell(), 0
-        for page in range(frames):
-            image.seek(page)
-            count += not image.tag_v2.get(254, 0) & 1
-        image.seek(current)
-        return count
-    return frames
-
-
 def warn_if_misread(path: Path, done: str) -> None:
     """Log :func:`misread_warnings`."""
     for _, warning in misread_warnings(path, done):
         logger.warning(warning)
-
-
-def misread_warnings(path: Path, done: str) -> list[tuple[str, str]]:
-    """``(kind, warning)`` for what anomalib's reader misreads silently in an image file: a multi-page or animated one
-    ("pages", :data:`SEVERAL_FRAMES_WARNING`; ``done``: "scores", "reads"), and a 16-bit colour one that reads dark,
-    a flat one aside ("dark", :data:`DARK_HIGH_BIT_WARNING`)."""
-    warnings = []
-    with Image.open(path) as image:
-        try:
-            frames = full_frames(image)
-        except (OSError, ValueError, EOFError, SyntaxError) as error:  # a damaged later page: PIL's SyntaxError
-            frames = 1
-            unread = f"{path}: its later pages cannot be read ({type(error).__name__}: {error}); anomalib's reader "
-            unread += f"{done} its first only. Fix: copy the file again, or save each page as an image of its own."
-            warnings.append(("pages", unread))
-        raw = image.tile[0][3] if image.tile else ""
-        sixteen_bit = image.mode in ("RGB", "RGBA") and ";16" in str(raw[0] if isinstance(raw, tuple) else raw)
-        rgb = image.convert("RGB") if sixteen_bit else None
-        brightest = int(np.asarray(rgb).max()) if rgb is not None and not is_flat_image(rgb) else 255
-    if frames > 1:
-        warnings.append(("pages", SEVERAL_FRAMES_WARNING % (path, frames, done)))
-    if brightest < DARK_HIGH_BIT_LEVEL:
-        warnings.append(("dark", DARK_HIGH_BIT_WARNING % (path, brightest)))
-    return warnings
 
 
 def check_bit_depth(path: Path) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from anomalib_adapted_moe.data.predict_check import flat_mask, refuse_high_bit_depth
+from anomalib_adapted_moe.data.flat_frames import flat_mask
+from anomalib_adapted_moe.data.predict_check import refuse_high_bit_depth
 
 
 class ImageDtypeError(ValueError):
@@ -74,7 +75,7 @@ def rgb_in_unit_range(image: np.ndarray) -> np.ndarray:
 
 def flat_frames(batch: np.ndarray) -> list[int]:
     """Indices of the frames of an N x 3 x H x W batch in [0, 1] that
-    :func:`~anomalib_adapted_moe.data.predict_check.flat_mask` finds flat: a covered lens, lights off, an
+    :func:`~anomalib_adapted_moe.data.flat_frames.flat_mask` finds flat: a covered lens, lights off, an
     overexposed or disconnected camera. The model scores textures, and the demo model passed black, white and grey
     frames as good (0.28 to 0.31 against its 0.5 threshold)."""
     return [int(index) for index in np.flatnonzero(flat_mask(batch.reshape(*batch.shape[:2], -1), full_scale=1.0))]

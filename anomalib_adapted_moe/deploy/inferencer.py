@@ -22,15 +22,11 @@ from PIL.Image import Image as PILImage
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.cache import CACHE_ENV, package_cache_dir
+from anomalib_adapted_moe.data.flat_frames import FLAT_FRAME_WARNING
 from anomalib_adapted_moe.data.image_colour import colour_warning, ir_training_colour, kinds
 from anomalib_adapted_moe.data.image_sizes import far_from, ir_size_range, other_size_warning
-from anomalib_adapted_moe.data.predict_check import (
-    FLAT_FRAME_WARNING,
-    PREDICT_FIX,
-    check_bit_depth,
-    decode_fix,
-    misread_warnings,
-)
+from anomalib_adapted_moe.data.misread_images import misread_warnings
+from anomalib_adapted_moe.data.predict_check import PREDICT_FIX, check_bit_depth, decode_fix
 from anomalib_adapted_moe.data.texture_ad import verify_image_file
 
 from .image_input import flat_frames, rgb_in_unit_range, rgb_pil_image
@@ -238,7 +234,7 @@ class SizeCheckedInferencer(OpenVINOInferencer):
         return batch
 
     def warn_if_misread(self, path: Path) -> None:
-        """:func:`~anomalib_adapted_moe.data.predict_check.misread_warnings` of an image file, each kind once: a
+        """:func:`~anomalib_adapted_moe.data.misread_images.misread_warnings` of an image file, each kind once: a
         12-bit line camera's frames, one line, not one per frame."""
         for kind, warning in misread_warnings(path, "scores"):
             if kind not in self._misread_named:

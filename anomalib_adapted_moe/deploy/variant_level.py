@@ -43,9 +43,10 @@ def unlike_the_training_images(files: list[Path], model) -> str | None:
     walkthrough wrote +0.505 from 24 black frames, after which a hole passed, and a level from grey or 12-bit frames."""
     from PIL import Image
 
+    from anomalib_adapted_moe.data.flat_frames import is_flat_image
     from anomalib_adapted_moe.data.image_colour import file_kind
     from anomalib_adapted_moe.data.image_sizes import far_from, file_size
-    from anomalib_adapted_moe.data.predict_check import is_flat_image, misread_warnings
+    from anomalib_adapted_moe.data.misread_images import misread_warnings
 
     reasons: dict[str, list[Path]] = {}
     for path in files:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from anomalib.engine import Engine
-from conftest import tiny_adapted_moe, write_image, write_mask
+from conftest import tiny_adapted_moe, write_image, write_mask, write_png_rgb16
 from PIL import Image
 
 from anomalib_adapted_moe.data import TextureADDataset, predict_check
@@ -347,24 +347,6 @@ def test_multi_page_images_hidden_copies_macos_metadata_and_undecodable_tiffs_ar
     assert f"1 of 7 images lie in hidden folders ({copy}): they are predicted and counted too. Fix:" in caplog.text
 
 
-def write_png_rgb16(path: Path, pixels: np.ndarray, colour_type: int = 2) -> Path:
-    """A 16-bit RGB PNG of ``pixels`` (H x W x 3 uint16; RGBA, H x W x 4, with ``colour_type`` 6), which PIL cannot
-    write."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    height, width, _ = pixels.shape
-    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    )
-    return path
-
-
 def test_a_16_bit_colour_image_of_fewer_bits_is_named_as_read_dark(tmp_path: Path, caplog) -> None:
     """anomalib's reader keeps a 16-bit colour file's top 8 bits: a 12-bit camera's image was scored 16 times darker
     (a walkthrough's defect: 0.92 -> 0.78), without a word; full-range 16-bit data reads as it should."""
@@ -376,8 +358,8 @@ def test_a_16_bit_colour_image_of_fewer_bits_is_named_as_read_dark(tmp_path: Pat
         check_predict_images([twelve, full])
     assert caplog.messages == [
         f"{twelve}: a 16-bit colour image whose brightest value reads 15 of 255: anomalib's reader keeps the top 8 of "
-        "its 16 bits, so data of fewer bits (a 12-bit camera's, 16 times darker) is scored dark. Fix: scale it to 8 "
-        "bits by the camera's full scale first (value * 255 / 4095 for 12-bit data)."
+        "its 16 bits, so data of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to 8 bits by the "
+        "camera's full scale first (value * 255 / 4095 for 12-bit data)."
     ]
 
 
@@ -385,7 +367,7 @@ def test_the_second_reviews_catches_on_misread_files_and_their_fixes(tmp_path: P
     """A flat 16-bit colour frame is no 12-bit image, 16-bit RGBA is read dark too, a TIFF whose later page is
     damaged ended in PIL's SyntaxError traceback, a truncated PNG beside an undecodable TIFF was given the TIFF's fix,
     and a tall, thin image was sampled in its first column only."""
-    from anomalib_adapted_moe.data.predict_check import is_flat_image
+    from anomalib_adapted_moe.data.flat_frames import is_flat_image
 
     rng = np.random.default_rng(0)
     dark = write_png_rgb16(tmp_path / "lights_off.png", np.full((16, 16, 3), 2000))  # flat: its own warning

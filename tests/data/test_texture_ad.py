@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data.utils import ValSplitMode
-from conftest import make_subclass, tiny_synthetic_datamodule, write_image, write_mask
+from conftest import make_subclass, tiny_synthetic_datamodule, write_image, write_mask, write_png_rgb16
 from PIL import Image
 
 from anomalib_adapted_moe.data import SubclassImageBatch, SubclassImageItem, TextureAD, TextureADDataset
@@ -471,6 +471,45 @@ def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(
 
 
 # --------------------------------------------------------------------------- files read wrong without a word before
+
+
+def test_files_textureads_reader_misreads_are_named_by_the_dataset_and_the_check(
+    texture_ad_root: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    """TextureAD reads a multi-page file's first page and a 16-bit file of fewer bits (a 12-bit camera's) 16 times
+    darker, as anomalib's reader does: named once each by the dataset as it reads them and by ``--check``, where
+    both said nothing. Full-range 16-bit grey reads as it should."""
+    rng = np.random.default_rng(0)
+    good = texture_ad_root / "cloth" / "fabric_a" / "train" / "good"
+    pages = good / "003.tif"
+    first, second = (Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2))
+    first.save(pages, save_all=True, append_images=[second])
+    colour = write_png_rgb16(good / "004.png", rng.integers(0, 4096, (32, 32, 3)))
+    grey = good / "005.png"
+    Image.fromarray(rng.integers(0, 4096, (32, 32), dtype=np.uint16)).save(grey)
+    full = good / "006.png"
+    Image.fromarray(rng.integers(0, 65536, (32, 32), dtype=np.uint16)).save(full)
+    grey_brightest = int(np.asarray(Image.open(grey)).max())
+    said = [
+        f"{pages}: holds 2 frames (pages); TextureAD reads only one. Fix: save each page or frame as an image of its "
+        "own (PIL's ImageSequence.Iterator).",
+        f"{colour}: a 16-bit colour image whose brightest value reads 15 of 255: TextureAD keeps the top 8 of its 16 "
+        "bits, so data of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to 8 bits by the "
+        "camera's full scale first (value * 255 / 4095 for 12-bit data).",
+        f"{grey}: a 16-bit grey image whose brightest value is {grey_brightest} of 65535: TextureAD scales 16-bit "
+        "images by 65535, so data of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to the full "
+        "16 bits by the camera's full scale first (value * 65535 // 4095 for 12-bit data).",
+    ]
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
+    with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
+        for _ in range(2):  # a second epoch names nothing again
+            for path in (pages, colour, grey, full):
+                _item_for(dataset, path)
+    assert caplog.messages == said
+    assert float(_item_for(dataset, grey).image.max()) == pytest.approx(grey_brightest / 65535)  # read, not refused
+    assert check_main(["--check", str(texture_ad_root), "--category", "cloth"]) == 0  # warnings, not problems
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
+    assert warnings == [f"WARNING {line}" for line in said]
 
 
 @pytest.mark.parametrize(

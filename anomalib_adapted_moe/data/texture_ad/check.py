@@ -24,6 +24,7 @@ from anomalib_adapted_moe.data.texture_ad.files import (
     empty_mask_warning,
     mask_size_problem,
     read_binary_mask,
+    reading_warnings,
 )
 from anomalib_adapted_moe.data.texture_ad.layout import IMG_EXTENSIONS, LAYOUT_TEXT
 from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir, holds_subclasses, not_found_message
@@ -66,17 +67,19 @@ def check_category(category_root: Path, workers: int = 4) -> CheckReport:
     report.images = sum(len(s.train_images) + len(s.test_images) for s in layout.subclasses.values())
     report.masks = sum(len(s.mask_files) for s in layout.subclasses.values())
 
-    def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem]:
+    def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem, list[str]]:
         size, problem = decode_problem(path, image=path in images)
         if problem is not None:
-            return path, problem
+            return path, problem, []
+        warnings = reading_warnings(path) if path in images else []
         if path in masked and not read_binary_mask(path).any():  # an orphan mask is a problem already
-            report.warnings.append(empty_mask_warning(path, masked[path]))
-        return path, size
+            warnings.append(empty_mask_warning(path, masked[path]))
+        return path, size, warnings
 
     sizes: dict[Path, tuple[int, int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, outcome in pool.map(_verify, files):
+        for path, outcome, warnings in pool.map(_verify, files):  # in the files' order, whichever thread is first
+            report.warnings += warnings
             if isinstance(outcome, LayoutProblem):
                 report.problems.append(outcome)
             else:

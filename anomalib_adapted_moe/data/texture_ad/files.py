@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from anomalib_adapted_moe.data.image_colour import is_flat_grey
+from anomalib_adapted_moe.data.misread_images import DARK_HIGH_BIT_LEVEL, misread_warnings
 from anomalib_adapted_moe.data.texture_ad.errors import (
     CorruptImageError,
     LayoutProblem,
@@ -18,6 +21,8 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
     UnsupportedPixelFormatError,
 )
 from anomalib_adapted_moe.data.texture_ad.layout import HF_DATASET
+
+logger = logging.getLogger(__name__)
 
 CORRUPT_FIX = (
     "the file is damaged or incomplete (e.g. an interrupted download, extraction or generation); restore it from "
@@ -37,6 +42,15 @@ def _corrupt(path: Path | str, err: BaseException, fix: str = CORRUPT_FIX) -> Te
 
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+#: the warning for a 16-bit grey file holding fewer bits (a logging format: the file, its brightest value)
+DARK_GREY_WARNING = (
+    "%s: a 16-bit grey image whose brightest value is %d of 65535: TextureAD scales 16-bit images by 65535, so data "
+    "of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to the full 16 bits by the camera's full "
+    "scale first (value * 65535 // 4095 for 12-bit data)."
+)
+#: the image files :func:`read_image_tensor` has named the problems of, in this process (each once, not each epoch)
+_NAMED: set[str] = set()
 
 
 def open_image(path: Path | str) -> Image.Image:
@@ -76,9 +90,26 @@ def read_image_tensor(path: Path | str) -> torch.Tensor:
         raise _corrupt(path, err) from err
     if problem is not None:
         raise problem.to_error()
+    if str(path) not in _NAMED:
+        _NAMED.add(str(path))
+        for warning in reading_warnings(path):
+            logger.warning(warning)
     if sixteen_bit:
         return torch.from_numpy(array / 65535.0).unsqueeze(0).expand(3, -1, -1).contiguous()
     return torch.from_numpy(array / 255.0).permute(2, 0, 1).contiguous()
+
+
+def reading_warnings(path: Path | str) -> list[str]:
+    """What TextureAD reads of an image file without a word: the first page of several, a 16-bit colour file of
+    fewer bits dark (:func:`~anomalib_adapted_moe.data.misread_images.misread_warnings`), and a 16-bit grey one
+    too, which TextureAD scales by 65535 (a 12-bit camera's reads at most 4095: :data:`DARK_GREY_WARNING`)."""
+    warnings = [warning for _, warning in misread_warnings(Path(path), "reads", reader="TextureAD")]
+    with open_image(path) as image:
+        if image.mode in _SIXTEEN_BIT_MODES and not is_flat_grey(image):
+            brightest = int(np.asarray(image).max())
+            if brightest < DARK_HIGH_BIT_LEVEL * 257:
+                warnings.append(DARK_GREY_WARNING % (path, brightest))
+    return warnings
 
 
 def read_binary_mask(path: Path | str) -> np.ndarray:

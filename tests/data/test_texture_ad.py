@@ -231,12 +231,17 @@ def test_under_the_anomalib_command_missing_data_and_layout_errors_end_in_their_
     tmp_path: Path, texture_ad_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The message (the missing-data one spans the layout it expects), not 150 lines of Lightning's and the
-    datamodule's traceback before it: a SystemExit with the message prints it alone."""
+    datamodule's traceback before it: a SystemExit with the message prints it alone. So is a damaged training image
+    the synthetic validation split reads at setup (300 lines of traceback, where the feature pass said one)."""
     monkeypatch.setattr(sys, "argv", ["/venv/bin/anomalib", "train"])
     with pytest.raises(SystemExit, match=r"^error: Texture AD not found: .*nowhere does not exist"):
         _datamodule(tmp_path / "nowhere").prepare_data()
     with pytest.raises(SystemExit, match=r"^error: .*names unknown subclass\(es\) \['nosuch'\]"):
         _datamodule(texture_ad_root, train_subclasses=["nosuch"]).setup()
+    for image in (texture_ad_root / "cloth").glob("*/train/good/*"):  # the held-out ones are read at setup
+        image.write_bytes(image.read_bytes()[:60])
+    with pytest.raises(SystemExit, match=r"^error: .*/train/good/.*: cannot be read as an image \(OSError"):
+        _datamodule(texture_ad_root).setup()
 
 
 def test_missing_category_lists_what_is_there(texture_ad_root: Path) -> None:

@@ -357,7 +357,10 @@ class TextureAD(AnomalibDataModule):
         """Per-subclass hold-out for ``synthetic``/``from_train``; anomalib's own code otherwise."""
         if self.val_split_mode == ValSplitMode.SYNTHETIC:
             self.train_data, normal_val = split_train_per_subclass(self.train_data, self.val_split_ratio, self.seed)
-            self.val_data = make_synthetic_validation(normal_val, self.seed)
+            try:  # it reads the held-out images: a damaged one ended in 300 lines of traceback, its message last
+                self.val_data = make_synthetic_validation(normal_val, self.seed)
+            except TextureADLayoutError as error:
+                refuse(error)
         elif self.val_split_mode == ValSplitMode.FROM_TRAIN:
             self.train_data, self.val_data = split_train_per_subclass(self.train_data, self.val_split_ratio, self.seed)
         else:

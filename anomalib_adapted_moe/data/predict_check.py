@@ -155,15 +155,13 @@ def check_predict_images(image_files: Sequence[Path | str]) -> None:
         "they are predicted and counted too. Fix: predict a folder without them, or delete the copies (e.g. a "
         "notebook's .ipynb_checkpoints).",
     )
-    errors = []
+    errors, named = [], []
     for path in map(Path, image_files):
         try:
-            flat = _check_one(path)
+            named += _check_one(path)
         except (CorruptImageError, HighBitDepthImageError) as error:
             errors.append(error)
-            continue
-        if flat:
-            logger.warning(FLAT_FRAME_WARNING, path)
+    warn_alike(named, len(image_files))
     _raise_for(errors, f"{len(errors)} of {len(image_files)} images cannot be predicted, so nothing was")
 
 
@@ -303,6 +301,7 @@ def check_dataset_splits(splits: Mapping[str, tuple[Sequence[Path | str], Sequen
 def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence[Path | str | None]) -> list:
     """The errors of :func:`check_dataset_files` for one split's images and masks (those passed are remembered)."""
     errors: list[ValueError] = []
+    named: list[tuple[str, Path | str, str]] = []
     for image, mask in zip(map(Path, image_files), mask_files, strict=True):
         mask = _mask_or_none(mask)
         files_now = _file_states(image, mask)
@@ -311,21 +310,26 @@ def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence
         try:
             width_height = verify_image_file(image, fix=decode_fix(image, DATASET_FIX))
             check_bit_depth(image)
-            warn_if_misread(image, "reads")
+            named += [(kind, image, warning) for kind, warning in misread_warnings(image, "reads")]
             if mask is not None:
                 # the mask decoded with a mask's fix (image_size's default is a Texture AD copy's)
                 problem = mask_size_problem(image, width_height, mask, verify_image_file(mask, fix=MASK_FIX))
                 if problem is not None:
                     raise problem.to_error()
                 if not read_binary_mask(mask).any():  # read as it is, as TextureAD reads it, but named
-                    logger.warning(
-                        empty_mask_warning(mask, image, "Folder's --data.normal_test_dir, MVTecAD's test/good")
+                    named.append(
+                        (
+                            "empty mask",
+                            mask,
+                            empty_mask_warning(mask, image, "Folder's --data.normal_test_dir, MVTecAD's test/good"),
+                        )
                     )
         except (CorruptImageError, HighBitDepthImageError, MaskSizeMismatchError) as error:
             errors.append(error)
         else:
             if files_now is not None:
                 _PASSED.add(files_now)
+    warn_alike(named, len(image_files))
     return errors
 
 
@@ -367,14 +371,31 @@ def _raise_for(errors: list[ValueError], headline: str) -> None:
         raise BadPredictImagesError(msg)
 
 
-def _check_one(path: Path) -> bool:
-    """Refuse a damaged or high-bit-depth predict image, name one anomalib's reader misreads; whether it is flat
-    (from the one decode that verified it)."""
+def _check_one(path: Path) -> list[tuple[str, Path, str]]:
+    """Refuse a damaged or high-bit-depth predict image; ``(kind, path, warning)`` for a flat one (from the one decode
+    that verified it) and for what anomalib's reader misreads of it."""
     with decoded_image(path, fix=decode_fix(path, PREDICT_FIX)) as image:
         refuse_high_bit_depth(str(path), image.mode)
         flat = is_flat_image(image.convert("RGB"))
-    warn_if_misread(path, "scores")
-    return flat
+    named = [(kind, path, warning) for kind, warning in misread_warnings(path, "scores")]
+    return [("flat", path, FLAT_FRAME_WARNING % path)] * flat + named
+
+
+def warn_alike(named: list[tuple[str, Path | str, str]], total: int) -> None:
+    """Log each kind of ``(kind, file, warning)`` once: its first file's warning, then the other files it holds for
+    of the ``total`` images (24 black frames printed 24 warnings, each twice under the ``anomalib`` command)."""
+    by_kind: dict[str, list[tuple[Path | str, str]]] = {}
+    for kind, path, warning in named:
+        by_kind.setdefault(kind, []).append((path, warning))
+    for found in by_kind.values():
+        warning, more = found[0][1], [str(path) for path, _ in found[1:]]
+        if more:
+            rest = f" and {len(more) - 3} more" if len(more) > 3 else ""
+            logger.warning(
+                "%s Likewise %d more of the %d images (%s%s).", warning, len(more), total, ", ".join(more[:3]), rest
+            )
+        else:
+            logger.warning(warning)
 
 
 def decode_fix(path: Path, fix: str) -> str:
@@ -388,12 +409,6 @@ def decode_fix(path: Path, fix: str) -> str:
     except OSError:
         return fix
     return TIFF_FIX if tiff else fix
-
-
-def warn_if_misread(path: Path, done: str) -> None:
-    """Log :func:`misread_warnings`."""
-    for _, warning in misread_warnings(path, done):
-        logger.warning(warning)
 
 
 def check_bit_depth(path: Path) -> None:

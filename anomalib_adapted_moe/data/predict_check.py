@@ -33,8 +33,8 @@ from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
 from anomalib_adapted_moe.data.texture_ad.files import (
     decoded_image,
-    empty_mask_warning,
     mask_size_problem,
+    mask_warning,
     read_binary_mask,
 )
 
@@ -316,14 +316,10 @@ def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence
                 problem = mask_size_problem(image, width_height, mask, verify_image_file(mask, fix=MASK_FIX))
                 if problem is not None:
                     raise problem.to_error()
-                if not read_binary_mask(mask).any():  # read as it is, as TextureAD reads it, but named
-                    named.append(
-                        (
-                            "empty mask",
-                            mask,
-                            empty_mask_warning(mask, image, "Folder's --data.normal_test_dir, MVTecAD's test/good"),
-                        )
-                    )
+                good_folder = "Folder's --data.normal_test_dir, MVTecAD's test/good"
+                # read as it is, as TextureAD reads it, but named
+                if said := mask_warning(read_binary_mask(mask), mask, image, good_folder):
+                    named.append((said[0], mask, said[1]))
         except (CorruptImageError, HighBitDepthImageError, MaskSizeMismatchError) as error:
             errors.append(error)
         else:

@@ -542,17 +542,26 @@ def test_a_mask_of_another_size_in_a_folder_dataset_is_named_with_its_image(tmp_
     assert str(mask) in str(info.value) and str(folder_root / "defect" / "002.png") in str(info.value)
 
 
-def test_a_mask_marking_no_pixel_in_a_folder_dataset_is_named_as_texture_ad_names_it(
+def test_a_mask_marking_no_pixel_or_most_of_its_image_in_a_folder_dataset_is_named_as_texture_ad_names_it(
     tmp_path: Path, folder_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Folder and MVTecAD read an all-black mask of a defect image as it is, its pixels normal, without a word."""
+    """Folder and MVTecAD read an all-black mask of a defect image as it is, its pixels normal, without a word; and
+    inverted masks (the good surface white): a walkthrough's pixel AUROC read 0.37."""
     mask = folder_root / "mask" / "002.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    inverted = [path for path in sorted((folder_root / "mask").glob("*.png")) if path != mask][:2]
+    for path in inverted:
+        Image.fromarray(np.where(np.asarray(Image.open(path).convert("L")) > 0, 0, 255).astype(np.uint8)).save(path)
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         fit_on_folder(folder_root, tmp_path / "results")
     image = folder_root / "defect" / "002.png"
     assert f"{mask}: the mask of the defect image {image} marks no pixel" in caplog.text
     assert "the good test images (Folder's --data.normal_test_dir, MVTecAD's test/good)" in caplog.text  # not test/good
+    named = [message for message in caplog.messages if "an inverted mask" in message]
+    defect = folder_root / "defect" / inverted[0].name
+    assert len(named) == 1 and named[0].startswith(f"{inverted[0]}: the mask of the defect image {defect} marks 94% ")
+    images = len([*folder_root.glob("good/*.png"), *folder_root.glob("defect/*.png")])
+    assert named[0].endswith(f"Likewise 1 more of the {images} images ({inverted[1]}).")
 
 
 def test_a_missing_mask_of_a_folder_dataset_is_named_before_folder_reads_it(tmp_path: Path, folder_root: Path) -> None:

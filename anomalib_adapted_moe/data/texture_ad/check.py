@@ -21,8 +21,8 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
 )
 from anomalib_adapted_moe.data.texture_ad.files import (
     decode_problem,
-    empty_mask_warning,
     mask_size_problem,
+    mask_warning,
     read_binary_mask,
     reading_warnings,
 )
@@ -72,8 +72,8 @@ def check_category(category_root: Path, workers: int = 4) -> CheckReport:
         if problem is not None:
             return path, problem, []
         warnings = reading_warnings(path) if path in images else []
-        if path in masked and not read_binary_mask(path).any():  # an orphan mask is a problem already
-            warnings.append(empty_mask_warning(path, masked[path]))
+        if path in masked and (said := mask_warning(read_binary_mask(path), path, masked[path])):
+            warnings.append(said[1])  # an orphan mask is a problem already
         return path, size, warnings
 
     sizes: dict[Path, tuple[int, int]] = {}

@@ -34,8 +34,8 @@ from anomalib_adapted_moe.command_line import refuse
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
 from anomalib_adapted_moe.data.texture_ad.errors import TextureADLayoutError, TextureADNotFoundError, raise_first
 from anomalib_adapted_moe.data.texture_ad.files import (
-    empty_mask_warning,
     mask_size_problem,
+    mask_warning,
     pairs_problems,
     read_binary_mask,
     read_image_tensor,
@@ -155,8 +155,8 @@ class TextureADDataset(AnomalibDataset):
                 gt_mask = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
             elif label_index == LabelName.ABNORMAL:
                 mask = read_binary_mask(mask_path)
-                if not mask.any():
-                    _warn_once(empty_mask_warning(mask_path, image_path))
+                if said := mask_warning(mask, mask_path, image_path):
+                    _warn_once(said[1])
                 height, width = image.shape[-2:]
                 problem = mask_size_problem(image_path, (width, height), mask_path, (mask.shape[1], mask.shape[0]))
                 if problem is not None:

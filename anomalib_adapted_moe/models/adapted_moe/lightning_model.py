@@ -63,6 +63,7 @@ from anomalib_adapted_moe.data.predict_check import (
     warn_about_overwritten_maps,
 )
 from anomalib_adapted_moe.data.seen_subclasses import seen_subclasses
+from anomalib_adapted_moe.data.test_copies import copies_of_training_images, copies_warning
 from anomalib_adapted_moe.data.texture_ad import TextureAD, TextureADLayoutError
 from anomalib_adapted_moe.data.validation_split import large_held_out_share, validates_on_test_images
 from anomalib_adapted_moe.deploy.ir_checksums import write_sums
@@ -445,6 +446,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "test": getattr(datamodule, "test_data", None),
             }
         )
+        self.warn_about_test_copies(samples, getattr(getattr(datamodule, "test_data", None), "samples", None))
         # TextureAD names a damaged file as it reads it: a test image only after the training (its training images
         # are read at once by the feature pass; decoding them here too would double that pass's reading)
         for split in ("val_data", "test_data"):
@@ -460,7 +462,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
                 "same_as_test": ("MVTecAD", "the whole test set"),
                 "from_test": (
                     "Folder",
-                    "part of the test set, which part set by the data's seed (drawn anew each run without one)",
+                    "part of the test set, which part set by the data's seed (drawn anew each run without one); the "
+                    "test metrics then cover the rest of the test images only",
                 ),
             }[mode]
             logger.warning(  # TextureAD says so itself
@@ -883,6 +886,19 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             check_dataset_splits(splits)
         except ValueError as error:
             refuse(error)
+
+    def warn_about_test_copies(self, training: object, test: object) -> None:
+        """Name test images that are byte-for-byte copies of training images (anomalib ``samples`` tables; see
+        :mod:`anomalib_adapted_moe.data.test_copies`), once, from the first process."""
+        if not self.trainer.is_global_zero or any(
+            samples is None or "image_path" not in samples for samples in (training, test)
+        ):
+            return
+        test_images = list(test["image_path"])
+        copies = copies_of_training_images(list(training["image_path"]), test_images)
+        folders = "Folder: normal_test_dir and normal_dir; MVTecAD and TextureAD: test/good and train/good"
+        if warning := copies_warning(copies, len(test_images), folders):
+            logger.warning(warning)
 
     def on_predict_start(self) -> None:
         """Check the files of anomalib's ``PredictDataset`` (``anomalib predict --data <folder>``) before predicting.

@@ -19,6 +19,9 @@ MAX_AUTO_EXPERTS = 8
 MIN_SILHOUETTE = 0.1
 #: a discovered expert with fewer training images is most likely odd images, not a variant (warned)
 MIN_CLUSTER_IMAGES = 3
+#: discovery tries k experts only for at least this many training images each: a walkthrough's 4 images were split
+#: into experts of 2, and the warning blamed odd images where the whole set was too small
+MIN_IMAGES_PER_EXPERT = 2 * MIN_CLUSTER_IMAGES
 
 
 def image_descriptors(features: torch.Tensor, chunk: int = 64) -> np.ndarray:
@@ -40,7 +43,8 @@ def discover_subclasses(
         descriptors: ``(N, D)`` image descriptors.
         num_experts: number of clusters; ``None`` chooses k in ``2..8`` by silhouette
             score and falls back to a single expert when no k separates the images
-            (silhouette below 0.1).
+            (silhouette below 0.1), or when there are too few images for two experts
+            (:data:`MIN_IMAGES_PER_EXPERT` each).
         seed: k-means seed.
         image_paths: each descriptor's image file, when known: a warning about a tiny expert names its images.
 
@@ -66,7 +70,16 @@ def discover_subclasses(
         return report_cluster_sizes(labels.astype(np.int64), image_paths)
 
     best_k, best_score, best_labels = 1, MIN_SILHOUETTE, np.zeros(num_images, dtype=np.int64)
-    for k in range(2, min(MAX_AUTO_EXPERTS, distinct - 1) + 1):
+    largest_k = min(MAX_AUTO_EXPERTS, distinct - 1, num_images // MIN_IMAGES_PER_EXPERT)
+    if largest_k < 2:
+        logger.info(
+            "Subclass discovery kept one expert: %d training images are too few to split into variants (two experts "
+            "need %d).",
+            num_images,
+            2 * MIN_IMAGES_PER_EXPERT,
+        )
+        return best_labels
+    for k in range(2, largest_k + 1):
         labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(descriptors)
         score = silhouette_score(descriptors, labels)
         if score > best_score:
@@ -86,19 +99,28 @@ def report_cluster_sizes(labels: np.ndarray, image_paths: list[str] | None = Non
         parts.append(f"cluster_{i}: {size}{example}")
     counts = ", ".join(parts)
     logger.info("Training images per discovered expert: %s.", counts)
+    # num_experts asked of a small set: the set's size may be the cause rather than odd images
+    small = len(labels) < MIN_IMAGES_PER_EXPERT * len(sizes)
     for i, size in enumerate(sizes):
         if size < MIN_CLUSTER_IMAGES:
             files = [] if image_paths is None else [image_paths[j] for j in np.flatnonzero(labels == i)]
             images, look = (": " + ", ".join(files), "look at them") if files else ("", "look for such images")
+            also = (
+                f" With {len(labels)} training images, {len(sizes)} experts may also be too many: give "
+                f"{MIN_IMAGES_PER_EXPERT * len(sizes)} or more, or set num_experts to 1."
+                if small
+                else ""
+            )
             logger.warning(
                 "Discovered expert cluster_%d has %d training image(s) of %d%s. Most likely odd images (another "
                 "camera, a blank or grey frame) rather than a variant; test images like them go to it. Fix: %s "
                 "and move them out of the training folder if they are not the product, or set num_experts to the "
-                "number of variants.",
+                "number of variants.%s",
                 i,
                 size,
                 len(labels),
                 images,
                 look,
+                also,
             )
     return labels

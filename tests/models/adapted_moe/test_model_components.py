@@ -273,6 +273,24 @@ def test_an_odd_image_that_gets_its_own_discovered_expert_is_warned_about(caplog
     assert "Fix: look for such images and move them out" in caplog.text
 
 
+def test_a_training_set_too_small_to_split_keeps_one_expert_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    """A walkthrough's 4 training images of two variants were split into experts of 2, and the warning blamed odd
+    images (another camera, a blank frame) alone where the whole set was too small."""
+    centres = torch.eye(2, 8) * 5
+    points = torch.cat([centres[0].expand(2, 8), centres[1].expand(2, 8)]) + 0.01 * torch.randn(4, 8)
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):
+        labels = discover_subclasses(points.numpy(), num_experts=None)
+    assert set(labels.tolist()) == {0}
+    assert "kept one expert: 4 training images are too few to split into variants (two experts need 12)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
+        discover_subclasses(points.numpy(), num_experts=2)  # asked for: trained, with the cause named
+    assert caplog.messages[0].endswith(
+        "number of variants. With 4 training images, 2 experts may also be too many: give 12 or more, or set "
+        "num_experts to 1."
+    )
+
+
 def test_feature_cache_spills_to_a_memory_mapped_file_past_its_budget(tmp_path) -> None:
     from anomalib_adapted_moe.models.adapted_moe.feature_cache import FeatureCache
 

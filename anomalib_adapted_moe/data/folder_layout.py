@@ -56,6 +56,10 @@ class FolderLayoutError(ValueError):
     """anomalib's ``Folder`` would stop on its folders or its validation split, or read images or masks wrongly."""
 
 
+#: (first JPEG mask, count) of the Folders named for JPEG masks in this process
+_NAMED_JPEG_MASKS: set[tuple[Path, int]] = set()
+
+
 def check_folder_layout(datamodule: Folder) -> dict[str, list[Path]]:
     """Raise :class:`FolderLayoutError` naming the missing or empty folders, else the unpaired images and masks (five
     of each kind, the others counted); return the images of each setting (``normal_dir``, ...) Folder will read."""
@@ -72,6 +76,14 @@ def check_folder_layout(datamodule: Folder) -> dict[str, list[Path]]:
             found, problem = _images_in(folder, datamodule.root, setting, extensions, problems)
             images[setting] += found
             problems["folders"] += [problem] if problem else []
+    root = datamodule.root
+    missing = [problem for problem in problems["folders"] if ": no such folder (--data." in problem]
+    if root is not None and not Path(root).exists() and missing and not any(images.values()):
+        # a typo in the root listed each folder under it, four lines for one mistake
+        problems["folders"] = [p for p in problems["folders"] if p not in missing]
+        problems["folders"].append(
+            f"{Path(root).absolute()}: no such folder (--data.root), so none of the folders under it"
+        )
     problems["folders"] += shared_files(images)
     if images["mask_dir"] and not _as_list(datamodule.abnormal_dir):
         problems["folders"].append(
@@ -86,7 +98,9 @@ def check_folder_layout(datamodule: Folder) -> dict[str, list[Path]]:
         problems[kind] = pairing
     if every_folder_read and ValSplitMode(datamodule.val_split_mode) == ValSplitMode.FROM_TEST:
         problems["splits"] += empty_test_split(datamodule, images)
-    if lossy := [mask for mask in images["mask_dir"] if mask.suffix.lower() in (".jpg", ".jpeg")]:
+    lossy = sorted(mask for mask in images["mask_dir"] if mask.suffix.lower() in (".jpg", ".jpeg"))
+    if lossy and (lossy[0], len(lossy)) not in _NAMED_JPEG_MASKS:  # once: train checks at fit, then at test
+        _NAMED_JPEG_MASKS.add((lossy[0], len(lossy)))
         logger.warning(
             "%s (%d of %d masks are JPEG): anomalib reads any mask value above 0 as defect, so JPEG's compression "
             "rings around each defect count too (a walkthrough's masks: 6391 pixels where 4272 were drawn), and "

@@ -295,7 +295,10 @@ def check_dataset_splits(splits: Mapping[str, tuple[Sequence[Path | str], Sequen
     errors = _dataset_file_errors([image for image, _ in pairs], [mask for _, mask in pairs])
     names = list(splits)
     which = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-    _raise_for(errors, f"{len(errors)} of {len(pairs)} {which} images cannot be read as they are, so the run stopped")
+    # a mask of another size or a damaged mask: "images cannot be read" sent a walkthrough to the images
+    masks = any(isinstance(error, MaskSizeMismatchError) or MASK_FIX in str(error) for error in errors)
+    what = "images or their masks" if masks else "images"
+    _raise_for(errors, f"{len(errors)} of {len(pairs)} {which} {what} cannot be read as they are, so the run stopped")
 
 
 def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence[Path | str | None]) -> list:

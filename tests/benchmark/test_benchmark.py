@@ -538,7 +538,8 @@ def test_benchmark_commands_name_a_bad_argument_before_running_anything(
             main,
             [*wrong_root[:4], json.dumps({"normal_dirr": "x"}), "--output", str(tmp_path / "a")],
         ),
-        f"{tmp_path / 'no_line' / 'normal'}: no such folder (--data.normal_dir)": (main, wrong_root),
+        # one line for the root's typo, not one for each folder under it
+        f"{tmp_path / 'no_line'}: no such folder (--data.root), so none of the folders under it": (main, wrong_root),
         "argument --data-init-args: not JSON": (
             main,
             ["compare", "--data-init-args", "{bad", "--output", str(tmp_path / "b")],

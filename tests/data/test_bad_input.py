@@ -660,8 +660,10 @@ def test_jpeg_masks_of_a_folder_are_named_in_a_warning(folder_root: Path, caplog
     folder = Folder(name="bolts", root=folder_root, normal_dir="good", abnormal_dir="defect", mask_dir="mask")
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         check_folder_layout(folder)
+        check_folder_layout(folder)  # anomalib train checks at fit, then at test: named once
     said = f"{folder_root / 'mask' / '000.jpg'} (3 of 3 masks are JPEG): anomalib reads any mask value above 0"
     assert said in caplog.text and "Fix: save the masks as PNG" in caplog.text
+    assert len([message for message in caplog.messages if "masks are JPEG" in message]) == 1
 
 
 def test_a_folder_path_with_a_letter_anomalibs_folder_refuses_is_named_with_that_reason(folder_root: Path) -> None:
@@ -1081,7 +1083,7 @@ def test_every_bad_file_of_a_dataset_split_is_named_in_one_message(folder_root: 
     with pytest.raises(BadPredictImagesError) as info:
         check_dataset_files(images, masks, "test")
     message = str(info.value)
-    assert message.startswith("3 of 3 test images cannot be read as they are, so the run stopped")
+    assert message.startswith("3 of 3 test images or their masks cannot be read as they are, so the run stopped")
     assert all(str(path) in message for path in images)
     assert "damaged files:" in message and "high-bit-depth images:" in message and "masks of another size:" in message
 

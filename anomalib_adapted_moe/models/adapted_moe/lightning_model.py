@@ -1270,7 +1270,7 @@ def refuse_an_unloadable_checkpoint(path: object) -> None:
         msg = (
             f"{path}: no such checkpoint file{in_another_version(Path(path))}. Fix: give the path anomalib train "
             'logged once fitted ("Checkpoint: ..."), e.g. results/AdaptedMoE/<dataset settings>/<category>/latest/'
-            "weights/lightning/model.ckpt."
+            "weights/lightning/model.ckpt (a Folder's: results/AdaptedMoE/<its name>/latest/...)."
         )
         refuse(FileNotFoundError(msg))
     if Path(path).is_dir():

@@ -238,21 +238,32 @@ def mask_pairing_problems(
             ]
         # the counts lead the first file's line, so the message's "(N problems)" counts files, not the heading
         return "masks", [f"{len(defects)} defect images but {len(masks)} masks; {named[0]}", *named[1:]]
+    pairs = list(zip(defects, masks, strict=True))
+    if all(_fits(image, mask) for image, mask in pairs):  # Folder reads them
+        return "order", []
+    # every pair given another image's mask, those whose name holds the image's too (1.png with 10_mask.png): a
+    # walkthrough's message counted 36 problems of 40
     crosswise = [
-        f"{image}: {reader} pairs it with {mask} (both lists sorted by path), whose name does not hold '{image.stem}'"
-        for image, mask in zip(defects, masks, strict=True)
-        if not _fits(image, mask)
+        f"{image}: {reader} pairs it with {mask} (both lists sorted by path), "
+        + (f"not with its own {own}" if _fits(image, mask) else f"whose name does not hold '{image.stem}'")
+        for image, mask in pairs
+        if mask != (own := own_mask(image, masks))
     ]
-    return "order", [*odd_mask_names(defects, masks), *crosswise] if crosswise else []
+    return "order", [*odd_mask_names(defects, masks), *crosswise]
+
+
+def own_mask(image: Path, masks: Sequence[Path]) -> Path:
+    """An image's own mask: the shortest name holding the image's (``1.png``: ``1_mask.png``, not ``10_mask.png``)."""
+    return min((mask for mask in masks if _fits(image, mask)), key=lambda mask: len(mask.stem))
 
 
 def odd_mask_names(defects: Sequence[Path], masks: Sequence[Path]) -> list[str]:
     """Masks named unlike the others (``mask_007.png`` among ``000_mask.png``...): each sorts away from its image's
-    place and shifts the pairs between, so they are named first. An image's own mask is the shortest name holding
-    the image's; its pattern, that name with the image's replaced by ``{}``."""
+    place and shifts the pairs between, so they are named first. The pattern of an image's :func:`own_mask`: its
+    name with the image's replaced by ``{}``."""
     patterns = {}
     for image in defects:
-        own = min((mask for mask in masks if _fits(image, mask)), key=lambda mask: len(mask.stem))
+        own = own_mask(image, masks)
         patterns[own] = own.stem.replace(image.stem, "{}", 1) + own.suffix
     common = Counter(patterns.values()).most_common(1)[0][0]  # ties: the first image's
     return [f"{mask}: named '{name}', the other masks '{common}'" for mask, name in patterns.items() if name != common]

@@ -20,7 +20,7 @@ from conftest import tiny_adapted_moe, write_image, write_mask, write_png_rgb16
 from PIL import Image
 
 from anomalib_adapted_moe.data import TextureADDataset, predict_check
-from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout
+from anomalib_adapted_moe.data.folder_layout import FolderLayoutError, check_folder_layout, mask_pairing_problems
 from anomalib_adapted_moe.data.mvtec_layout import check_mvtec_layout
 from anomalib_adapted_moe.data.predict_check import (
     BadPredictImagesError,
@@ -595,6 +595,20 @@ def test_a_missing_mask_of_a_folder_dataset_is_named_before_folder_reads_it(tmp_
         fit_on_folder(folder_root, tmp_path / "results")
     assert f"{folder_root / 'defect' / '001.png'}: no mask's name holds '001'" in str(info.value)
     assert "Fix: give every defect image one mask named after it" in str(info.value)
+
+
+def test_every_image_folder_pairs_with_another_images_mask_is_counted() -> None:
+    """Unpadded names (img_1 ... img_12) sort apart from their masks: img_1.png takes img_10_mask.png, whose name
+    holds 'img_1', so Folder's name test passes it; a walkthrough's message counted 36 problems of 40."""
+    defects = sorted(Path(f"/line/defect/img_{i}.png") for i in range(1, 13))
+    masks = sorted(Path(f"/line/mask/img_{i}_mask.png") for i in range(1, 13))
+    kind, problems = mask_pairing_problems(defects, masks)
+    assert kind == "order" and len(problems) == 4  # img_1, img_10, img_11, img_12
+    assert problems[0] == (
+        "/line/defect/img_1.png: Folder pairs it with /line/mask/img_10_mask.png (both lists sorted by path), not with "
+        "its own /line/mask/img_1_mask.png"
+    )
+    assert problems[1].endswith("img_11_mask.png (both lists sorted by path), whose name does not hold 'img_10'")
 
 
 def break_folder(root: Path, how: str) -> list[str]:

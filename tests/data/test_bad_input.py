@@ -189,6 +189,10 @@ def test_predicting_a_category_folder_names_overwritten_maps_and_masks_scored_as
     assert str(category / "a" / "test" / "good" / "000.png") in overwrite and "Fix: predict each subfolder" in overwrite
     masks = next(r.getMessage() for r in caplog.records if "look like defect masks" in r.getMessage())
     assert masks.startswith(f"1 of 5 images look like defect masks ({mask}): they are scored as images. Fix:")
+    # named as masks, not again as a grey image for a colour model (a walkthrough's root: both) or of another size
+    assert not any(
+        str(mask) in r.getMessage() for r in caplog.records if "look like defect masks" not in r.getMessage()
+    )
 
 
 def test_predicted_images_far_from_the_training_sizes_are_named_in_one_warning(

@@ -58,6 +58,7 @@ from anomalib_adapted_moe.data.predict_check import (
     check_dataset_files,
     check_dataset_splits,
     check_predict_images,
+    mask_like_files,
     one_kind_of_test_image,
     overwritten_maps,
     warn_about_overwritten_maps,
@@ -931,8 +932,11 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             name, category = getattr(datamodule, "name", None), getattr(datamodule, "category", None)
             warn_about_overwritten_maps(overwritten_maps(image_files, name, category), len(image_files), stage)
-        warn_about_other_sizes(image_files, self.training_image_sizes, stage)
-        image_colour.warn_about_other_colour(image_files, self.training_colour, stage)
+        # masks in a predicted folder are named as such: not again as grey images or of other sizes
+        masks = set(mask_like_files(image_files))
+        images = [path for path in image_files if Path(path) not in masks]
+        warn_about_other_sizes(images, self.training_image_sizes, stage)
+        image_colour.warn_about_other_colour(images, self.training_colour, stage)
 
     @classmethod
     def load_from_checkpoint(

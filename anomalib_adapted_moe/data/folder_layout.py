@@ -238,9 +238,7 @@ def mask_pairing_problems(
             ]
         # the counts lead the first file's line, so the message's "(N problems)" counts files, not the heading
         return "masks", [f"{len(defects)} defect images but {len(masks)} masks; {named[0]}", *named[1:]]
-    pairs = list(zip(defects, masks, strict=True))
-    if all(_fits(image, mask) for image, mask in pairs):  # Folder reads them
-        return "order", []
+    pairs = list(zip(defects, masks, strict=True))  # some pair fails Folder's test: every pair above passed it
     # every pair given another image's mask, those whose name holds the image's too (1.png with 10_mask.png): a
     # walkthrough's message counted 36 problems of 40
     crosswise = [

@@ -28,6 +28,7 @@ from PIL import Image
 
 from anomalib_adapted_moe.data.flat_frames import FLAT_FRAME_WARNING, is_flat_image
 from anomalib_adapted_moe.data.folder_layout import refused_letters
+from anomalib_adapted_moe.data.grouped_warnings import warn_alike
 from anomalib_adapted_moe.data.misread_images import misread_warnings
 from anomalib_adapted_moe.data.texture_ad import CorruptImageError, verify_image_file
 from anomalib_adapted_moe.data.texture_ad.errors import MaskSizeMismatchError
@@ -328,7 +329,7 @@ def _dataset_file_errors(image_files: Sequence[Path | str], mask_files: Sequence
         else:
             if files_now is not None:
                 _PASSED.add(files_now)
-    warn_alike(named, len(image_files))
+    warn_alike(named, len(image_files), sum(mask is not None for mask in map(_mask_or_none, mask_files)))
     return errors
 
 
@@ -378,23 +379,6 @@ def _check_one(path: Path) -> list[tuple[str, Path, str]]:
         flat = is_flat_image(image.convert("RGB"))
     named = [(kind, path, warning) for kind, warning in misread_warnings(path, "scores")]
     return [("flat", path, FLAT_FRAME_WARNING % path)] * flat + named
-
-
-def warn_alike(named: list[tuple[str, Path | str, str]], total: int) -> None:
-    """Log each kind of ``(kind, file, warning)`` once: its first file's warning, then the other files it holds for
-    of the ``total`` images (24 black frames printed 24 warnings, each twice under the ``anomalib`` command)."""
-    by_kind: dict[str, list[tuple[Path | str, str]]] = {}
-    for kind, path, warning in named:
-        by_kind.setdefault(kind, []).append((path, warning))
-    for found in by_kind.values():
-        warning, more = found[0][1], [str(path) for path, _ in found[1:]]
-        if more:
-            rest = f" and {len(more) - 3} more" if len(more) > 3 else ""
-            logger.warning(
-                "%s Likewise %d more of the %d images (%s%s).", warning, len(more), total, ", ".join(more[:3]), rest
-            )
-        else:
-            logger.warning(warning)
 
 
 def decode_fix(path: Path, fix: str) -> str:

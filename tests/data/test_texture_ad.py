@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from anomalib_adapted_moe.data.texture_ad import (
     read_image_tensor,
 )
 from anomalib_adapted_moe.data.texture_ad.check import main as check_main
+from anomalib_adapted_moe.data.texture_ad.files import mask_warning
 
 HF_DATASET = "texture-ad/Texture-AD-Benchmark"
 
@@ -478,43 +480,50 @@ def test_check_names_and_skips_folders_of_a_download_that_are_not_categories(
 # --------------------------------------------------------------------------- files read wrong without a word before
 
 
-def test_files_textureads_reader_misreads_are_named_by_the_dataset_and_the_check(
+def test_files_textureads_reader_misreads_are_named_at_setup_and_by_the_check_one_line_a_kind(
     texture_ad_root: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ) -> None:
     """TextureAD reads a multi-page file's first page and a 16-bit file of fewer bits (a 12-bit camera's) 16 times
-    darker, as anomalib's reader does: named once each by the dataset as it reads them and by ``--check``, where
-    both said nothing. Full-range 16-bit grey reads as it should."""
+    darker, as anomalib's reader does: named when the datamodule sets up and by ``--check``, one line a kind, where
+    both said nothing. An even 12-bit texture is dark, not flat (its top 8 bits read flat: it was not named); a frame
+    flat on a 12-bit scale (a covered lens) and full-range 16-bit grey are not named dark."""
     rng = np.random.default_rng(0)
     good = texture_ad_root / "cloth" / "fabric_a" / "train" / "good"
-    pages = good / "003.tif"
-    first, second = (Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2))
-    first.save(pages, save_all=True, append_images=[second])
-    colour = write_png_rgb16(good / "004.png", rng.integers(0, 4096, (32, 32, 3)))
+    pages = [good / "003.tif", good / "007.tif"]
+    for path in pages:
+        first, second = (Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2))
+        first.save(path, save_all=True, append_images=[second])
+    colour = write_png_rgb16(good / "004.png", rng.integers(1040, 1161, (32, 32, 3)))  # 1100 +- 60 of 4095
     grey = good / "005.png"
-    Image.fromarray(rng.integers(0, 4096, (32, 32), dtype=np.uint16)).save(grey)
-    full = good / "006.png"
-    Image.fromarray(rng.integers(0, 65536, (32, 32), dtype=np.uint16)).save(full)
+    Image.fromarray(rng.integers(1040, 1161, (32, 32), dtype=np.uint16)).save(grey)
+    Image.fromarray(rng.integers(0, 65536, (32, 32), dtype=np.uint16)).save(good / "006.png")  # full range
+    Image.fromarray(rng.integers(100, 111, (32, 32), dtype=np.uint16)).save(good / "008.png")  # a covered lens
+    write_png_rgb16(good / "009.png", rng.integers(100, 111, (32, 32, 3)))
     grey_brightest = int(np.asarray(Image.open(grey)).max())
     said = [
-        f"{pages}: holds 2 frames (pages); TextureAD reads only one. Fix: save each page or frame as an image of its "
-        "own (PIL's ImageSequence.Iterator).",
-        f"{colour}: a 16-bit colour image whose brightest value reads 15 of 255: TextureAD keeps the top 8 of its 16 "
+        f"{pages[0]}: holds 2 frames (pages); TextureAD reads only one. Fix: save each page or frame as an image of "
+        f"its own (PIL's ImageSequence.Iterator). Likewise 1 more of the N images ({pages[1]}).",
+        f"{colour}: a 16-bit colour image whose brightest value reads 4 of 255: TextureAD keeps the top 8 of its 16 "
         "bits, so data of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to 8 bits by the "
         "camera's full scale first (value * 255 / 4095 for 12-bit data).",
         f"{grey}: a 16-bit grey image whose brightest value is {grey_brightest} of 65535: TextureAD scales 16-bit "
         "images by 65535, so data of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to the full "
         "16 bits by the camera's full scale first (value * 65535 // 4095 for 12-bit data).",
     ]
-    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
+
+    def any_count(lines: list[str]) -> list[str]:
+        return [re.sub(r"of the \d+ images", "of the N images", line) for line in lines]
+
     with caplog.at_level("WARNING", logger="anomalib_adapted_moe"):
-        for _ in range(2):  # a second epoch names nothing again
-            for path in (pages, colour, grey, full):
-                _item_for(dataset, path)
-    assert caplog.messages == said
+        datamodule = _datamodule(texture_ad_root)
+        datamodule.setup()
+        datamodule.setup("test")  # anomalib train sets up for fit, then for test: named once
+    assert any_count(caplog.messages) == said
+    dataset = TextureADDataset(root=texture_ad_root, category="cloth", split="train")
     assert float(_item_for(dataset, grey).image.max()) == pytest.approx(grey_brightest / 65535)  # read, not refused
     assert check_main(["--check", str(texture_ad_root), "--category", "cloth"]) == 0  # warnings, not problems
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
-    assert warnings == [f"WARNING {line}" for line in said]
+    assert any_count(warnings) == [f"WARNING {line}" for line in said]
 
 
 @pytest.mark.parametrize(
@@ -611,6 +620,16 @@ def test_a_jpeg_mask_is_read_at_half_scale_so_compression_does_not_grow_the_defe
     Image.fromarray((circle * 255).astype(np.uint8)).save(tmp_path / "mask.jpg", quality=90)
     read = read_binary_mask(tmp_path / "mask.jpg")
     assert (read != circle).sum() < 0.02 * circle.sum()  # any non-zero pixel: 14 % more
+
+
+def test_a_defect_covering_most_of_an_object_is_no_inverted_mask() -> None:
+    """MVTec AD's flipped metal nut is marked whole: most of the image, but none of its border, as an inverted mask
+    of a small defect marks all of it."""
+    yy, xx = np.mgrid[:100, :100]
+    whole_object = (yy - 50) ** 2 + (xx - 50) ** 2 < 45**2  # 64 % of the image
+    assert whole_object.mean() > 0.5 and mask_warning(whole_object, "nut_mask.png", "nut.png") is None
+    inverted = ~((yy - 50) ** 2 + (xx - 50) ** 2 < 10**2)
+    assert mask_warning(inverted, "m.png", "i.png")[0] == "inverted mask"
 
 
 @pytest.mark.parametrize(("how", "said"), [("empty", "marks no pixel"), ("inverted", "marks 94% of it: an inverted")])

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anomalib_adapted_moe.data.grouped_warnings import grouped
 from anomalib_adapted_moe.data.texture_ad.errors import (
     LayoutProblem,
     TextureADLayoutError,
@@ -67,23 +68,25 @@ def check_category(category_root: Path, workers: int = 4) -> CheckReport:
     report.images = sum(len(s.train_images) + len(s.test_images) for s in layout.subclasses.values())
     report.masks = sum(len(s.mask_files) for s in layout.subclasses.values())
 
-    def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem, list[str]]:
+    def _verify(path: Path) -> tuple[Path, tuple[int, int] | LayoutProblem, list[tuple[str, str]]]:
         size, problem = decode_problem(path, image=path in images)
         if problem is not None:
             return path, problem, []
         warnings = reading_warnings(path) if path in images else []
         if path in masked and (said := mask_warning(read_binary_mask(path), path, masked[path])):
-            warnings.append(said[1])  # an orphan mask is a problem already
+            warnings.append(said)  # an orphan mask is a problem already
         return path, size, warnings
 
     sizes: dict[Path, tuple[int, int]] = {}
+    named = []  # (kind, file, warning), grouped by kind: a 12-bit camera's set named every file
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for path, outcome, warnings in pool.map(_verify, files):  # in the files' order, whichever thread is first
-            report.warnings += warnings
+            named += [(kind, path, warning) for kind, warning in warnings]
             if isinstance(outcome, LayoutProblem):
                 report.problems.append(outcome)
             else:
                 sizes[path] = outcome
+    report.warnings += grouped(named, report.images, report.masks)
     for sub in layout.subclasses.values():
         for image, mask in sub.masks.items():
             if image in sizes and mask in sizes:

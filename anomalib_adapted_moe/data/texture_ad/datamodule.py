@@ -31,6 +31,7 @@ from torchvision.tv_tensors import Mask
 
 from anomalib_adapted_moe.argument_types import wrong_argument_types
 from anomalib_adapted_moe.command_line import refuse
+from anomalib_adapted_moe.data.grouped_warnings import grouped
 from anomalib_adapted_moe.data.subclass_batch import SubclassImageBatch, SubclassImageItem
 from anomalib_adapted_moe.data.texture_ad.errors import TextureADLayoutError, TextureADNotFoundError, raise_first
 from anomalib_adapted_moe.data.texture_ad.files import (
@@ -39,6 +40,7 @@ from anomalib_adapted_moe.data.texture_ad.files import (
     pairs_problems,
     read_binary_mask,
     read_image_tensor,
+    reading_warnings,
 )
 from anomalib_adapted_moe.data.texture_ad.locate import find_category_dir
 from anomalib_adapted_moe.data.texture_ad.samples import make_texture_ad_samples
@@ -338,6 +340,7 @@ class TextureAD(AnomalibDataModule):
             self.test_data = self._make_dataset(Split.TEST)
         except (TextureADNotFoundError, TextureADLayoutError) as error:
             refuse(error)
+        self.warn_about_reading()
         self.train_subclasses = self.train_data.train_subclasses
         self.test_subclasses = self.train_data.test_subclasses
         self.unseen_subclasses = self.train_data.unseen_subclasses
@@ -352,6 +355,18 @@ class TextureAD(AnomalibDataModule):
             len(self.train_data),
             len(self.test_data),
         )
+
+    def warn_about_reading(self) -> None:
+        """Name the training and test images TextureAD reads without a word (:func:`.files.reading_warnings`: the
+        first page of several, 12-bit data read 16 times darker), grouped by kind, from the first process; headers
+        only, but for a dark 16-bit file."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        paths = list(dict.fromkeys([*self.train_data.samples.image_path, *self.test_data.samples.image_path]))
+        named = [(kind, path, warning) for path in paths for kind, warning in reading_warnings(path)]
+        for line in grouped(named, len(paths)):
+            _warn_once(line)  # setup runs for fit and again for test
 
     def _create_val_split(self) -> None:
         """Per-subclass hold-out for ``synthetic``/``from_train``; anomalib's own code otherwise."""

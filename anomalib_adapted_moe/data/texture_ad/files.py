@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalib_adapted_moe.data.image_colour import is_flat_grey
-from anomalib_adapted_moe.data.misread_images import DARK_HIGH_BIT_LEVEL, misread_warnings
+from anomalib_adapted_moe.data.flat_frames import flat_mask
+from anomalib_adapted_moe.data.misread_images import DARK_HIGH_BIT_LEVEL, TWELVE_BIT_SCALE, misread_warnings
 from anomalib_adapted_moe.data.texture_ad.errors import (
     CorruptImageError,
     LayoutProblem,
@@ -21,8 +20,6 @@ from anomalib_adapted_moe.data.texture_ad.errors import (
     UnsupportedPixelFormatError,
 )
 from anomalib_adapted_moe.data.texture_ad.layout import HF_DATASET
-
-logger = logging.getLogger(__name__)
 
 CORRUPT_FIX = (
     "the file is damaged or incomplete (e.g. an interrupted download, extraction or generation); restore it from "
@@ -49,8 +46,6 @@ DARK_GREY_WARNING = (
     "of fewer bits (a 12-bit camera's) reads 16 times darker. Fix: scale it to the full 16 bits by the camera's full "
     "scale first (value * 65535 // 4095 for 12-bit data)."
 )
-#: the image files :func:`read_image_tensor` has named the problems of, in this process (each once, not each epoch)
-_NAMED: set[str] = set()
 
 
 def open_image(path: Path | str) -> Image.Image:
@@ -90,25 +85,29 @@ def read_image_tensor(path: Path | str) -> torch.Tensor:
         raise _corrupt(path, err) from err
     if problem is not None:
         raise problem.to_error()
-    if str(path) not in _NAMED:
-        _NAMED.add(str(path))
-        for warning in reading_warnings(path):
-            logger.warning(warning)
     if sixteen_bit:
         return torch.from_numpy(array / 65535.0).unsqueeze(0).expand(3, -1, -1).contiguous()
     return torch.from_numpy(array / 255.0).permute(2, 0, 1).contiguous()
 
 
-def reading_warnings(path: Path | str) -> list[str]:
-    """What TextureAD reads of an image file without a word: the first page of several, a 16-bit colour file of
-    fewer bits dark (:func:`~anomalib_adapted_moe.data.misread_images.misread_warnings`), and a 16-bit grey one
-    too, which TextureAD scales by 65535 (a 12-bit camera's reads at most 4095: :data:`DARK_GREY_WARNING`)."""
-    warnings = [warning for _, warning in misread_warnings(Path(path), "reads", reader="TextureAD")]
-    with open_image(path) as image:
-        if image.mode in _SIXTEEN_BIT_MODES and not is_flat_grey(image):
-            brightest = int(np.asarray(image).max())
-            if brightest < DARK_HIGH_BIT_LEVEL * 257:
-                warnings.append(DARK_GREY_WARNING % (path, brightest))
+def reading_warnings(path: Path | str) -> list[tuple[str, str]]:
+    """``(kind, warning)`` for what TextureAD reads of an image file without a word: the first page of several, a
+    16-bit colour file of fewer bits dark (:func:`~anomalib_adapted_moe.data.misread_images.misread_warnings`), and a
+    16-bit grey one too, which TextureAD scales by 65535 (a 12-bit camera's reads at most 4095: "dark grey",
+    :data:`DARK_GREY_WARNING`). Named by the datamodule's setup and ``--check``, grouped by kind."""
+    try:  # a damaged file is named, with its fix, where it is decoded
+        warnings = misread_warnings(Path(path), "reads", reader="TextureAD")
+        with open_image(path) as image:
+            if (
+                image.mode in _SIXTEEN_BIT_MODES
+                and (brightest := int(np.asarray(image).max())) < DARK_HIGH_BIT_LEVEL * 257
+            ):
+                # flat on a 12-bit camera's scale: a covered lens; an even 12-bit texture read flat on 65535's
+                values = np.asarray(image, dtype=np.float32).reshape(1, 1, -1)
+                if not flat_mask(np.broadcast_to(values, (1, 3, values.shape[2])), full_scale=TWELVE_BIT_SCALE)[0]:
+                    warnings.append(("dark grey", DARK_GREY_WARNING % (path, brightest)))
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return []
     return warnings
 
 
@@ -141,21 +140,25 @@ def read_binary_mask(path: Path | str) -> np.ndarray:
 #: a mask marking more than this share of its image is named: an inverted one (white for the good surface) marked
 #: 96-99 % in a walkthrough, and pixel AUROC read 0.37 without a word
 MOST_OF_THE_IMAGE = 0.5
+#: ... and more than this share of its border pixels
+MOST_OF_THE_BORDER = 0.5
 
 
 def mask_warning(
     mask: np.ndarray, mask_path: Path | str, image: Path | str, good_folder: str = "test/good"
 ) -> tuple[str, str] | None:
     """``(kind, warning)`` for a defect image's ``mask`` (read by :func:`read_binary_mask`) that marks no pixel (its
-    image label still says defect) or most of the image (inverted?), or ``None``; ``good_folder``: where the layout
-    keeps good test images (Folder's is its ``normal_test_dir``)."""
+    image label still says defect) or most of the image and its border (inverted?), or ``None``; ``good_folder``:
+    where the layout keeps good test images (Folder's is its ``normal_test_dir``)."""
     if not mask.any():
         return "empty mask", (
             f"{mask_path}: the mask of the defect image {image} marks no pixel, so pixel metrics count its defect as "
             f"normal. Draw the defect in it, or move the image among the good test images ({good_folder}) if it has "
             "none."
         )
-    if (share := float(mask.mean())) > MOST_OF_THE_IMAGE:
+    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    # a defect covering most of an object (MVTec AD's flipped metal nut) leaves the border clear; an inverted mask not
+    if (share := float(mask.mean())) > MOST_OF_THE_IMAGE and border.mean() > MOST_OF_THE_BORDER:
         return "inverted mask", (
             f"{mask_path}: the mask of the defect image {image} marks {share:.0%} of it: an inverted mask (the good "
             "surface white, the defect black)? Pixel metrics would count the good surface as defect. Fix: invert it "

@@ -72,12 +72,13 @@ def discover_subclasses(
     best_k, best_score, best_labels = 1, MIN_SILHOUETTE, np.zeros(num_images, dtype=np.int64)
     largest_k = min(MAX_AUTO_EXPERTS, distinct - 1, num_images // MIN_IMAGES_PER_EXPERT)
     if largest_k < 2:
-        logger.info(
-            "Subclass discovery kept one expert: %d training images are too few to split into variants (two experts "
-            "need %d).",
-            num_images,
-            2 * MIN_IMAGES_PER_EXPERT,
+        why = (
+            f"{num_images} training images are too few to split into variants (two experts need "
+            f"{2 * MIN_IMAGES_PER_EXPERT})"
+            if num_images < 2 * MIN_IMAGES_PER_EXPERT
+            else f"the {num_images} training images hold only {distinct} distinct ones"
         )
+        logger.info("Subclass discovery kept one expert: %s.", why)
         return best_labels
     for k in range(2, largest_k + 1):
         labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(descriptors)

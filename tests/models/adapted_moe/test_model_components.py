@@ -3,6 +3,7 @@
 import logging
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -282,6 +283,11 @@ def test_a_training_set_too_small_to_split_keeps_one_expert_and_says_why(caplog:
         labels = discover_subclasses(points.numpy(), num_experts=None)
     assert set(labels.tolist()) == {0}
     assert "kept one expert: 4 training images are too few to split into variants (two experts need 12)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="anomalib_adapted_moe"):  # enough images, two distinct ones
+        labels = discover_subclasses(np.repeat(points.numpy()[[0, 2]], 25, axis=0), num_experts=None)
+    assert set(labels.tolist()) == {0}
+    assert "kept one expert: the 50 training images hold only 2 distinct ones" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         discover_subclasses(points.numpy(), num_experts=2)  # asked for: trained, with the cause named

@@ -331,7 +331,7 @@ def precision_table(results: dict) -> str:
     """The short table ``make demo`` prints: precision, score difference, unseen pixel AUROC, ms per image."""
     torch_figures = results["torch"]
     lines = [
-        "| precision | ran in | score diff to torch | unseen pixel AUROC % | ms/img (batch 1) |",
+        "| precision | ran in | score diff to torch | mean unseen pixel AUROC % | ms/img (batch 1) |",
         "|---|---|---:|---:|---:|",
         f"| torch (eager) | f32 | - | {torch_figures['auroc']['unseen_pixel']:.2f} | "
         f"{torch_figures['ms_per_image']['1']:.1f} |",

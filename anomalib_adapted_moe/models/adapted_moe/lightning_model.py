@@ -81,7 +81,7 @@ from .distributed import (
 )
 from .feature_cache import FeatureCache, LiveFeatures, cache_bypass_reason
 from .flag_report import FlagReport
-from .input_check import InputCheck, normalises, refuse_wrong_input
+from .input_check import InputCheck, checks_input, normalises, refuse_wrong_input
 from .interruption import SIGTERM_EXIT_CODE, InterruptionReport
 from .post_processor import AdaptedMoEPostProcessor
 from .progress import EpochProgress
@@ -654,8 +654,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
             if empty := [name for name, count in zip(names, counts.tolist(), strict=True) if not count]:
                 msg = (
                     f"No training image of the subclass(es) {empty} passed through the backbone ({len(features)} "
-                    f"images did; limit_train_batches {self.trainer.limit_train_batches}), so their experts would "
-                    "score the images routed to them untrained. Fix: leave limit_train_batches out."
+                    f"images did; {self.what_limited_the_pass()}), so their experts would score the images routed to "
+                    f"them untrained. Fix: {self.what_limited_the_pass(fix=True)}."
                 )
                 refuse(ValueError(msg))
             return labels, names
@@ -677,12 +677,24 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
         if total is not None and passed < total and not is_distributed(self.trainer):  # DDP refuses it before
             logger.warning(
-                "The feature pass read %d of the %d training images (limit_train_batches %s): the experts train on "
-                "those only. Fix: leave limit_train_batches out to train on all of them.",
+                "The feature pass read %d of the %d training images (%s): the experts train on those only. Fix: %s.",
                 passed,
                 total,
-                self.trainer.limit_train_batches,
+                self.what_limited_the_pass(),
+                self.what_limited_the_pass(fix=True),
             )
+
+    def what_limited_the_pass(self, fix: bool = False) -> str:
+        """What read fewer training images than the dataset holds: ``limit_train_batches``, or else the training
+        loader (``drop_last``, a sampler); with ``fix``, what to change."""
+        limit = self.trainer.limit_train_batches  # a count of batches (int, 1 included) or a share (float)
+        if isinstance(limit, int) or limit < 1.0:
+            return "leave limit_train_batches out" if fix else f"limit_train_batches {limit}"
+        return (
+            "give a loader that reads every training image once"
+            if fix
+            else "the training loader's drop_last or sampler"
+        )
 
     def subclass_experts(self) -> list[str]:
         """The expert names that are training subclasses: none where one expert scores all or the experts were
@@ -943,16 +955,17 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
 
     def warn_about_engine_settings(self) -> None:
         """Name, once, Engine settings from Python that change the scores or do nothing here (the stock command's
-        parser names its own): 16-bit precision, a pre-processor that does not normalise, gradient accumulation."""
+        parser names its own): precision below 32 bits, a pre-processor that does not normalise, gradient
+        accumulation."""
         named = self.__dict__.setdefault("_engine_settings_named", set())
         precision = str(self.trainer.precision)
-        if precision.startswith(("16", "bf16")) and "precision" not in named:
+        if not precision.startswith(("32", "64")) and "precision" not in named:
             named.add("precision")
             logger.warning(
-                "Engine(precision=%r) runs the backbone and experts in 16 bits: the experts flag feature perturbations "
-                "of about 1.5 %% of the feature scale, which that rounding moves (a walkthrough: scores up to 3.3e-2 "
-                "off, image AUROC 94.44 -> 93.52; the checkpoint does not record it). Fix: leave precision at 32, "
-                "anomalib's default; for speed at the line, the README's 'Deploying to the edge'.",
+                "Engine(precision=%r) runs the backbone and experts in fewer than 32 bits: the experts flag feature "
+                "perturbations of about 1.5 %% of the feature scale, which that rounding moves (a walkthrough: scores "
+                "up to 3.3e-2 off, image AUROC 94.44 -> 93.52; the checkpoint does not record it). Fix: leave "
+                "precision at 32, anomalib's default; for speed at the line, the README's 'Deploying to the edge'.",
                 precision,
             )
         transform = getattr(self.pre_processor, "transform", None) if self.pre_processor else None
@@ -1054,7 +1067,8 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
     def forward(self, batch: torch.Tensor, *args, **kwargs) -> Any:
         """anomalib's (pre-processor, model, post-processor), refusing images the model would misread
         (:mod:`.input_check`), but while it is traced for export."""
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()):
+        traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+        if not traced and checks_input(self):
             refuse_wrong_input(batch)
         return super().forward(batch, *args, **kwargs)
 

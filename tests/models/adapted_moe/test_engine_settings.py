@@ -31,12 +31,12 @@ def test_16_bit_precision_an_unnormalised_pre_processor_accumulation_and_a_parti
     with caplog.at_level(logging.WARNING, logger="anomalib_adapted_moe"):
         engine.fit(model=model, datamodule=tiny_synthetic_datamodule(tmp_path / "data"))
     said = "\n".join(caplog.messages)
-    assert "Engine(precision='bf16-mixed') runs the backbone and experts in 16 bits" in said
+    assert "Engine(precision='bf16-mixed') runs the backbone and experts in fewer than 32 bits" in said
     assert "Fix: leave precision at 32" in said
     assert "The pre-processor's transform (Resize) does not normalise the images with ImageNet's mean" in said
     assert "accumulate_grad_batches=2 does nothing here" in said
     assert "The feature pass read 4 of the 6 training images (limit_train_batches 1): the experts train on" in said
-    assert said.count("runs the backbone and experts in 16 bits") == 1  # once, not at each stage
+    assert said.count("runs the backbone and experts in fewer than 32 bits") == 1  # once, not at each stage
 
 
 def test_a_feature_pass_that_leaves_an_expert_without_images_is_refused(tmp_path) -> None:

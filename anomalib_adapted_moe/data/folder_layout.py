@@ -71,18 +71,19 @@ def check_folder_layout(datamodule: Folder) -> dict[str, list[Path]]:
     if not _as_list(datamodule.normal_dir):
         problems["folders"].append("normal_dir: no folder given (--data.normal_dir: the good training images)")
     images: dict[str, list[Path]] = {setting: [] for setting in FOLDER_SETTINGS}
+    root_missing = datamodule.root is not None and not Path(datamodule.root).exists()
+    under_missing_root = False
     for setting in FOLDER_SETTINGS:
         for folder in _as_list(getattr(datamodule, setting)):
+            if root_missing and not Path(folder).is_absolute():  # one typo, named once below: not a line a folder
+                under_missing_root = True
+                continue
             found, problem = _images_in(folder, datamodule.root, setting, extensions, problems)
             images[setting] += found
             problems["folders"] += [problem] if problem else []
-    root = datamodule.root
-    missing = [problem for problem in problems["folders"] if ": no such folder (--data." in problem]
-    if root is not None and not Path(root).exists() and missing and not any(images.values()):
-        # a typo in the root listed each folder under it, four lines for one mistake
-        problems["folders"] = [p for p in problems["folders"] if p not in missing]
+    if under_missing_root:
         problems["folders"].append(
-            f"{Path(root).absolute()}: no such folder (--data.root), so none of the folders under it"
+            f"{Path(datamodule.root).absolute()}: no such folder (--data.root), so none of the folders under it"
         )
     problems["folders"] += shared_files(images)
     if images["mask_dir"] and not _as_list(datamodule.abnormal_dir):

@@ -393,6 +393,10 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         #: the threshold's decisions of the running test or predict, and the last batch's top experts
         self.flag_report = FlagReport([])
         self._top_expert = torch.zeros(0, dtype=torch.long)
+        #: the maps folder this model set on its image visualizer for the last Engine (a user's own is kept)
+        self._engine_maps_dir: Path | None = None
+        #: the Engine settings :meth:`warn_about_engine_settings` has named (each once)
+        self._engine_settings_named: set[str] = set()
 
     def setup(self, stage: str) -> None:
         """Under DDP every process logged the same lines (the cache, the experts, the calibration, the thresholds'
@@ -410,7 +414,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         if visualizer is None:
             return
         engine_dir = Path(self.trainer.default_root_dir) / "images"  # the visualizer's own default
-        if visualizer.output_dir is None or visualizer.output_dir == getattr(self, "_engine_maps_dir", None):
+        if visualizer.output_dir is None or visualizer.output_dir == self._engine_maps_dir:
             visualizer.output_dir = engine_dir
         if visualizer.output_dir == engine_dir:
             self._engine_maps_dir = engine_dir
@@ -957,7 +961,7 @@ class AdaptedMoE(MemoryBankMixin, AnomalibModule):
         """Name, once, Engine settings from Python that change the scores or do nothing here (the stock command's
         parser names its own): precision below 32 bits, a pre-processor that does not normalise, gradient
         accumulation."""
-        named = self.__dict__.setdefault("_engine_settings_named", set())
+        named = self._engine_settings_named
         precision = str(self.trainer.precision)
         if not precision.startswith(("32", "64")) and "precision" not in named:
             named.add("precision")
